@@ -1,0 +1,291 @@
+"""The YAML run configuration: one pydantic model, validated once at the boundary.
+
+Every default lives here and is printed by ``landslide-hazard config --show-defaults``. Paths in a
+config file are relative to that file; :func:`load_config` resolves them to absolute paths.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .grid import StudyGrid
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GridConfig(_Model):
+    """Study grid: fine pixels of ``pixel_size_m``, cells of ``cell_pixels`` x ``cell_pixels``."""
+
+    crs: str = Field("EPSG:32645", description="projected CRS in metres (EPSG code or WKT)")
+    origin: tuple[float, float] = Field(..., description="upper-left corner (x_min, y_max), m")
+    pixel_size_m: float = Field(31.25, gt=0, description="fine pixel size p (paper ~30 m)")
+    cell_pixels: int = Field(32, ge=1, description="k: fine pixels per cell side (32 -> 1 km)")
+    shape_cells: tuple[int, int] = Field(..., description="cell-grid (rows, cols)")
+    patch_cells: int = Field(4, ge=1, description="n: cells per patch side (paper 4)")
+
+    @field_validator("patch_cells")
+    @classmethod
+    def _even_patch(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError("patch_cells must be even so the shifted lattice sits n/2 cells off")
+        return v
+
+    def study_grid(self) -> StudyGrid:
+        return StudyGrid(
+            crs=self.crs,
+            x_min=self.origin[0],
+            y_max=self.origin[1],
+            pixel_size_m=self.pixel_size_m,
+            cell_pixels=self.cell_pixels,
+            n_cell_rows=self.shape_cells[0],
+            n_cell_cols=self.shape_cells[1],
+            patch_cells=self.patch_cells,
+        )
+
+
+class InventoryDate(_Model):
+    """An inventory mapped at ``date``: cumulative landslide area (or per period with a flag)."""
+
+    name: str
+    date: dt.date
+    inventory: Path = Field(..., description="polygons (.gpkg/.geojson), fine mask or cell density (.tif)")
+    mapped_extent: Path | None = Field(None, description="optional raster/polygon of mapped area")
+
+
+class EarthquakeConfig(_Model):
+    name: str
+    date: dt.date
+    pga: Path
+    pga_unit: Literal["g", "%g", "m/s2"] = "g"
+    sigma_ln_pga: Path | None = Field(None, description="ShakeMap uncertainty, sigma of ln PGA")
+
+
+class RiversConfig(_Model):
+    path: Path | None = Field(None, description="river lines (.gpkg/.geojson) or raster mask (.tif)")
+    accumulation_km2: float = Field(
+        1.0, gt=0, description="if no path: rivers where D8 upslope area exceeds this (km2)"
+    )
+
+
+class InputsConfig(_Model):
+    dem: Path
+    dem_nodata: float | None = Field(None, description="overrides the file's nodata value")
+    rain: Path = Field(..., description="daily rain (mm/day): GeoTIFF band per day or NetCDF")
+    earthquakes: list[EarthquakeConfig] = Field(default_factory=list)
+    rivers: RiversConfig = Field(default_factory=RiversConfig)
+    study_mask: Path | None = None
+
+
+class InventoryConfig(_Model):
+    kind: Literal["cumulative", "per_period"] = "cumulative"
+    difference: Literal["cell", "pixel"] = Field(
+        "cell", description="difference cumulative densities per cell (paper) or fine masks first"
+    )
+    min_density: float = Field(0.0, ge=0, description="occurrence = new density > this (%)")
+
+
+class MonsoonConfig(_Model):
+    start: str = Field("06-01", description="MM-DD")
+    end: str = Field("09-30", description="MM-DD")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _mmdd(cls, v: str) -> str:
+        try:
+            dt.datetime.strptime(f"2001-{v}", "%Y-%m-%d")
+        except ValueError as exc:
+            raise ValueError(f"'{v}' is not a MM-DD date such as 06-01") from exc
+        return v
+
+
+class ModelConfig(_Model):
+    preset: Literal["tiny", "paper", "resnet18", "resnet34"] = "tiny"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    lattice_merge: Literal["mean", "lattice0"] = "mean"
+
+
+class TrainingConfig(_Model):
+    batch_size: int = Field(16, ge=1)
+    lr_susceptibility: float = Field(1e-3, gt=0)
+    lr_density: float = Field(1e-4, gt=0)
+    lr_finetune: float = Field(1e-4, gt=0)
+    lr_decay_rate: float = Field(0.9, gt=0, le=1)
+    lr_decay_steps: int = Field(20000, ge=1, description="code: x0.9 every 20,000 steps")
+    max_epochs_susceptibility: int = Field(500, ge=0)
+    max_epochs_density_log: int = Field(200, ge=0)
+    max_epochs_density: int = Field(200, ge=0)
+    max_epochs_finetune: int = Field(20, ge=0)
+    patience: int = Field(10, ge=1)
+    loss: Literal["focal_tversky", "bce"] = "focal_tversky"
+    tversky_alpha: float = 0.3
+    tversky_beta: float = 0.7
+    tversky_gamma: float = 1.0
+    tversky_gamma_form: Literal["power", "inverse"] = Field(
+        "power", description="(1-TI)^gamma as in the code, or (1-TI)^(1/gamma) as in the text"
+    )
+    bce_pos_weight: float = Field(5.0, gt=0, description="class weight of positives (paper 1:5)")
+    balance_patches: bool = False
+    val_fraction: float = Field(0.3, gt=0, lt=1)
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    amp: bool = True
+    num_workers: int = Field(0, ge=0)
+    hparam_search_trials: int = Field(0, ge=0, description="> 0 runs a seeded search first")
+
+
+class EvaluationConfig(_Model):
+    protocol: Literal["paper", "spatial", "temporal", "spacetime"] = "spatial"
+    block_km: float = Field(16.0, gt=0)
+    n_folds: int = Field(5, ge=2)
+    test_fold: int = Field(0, ge=0)
+    buffer_cells: int | None = Field(None, ge=0, description="default: patch_cells (n)")
+    temporal_test_periods: int = Field(2, ge=1)
+    ece_bins: int = Field(15, ge=2)
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="None: the maximal-F1 threshold on validation data"
+    )
+
+
+class OutputConfig(_Model):
+    dir: Path = Path("out")
+    run_name: str | None = None
+    hazard_class_breaks: list[float] = Field(
+        default_factory=lambda: [0.01, 0.1, 1.0], description="E[D] (%) class breaks"
+    )
+
+
+class RunConfig(_Model):
+    """A whole run: with the seed, it fully describes the results."""
+
+    name: str = "run"
+    seed: int = 0
+    grid: GridConfig
+    baseline: InventoryDate = Field(..., description="pre-event inventory closing period 0")
+    periods: list[InventoryDate] = Field(..., min_length=1)
+    inputs: InputsConfig
+    inventory: InventoryConfig = Field(default_factory=InventoryConfig)
+    monsoon: MonsoonConfig = Field(default_factory=MonsoonConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> RunConfig:
+        dates = [self.baseline.date] + [p.date for p in self.periods]
+        names = [self.baseline.name] + [p.name for p in self.periods]
+        for i in range(1, len(dates)):
+            if dates[i] <= dates[i - 1]:
+                raise ValueError(
+                    f"inventory dates out of order: '{names[i]}' ({dates[i]}) is not after "
+                    f"'{names[i - 1]}' ({dates[i - 1]}); list baseline and periods in time order"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError("period names must be unique (they name the bands of every map)")
+        return self
+
+    @property
+    def period_names(self) -> list[str]:
+        return [p.name for p in self.periods]
+
+    def study_grid(self) -> StudyGrid:
+        return self.grid.study_grid()
+
+    def resolve_paths(self, base: Path) -> RunConfig:
+        """Return a copy whose relative paths are made absolute against ``base``."""
+        data = self.model_dump()
+        _resolve(data, base)
+        return RunConfig.model_validate(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(_plain(self.model_dump(mode="json")), sort_keys=False)
+
+
+class ConfigError(ValueError):
+    """A config file that does not validate; the message names the field and the fix."""
+
+
+def _resolve(obj: Any, base: Path) -> None:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(value, Path):
+                obj[key] = value if value.is_absolute() else (base / value).resolve()
+            else:
+                _resolve(value, base)
+    elif isinstance(obj, list):
+        for item in obj:
+            _resolve(item, base)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _format_errors(path: Path | str, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid config ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        hint = ""
+        if err["type"] == "missing":
+            hint = " -> add this field (see `landslide-hazard config --show-defaults`)"
+        elif err["type"] == "extra_forbidden":
+            hint = " -> unknown field: check its spelling or remove it"
+        lines.append(f"  - {loc}: {msg}{hint}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, base: Path, source: str = "<config>") -> RunConfig:
+    """Validate a config mapping; relative paths are resolved against ``base``."""
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+    return cfg.resolve_paths(base)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML config; fail with a message naming the field and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass the path of a YAML config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+    return parse_config(data, path.parent.resolve(), str(path))
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    from .io.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), cfg.to_yaml())
+
+
+def defaults_yaml() -> str:
+    """Every default, as YAML with the required fields shown as placeholders."""
+    example = {
+        "grid": {"origin": [0.0, 0.0], "shape_cells": [64, 64]},
+        "baseline": {"name": "pre-event", "date": "2014-12-01", "inventory": "inv/baseline.gpkg"},
+        "periods": [{"name": "period-1", "date": "2015-06-01", "inventory": "inv/p1.gpkg"}],
+        "inputs": {"dem": "dem.tif", "rain": "rain.tif"},
+    }
+    cfg = RunConfig.model_validate(example)
+    header = (
+        "# Every default of a landslide-hazard run config. Required fields (grid.origin,\n"
+        "# grid.shape_cells, baseline, periods, inputs.dem, inputs.rain) show example values.\n"
+        "# Paths are relative to the config file.\n"
+    )
+    return header + cfg.to_yaml()

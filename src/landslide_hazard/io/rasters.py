@@ -1,0 +1,371 @@
+"""Raster I/O at the edge of the pipeline: read, check against the study grid, resample, write.
+
+Everything here speaks numpy arrays plus a :class:`RasterInfo`; the science elsewhere never
+touches files. Errors name the file, the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.warp import reproject
+
+from ..grid import StudyGrid
+from .atomic import atomic_path
+
+ResampleKind = Literal["continuous", "classes", "mask"]
+_RESAMPLING = {
+    "continuous": Resampling.bilinear,
+    "classes": Resampling.nearest,
+    "mask": Resampling.average,  # area fraction of a 0/1 mask
+}
+
+
+class RasterError(ValueError):
+    """A raster input that cannot be used as given; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    path: str
+    crs: CRS | None
+    transform: Affine
+    shape: tuple[int, int]
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+    count: int
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        return (abs(self.transform.a), abs(self.transform.e))
+
+
+def _open(path: str | Path):
+    path = Path(path)
+    if not path.exists():
+        raise RasterError(f"{path}: file not found; check the path in your config")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterError(
+            f"{path}: cannot be read as a raster ({exc}); is it a GeoTIFF (or another GDAL format)?"
+        ) from None
+
+
+def raster_info(path: str | Path) -> RasterInfo:
+    with _open(path) as ds:
+        return RasterInfo(
+            path=str(path),
+            crs=ds.crs,
+            transform=ds.transform,
+            shape=(ds.height, ds.width),
+            nodata=ds.nodata,
+            descriptions=tuple(ds.descriptions),
+            count=ds.count,
+        )
+
+
+def read_raster(
+    path: str | Path,
+    bands: int | Sequence[int] | None = None,
+    nodata: float | None = None,
+    dtype: str = "float32",
+) -> tuple[np.ndarray, RasterInfo]:
+    """Read bands (1-based; default all) as float with nodata turned into NaN.
+
+    ``nodata`` overrides the value declared in the file. A 2-D array is returned for a single
+    int band, else (band, y, x).
+    """
+    info = raster_info(path)
+    with _open(path) as ds:
+        data = ds.read(bands, out_dtype=dtype)
+    nd = nodata if nodata is not None else info.nodata
+    if nd is not None and not np.isnan(nd):
+        data[data == nd] = np.nan
+    return data, info
+
+
+def check_grid(
+    info: RasterInfo,
+    crs: str | CRS,
+    transform: Affine,
+    shape: tuple[int, int],
+    what: str = "raster",
+) -> None:
+    """Raise a RasterError if ``info`` is not exactly on the given grid."""
+    want = CRS.from_user_input(crs)
+    if info.crs is None:
+        raise RasterError(
+            f"{info.path}: no CRS declared; assign one (e.g. gdal_edit.py -a_srs {want.to_string()})"
+        )
+    if CRS.from_user_input(info.crs) != want:
+        raise RasterError(
+            f"{info.path}: CRS {info.crs.to_string()} differs from the study grid "
+            f"{want.to_string()}; reproject the file (gdalwarp -t_srs {want.to_string()}) "
+            "or let prepare resample it"
+        )
+    if info.shape != tuple(shape):
+        raise RasterError(
+            f"{info.path}: shape {info.shape} differs from the {what} grid {tuple(shape)}; "
+            "clip/resample it onto the study grid"
+        )
+    if not info.transform.almost_equals(transform, precision=1e-6 * max(abs(transform.a), 1)):
+        raise RasterError(
+            f"{info.path}: transform {tuple(info.transform)[:6]} differs from the {what} grid "
+            f"{tuple(transform)[:6]}; align the origin and pixel size with the study grid"
+        )
+
+
+def on_grid(info: RasterInfo, crs: str | CRS, transform: Affine, shape: tuple[int, int]) -> bool:
+    try:
+        check_grid(info, crs, transform, shape)
+    except RasterError:
+        return False
+    return True
+
+
+def resample_array(
+    data: np.ndarray,
+    src_transform: Affine,
+    src_crs: str | CRS,
+    dst_transform: Affine,
+    dst_crs: str | CRS,
+    dst_shape: tuple[int, int],
+    kind: ResampleKind = "continuous",
+) -> np.ndarray:
+    """Resample a 2-D or (band, y, x) float array onto a target grid; NaN is nodata.
+
+    ``continuous`` is bilinear, ``classes`` nearest, ``mask`` the area fraction (average) of a
+    0/1 mask.
+    """
+    src = np.asarray(data, dtype="float32")
+    squeeze = src.ndim == 2
+    if squeeze:
+        src = src[None]
+    out = np.full((src.shape[0], *dst_shape), np.nan, dtype="float32")
+    for i in range(src.shape[0]):
+        reproject(
+            source=src[i],
+            destination=out[i],
+            src_transform=src_transform,
+            src_crs=CRS.from_user_input(src_crs),
+            src_nodata=np.nan,
+            dst_transform=dst_transform,
+            dst_crs=CRS.from_user_input(dst_crs),
+            dst_nodata=np.nan,
+            resampling=_RESAMPLING[kind],
+        )
+    return out[0] if squeeze else out
+
+
+def read_on_grid(
+    path: str | Path,
+    grid: StudyGrid,
+    level: Literal["fine", "cell"] = "fine",
+    kind: ResampleKind = "continuous",
+    bands: int | Sequence[int] | None = None,
+    nodata: float | None = None,
+    log: list[str] | None = None,
+) -> np.ndarray:
+    """Read a raster onto the study grid, resampling (and noting it in ``log``) if needed."""
+    transform = grid.fine_transform if level == "fine" else grid.cell_transform
+    shape = grid.fine_shape if level == "fine" else grid.cell_shape
+    data, info = read_raster(path, bands=bands, nodata=nodata)
+    if info.crs is None:
+        check_grid(info, grid.crs, transform, shape)  # raises with the fix
+    if on_grid(info, grid.crs, transform, shape):
+        return data
+    if log is not None:
+        log.append(
+            f"{path}: resampled ({_RESAMPLING[kind].name}) from {info.crs.to_string()} "
+            f"{info.shape} @ {info.pixel_size[0]:g} m onto the {level} grid {shape}"
+        )
+    return resample_array(data, info.transform, info.crs, transform, grid.crs, shape, kind)
+
+
+def write_raster(
+    path: str | Path,
+    data: np.ndarray,
+    transform: Affine,
+    crs: str | CRS,
+    band_names: Sequence[str] | None = None,
+    units: str | Sequence[str] | None = None,
+    cog: bool = True,
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """Write a 2-D or (band, y, x) float32 array as a (Cloud-Optimized) GeoTIFF, atomically.
+
+    NaN is the nodata value; band descriptions carry ``band_names``.
+    """
+    path = Path(path)
+    arr = np.asarray(data, dtype="float32")
+    if arr.ndim == 2:
+        arr = arr[None]
+    count, height, width = arr.shape
+    if band_names is not None and len(band_names) != count:
+        raise ValueError(f"{path}: {len(band_names)} band names for {count} bands")
+    profile = {
+        "driver": "COG" if cog else "GTiff",
+        "height": height,
+        "width": width,
+        "count": count,
+        "dtype": "float32",
+        "crs": CRS.from_user_input(crs),
+        "transform": transform,
+        "nodata": np.nan,
+        "compress": "deflate",
+    }
+    if cog:
+        profile.update(blocksize=256, overview_resampling="average", predictor=2)
+    else:
+        profile.update(tiled=height >= 256 and width >= 256, predictor=2)
+    with atomic_path(path) as tmp:
+        if cog:
+            # The COG driver is create-copy only: build in memory, then copy to disk.
+            mem_profile = {**profile, "driver": "GTiff"}
+            mem_profile.pop("blocksize", None)
+            mem_profile.pop("overview_resampling", None)
+            with rasterio.MemoryFile() as mem:
+                with mem.open(**mem_profile) as ds:
+                    _fill(ds, arr, band_names, units, tags)
+                with mem.open() as src:
+                    rasterio.shutil.copy(
+                        src, tmp, driver="COG", compress="deflate", blocksize=256,
+                        overview_resampling="average", predictor=2,
+                    )
+        else:
+            with rasterio.open(tmp, "w", **profile) as ds:
+                _fill(ds, arr, band_names, units, tags)
+    return path
+
+
+def _fill(ds, arr, band_names, units, tags) -> None:
+    ds.write(arr)
+    for i in range(arr.shape[0]):
+        if band_names is not None:
+            ds.set_band_description(i + 1, str(band_names[i]))
+        if units is not None:
+            ds.set_band_unit(i + 1, units if isinstance(units, str) else units[i])
+    if tags:
+        ds.update_tags(**{k: str(v) for k, v in tags.items()})
+
+
+import rasterio.shutil  # noqa: E402  (submodule import used by write_raster)
+
+
+# --------------------------------------------------------------------------------------------
+# Daily rain stacks
+
+
+@dataclass(frozen=True)
+class RainStack:
+    """Daily rain (mm/day), (day, y, x), on its native grid."""
+
+    data: np.ndarray
+    dates: tuple[dt.date, ...]
+    transform: Affine
+    crs: CRS
+    path: str
+
+    def days_in(self, start_exclusive: dt.date, end_inclusive: dt.date) -> np.ndarray:
+        """Indices of the days in (start, end]; raise if any day of that range is missing."""
+        want = [
+            start_exclusive + dt.timedelta(days=i)
+            for i in range(1, (end_inclusive - start_exclusive).days + 1)
+        ]
+        index = {d: i for i, d in enumerate(self.dates)}
+        missing = [d for d in want if d not in index]
+        if missing:
+            shown = ", ".join(str(d) for d in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise RasterError(
+                f"{self.path}: {len(missing)} day(s) of the period ({start_exclusive}, "
+                f"{end_inclusive}] missing from the rain stack ({shown}); add those days "
+                "(0 mm is a valid value) or change the period dates"
+            )
+        return np.array([index[d] for d in want], dtype=np.int64)
+
+
+def _parse_date(text: str | None, path: str, band: int) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(text).strip()[:10])
+    except (TypeError, ValueError):
+        raise RasterError(
+            f"{path}: band {band} description {text!r} is not an ISO date; a daily rain GeoTIFF "
+            "needs one band per day described YYYY-MM-DD (or use NetCDF with a CF time axis)"
+        ) from None
+
+
+def read_rain_stack(path: str | Path) -> RainStack:
+    """Read daily rain from a GeoTIFF (ISO dates as band descriptions) or CF NetCDF."""
+    path = Path(path)
+    if path.suffix.lower() in (".nc", ".nc4", ".netcdf"):
+        return _read_rain_netcdf(path)
+    data, info = read_raster(path)
+    if data.ndim == 2:
+        data = data[None]
+    dates = tuple(_parse_date(d, str(path), i + 1) for i, d in enumerate(info.descriptions))
+    return _checked_stack(data, dates, info.transform, info.crs, str(path))
+
+
+def _checked_stack(data, dates, transform, crs, path) -> RainStack:
+    if any(b <= a for a, b in zip(dates, dates[1:], strict=False)):
+        raise RasterError(f"{path}: rain days are not in increasing date order; sort the bands")
+    if np.isnan(data).all():
+        raise RasterError(f"{path}: rain stack holds no valid value")
+    if np.nanmin(data) < 0:
+        raise RasterError(f"{path}: negative rain values; daily rain must be >= 0 mm/day")
+    if crs is None:
+        raise RasterError(f"{path}: no CRS declared; assign one to the rain file")
+    return RainStack(data=data, dates=tuple(dates), transform=transform, crs=crs, path=path)
+
+
+def _read_rain_netcdf(path: Path) -> RainStack:
+    with rasterio.open(path) as probe:
+        subs = probe.subdatasets
+    target = path
+    if subs:
+        names = [s for s in subs if s.rsplit(":", 1)[-1] in ("precip", "precipitation", "rain", "pr")]
+        target = names[0] if names else subs[0]
+    with rasterio.open(target) as ds:
+        data = ds.read(out_dtype="float32")
+        tags = ds.tags()
+        if ds.nodata is not None and not np.isnan(ds.nodata):
+            data[data == ds.nodata] = np.nan
+        transform, crs = ds.transform, ds.crs
+        band_tags = [ds.tags(i + 1) for i in range(ds.count)]
+    units = tags.get("time#units") or tags.get("NETCDF_DIM_time#units")
+    if not units or " since " not in units:
+        raise RasterError(f"{path}: no CF time axis (time:units 'days since ...'); add one")
+    step, origin = units.split(" since ")
+    scale = {"days": 1.0, "day": 1.0, "hours": 1 / 24, "hour": 1 / 24, "seconds": 1 / 86400}
+    if step.strip() not in scale:
+        raise RasterError(f"{path}: time unit '{step}' not supported; use days since ...")
+    t0 = dt.datetime.fromisoformat(origin.strip()[:19].replace(" ", "T"))
+    dates = []
+    for i, bt in enumerate(band_tags):
+        value = bt.get("NETCDF_DIM_time")
+        if value is None:
+            raise RasterError(f"{path}: band {i + 1} has no time value")
+        dates.append((t0 + dt.timedelta(days=float(value) * scale[step.strip()])).date())
+    if crs is None:
+        warnings.warn(f"{path}: NetCDF without CRS, assuming EPSG:4326", stacklevel=2)
+        crs = CRS.from_epsg(4326)
+    return _checked_stack(data, dates, transform, crs, str(path))
+
+
+def write_rain_stack(path: str | Path, data: np.ndarray, dates: Sequence[dt.date], transform: Affine, crs) -> Path:
+    """Write daily rain as a GeoTIFF with one band per day described by its ISO date."""
+    return write_raster(
+        path, data, transform, crs, band_names=[d.isoformat() for d in dates], units="mm/day", cog=False
+    )
