@@ -31,12 +31,16 @@ STATIC_BANDS: tuple[Band, ...] = (
 DYNAMIC_BANDS: tuple[Band, ...] = (
     Band("rain_max", "mm/day", "maximum daily rain in the period"),
     Band("rain_ci95", "mm/day", "p97.5 - p2.5 of the daily rain in the period"),
-    Band("pga_max", "m/s2", "maximum peak ground acceleration over the events before the period end"),
+    Band(
+        "pga_max", "m/s2", "maximum peak ground acceleration over the events before the period end"
+    ),
     Band("pga_std", "1", "sigma of ln PGA of the event giving the maximum"),
 )
 
 SCALAR_BANDS: tuple[Band, ...] = (
-    Band("monsoons_since_eq", "count", "monsoon seasons ended after the earthquake by the period end"),
+    Band(
+        "monsoons_since_eq", "count", "monsoon seasons ended after the earthquake by the period end"
+    ),
 )
 
 # The terrain bands written by `landslide-hazard terrain` (aspect kept for GIS users).

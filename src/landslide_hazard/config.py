@@ -55,7 +55,9 @@ class InventoryDate(_Model):
 
     name: str
     date: dt.date
-    inventory: Path = Field(..., description="polygons (.gpkg/.geojson), fine mask or cell density (.tif)")
+    inventory: Path = Field(
+        ..., description="polygons (.gpkg/.geojson), fine mask or cell density (.tif)"
+    )
     mapped_extent: Path | None = Field(None, description="optional raster/polygon of mapped area")
 
 
@@ -68,7 +70,9 @@ class EarthquakeConfig(_Model):
 
 
 class RiversConfig(_Model):
-    path: Path | None = Field(None, description="river lines (.gpkg/.geojson) or raster mask (.tif)")
+    path: Path | None = Field(
+        None, description="river lines (.gpkg/.geojson) or raster mask (.tif)"
+    )
     accumulation_km2: float = Field(
         1.0, gt=0, description="if no path: rivers where D8 upslope area exceeds this (km2)"
     )

@@ -57,8 +57,11 @@ class CubeMeta:
             "periods": [p.__dict__ for p in self.periods],
             "static_bands": list(self.static_bands),
             "dynamic_bands": list(self.dynamic_bands),
-            "units": {**{b: UNITS[b] for b in self.static_bands + self.dynamic_bands},
-                      "monsoons_since_eq": "count", "target_density": TARGET_UNIT},
+            "units": {
+                **{b: UNITS[b] for b in self.static_bands + self.dynamic_bands},
+                "monsoons_since_eq": "count",
+                "target_density": TARGET_UNIT,
+            },
             "provenance": self.provenance,
         }
 
@@ -119,26 +122,43 @@ def create_cube(path: str | Path, meta: CubeMeta, chunk_px: int = 256) -> Cube:
     cy, cx = g.cell_shape
     cell_chunk = max(1, chunk_px // g.cell_pixels) * 8
     root.create_array(
-        "static", shape=(len(meta.static_bands), *g.fine_shape), dtype="float32",
-        chunks=(len(meta.static_bands), chunk_px, chunk_px), fill_value=np.nan,
+        "static",
+        shape=(len(meta.static_bands), *g.fine_shape),
+        dtype="float32",
+        chunks=(len(meta.static_bands), chunk_px, chunk_px),
+        fill_value=np.nan,
         dimension_names=("band", "y", "x"),
     )
     root.create_array(
-        "dynamic", shape=(n_p, len(meta.dynamic_bands), cy, cx), dtype="float32",
+        "dynamic",
+        shape=(n_p, len(meta.dynamic_bands), cy, cx),
+        dtype="float32",
         chunks=(n_p, len(meta.dynamic_bands), min(cy, cell_chunk), min(cx, cell_chunk)),
-        fill_value=np.nan, dimension_names=("period", "band", "cy", "cx"),
+        fill_value=np.nan,
+        dimension_names=("period", "band", "cy", "cx"),
     )
     root.create_array(
-        "monsoons_since_eq", shape=(n_p,), dtype="float32", chunks=(n_p,), fill_value=np.nan,
+        "monsoons_since_eq",
+        shape=(n_p,),
+        dtype="float32",
+        chunks=(n_p,),
+        fill_value=np.nan,
         dimension_names=("period",),
     )
     root.create_array(
-        "target_density", shape=(n_p, cy, cx), dtype="float32",
-        chunks=(n_p, min(cy, cell_chunk), min(cx, cell_chunk)), fill_value=np.nan,
+        "target_density",
+        shape=(n_p, cy, cx),
+        dtype="float32",
+        chunks=(n_p, min(cy, cell_chunk), min(cx, cell_chunk)),
+        fill_value=np.nan,
         dimension_names=("period", "cy", "cx"),
     )
     root.create_array(
-        "valid_cells", shape=(cy, cx), dtype="uint8", chunks=(cy, cx), fill_value=0,
+        "valid_cells",
+        shape=(cy, cx),
+        dtype="uint8",
+        chunks=(cy, cx),
+        fill_value=0,
         dimension_names=("cy", "cx"),
     )
     return Cube(path, mode="r+")

@@ -14,3 +14,20 @@ from .rasters import (
     write_rain_stack,
     write_raster,
 )
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "RainStack",
+    "RasterError",
+    "RasterInfo",
+    "check_grid",
+    "raster_info",
+    "read_on_grid",
+    "read_rain_stack",
+    "read_raster",
+    "resample_array",
+    "write_rain_stack",
+    "write_raster",
+]

@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -178,10 +179,15 @@ def read_on_grid(
     nodata: float | None = None,
     log: list[str] | None = None,
 ) -> np.ndarray:
-    """Read a raster onto the study grid, resampling (and noting it in ``log``) if needed."""
+    """Read a raster onto the study grid, resampling (and noting it in ``log``) if needed.
+
+    A single-band file read with ``bands=None`` comes back 2-D.
+    """
     transform = grid.fine_transform if level == "fine" else grid.cell_transform
     shape = grid.fine_shape if level == "fine" else grid.cell_shape
     data, info = read_raster(path, bands=bands, nodata=nodata)
+    if bands is None and data.shape[0] == 1:
+        data = data[0]
     if info.crs is None:
         check_grid(info, grid.crs, transform, shape)  # raises with the fix
     if on_grid(info, grid.crs, transform, shape):
@@ -241,8 +247,13 @@ def write_raster(
                     _fill(ds, arr, band_names, units, tags)
                 with mem.open() as src:
                     rasterio.shutil.copy(
-                        src, tmp, driver="COG", compress="deflate", blocksize=256,
-                        overview_resampling="average", predictor=2,
+                        src,
+                        tmp,
+                        driver="COG",
+                        compress="deflate",
+                        blocksize=256,
+                        overview_resampling="average",
+                        predictor=2,
                     )
         else:
             with rasterio.open(tmp, "w", **profile) as ds:
@@ -259,9 +270,6 @@ def _fill(ds, arr, band_names, units, tags) -> None:
             ds.set_band_unit(i + 1, units if isinstance(units, str) else units[i])
     if tags:
         ds.update_tags(**{k: str(v) for k, v in tags.items()})
-
-
-import rasterio.shutil  # noqa: E402  (submodule import used by write_raster)
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,7 +343,9 @@ def _read_rain_netcdf(path: Path) -> RainStack:
         subs = probe.subdatasets
     target = path
     if subs:
-        names = [s for s in subs if s.rsplit(":", 1)[-1] in ("precip", "precipitation", "rain", "pr")]
+        names = [
+            s for s in subs if s.rsplit(":", 1)[-1] in ("precip", "precipitation", "rain", "pr")
+        ]
         target = names[0] if names else subs[0]
     with rasterio.open(target) as ds:
         data = ds.read(out_dtype="float32")
@@ -364,8 +374,16 @@ def _read_rain_netcdf(path: Path) -> RainStack:
     return _checked_stack(data, dates, transform, crs, str(path))
 
 
-def write_rain_stack(path: str | Path, data: np.ndarray, dates: Sequence[dt.date], transform: Affine, crs) -> Path:
+def write_rain_stack(
+    path: str | Path, data: np.ndarray, dates: Sequence[dt.date], transform: Affine, crs
+) -> Path:
     """Write daily rain as a GeoTIFF with one band per day described by its ISO date."""
     return write_raster(
-        path, data, transform, crs, band_names=[d.isoformat() for d in dates], units="mm/day", cog=False
+        path,
+        data,
+        transform,
+        crs,
+        band_names=[d.isoformat() for d in dates],
+        units="mm/day",
+        cog=False,
     )
