@@ -1,0 +1,64 @@
+"""The Ensemble Neural Network: susceptibility x density = hazard (paper Fig. 5).
+
+The two parts are separate modules (``.susceptibility`` and ``.density``) so they can be trained
+separately and then combined and fine-tuned (DESIGN section 4).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .density import DensityBlock
+from .susceptibility import build_susceptibility
+
+
+class ENNOutput(NamedTuple):
+    """Per-cell outputs, each (B, n, n).
+
+    susceptibility: P(new failure in the period), in [0, 1].
+    density: E[D | D > 0], new failed area in % of the cell.
+    hazard: susceptibility * density = E[D], % of the cell.
+    """
+
+    susceptibility: torch.Tensor
+    density: torch.Tensor
+    hazard: torch.Tensor
+
+
+class ENN(nn.Module):
+    """Susceptibility and density blocks on the same patch; hazard is their product."""
+
+    def __init__(
+        self, susceptibility: nn.Module, density: nn.Module, patch_cells: int, cell_pixels: int
+    ) -> None:
+        super().__init__()
+        self.susceptibility = susceptibility
+        self.density = density
+        self.patch_cells = patch_cells
+        self.cell_pixels = cell_pixels
+
+    def forward(self, x: torch.Tensor) -> ENNOutput:
+        """(B, C, n*k, n*k) -> ENNOutput of three (B, n, n) tensors."""
+        s = self.susceptibility(x)
+        d = self.density(x)
+        return ENNOutput(susceptibility=s, density=d, hazard=s * d)
+
+
+def build_enn(
+    preset: str,
+    in_channels: int = 13,
+    patch_cells: int = 4,
+    cell_pixels: int = 32,
+    dropout: float = 0.0,
+) -> ENN:
+    """An ENN: the preset's susceptibility block plus the code's density block, Glorot-initialised.
+
+    The susceptibility block is built first and the density block second, so one
+    ``torch.manual_seed`` before the call fixes every weight.
+    """
+    sus = build_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout)
+    den = DensityBlock(in_channels, cell_pixels, dropout)
+    return ENN(sus, den, patch_cells, cell_pixels)

@@ -1,0 +1,152 @@
+"""Shared building blocks: Glorot initialisation, cell reshaping and residual blocks.
+
+Everything here is written from scratch (no torchvision / timm) so that the layer order and the
+parameter count of each preset are under our control and documented.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Keras BatchNormalization defaults used by keras.applications.ResNet50: epsilon 1.001e-5 and a
+# moving-average momentum of 0.99, i.e. torch momentum 1 - 0.99.
+KERAS_BN_EPS = 1.001e-5
+KERAS_BN_MOMENTUM = 0.01
+
+
+def glorot_init(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every conv / linear layer (the Keras default).
+
+    Batch norms get weight 1 and bias 0. Applied in place, recursively.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear | nn.ConvTranspose2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) scalar parameters; batch-norm running statistics are buffers, not counted."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def check_cell_pixels(cell_pixels: int, minimum: int, what: str) -> int:
+    """log2(cell_pixels) after checking it is a power of two >= minimum; a clear error otherwise."""
+    if cell_pixels < minimum or cell_pixels & (cell_pixels - 1):
+        raise ValueError(
+            f"{what}: cell_pixels={cell_pixels} must be a power of two >= {minimum}; "
+            "choose grid.k accordingly"
+        )
+    return cell_pixels.bit_length() - 1
+
+
+def patch_to_cells(x: torch.Tensor, cell_pixels: int) -> torch.Tensor:
+    """Split a patch into its cells: (B, C, n*k, n*k) -> (B*n*n, C, k, k), cells in row-major order."""
+    b, c, h, w = x.shape
+    k = cell_pixels
+    if h % k or w % k:
+        raise ValueError(
+            f"input of {h} x {w} pixels is not a whole number of {k} x {k}-pixel cells; "
+            "patches must be n*k pixels on a side"
+        )
+    ny, nx = h // k, w // k
+    x = x.reshape(b, c, ny, k, nx, k).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b * ny * nx, c, k, k)
+
+
+def cells_to_grid(values: torch.Tensor, batch: int, ny: int, nx: int) -> torch.Tensor:
+    """Inverse of the cell split for one value per cell: (B*ny*nx, ...) -> (B, ny, nx)."""
+    return values.reshape(batch, ny, nx)
+
+
+def conv_bn_relu(
+    in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, dropout: float = 0.0
+) -> nn.Sequential:
+    """Conv ('same' padding for odd kernels) -> BN -> dropout -> ReLU, the order the paper's text gives."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_ch),
+    ]
+    if dropout > 0:
+        layers.append(nn.Dropout2d(dropout))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class KerasBottleneck(nn.Module):
+    """keras.applications ResNet50 ``block1``: 1x1 (stride) -> 3x3 -> 1x1 (x4), all convs with bias.
+
+    The shortcut is a strided 1x1 conv + BN in the first block of a stage (``conv_shortcut``),
+    identity otherwise. Output channels = 4 * filters.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        filters: int,
+        stride: int = 1,
+        conv_shortcut: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+
+        def bn(ch: int) -> nn.BatchNorm2d:
+            return nn.BatchNorm2d(ch, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)
+
+        out_ch = 4 * filters
+        if conv_shortcut:
+            self.shortcut: nn.Module = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride), bn(out_ch)
+            )
+        else:
+            if in_ch != out_ch or stride != 1:
+                raise ValueError("an identity shortcut needs in_ch == 4*filters and stride 1")
+            self.shortcut = nn.Identity()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, filters, 1, stride=stride),
+            bn(filters),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(filters, filters, 3, padding=1),
+            bn(filters),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(filters, out_ch, 1),
+            bn(out_ch),
+        )
+        self.act = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.act(self.body(x) + self.shortcut(x)))
+
+
+class BasicBlock(nn.Module):
+    """ResNet18/34 basic block: 3x3 conv -> BN -> dropout -> ReLU -> 3x3 conv -> BN, + shortcut, ReLU.
+
+    The shortcut is a strided 1x1 conv + BN when the shape changes, identity otherwise.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        )
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut: nn.Module = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+        else:
+            self.shortcut = nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))

@@ -1,0 +1,254 @@
+"""The susceptibility block: a patch of n x n cells in, one occurrence probability per cell out.
+
+Presets (see ``docs/models.md``):
+
+- ``paper``: the published code (ashokdahal/LandslideHazard), which reproduces the paper's
+  23,556,931 trainable parameters: zero-pad 3, 4x4 stride-2 stem conv (64), BN, ReLU, max-pool 3/2
+  (no padding, so 128 px -> 32), Keras ResNet50 bottleneck stages [3, 4, 6, 3] with strides
+  [1, 2, 2, 2] (so 32 -> 4), no decoder; head: pad 1, 3x3 conv to one channel, ReLU, BN, sigmoid.
+  Needs cell_pixels 32 (its total stride).
+- ``resnet18`` / ``resnet34``: what the paper's *text* describes: 3x3 basic blocks, BN, dropout,
+  ReLU, max-pooling, and a U-Net-style decoder with skip connections. The encoder reaches the cell
+  scale (one feature pixel per cell); the decoder climbs two levels (to 1/8 of the input scale for
+  k = 32, the text's "output scaled down by a factor of 8") fusing the encoder skips, and a 4x4
+  stride-4 conv aggregates each cell's decoder block into one logit. cell_pixels 8, 16 or 32.
+- ``tiny``: a small U-Net-ish CNN (tens of thousands of parameters) for CPU tests and demos,
+  any cell_pixels that is a power of two >= 4.
+
+All map (B, C, n*k, n*k) -> (B, n, n) probabilities in [0, 1] and are fully convolutional, so a
+larger tile (any whole number of cells) can be predicted in one pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import (
+    KERAS_BN_EPS,
+    KERAS_BN_MOMENTUM,
+    BasicBlock,
+    KerasBottleneck,
+    check_cell_pixels,
+    conv_bn_relu,
+    glorot_init,
+)
+
+SUSCEPTIBILITY_PRESETS: tuple[str, ...] = ("paper", "resnet18", "resnet34", "tiny")
+
+PAPER_TRAINABLE_PARAMETERS = 23_556_931  # paper Sect. 6.1, with 13 input channels
+
+
+class SusceptibilityNet(nn.Module):
+    """Common interface: shape checks and the (B, 1, n, n) -> (B, n, n) squeeze."""
+
+    preset: str = ""
+
+    def __init__(self, in_channels: int, patch_cells: int, cell_pixels: int) -> None:
+        super().__init__()
+        if in_channels < 1 or patch_cells < 1:
+            raise ValueError(
+                f"in_channels={in_channels} and patch_cells={patch_cells} must be >= 1"
+            )
+        self.in_channels = in_channels
+        self.patch_cells = patch_cells
+        self.cell_pixels = cell_pixels
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self.preset} susceptibility expects (B, {self.in_channels}, n*k, n*k), "
+                f"got {tuple(x.shape)}; check the band order and count"
+            )
+        k = self.cell_pixels
+        if x.shape[2] % k or x.shape[3] % k or x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(
+                f"input of {x.shape[2]} x {x.shape[3]} px is not a whole number of {k}-px cells"
+            )
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, n*k, n*k) -> (B, n, n) occurrence probabilities."""
+        self._check_input(x)
+        out = self.logits(x)
+        expected = (x.shape[2] // self.cell_pixels, x.shape[3] // self.cell_pixels)
+        if tuple(out.shape[-2:]) != expected:  # a wiring error, never a user error
+            raise RuntimeError(f"{self.preset}: output {tuple(out.shape)} != cells {expected}")
+        return out[:, 0]
+
+
+class PaperSusceptibility(SusceptibilityNet):
+    """The published code's ResNet50-style encoder with a one-channel head (23,556,931 params).
+
+    ``logits`` here returns probabilities already (the code's head ends in ReLU -> BN -> sigmoid,
+    so there is no pre-sigmoid logit to expose).
+    """
+
+    preset = "paper"
+
+    def __init__(
+        self,
+        in_channels: int = 13,
+        patch_cells: int = 4,
+        cell_pixels: int = 32,
+        dropout: float = 0.0,
+    ) -> None:
+        if cell_pixels != 32:
+            raise ValueError(
+                f"the 'paper' preset has a total stride of 32 px, so it needs cell_pixels=32 "
+                f"(got {cell_pixels}); use 'resnet18', 'resnet34' or 'tiny' for other cell sizes"
+            )
+        super().__init__(in_channels, patch_cells, cell_pixels)
+
+        def bn(ch: int) -> nn.BatchNorm2d:
+            return nn.BatchNorm2d(ch, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)
+
+        self.stem = nn.Sequential(
+            nn.ZeroPad2d(3),
+            nn.Conv2d(in_channels, 64, 4, stride=2),
+            bn(64),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2),
+        )
+        stages: list[nn.Module] = []
+        in_ch = 64
+        for filters, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            stage = [KerasBottleneck(in_ch, filters, stride, conv_shortcut=True, dropout=dropout)]
+            in_ch = 4 * filters
+            stage += [
+                KerasBottleneck(in_ch, filters, 1, conv_shortcut=False, dropout=dropout)
+                for _ in range(blocks - 1)
+            ]
+            stages.append(nn.Sequential(*stage))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(
+            nn.ZeroPad2d(1),
+            nn.Conv2d(in_ch, 1, 3),
+            nn.ReLU(inplace=True),
+            bn(1),
+            nn.Sigmoid(),
+        )
+        glorot_init(self)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+class ResNetUNetSusceptibility(SusceptibilityNet):
+    """ResNet18/34 encoder (3x3 basic blocks) + a two-level U-Net decoder + a per-cell head."""
+
+    def __init__(
+        self,
+        preset: str,
+        in_channels: int = 13,
+        patch_cells: int = 4,
+        cell_pixels: int = 32,
+        dropout: float = 0.0,
+    ) -> None:
+        blocks = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}[preset]
+        levels = check_cell_pixels(cell_pixels, 8, f"the '{preset}' preset")
+        if levels > 5:
+            raise ValueError(
+                f"the '{preset}' preset supports cell_pixels 8, 16 or 32 (got {cell_pixels}); "
+                "resample the predictors to at most 32 px per cell"
+            )
+        super().__init__(in_channels, patch_cells, cell_pixels)
+        self.preset = preset
+        # Five places can halve the resolution: stem, max-pool, layer2, layer3, layer4. The last
+        # log2(k) of them are active, so layer4 always ends at the cell scale and layer2 / layer3
+        # at 4 and 2 feature pixels per cell (the decoder's skip connections).
+        stem_stride = 2 if levels >= 5 else 1
+        widths = (64, 128, 256, 512)
+        self.stem = nn.Sequential(
+            conv_bn_relu(in_channels, 64, 3, stride=stem_stride, dropout=dropout),
+            nn.MaxPool2d(3, stride=2, padding=1) if levels >= 4 else nn.Identity(),
+        )
+        layers: list[nn.Module] = []
+        in_ch = 64
+        for i, (width, n_blocks) in enumerate(zip(widths, blocks, strict=True)):
+            stride = 1 if i == 0 else 2
+            layer = [BasicBlock(in_ch, width, stride, dropout)]
+            layer += [BasicBlock(width, width, 1, dropout) for _ in range(n_blocks - 1)]
+            layers.append(nn.Sequential(*layer))
+            in_ch = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.up3 = nn.ConvTranspose2d(512, 256, 2, stride=2)
+        self.dec3 = nn.Sequential(
+            conv_bn_relu(512, 256, dropout=dropout), conv_bn_relu(256, 256, dropout=dropout)
+        )
+        self.up2 = nn.ConvTranspose2d(256, 128, 2, stride=2)
+        self.dec2 = nn.Sequential(
+            conv_bn_relu(256, 128, dropout=dropout), conv_bn_relu(128, 128, dropout=dropout)
+        )
+        self.head = nn.Conv2d(128, 1, 4, stride=4)  # each cell's 4 x 4 decoder block -> 1 logit
+        glorot_init(self)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        s1 = self.layer1(self.stem(x))
+        s2 = self.layer2(s1)  # 4 px per cell
+        s3 = self.layer3(s2)  # 2 px per cell
+        s4 = self.layer4(s3)  # 1 px per cell
+        d3 = self.dec3(torch.cat([self.up3(s4), s3], dim=1))
+        d2 = self.dec2(torch.cat([self.up2(d3), s2], dim=1))
+        return torch.sigmoid(self.head(d2))
+
+
+class TinySusceptibility(SusceptibilityNet):
+    """A small U-Net-ish CNN: log2(k) strided 3x3 conv levels, one decoder level, a per-cell head."""
+
+    preset = "tiny"
+
+    def __init__(
+        self,
+        in_channels: int = 13,
+        patch_cells: int = 4,
+        cell_pixels: int = 32,
+        dropout: float = 0.0,
+    ) -> None:
+        levels = check_cell_pixels(cell_pixels, 4, "the 'tiny' preset")
+        super().__init__(in_channels, patch_cells, cell_pixels)
+        widths = [16, 16, 24] + [32] * max(0, levels - 2)
+        widths = widths[: levels + 1]
+        self.enc0 = conv_bn_relu(in_channels, widths[0], dropout=dropout)
+        self.down = nn.ModuleList(
+            conv_bn_relu(widths[i - 1], widths[i], stride=2, dropout=dropout)
+            for i in range(1, levels + 1)
+        )
+        self.up = nn.ConvTranspose2d(widths[-1], widths[-2], 2, stride=2)
+        self.fuse = conv_bn_relu(2 * widths[-2], widths[-2], dropout=dropout)
+        self.head = nn.Conv2d(widths[-2], 1, 2, stride=2)  # each cell's 2 x 2 block -> 1 logit
+        glorot_init(self)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [self.enc0(x)]
+        for down in self.down:
+            feats.append(down(feats[-1]))
+        fused = self.fuse(torch.cat([self.up(feats[-1]), feats[-2]], dim=1))
+        return torch.sigmoid(self.head(fused))
+
+
+def build_susceptibility(
+    preset: str,
+    in_channels: int = 13,
+    patch_cells: int = 4,
+    cell_pixels: int = 32,
+    dropout: float = 0.0,
+) -> SusceptibilityNet:
+    """The susceptibility block of a preset, Glorot-uniform initialised.
+
+    Maps (B, in_channels, n*k, n*k) -> (B, n, n) probabilities, n = patch_cells, k = cell_pixels.
+    Seed torch (``torch.manual_seed``) before the call for reproducible weights.
+    """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout} must be in [0, 1)")
+    if preset == "paper":
+        return PaperSusceptibility(in_channels, patch_cells, cell_pixels, dropout)
+    if preset in ("resnet18", "resnet34"):
+        return ResNetUNetSusceptibility(preset, in_channels, patch_cells, cell_pixels, dropout)
+    if preset == "tiny":
+        return TinySusceptibility(in_channels, patch_cells, cell_pixels, dropout)
+    raise ValueError(
+        f"unknown model preset {preset!r}; choose one of {', '.join(SUSCEPTIBILITY_PRESETS)}"
+    )

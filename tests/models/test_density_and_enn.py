@@ -1,0 +1,156 @@
+"""Density block, cell reshaping, the ENN product, and a tiny model that can overfit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from landslide_hazard.models import (
+    ENN,
+    DensityBlock,
+    ENNOutput,
+    build_enn,
+    build_susceptibility,
+    count_parameters,
+    patch_to_cells,
+)
+from landslide_hazard.training.losses import focal_tversky_loss, masked_mae
+
+
+def test_patch_to_cells_matches_a_loop():
+    x = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12)
+    cells = patch_to_cells(x, 4)
+    assert cells.shape == (2 * 2 * 3, 3, 4, 4)
+    i = 0
+    for b in range(2):
+        for cy in range(2):
+            for cx in range(3):
+                assert torch.equal(cells[i], x[b, :, 4 * cy : 4 * cy + 4, 4 * cx : 4 * cx + 4])
+                i += 1
+    with pytest.raises(ValueError, match="whole number"):
+        patch_to_cells(x, 5)
+
+
+def test_density_block_paper_layout_count():
+    # conv 4x4 13->64, BN, 1x1 conv 64->128, BN, dense 128*3*3 -> 512 -> 128 -> 32 -> 1
+    expected = (
+        (4 * 4 * 13 * 64 + 64)
+        + 128
+        + (64 * 128 + 128)
+        + 256
+        + (1152 * 512 + 512)
+        + (512 * 128 + 128)
+        + (128 * 32 + 32)
+        + (32 + 1)
+    )
+    block = DensityBlock(13, 32)
+    assert block.flat_features == 128 * 3 * 3
+    assert count_parameters(block) == expected
+
+
+@pytest.mark.parametrize(("cell_pixels", "side"), [(32, 3), (16, 1), (8, 2), (4, 1)])
+def test_density_shapes_and_non_negative(cell_pixels, side):
+    torch.manual_seed(0)
+    block = DensityBlock(13, cell_pixels, dropout=0.2)
+    assert block.flat_features == 128 * side * side
+    x = torch.randn(3, 13, 4 * cell_pixels, 4 * cell_pixels) * 3
+    out = block(x)
+    assert out.shape == (3, 4, 4)
+    assert torch.all(out >= 0)
+    soft = DensityBlock(13, cell_pixels, output_activation="softplus")
+    assert torch.all(soft(x) > 0)
+
+
+def test_density_of_a_cell_ignores_its_neighbours():
+    torch.manual_seed(0)
+    block = DensityBlock(13, 8, output_activation="softplus").eval()
+    x = torch.randn(1, 13, 32, 32)
+    y = x.clone()
+    y[:, :, 8:16, 16:24] += 5.0  # change only cell (1, 2)
+    with torch.no_grad():
+        diff = (block(x) - block(y)).abs()[0]
+    assert diff[1, 2] > 0
+    diff[1, 2] = 0
+    assert torch.all(diff == 0)
+    # forward on the patch equals forward on its cells
+    with torch.no_grad():
+        per_cell = block.forward_cells(patch_to_cells(x, 8)).reshape(1, 4, 4)
+        assert torch.allclose(per_cell, block(x))
+
+
+def test_enn_hazard_is_the_product_and_parts_are_separate():
+    torch.manual_seed(3)
+    enn = build_enn("tiny", in_channels=13, patch_cells=4, cell_pixels=8, dropout=0.1)
+    assert isinstance(enn, ENN)
+    enn.eval()
+    x = torch.randn(2, 13, 32, 32)
+    with torch.no_grad():
+        out = enn(x)
+        assert isinstance(out, ENNOutput)
+        assert torch.equal(out.susceptibility, enn.susceptibility(x))
+        assert torch.equal(out.density, enn.density(x))
+    assert out.hazard.shape == out.susceptibility.shape == out.density.shape == (2, 4, 4)
+    assert torch.equal(out.hazard, out.susceptibility * out.density)
+    assert torch.all(out.hazard >= 0)
+    # the parts can be swapped in from separately trained models
+    torch.manual_seed(4)
+    other = build_susceptibility("tiny", cell_pixels=8)
+    combined = ENN(other, enn.density, 4, 8).eval()
+    with torch.no_grad():
+        assert torch.equal(combined(x).susceptibility, other.eval()(x))
+
+
+def test_build_enn_is_deterministic():
+    def weights(seed):
+        torch.manual_seed(seed)
+        return build_enn("tiny", cell_pixels=16).state_dict()
+
+    a, b = weights(11), weights(11)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _toy_batch(cell_pixels: int = 4, seed: int = 0):
+    """4 patches of 4 x 4 cells; occurrence = mean of channel 0 over the cell > 0.3, density from
+    channel 1: a learnable, spatially varying target."""
+    gen = torch.Generator().manual_seed(seed)
+    k = cell_pixels
+    x = torch.randn(4, 13, 4 * k, 4 * k, generator=gen)
+    cells = patch_to_cells(x, k)
+    occ = (cells[:, 0].mean(dim=(1, 2)) > 0.3).float().reshape(4, 4, 4)
+    dens = (1 + 2 * torch.sigmoid(cells[:, 1].mean(dim=(1, 2)) * 3)).reshape(4, 4, 4)
+    return x, occ, dens
+
+
+def test_tiny_susceptibility_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    x, occ, _ = _toy_batch()
+    assert 0 < occ.mean() < 0.6
+    model = build_susceptibility("tiny", cell_pixels=4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(150):
+        opt.zero_grad()
+        loss = focal_tversky_loss(model(x), occ)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal((model(x) > 0.5).float(), occ)
+
+
+def test_density_block_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    x, _, dens = _toy_batch()
+    block = DensityBlock(13, 4, output_activation="softplus")
+    opt = torch.optim.Adam(block.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        opt.zero_grad()
+        loss = masked_mae(block(x), dens)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
