@@ -59,3 +59,28 @@ def config_cmd(
 
 
 # Stage commands are registered below, one block per stage (keep them thin: parse, call, report).
+
+
+# ---- evaluate (owner: evaluation) ------------------------------------------------------------
+@app.command("evaluate")
+def evaluate_cmd(
+    observed: Path = typer.Option(..., "--observed", help="observed density GeoTIFF (%, band per period)"),
+    susceptibility: Path = typer.Option(..., "--susceptibility", help="susceptibility GeoTIFF (0-1)"),
+    density: Path | None = typer.Option(None, "--density", help="predicted density GeoTIFF (%)"),
+    hazard: Path | None = typer.Option(None, "--hazard", help="hazard GeoTIFF (%); default S x D"),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="class threshold; default the max-F1 one on these data (optimistic)"
+    ),
+    folds: Path | None = typer.Option(None, "--folds", help="fold id per cell GeoTIFF (1 band)"),
+    min_density: float = typer.Option(0.0, "--min-density", help="occurrence = observed > this (%)"),
+    out: Path = typer.Option(..., "--out", help="output folder for metrics.json"),
+) -> None:
+    """Score maps against observed density: metrics.json + a table."""
+    from .evaluation import evaluate_files
+
+    try:
+        evaluate_files(observed, susceptibility, density, hazard, threshold=threshold,
+                       folds=folds, out_dir=out, min_density=min_density)
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"wrote {out / 'metrics.json'}")

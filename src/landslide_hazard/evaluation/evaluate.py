@@ -1,0 +1,387 @@
+"""The evaluate stage: score susceptibility / density / hazard maps against observed density.
+
+:func:`evaluate_arrays` is the science (arrays in, a dict out); :func:`evaluate_files` is the
+edge: it reads the GeoTIFFs, checks they share one grid, writes ``metrics.json`` atomically and
+prints a table.
+
+Layout of the result (``metrics.json``)::
+
+    {"period_names": [...], "threshold": t, "threshold_source": "...", "min_density": 0.0,
+     "periods": [{"name": ..., "occurrence": {...}, "density": {...}, "hazard": {...}}, ...],
+     "pooled": {"occurrence": ..., "density": ..., "hazard": ...},
+     "folds": [{"fold": k, "occurrence": ..., ...}, ...],
+     "hazard_source": "given" | "susceptibility x density" | null,
+     "inputs": {"observed": "/abs/O.tif", ...}, "grid": {...}}
+
+``density``/``hazard`` hold :func:`~.metrics.density_metrics` blocks (``all`` and ``positive``
+cells). Pooled = the concatenation over periods and cells. NaN metrics become ``null`` in JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import best_f1_threshold, density_metrics, occurrence_metrics
+
+METRICS_FILE = "metrics.json"
+
+
+def _as_stack(a: Any, name: str) -> np.ndarray:
+    arr = np.asarray(a, dtype="float64")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"{name}: expected a (period, y, x) array, got shape {arr.shape}")
+    return arr
+
+
+def _score_cells(
+    obs: np.ndarray,
+    sus: np.ndarray,
+    dens: np.ndarray | None,
+    haz: np.ndarray | None,
+    threshold: float,
+    threshold_source: str,
+    min_density: float,
+) -> dict[str, Any]:
+    y = (obs > min_density).astype("float64")
+    # threshold may be NaN (no positive anywhere): occurrence_metrics then reports NaN classes
+    out: dict[str, Any] = {"occurrence": occurrence_metrics(y, sus, threshold=threshold)}
+    out["occurrence"]["threshold_source"] = threshold_source
+    out["density"] = density_metrics(obs, dens) if dens is not None else None
+    out["hazard"] = density_metrics(obs, haz) if haz is not None else None
+    return out
+
+
+def evaluate_arrays(
+    observed: Any,
+    susceptibility: Any,
+    density: Any | None = None,
+    hazard: Any | None = None,
+    period_names: Sequence[str] | None = None,
+    threshold: float | None = None,
+    folds: Any | None = None,
+    min_density: float = 0.0,
+) -> dict[str, Any]:
+    """Score maps per period, pooled over periods and cells, and per fold.
+
+    observed : (P, H, W) observed new-failure density, % of cell area (NaN = no data).
+    susceptibility : (P, H, W) probability of occurrence (0-1).
+    density : (P, H, W) predicted density, %, optional.
+    hazard : (P, H, W) predicted expected density, %; if None and ``density`` is given it is
+        ``susceptibility x density``.
+    threshold : class threshold on susceptibility; None = the max-F1 threshold on the pooled
+        data given here (optimistic: pass a validation threshold when scoring test data). One
+        threshold serves every period and fold.
+    folds : (H, W) integer fold id per cell; negative (or NaN) = in no fold.
+    min_density : occurrence = observed > min_density (%).
+
+    A cell-period is used only where every given input is finite.
+    """
+    obs = _as_stack(observed, "observed")
+    sus = _as_stack(susceptibility, "susceptibility")
+    dens = _as_stack(density, "density") if density is not None else None
+    haz = _as_stack(hazard, "hazard") if hazard is not None else None
+    named = {"observed": obs, "susceptibility": sus, "density": dens, "hazard": haz}
+    for name, arr in named.items():
+        if arr is not None and arr.shape != obs.shape:
+            raise ValueError(
+                f"{name}: shape {arr.shape} differs from observed {obs.shape}; every input needs "
+                "the same (period, y, x) grid"
+            )
+    hazard_source = "given" if haz is not None else None
+    if haz is None and dens is not None:
+        haz = sus * dens
+        hazard_source = "susceptibility x density"
+        named["hazard"] = haz
+    n_periods = obs.shape[0]
+    if period_names is None:
+        period_names = [f"period {i + 1}" for i in range(n_periods)]
+    period_names = [str(p) for p in period_names]
+    if len(period_names) != n_periods:
+        raise ValueError(f"{len(period_names)} period names for {n_periods} periods")
+
+    valid = np.ones(obs.shape, dtype=bool)
+    for arr in named.values():
+        if arr is not None:
+            valid &= np.isfinite(arr)
+
+    def cells(arr: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
+        return None if arr is None else arr[mask]
+
+    pooled_obs = obs[valid]
+    pooled_sus = sus[valid]
+    if threshold is None:
+        thr = best_f1_threshold((pooled_obs > min_density).astype("float64"), pooled_sus)
+        threshold_source = "max-F1 on these data, pooled (optimistic)"
+    else:
+        thr = float(threshold)
+        threshold_source = "given"
+
+    result: dict[str, Any] = {
+        "period_names": period_names,
+        "threshold": thr,
+        "threshold_source": threshold_source,
+        "min_density": float(min_density),
+        "hazard_source": hazard_source,
+        "n_valid_cells": int(valid.sum()),
+    }
+    periods = []
+    for i, name in enumerate(period_names):
+        m = valid[i]
+        block = _score_cells(
+            obs[i][m],
+            sus[i][m],
+            cells(dens[i] if dens is not None else None, m),
+            cells(haz[i] if haz is not None else None, m),
+            thr,
+            threshold_source,
+            min_density,
+        )
+        periods.append({"name": name, **block})
+    result["periods"] = periods
+    result["pooled"] = _score_cells(
+        pooled_obs,
+        pooled_sus,
+        cells(dens, valid),
+        cells(haz, valid),
+        thr,
+        threshold_source,
+        min_density,
+    )
+
+    fold_blocks: list[dict[str, Any]] = []
+    if folds is not None:
+        fold_arr = np.asarray(folds, dtype="float64")
+        if fold_arr.shape != obs.shape[1:]:
+            raise ValueError(
+                f"folds: shape {fold_arr.shape} differs from the map shape {obs.shape[1:]}; "
+                "give one fold id per cell"
+            )
+        fold_ids = np.where(np.isfinite(fold_arr), fold_arr, -1)
+        if np.any(fold_ids != np.round(fold_ids)):
+            raise ValueError("folds: fold ids must be integers (negative = in no fold)")
+        fold_ids = fold_ids.astype("int64")
+        for k in np.unique(fold_ids[fold_ids >= 0]):
+            m = valid & (fold_ids == k)[None]
+            block = _score_cells(
+                obs[m], sus[m], cells(dens, m), cells(haz, m), thr, threshold_source, min_density
+            )
+            fold_blocks.append({"fold": int(k), **block})
+    result["folds"] = fold_blocks
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# file edge
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN/inf -> None, numpy scalars/arrays -> Python, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    return obj
+
+
+def metrics_to_json(result: dict[str, Any]) -> str:
+    """Serialise an evaluation dict as strict JSON (NaN -> null)."""
+    return json.dumps(_jsonable(result), indent=2, allow_nan=False)
+
+
+def _check_same_grid(ref, info, what: str) -> None:
+    from ..io import RasterError
+
+    if info.crs is None or ref.crs is None:
+        missing = info.path if info.crs is None else ref.path
+        raise RasterError(f"{missing}: no CRS declared; assign the study CRS to the file")
+    if info.crs != ref.crs:
+        raise RasterError(
+            f"{info.path}: CRS {info.crs.to_string()} differs from {ref.path} "
+            f"({ref.crs.to_string()}); write the {what} map on the observed grid"
+        )
+    if info.shape != ref.shape:
+        raise RasterError(
+            f"{info.path}: shape {info.shape} differs from {ref.path} {ref.shape}; "
+            f"the {what} map must cover the same cells"
+        )
+    tol = 1e-6 * max(abs(ref.transform.a), 1.0)
+    if not info.transform.almost_equals(ref.transform, precision=tol):
+        raise RasterError(
+            f"{info.path}: transform {tuple(info.transform)[:6]} differs from {ref.path} "
+            f"{tuple(ref.transform)[:6]}; align the {what} map with the observed grid"
+        )
+
+
+def _check_bands(ref, info, what: str) -> None:
+    from ..io import RasterError
+
+    if info.count != ref.count:
+        raise RasterError(
+            f"{info.path}: {info.count} bands but {ref.path} has {ref.count}; the {what} map "
+            "needs one band per period"
+        )
+    if all(d for d in ref.descriptions) and all(d for d in info.descriptions):
+        if tuple(info.descriptions) != tuple(ref.descriptions):
+            diff = [
+                f"band {i + 1}: {a!r} vs {b!r}"
+                for i, (a, b) in enumerate(zip(info.descriptions, ref.descriptions, strict=True))
+                if a != b
+            ]
+            raise RasterError(
+                f"{info.path}: band names differ from {ref.path} ({'; '.join(diff[:3])}); the "
+                f"{what} bands must be the same periods in the same order"
+            )
+
+
+def evaluate_files(
+    observed: str | Path,
+    susceptibility: str | Path,
+    density: str | Path | None = None,
+    hazard: str | Path | None = None,
+    threshold: float | None = None,
+    folds: str | Path | None = None,
+    out_dir: str | Path = ".",
+    min_density: float = 0.0,
+    show_table: bool = True,
+) -> dict[str, Any]:
+    """Evaluate map GeoTIFFs (one band per period) and write ``out_dir/metrics.json``.
+
+    The rasters must share CRS, transform, shape, band count and band names (the period
+    names); a mismatch raises a RasterError naming both files. Returns the result dict
+    (also written, with an ``inputs`` entry of absolute paths and a ``grid`` entry).
+    """
+    from .. import __version__
+    from ..io import RasterError, atomic_write_text, raster_info, read_raster
+
+    paths: dict[str, Path | None] = {
+        "observed": Path(observed),
+        "susceptibility": Path(susceptibility),
+        "density": Path(density) if density is not None else None,
+        "hazard": Path(hazard) if hazard is not None else None,
+        "folds": Path(folds) if folds is not None else None,
+    }
+    infos = {k: raster_info(p) for k, p in paths.items() if p is not None}
+    ref = infos["observed"]
+    for key, info in infos.items():
+        if key == "observed":
+            continue
+        _check_same_grid(ref, info, key)
+        if key != "folds":
+            _check_bands(ref, info, key)
+    if "folds" in infos and infos["folds"].count != 1:
+        raise RasterError(
+            f"{paths['folds']}: a folds raster needs one band, not {infos['folds'].count}"
+        )
+
+    arrays = {k: read_raster(p)[0] for k, p in paths.items() if p is not None and k != "folds"}
+    fold_arr = read_raster(paths["folds"], bands=1)[0] if paths["folds"] is not None else None
+    names = [d if d else f"period {i + 1}" for i, d in enumerate(ref.descriptions)]
+    result = evaluate_arrays(
+        arrays["observed"],
+        arrays["susceptibility"],
+        arrays.get("density"),
+        arrays.get("hazard"),
+        period_names=names,
+        threshold=threshold,
+        folds=fold_arr,
+        min_density=min_density,
+    )
+    result["inputs"] = {k: (str(p.resolve()) if p is not None else None) for k, p in paths.items()}
+    result["grid"] = {
+        "crs": ref.crs.to_wkt() if ref.crs is not None else None,
+        "crs_name": ref.crs.to_string() if ref.crs is not None else None,
+        "transform": list(tuple(ref.transform)[:6]),
+        "shape": list(ref.shape),
+    }
+    result["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    result["version"] = __version__
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / METRICS_FILE, metrics_to_json(result))
+    if show_table:
+        print_metrics_table(result)
+    return result
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.{digits}f}"
+
+
+def metrics_table(result: dict[str, Any]):
+    """A rich Table: one row per period plus the pooled row."""
+    from rich.table import Table
+
+    has_d = result["pooled"].get("density") is not None
+    has_h = result["pooled"].get("hazard") is not None
+    table = Table(
+        title=f"landslide-hazard evaluation (threshold {_fmt(result['threshold'])}: "
+        f"{result['threshold_source']})"
+    )
+    cols = ["period", "n", "prev.", "AUC", "PR-AUC", "F1", "IoU", "soft F1", "Brier", "ECE"]
+    if has_d:
+        cols += ["D MAE %", "D r", "D+ MAE %", "D+ r"]
+    if has_h:
+        cols += ["H MAE %", "H r"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "period" else "right")
+    rows = [(p["name"], p) for p in result["periods"]] + [("pooled", result["pooled"])]
+    for name, block in rows:
+        o = block["occurrence"]
+        row = [
+            name,
+            _fmt(o["n"]),
+            _fmt(o["prevalence"]),
+            _fmt(o["auc"]),
+            _fmt(o["pr_auc"]),
+            _fmt(o["f1"]),
+            _fmt(o["iou"]),
+            _fmt(o["soft_f1"]),
+            _fmt(o["brier"]),
+            _fmt(o["ece"]),
+        ]
+        if has_d:
+            d = block["density"]
+            row += [
+                _fmt(d["all"]["mae"]),
+                _fmt(d["all"]["pearson_r"]),
+                _fmt(d["positive"]["mae"]),
+                _fmt(d["positive"]["pearson_r"]),
+            ]
+        if has_h:
+            h = block["hazard"]
+            row += [_fmt(h["all"]["mae"]), _fmt(h["all"]["pearson_r"])]
+        table.add_row(*row, style="bold" if name == "pooled" else None)
+    return table
+
+
+def print_metrics_table(result: dict[str, Any]) -> None:
+    """Print :func:`metrics_table` and any notes to the terminal (stderr)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log file or pipe: do not squeeze the table into 80 columns
+        console = Console(stderr=True, width=180)
+    console.print(metrics_table(result))
+    for p in [*result["periods"], {"name": "pooled", **result["pooled"]}]:
+        for note in p["occurrence"]["notes"]:
+            console.print(f"[yellow]{p['name']}:[/] {note}")
