@@ -1,0 +1,250 @@
+"""Lazy patch reading: a cube reader, bilinear upsampling of cell-grid triggers, a torch Dataset.
+
+A model input is (13, n*k, n*k) in :data:`bands.INPUT_NAMES` order: the 8 static bands read from
+the fine grid, the 4 dynamic bands upsampled bilinearly from the cell grid when the patch is read
+(never materialised on the whole fine grid), and the monsoon count as a constant channel. Inputs
+are normalised with the run's training statistics, then NaN -> 0. Targets outside the grid, NaN,
+or outside the role's cell mask are masked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..bands import DYNAMIC_NAMES, STATIC_NAMES
+from ..cube import Cube
+from ..grid import StudyGrid
+from .lattice import PatchIndex, read_window
+from .normalisation import Normalisation
+
+DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024**3
+_STATIC = slice(0, len(STATIC_NAMES))
+_DYNAMIC = slice(len(STATIC_NAMES), len(STATIC_NAMES) + len(DYNAMIC_NAMES))
+_MONSOON = slice(len(STATIC_NAMES) + len(DYNAMIC_NAMES), len(STATIC_NAMES) + len(DYNAMIC_NAMES) + 1)
+
+
+def upsample_cells_bilinear(cells_with_halo: np.ndarray, cell_pixels: int) -> np.ndarray:
+    """Bilinear upsampling of cell values to fine pixels, NaN-aware.
+
+    cells_with_halo: (C, h + 2, w + 2), the window's cells plus a one-cell halo (NaN outside the
+    grid). Returns (C, h*k, w*k). Cell values sit at cell centres; a fine pixel takes the
+    bilinear weights of the four nearest cell centres, renormalised over the finite ones (so at
+    the grid edge the value is extended as a constant). With the halo, windows read side by side
+    give exactly the same pixels as upsampling the whole grid at once (no seams).
+    """
+    v = np.asarray(cells_with_halo, dtype=np.float32)
+    k = cell_pixels
+    h, w = v.shape[-2] - 2, v.shape[-1] - 2
+    u = (np.arange(h * k) + 0.5) / k + 0.5  # pixel centre in halo-window cell units
+    i0 = np.floor(u).astype(np.int64)
+    fy = (u - i0).astype(np.float32)
+    t = (np.arange(w * k) + 0.5) / k + 0.5
+    j0 = np.floor(t).astype(np.int64)
+    fx = (t - j0).astype(np.float32)
+    num = np.zeros((v.shape[0], h * k, w * k), dtype=np.float32)
+    den = np.zeros_like(num)
+    for di, wy in ((0, 1.0 - fy), (1, fy)):
+        for dj, wx in ((0, 1.0 - fx), (1, fx)):
+            vals = v[:, i0 + di, :][:, :, j0 + dj]
+            weight = wy[:, None] * wx[None, :]
+            finite = np.isfinite(vals)
+            num += np.where(finite, vals, 0.0) * weight
+            den += finite * weight
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / den
+    out[den <= 0] = np.nan
+    return out
+
+
+class CubeReader:
+    """Reads patch windows of a cube: static from the fine grid, dynamic/targets from the cells.
+
+    The cell-grid arrays (dynamic, targets, monsoons, valid mask) are small and always held in
+    memory; the fine static array is loaded when it fits ``memory_budget_bytes``, else read
+    window by window from Zarr. ``dynamic`` / ``monsoons`` override the cube's triggers (what-if
+    scenarios) without touching the cube.
+    """
+
+    def __init__(
+        self,
+        cube: Cube,
+        memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+        dynamic: np.ndarray | None = None,
+        monsoons: np.ndarray | None = None,
+    ) -> None:
+        self.cube = cube
+        self.grid: StudyGrid = cube.grid
+        self.period_names: list[str] = cube.meta.period_names
+        if tuple(cube.meta.static_bands) != STATIC_NAMES:
+            raise ValueError(
+                f"{cube.path}: static bands {cube.meta.static_bands} differ from {STATIC_NAMES}; "
+                "re-run prepare with this package version"
+            )
+        if tuple(cube.meta.dynamic_bands) != DYNAMIC_NAMES:
+            raise ValueError(
+                f"{cube.path}: dynamic bands {cube.meta.dynamic_bands} differ from {DYNAMIC_NAMES}; "
+                "re-run prepare with this package version"
+            )
+        static = cube.static
+        self.static_in_memory = int(np.prod(static.shape)) * 4 <= memory_budget_bytes
+        self.static = np.asarray(static[:], dtype=np.float32) if self.static_in_memory else static
+        self.dynamic = (
+            np.asarray(cube.dynamic[:], dtype=np.float32)
+            if dynamic is None
+            else np.asarray(dynamic, dtype=np.float32)
+        )
+        self.monsoons = (
+            cube.monsoons_since_eq if monsoons is None else np.asarray(monsoons, dtype=np.float32)
+        )
+        self.target = np.asarray(cube.target_density[:], dtype=np.float32)
+        self.valid = cube.valid_cells
+        n_p = len(self.period_names)
+        if self.dynamic.shape != (n_p, len(DYNAMIC_NAMES), *self.grid.cell_shape):
+            raise ValueError(
+                f"dynamic triggers of shape {self.dynamic.shape}, expected "
+                f"{(n_p, len(DYNAMIC_NAMES), *self.grid.cell_shape)}"
+            )
+
+    @property
+    def n_periods(self) -> int:
+        return len(self.period_names)
+
+    @property
+    def label_mask(self) -> np.ndarray:
+        """(P, cy, cx) bool: valid cells with a finite target."""
+        return np.isfinite(self.target) & self.valid[None]
+
+    def static_window(self, row0: int, col0: int, h: int, w: int) -> np.ndarray:
+        """(8, h*k, w*k) raw static values of cells [row0, row0+h) x [col0, col0+w)."""
+        k = self.grid.cell_pixels
+        return read_window(self.static, row0 * k, col0 * k, h * k, w * k)
+
+    def dynamic_window(self, period: int, row0: int, col0: int, h: int, w: int) -> np.ndarray:
+        """(4, h*k, w*k) raw dynamic values, upsampled bilinearly from the cell grid."""
+        cells = read_window(self.dynamic, row0 - 1, col0 - 1, h + 2, w + 2, prefix=(period,))
+        return upsample_cells_bilinear(cells, self.grid.cell_pixels)
+
+    def target_window(self, period: int, row0: int, col0: int, h: int, w: int) -> np.ndarray:
+        """(h, w) target density (%), NaN outside the grid, outside valid cells or unlabelled."""
+        t = read_window(self.target, row0, col0, h, w, prefix=(period,))
+        valid = read_window(self.valid, row0, col0, h, w, fill=0.0) > 0
+        t[~valid] = np.nan
+        return t
+
+    def patch_input(
+        self, norm: Normalisation, period: int, row0: int, col0: int, size: int | None = None
+    ) -> np.ndarray:
+        """The normalised model input (13, s*k, s*k) of the ``s x s``-cell patch at (row0, col0)."""
+        s = self.grid.patch_cells if size is None else size
+        k = self.grid.cell_pixels
+        static = norm.scale(self.static_window(row0, col0, s, s), _STATIC)
+        dyn = norm.scale(self.dynamic_window(period, row0, col0, s, s), _DYNAMIC)
+        mon = norm.scale(
+            np.full((1, s * k, s * k), self.monsoons[period], dtype=np.float32), _MONSOON
+        )
+        x = np.concatenate([static, dyn, mon], axis=0).astype(np.float32)
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class PatchDataset(Dataset):
+    """Patches of one role (train / val) as tensors: ``x`` (13, nk, nk), ``target`` (n, n)
+    (density %, NaN -> 0) and ``mask`` (n, n) bool (cells whose loss counts).
+
+    cell_mask: (P, cy, cx) bool, the role's cells; positive_only keeps only cells with density
+    > ``min_density`` in the mask (the density curriculum).
+    """
+
+    def __init__(
+        self,
+        reader: CubeReader,
+        patches: PatchIndex,
+        cell_mask: np.ndarray,
+        norm: Normalisation,
+        positive_only: bool = False,
+        min_density: float = 0.0,
+    ) -> None:
+        self.reader = reader
+        self.patches = patches
+        self.cell_mask = np.asarray(cell_mask, dtype=bool)
+        self.norm = norm
+        self.positive_only = positive_only
+        self.min_density = min_density
+        self.n = reader.grid.patch_cells
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def target_and_mask(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        t, r0, c0 = (
+            int(self.patches.period[i]),
+            int(self.patches.row0[i]),
+            int(self.patches.col0[i]),
+        )
+        n = self.n
+        target = self.reader.target_window(t, r0, c0, n, n)
+        role = read_window(self.cell_mask, r0, c0, n, n, fill=0.0, prefix=(t,)) > 0
+        mask = np.isfinite(target) & role
+        if self.positive_only:
+            mask &= np.nan_to_num(target, nan=0.0) > self.min_density
+        return np.nan_to_num(target, nan=0.0), mask
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        t, r0, c0 = (
+            int(self.patches.period[i]),
+            int(self.patches.row0[i]),
+            int(self.patches.col0[i]),
+        )
+        x = self.reader.patch_input(self.norm, t, r0, c0)
+        target, mask = self.target_and_mask(i)
+        return {
+            "x": torch.from_numpy(x),
+            "target": torch.from_numpy(target.astype(np.float32)),
+            "mask": torch.from_numpy(mask),
+        }
+
+    def positives_per_patch(self) -> np.ndarray:
+        """(N,) int: cells with density > min_density inside each patch's role mask."""
+        out = np.zeros(len(self), dtype=np.int64)
+        for i in range(len(self)):
+            target, mask = self.target_and_mask(i)
+            out[i] = int(((target > self.min_density) & mask).sum())
+        return out
+
+    def cells_per_patch(self) -> np.ndarray:
+        """(N,) int: cells whose loss counts in each patch."""
+        return np.array([int(self.target_and_mask(i)[1].sum()) for i in range(len(self))])
+
+
+def epoch_order(
+    n_items: int,
+    seed: int,
+    stage: int,
+    epoch: int,
+    has_positive: np.ndarray | None = None,
+) -> np.ndarray:
+    """The item order of one epoch, a pure function of (seed, stage, epoch).
+
+    Without ``has_positive``: a permutation. With it (balancing): ``n_items`` draws with
+    replacement in which patches with and without landslides carry equal total weight. Being a
+    pure function of the epoch makes resuming after a crash exact.
+    """
+    rng = np.random.default_rng([seed, 17, stage, epoch])
+    if has_positive is None:
+        return rng.permutation(n_items)
+    pos = np.asarray(has_positive, dtype=bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return rng.permutation(n_items)
+    weights = np.where(pos, 0.5 / n_pos, 0.5 / n_neg)
+    return rng.choice(n_items, size=n_items, replace=True, p=weights)
+
+
+def batches_of(order: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Split an epoch order into batches; a final batch of one item joins the previous one
+    (batch normalisation needs more than one sample)."""
+    out = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if len(out) > 1 and len(out[-1]) == 1:
+        out[-2].extend(out.pop())
+    return out
