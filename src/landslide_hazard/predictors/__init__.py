@@ -1,0 +1,7 @@
+"""Predictors on the fine grid: terrain derivatives, hydrology and the static band stack.
+
+``terrain``: Zevenbergen-Thorne slope, aspect, northness/eastness and curvatures (3 x 3 window).
+``hydrology``: priority-flood pit filling, D8 flow directions and accumulation, TWI, river masks
+and distance to river. ``static``: the undeclared-nodata collar and the eight static cube bands
+(``bands.STATIC_NAMES``), whole-array or chunk by chunk.
+"""

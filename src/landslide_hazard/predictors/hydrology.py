@@ -1,0 +1,361 @@
+"""Hydrology on the fine grid: pit filling, D8 flow, accumulation, TWI, rivers and distance.
+
+All functions take north-up arrays (row 0 north), square pixels of ``pixel_size_m`` metres and
+NaN as nodata. NaN pixels and the array border are both "outside": water leaving a valid pixel
+into them leaves the grid. The global passes (fill, accumulation, distance) run on the whole
+array at once; their memory is stated in ``docs/predictors.md``.
+
+D8 direction codes (int8): ``k = 0..7`` points to the neighbour at compass azimuth ``45 k``
+degrees (0 N, 1 NE, 2 E, 3 SE, 4 S, 5 SW, 6 W, 7 NW); ``-1`` = no downslope neighbour (the
+water leaves the grid there, or, on an unfilled DEM, a pit or a flat); ``-2`` = nodata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numba
+import numpy as np
+from affine import Affine
+from scipy import ndimage
+
+from .terrain import zevenbergen_thorne
+
+#: Row and column offsets of the D8 codes 0..7 (N, NE, E, SE, S, SW, W, NW); numba freezes
+#: these module-level arrays into the compiled functions as constants.
+D8_DROW = np.array([-1, -1, 0, 1, 1, 1, 0, -1], dtype=np.int64)
+D8_DCOL = np.array([0, 1, 1, 1, 0, -1, -1, -1], dtype=np.int64)
+D8_OUTLET = -1
+D8_NODATA = -2
+#: TWI uses tan(max(slope, MIN_TWI_SLOPE_DEG)) so flats do not divide by zero.
+MIN_TWI_SLOPE_DEG = 0.1
+
+
+def _as_dem(dem: np.ndarray) -> np.ndarray:
+    z = np.ascontiguousarray(dem, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"the DEM must be a 2-D array (rows, cols), got shape {z.shape}")
+    if np.isinf(z).any():
+        raise ValueError("the DEM holds +-inf values; mark nodata as NaN")
+    return z
+
+
+# --------------------------------------------------------------------------------------------
+# A binary min-heap on parallel arrays, keyed by (elevation, insertion order). The insertion
+# order breaks ties first-in first-out, so flats are flooded breadth-first from their outlet.
+
+
+@numba.njit(cache=True)
+def _heap_push(keys, order, items, size, key, seq, item):
+    i = size
+    keys[i] = key
+    order[i] = seq
+    items[i] = item
+    while i > 0:
+        parent = (i - 1) >> 1
+        if keys[parent] < keys[i] or (keys[parent] == keys[i] and order[parent] < order[i]):
+            break
+        keys[parent], keys[i] = keys[i], keys[parent]
+        order[parent], order[i] = order[i], order[parent]
+        items[parent], items[i] = items[i], items[parent]
+        i = parent
+    return size + 1
+
+
+@numba.njit(cache=True)
+def _heap_pop(keys, order, items, size):
+    item = items[0]
+    size -= 1
+    keys[0] = keys[size]
+    order[0] = order[size]
+    items[0] = items[size]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        child = left
+        right = left + 1
+        if right < size and (
+            keys[right] < keys[left] or (keys[right] == keys[left] and order[right] < order[left])
+        ):
+            child = right
+        if keys[i] < keys[child] or (keys[i] == keys[child] and order[i] < order[child]):
+            break
+        keys[child], keys[i] = keys[i], keys[child]
+        order[child], order[i] = order[i], order[child]
+        items[child], items[i] = items[i], items[child]
+        i = child
+    return item, size
+
+
+@numba.njit(cache=True)
+def _priority_flood(z, drain_flats):
+    """Priority-Flood (Barnes et al. 2014), optionally +epsilon; z is modified in place."""
+    rows, cols = z.shape
+    n = rows * cols
+    closed = np.zeros(n, dtype=np.bool_)
+    keys = np.empty(n, dtype=np.float64)
+    order = np.empty(n, dtype=np.int64)
+    items = np.empty(n, dtype=np.int64)
+    size = 0
+    seq = 0
+    # Seeds: valid pixels on the array border or next to a NaN pixel.
+    for r in range(rows):
+        for c in range(cols):
+            if np.isnan(z[r, c]):
+                closed[r * cols + c] = True
+                continue
+            edge = r == 0 or c == 0 or r == rows - 1 or c == cols - 1
+            if not edge:
+                for k in range(8):
+                    if np.isnan(z[r + D8_DROW[k], c + D8_DCOL[k]]):
+                        edge = True
+                        break
+            if edge:
+                closed[r * cols + c] = True
+                size = _heap_push(keys, order, items, size, z[r, c], seq, r * cols + c)
+                seq += 1
+    while size > 0:
+        cell, size = _heap_pop(keys, order, items, size)
+        r = cell // cols
+        c = cell - r * cols
+        level = z[r, c]
+        for k in range(8):
+            rr = r + D8_DROW[k]
+            cc = c + D8_DCOL[k]
+            if rr < 0 or cc < 0 or rr >= rows or cc >= cols:
+                continue
+            nb = rr * cols + cc
+            if closed[nb]:
+                continue
+            closed[nb] = True
+            if drain_flats:
+                if z[rr, cc] <= level:
+                    z[rr, cc] = np.nextafter(level, np.inf)
+            elif z[rr, cc] < level:
+                z[rr, cc] = level
+            size = _heap_push(keys, order, items, size, z[rr, cc], seq, nb)
+            seq += 1
+    return z
+
+
+def fill_pits(dem: np.ndarray, *, drain_flats: bool = True) -> np.ndarray:
+    """Fill every depression of a DEM so that each valid pixel drains to the grid's outside.
+
+    Priority-Flood (Barnes, Lehman & Mulla 2014, Algorithm 2, numba, O(N log N)). With
+    ``drain_flats`` (the default) it is Priority-Flood+epsilon (their Algorithm 3): every pixel
+    that would end up level with the pixel it drains to is raised by the smallest float64 step
+    above it, so filled depressions and the DEM's own flats slope (by ~1e-12 m per pixel)
+    towards their outlet and every valid pixel not on the outside has a strictly lower
+    neighbour; D8 is then defined everywhere. With ``drain_flats=False`` the result is the
+    plain depression fill (the lowest surface >= dem without interior pits), flats stay flat.
+
+    dem: (rows, cols) metres, NaN = nodata (outside). Returns float64 metres, NaN where dem is.
+    """
+    z = _as_dem(dem).copy()
+    return _priority_flood(z, bool(drain_flats))
+
+
+@numba.njit(cache=True)
+def _d8(z):
+    rows, cols = z.shape
+    out = np.empty((rows, cols), dtype=np.int8)
+    sqrt2 = np.sqrt(2.0)
+    for r in range(rows):
+        for c in range(cols):
+            zc = z[r, c]
+            if np.isnan(zc):
+                out[r, c] = -2
+                continue
+            best = 0.0
+            code = -1
+            for k in range(8):
+                rr = r + D8_DROW[k]
+                cc = c + D8_DCOL[k]
+                if rr < 0 or cc < 0 or rr >= rows or cc >= cols:
+                    continue
+                zn = z[rr, cc]
+                if np.isnan(zn) or zn >= zc:
+                    continue
+                drop = zc - zn
+                if k % 2 == 1:
+                    drop = drop / sqrt2
+                if drop > best:
+                    best = drop
+                    code = k
+            out[r, c] = code
+    return out
+
+
+def d8_flow_directions(filled: np.ndarray) -> np.ndarray:
+    """D8 steepest-descent direction codes (see module doc) of a (pit-filled) DEM.
+
+    The drop to each lower neighbour is divided by its distance (1 or sqrt 2 pixels; the pixel
+    size cancels); ties go to the lowest code (north first, clockwise). A pixel with no strictly
+    lower valid neighbour gets -1: on a DEM filled with ``fill_pits(drain_flats=True)`` that
+    happens only on the outside (border or next to nodata), where the water leaves the grid.
+    """
+    return _d8(_as_dem(filled))
+
+
+@numba.njit(cache=True)
+def _accumulate(directions):
+    rows, cols = directions.shape
+    n = rows * cols
+    indegree = np.zeros(n, dtype=np.uint8)
+    receiver = np.full(n, -1, dtype=np.int64)
+    for r in range(rows):
+        for c in range(cols):
+            k = directions[r, c]
+            if k >= 0:
+                rr = r + D8_DROW[k]
+                cc = c + D8_DCOL[k]
+                if 0 <= rr < rows and 0 <= cc < cols and directions[rr, cc] != -2:
+                    receiver[r * cols + c] = rr * cols + cc
+                    indegree[rr * cols + cc] += 1
+    acc = np.zeros(n, dtype=np.float64)
+    queue = np.empty(n, dtype=np.int64)
+    head = 0
+    tail = 0
+    flat_codes = directions.ravel()
+    for i in range(n):
+        if flat_codes[i] != -2:
+            acc[i] = 1.0
+            if indegree[i] == 0:
+                queue[tail] = i
+                tail += 1
+    # Kahn's topological order: a pixel is passed on once all its donors have been added.
+    while head < tail:
+        i = queue[head]
+        head += 1
+        j = receiver[i]
+        if j >= 0:
+            acc[j] += acc[i]
+            indegree[j] -= 1
+            if indegree[j] == 0:
+                queue[tail] = j
+                tail += 1
+    if tail != np.sum(flat_codes != -2):
+        return acc, False  # a cycle: never happens for steepest descent, checked anyway
+    return acc, True
+
+
+def accumulate_d8(directions: np.ndarray) -> np.ndarray:
+    """Upslope pixel count (including the pixel itself) of D8 codes; NaN where code is -2.
+
+    One topological pass (numba, O(N)). Returns float64 (counts are exact up to 2**53).
+    """
+    codes = np.ascontiguousarray(directions, dtype=np.int8)
+    if codes.ndim != 2:
+        raise ValueError(f"directions must be 2-D, got shape {codes.shape}")
+    acc, ok = _accumulate(codes)
+    if not ok:
+        raise ValueError("the D8 directions contain a cycle; derive them with d8_flow_directions")
+    acc = acc.reshape(codes.shape)
+    acc[codes == D8_NODATA] = np.nan
+    return acc
+
+
+def d8_flow_accumulation(filled: np.ndarray) -> np.ndarray:
+    """Upslope pixel count including the pixel itself, by D8 on a pit-filled DEM.
+
+    filled: the output of :func:`fill_pits` (metres, NaN = nodata). Returns float64 counts,
+    NaN at nodata. Multiply by ``pixel_size_m**2`` for the contributing area in m2.
+    """
+    return accumulate_d8(d8_flow_directions(filled))
+
+
+def twi_from(accumulation: np.ndarray, slope_deg: np.ndarray, pixel_size_m: float) -> np.ndarray:
+    """TWI = ln(a / tan(max(slope, 0.1 deg))), a = accumulation * p^2 / p (m2 per m contour).
+
+    accumulation: upslope pixel count including the pixel; slope_deg: degrees; float64 out.
+    """
+    acc = np.asarray(accumulation, dtype=np.float64)
+    slope_rad = np.radians(np.maximum(np.asarray(slope_deg, dtype=np.float64), MIN_TWI_SLOPE_DEG))
+    specific_area_m = acc * float(pixel_size_m)  # (count * p^2) / p
+    return np.log(specific_area_m / np.tan(slope_rad))
+
+
+def twi(
+    dem: np.ndarray,
+    pixel_size_m: float,
+    *,
+    slope_deg: np.ndarray | None = None,
+    accumulation: np.ndarray | None = None,
+) -> np.ndarray:
+    """Topographic wetness index (dimensionless) of a DEM (metres, NaN = nodata).
+
+    D8 accumulation on the pit-filled DEM (``fill_pits``), Zevenbergen-Thorne slope of the DEM
+    itself; pass ``slope_deg`` / ``accumulation`` if already computed. float64, NaN at nodata.
+    """
+    z = _as_dem(dem)
+    if slope_deg is None:
+        slope_deg = zevenbergen_thorne(z, pixel_size_m, dtype=np.float64)["slope"]
+    if accumulation is None:
+        accumulation = d8_flow_accumulation(fill_pits(z))
+    out = twi_from(accumulation, slope_deg, pixel_size_m)
+    out[np.isnan(z)] = np.nan
+    return out
+
+
+def river_mask_from_accumulation(
+    dem: np.ndarray,
+    pixel_size_m: float,
+    threshold_km2: float = 1.0,
+    *,
+    accumulation: np.ndarray | None = None,
+) -> np.ndarray:
+    """River pixels: contributing area (D8 on the filled DEM) >= ``threshold_km2`` (km2).
+
+    Returns a bool mask; nodata pixels are False.
+    """
+    if threshold_km2 <= 0:
+        raise ValueError(f"threshold_km2 must be > 0 km2, got {threshold_km2}")
+    if accumulation is None:
+        accumulation = d8_flow_accumulation(fill_pits(dem))
+    area_km2 = np.asarray(accumulation, dtype=np.float64) * float(pixel_size_m) ** 2 / 1e6
+    return np.nan_to_num(area_km2, nan=0.0) >= threshold_km2
+
+
+def distance_to_river(river_mask: np.ndarray, pixel_size_m: float) -> np.ndarray:
+    """Euclidean distance (metres, float64) from each pixel centre to the nearest river pixel.
+
+    scipy.ndimage.distance_transform_edt (exact EDT); 0 on river pixels.
+    """
+    mask = np.asarray(river_mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"river_mask must be 2-D, got shape {mask.shape}")
+    if not mask.any():
+        raise ValueError(
+            "the river mask holds no river pixel, so distance to river is undefined; lower the "
+            "accumulation threshold (threshold_km2), or give river lines or a river raster"
+        )
+    return ndimage.distance_transform_edt(~mask, sampling=float(pixel_size_m))
+
+
+def rasterize_rivers(lines: Iterable[Any], transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """Burn river lines into a bool mask of ``shape`` on ``transform`` (all touched pixels).
+
+    lines: shapely geometries or GeoJSON-like mappings in the grid's CRS (metres); empty or
+    None geometries are skipped. Uses rasterio.features.rasterize(all_touched=True).
+    """
+    from rasterio.features import rasterize
+
+    geoms = []
+    for geom in lines:
+        if geom is None:
+            continue
+        if hasattr(geom, "is_empty"):
+            if geom.is_empty:
+                continue
+            geoms.append((geom, 1))
+        else:
+            geoms.append((geom, 1))
+    if not geoms:
+        return np.zeros(shape, dtype=bool)
+    burned = rasterize(
+        geoms, out_shape=shape, transform=transform, fill=0, all_touched=True, dtype="uint8"
+    )
+    return burned.astype(bool)
