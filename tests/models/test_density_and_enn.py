@@ -110,6 +110,19 @@ def test_build_enn_is_deterministic():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_build_args_rebuild_the_same_architecture():
+    torch.manual_seed(0)
+    enn = build_enn("tiny", in_channels=5, patch_cells=2, cell_pixels=8, dropout=0.1)
+    rebuilt = build_enn(**enn.build_args)
+    rebuilt.load_state_dict(enn.state_dict())
+    x = torch.randn(1, 5, 16, 16)
+    enn.eval()
+    rebuilt.eval()
+    with torch.no_grad():
+        assert torch.equal(enn(x).hazard, rebuilt(x).hazard)
+    assert ENN(enn.susceptibility, enn.density, 2, 8).build_args is None
+
+
 def _toy_batch(cell_pixels: int = 4, seed: int = 0):
     """4 patches of 4 x 4 cells; occurrence = mean of channel 0 over the cell > 0.3, density from
     channel 1: a learnable, spatially varying target."""

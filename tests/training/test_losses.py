@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from sklearn.metrics import log_loss
 
 from landslide_hazard.training.losses import focal_tversky_loss, masked_mae, weighted_bce
@@ -92,3 +95,24 @@ def test_masked_mae_equals_numpy():
     loss.backward()
     assert torch.all(t_pred.grad[torch.tensor(~valid)] == 0)
     assert masked_mae(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 1.0])).item() == 1.5
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(np.float64, 12, elements=st.floats(0, 1)),
+    arrays(np.bool_, 12),
+    st.floats(0.05, 0.95),
+    st.floats(0.25, 4.0),
+    st.sampled_from(["power", "inverse"]),
+)
+def test_focal_tversky_is_a_bounded_loss_that_matches_a_numpy_reference(p, g, alpha, gamma, form):
+    gf = g.astype(float)
+    beta = 1 - alpha
+    tp, fp, fn = (p * gf).sum(), (p * (1 - gf)).sum(), ((1 - p) * gf).sum()
+    ti = (tp + 1e-7) / (tp + alpha * fp + beta * fn + 1e-7)
+    expected = max(1 - ti, 0.0) ** (gamma if form == "power" else 1 / gamma)
+    ours = focal_tversky_loss(
+        torch.tensor(p), torch.tensor(gf), alpha=alpha, beta=beta, gamma=gamma, form=form
+    ).item()
+    assert 0.0 <= ours <= 1.0
+    assert ours == pytest.approx(expected, rel=1e-9, abs=1e-12)

@@ -6,7 +6,7 @@ separately and then combined and fine-tuned (DESIGN section 4).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -29,7 +29,13 @@ class ENNOutput(NamedTuple):
 
 
 class ENN(nn.Module):
-    """Susceptibility and density blocks on the same patch; hazard is their product."""
+    """Susceptibility and density blocks on the same patch; hazard is their product.
+
+    ``build_args`` holds the keyword arguments of ``build_enn`` when the ENN came from it (None
+    otherwise), so a checkpoint can store them and rebuild with ``build_enn(**build_args)``.
+    """
+
+    build_args: dict[str, Any] | None = None
 
     def __init__(
         self, susceptibility: nn.Module, density: nn.Module, patch_cells: int, cell_pixels: int
@@ -61,4 +67,12 @@ def build_enn(
     """
     sus = build_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout)
     den = DensityBlock(in_channels, cell_pixels, dropout)
-    return ENN(sus, den, patch_cells, cell_pixels)
+    enn = ENN(sus, den, patch_cells, cell_pixels)
+    enn.build_args = {
+        "preset": preset,
+        "in_channels": in_channels,
+        "patch_cells": patch_cells,
+        "cell_pixels": cell_pixels,
+        "dropout": dropout,
+    }
+    return enn
