@@ -84,3 +84,94 @@ def evaluate_cmd(
     except (OSError, ValueError) as exc:
         _fail(exc)
     console.print(f"wrote {out / 'metrics.json'}")
+
+
+# ---- terrain (owner: predictors) -------------------------------------------------------------
+@app.command("terrain")
+def terrain_cmd(
+    dem: Path = typer.Argument(..., help="DEM GeoTIFF (metres, projected CRS, north-up)"),
+    out: Path = typer.Argument(..., help="output GeoTIFF with the terrain bands"),
+    nodata: float | None = typer.Option(
+        None, "--nodata", help="nodata value of the DEM (overrides the file's; skips detection)"
+    ),
+    no_collar: bool = typer.Option(
+        False, "--no-collar", help="do not look for an undeclared constant fill around the edges"
+    ),
+    curvature: str = typer.Option(
+        "zevenbergen_thorne", "--curvature", help="zevenbergen_thorne or heerdegen_beran"
+    ),
+) -> None:
+    """Terrain bands of Table 1 (slope, aspect, northness, eastness, curvatures, TWI) as one GeoTIFF."""
+    from rich.progress import Progress
+
+    from .bands import TERRAIN_BANDS
+    from .predictors.static import write_terrain
+
+    steps = ("read", "terrain", "write")
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"terrain {dem.name}", total=len(steps))
+
+            def advance(name: str) -> None:
+                progress.update(task, completed=steps.index(name), description=f"terrain: {name}")
+
+            summary = write_terrain(
+                dem, out, nodata=nodata, detect_collar=not no_collar,
+                curvature_method=curvature, progress=advance,  # type: ignore[arg-type]
+            )
+            progress.update(task, completed=len(steps))
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+    how = {
+        "declared": "the file's declared nodata",
+        "--nodata": f"--nodata {nodata:g}" if nodata is not None else "--nodata",
+        "detected": f"an undeclared fill value {summary.fill_value:g} detected at the edges"
+        if summary.fill_value is not None else "",
+        "none": "no nodata found",
+    }[summary.nodata_source]
+    console.print(
+        f"masked {summary.collar_pixels:,} nodata collar pixels ({how}); "
+        f"{summary.shape[0]} x {summary.shape[1]} px of {summary.pixel_size_m:g} m"
+    )
+    console.print(f"wrote {summary.path} ({len(TERRAIN_BANDS)} bands: {', '.join(TERRAIN_BANDS)})")
+
+
+# ---- prepare (owner: prepare) ----------------------------------------------------------------
+@app.command("prepare")
+def prepare_cmd(
+    config: Path = typer.Argument(..., help="run config YAML"),
+    out: Path | None = typer.Option(
+        None, "--out", help="cube path (default: <output.dir>/cube.zarr of the config)"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing cube"),
+    tile_px: int = typer.Option(
+        1024, "--tile-px", min=16, help="fine pixels per side of the static tiles (memory)"
+    ),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+) -> None:
+    """Validate the inputs and write the predictor cube (<output.dir>/cube.zarr)."""
+    import warnings
+
+    from .config import ConfigError, load_config
+    from .prepare import prepare
+
+    try:
+        cfg = load_config(config)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = prepare(cfg, out=out, progress=not no_progress, overwrite=overwrite,
+                           tile_px=tile_px)
+    except (ConfigError, OSError, ValueError) as exc:
+        _fail(exc)
+    for w in caught:
+        console.print(f"[yellow]warning:[/] {w.message}")
+    from .cube import open_cube
+
+    cube = open_cube(path)
+    for line in cube.meta.provenance.get("log", []):
+        console.print(f"  {line}")
+    g = cube.grid
+    console.print(
+        f"wrote {path}: {len(cube.meta.periods)} periods, {g.cell_shape[0]} x {g.cell_shape[1]} "
+        f"cells ({int(cube.valid_cells.sum()):,} valid), {g.fine_shape[0]} x {g.fine_shape[1]} px"
+    )
