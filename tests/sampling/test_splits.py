@@ -43,11 +43,16 @@ def test_no_leakage_between_roles(protocol):
     assert not (s.val_cells & s.test_cells).any()
     assert not (s.train_cells & s.val_cells).any()
     assert s.test_cells.any() and s.train_cells.any() and s.val_cells.any()
-    for role, cells in (("train", s.train_cells), ("val", s.val_cells)):
-        for period, r0, c0, m in _labelled_cells_of(s, label, role):
-            window = read_window(cells[period].astype("float32"), r0, c0, 4, 4, fill=0.0) > 0
-            # every labelled cell of a training patch is a training cell of that period
-            assert (window[m]).all()
+    for period, r0, c0, m in _labelled_cells_of(s, label, "train"):
+        window = read_window(s.train_cells[period].astype("float32"), r0, c0, 4, 4, fill=0.0) > 0
+        # every labelled cell of a training patch is a training cell of that period
+        assert (window[m]).all()
+    for period, r0, c0, m in _labelled_cells_of(s, label, "val"):
+        val = read_window(s.val_cells[period].astype("float32"), r0, c0, 4, 4, fill=0.0) > 0
+        # a validation patch scores validation cells and holds no test cell
+        assert val[m].any()
+        test = read_window(s.test_cells[period].astype("float32"), r0, c0, 4, 4, fill=0.0) > 0
+        assert not test.any()
     assert not (s.test_cells & ~label).any()
 
 

@@ -11,6 +11,8 @@
 
 Validation (early stopping) is a ``val_fraction`` of the training data, never test cells: random
 patches for ``paper``, whole blocks for the other protocols (the same block grid as the folds).
+A training patch holds training cells only; a validation patch holds at least one validation cell
+and no test or buffer cell (its training cells are masked out of the validation loss).
 Cell masks (period, cy, cx) say exactly which cells each role scores, so evaluation scores exactly
 the test cells.
 """
@@ -279,7 +281,11 @@ def make_split(
     train_cells = label & fit_region[None] & in_train_period
     val_cells = label & val_region[None] & in_train_period
     train_p = _role_patches(label, fit_region[None] & in_train_period, n, train_periods)
-    val_p = _role_patches(label, val_region[None] & in_train_period, n, train_periods)
+    # Validation patches hold at least one validation cell and no test or buffer cell; their
+    # training cells (if any) are masked out of the validation loss by ``val_cells``.
+    val_candidates = build_patch_index(label & val_region[None] & in_train_period, n, LATTICES)
+    keep = patch_all_within(label, train_region[None] & in_train_period, val_candidates, n)
+    val_p = val_candidates.subset(keep)
     # Cells of dropped (straddling) patches neither train nor validate: keep the masks honest.
     train_cells &= patch_cells_mask(train_p, label.shape, n)
     val_cells &= patch_cells_mask(val_p, label.shape, n)

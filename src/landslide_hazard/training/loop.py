@@ -1,0 +1,730 @@
+"""The train stage: susceptibility, density curriculum, then the ENN fine-tuned (paper 6.2).
+
+Stages, each with its own Adam optimiser, exponential learning-rate decay (per step:
+``lr * rate ** (step / decay_steps)``), early stopping on the validation loss with the best
+weights kept:
+
+1. ``susceptibility``: the susceptibility block on occurrence (density > ``min_density``), focal
+   Tversky or class-weighted BCE, lr ``lr_susceptibility``;
+2. ``density_log``: the density block on positive cells only, MAE against log1p(density);
+3. ``density``: the density block on positive cells, MAE on the original scale (% of cell);
+   both with lr ``lr_density``;
+4. ``finetune``: the whole ENN on all cells with the zeros back in: MAE of hazard = S x D
+   against the observed density plus the susceptibility loss, lr ``lr_finetune``.
+
+Every epoch writes ``checkpoints/last.pt`` (model, optimiser, scheduler, RNG states, stage,
+epoch, best score and weights); a crashed run resumes exactly where it stopped, and the epoch
+order is a pure function of (seed, stage, epoch), so a resumed run ends with the same weights
+as an uninterrupted one. On CPU ``torch.use_deterministic_algorithms`` is on; on GPU, AMP
+(bf16, else fp16 with a grad scaler) and channels-last are used when ``training.amp``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..bands import INPUT_NAMES, UNITS
+from ..config import RunConfig, TrainingConfig
+from ..sampling.dataset import (
+    DEFAULT_MEMORY_BUDGET_BYTES,
+    CubeReader,
+    PatchDataset,
+    batches_of,
+    epoch_order,
+)
+from ..sampling.normalisation import Normalisation, compute_normalisation
+from ..sampling.splits import PROTOCOLS, Split, make_split
+
+STAGES: tuple[str, ...] = ("susceptibility", "density_log", "density", "finetune")
+CHECKPOINT = "last.pt"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: which part trains, on what, for how long, at which learning rate."""
+
+    index: int
+    name: str
+    part: str  # "susceptibility", "density" or "all"
+    max_epochs: int
+    lr: float
+    positive_only: bool
+
+
+@dataclass(frozen=True)
+class ExponentialDecay:
+    """Learning-rate factor ``rate ** (step / decay_steps)`` (Keras ExponentialDecay, smooth)."""
+
+    rate: float
+    decay_steps: int
+
+    def __call__(self, step: int) -> float:
+        return self.rate ** (step / self.decay_steps)
+
+
+def stages_from_config(t: TrainingConfig) -> list[Stage]:
+    return [
+        Stage(
+            0,
+            "susceptibility",
+            "susceptibility",
+            t.max_epochs_susceptibility,
+            t.lr_susceptibility,
+            False,
+        ),
+        Stage(1, "density_log", "density", t.max_epochs_density_log, t.lr_density, True),
+        Stage(2, "density", "density", t.max_epochs_density, t.lr_density, True),
+        Stage(3, "finetune", "all", t.max_epochs_finetune, t.lr_finetune, False),
+    ]
+
+
+def susceptibility_loss(
+    p: torch.Tensor, g: torch.Tensor, mask: torch.Tensor, t: TrainingConfig
+) -> torch.Tensor:
+    """The configured occurrence loss: focal Tversky (default) or class-weighted BCE."""
+    from .losses import focal_tversky_loss, weighted_bce
+
+    if t.loss == "focal_tversky":
+        return focal_tversky_loss(
+            p, g, t.tversky_alpha, t.tversky_beta, t.tversky_gamma, t.tversky_gamma_form, mask=mask
+        )
+    return weighted_bce(p, g, t.bce_pos_weight, mask=mask)
+
+
+def stage_loss(
+    stage: str,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    t: TrainingConfig,
+    min_density: float,
+) -> torch.Tensor:
+    """Loss of one batch in one stage. target: density (%), mask: cells that count."""
+    from .losses import masked_mae
+
+    occurrence = (target > min_density).to(torch.float32)
+    if stage == "susceptibility":
+        p = model.susceptibility(x).float()
+        return susceptibility_loss(p, occurrence, mask, t)
+    if stage == "density_log":
+        return masked_mae(model.density(x).float(), torch.log1p(target), mask)
+    if stage == "density":
+        return masked_mae(model.density(x).float(), target, mask)
+    if stage == "finetune":
+        out = model(x)
+        hazard_mae = masked_mae(out.hazard.float(), target, mask)
+        return hazard_mae + susceptibility_loss(out.susceptibility.float(), occurrence, mask, t)
+    raise ValueError(f"unknown stage '{stage}'")
+
+
+def _part(model: torch.nn.Module, part: str) -> torch.nn.Module:
+    return model if part == "all" else getattr(model, part)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+class _Log:
+    """Per-epoch log lines to RUN/train.log (appended) and, with progress on, the console."""
+
+    def __init__(self, path: Path, echo: bool) -> None:
+        self.path = path
+        self.echo = echo
+
+    def __call__(self, line: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with open(self.path, "a") as fh:
+            fh.write(f"{stamp} {line}\n")
+        if self.echo:
+            from rich.console import Console
+
+            Console(stderr=True).print(line, highlight=False)
+
+
+def run_name(cfg: RunConfig, protocol: str, fold: int) -> str:
+    return cfg.output.run_name or f"{protocol}-fold{fold}"
+
+
+def cube_path(cfg: RunConfig) -> Path:
+    return Path(cfg.output.dir) / "cube.zarr"
+
+
+def find_truth_dir(cfg: RunConfig) -> Path | None:
+    """The synthetic scenario's ``truth/`` folder next to the config's inputs, if any."""
+    dem = Path(cfg.inputs.dem)
+    for base in (dem.parent, dem.parent.parent, Path(cfg.output.dir).parent):
+        truth = base / "truth"
+        if (truth / "p_occurrence.tif").is_file():
+            return truth
+    return None
+
+
+def _config_for_run(cfg: RunConfig, protocol: str, fold: int) -> RunConfig:
+    data = cfg.model_dump()
+    data["evaluation"]["protocol"] = protocol
+    data["evaluation"]["test_fold"] = fold
+    return RunConfig.model_validate(data)
+
+
+def train(
+    cfg: RunConfig,
+    protocol: str | None = None,
+    fold: int | None = None,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train one run (protocol x fold) and score it on its held-out cells; returns the run folder.
+
+    The folder ``<output.dir>/runs/<name>/`` (name: ``output.run_name`` or
+    ``<protocol>-fold<k>``) receives config.yaml, normalisation.json, splits.npz, checkpoints/,
+    train.log, model.pt and metrics.json. Re-running on a folder with a checkpoint resumes it.
+    """
+    return run_training(cfg, protocol, fold, run_dir, progress)
+
+
+def run_training(
+    cfg: RunConfig,
+    protocol: str | None = None,
+    fold: int | None = None,
+    run_dir: Path | None = None,
+    progress: bool = True,
+    epoch_callback: Callable[[str, int], None] | None = None,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+) -> Path:
+    """:func:`train` with hooks: ``epoch_callback(stage, epoch)`` runs after each epoch's
+    checkpoint (tests use it to simulate a crash)."""
+    from ..config import save_config
+    from ..cube import open_cube
+    from ..predict import resolve_device
+
+    protocol = protocol or cfg.evaluation.protocol
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+    fold = cfg.evaluation.test_fold if fold is None else int(fold)
+    cfg_run = _config_for_run(cfg, protocol, fold)
+    run_dir = (
+        Path(run_dir)
+        if run_dir is not None
+        else (Path(cfg.output.dir) / "runs" / run_name(cfg, protocol, fold))
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_path = ckpt_dir / CHECKPOINT
+    config_text = cfg_run.to_yaml()
+    config_hash = hashlib.sha256(config_text.encode()).hexdigest()
+    if ckpt_path.is_file():
+        old = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if old.get("config_hash") != config_hash:
+            raise ValueError(
+                f"{run_dir}: holds a checkpoint of a different config; delete the folder or set "
+                "output.run_name to train a new run"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir.mkdir(exist_ok=True)
+    save_config(cfg_run, run_dir / "config.yaml")
+    log = _Log(run_dir / "train.log", progress)
+
+    path = cube_path(cfg)
+    cube = open_cube(path)
+    grid = cube.grid
+    want = cfg.study_grid()
+    if (grid.cell_pixels, grid.patch_cells, grid.cell_shape) != (
+        want.cell_pixels,
+        want.patch_cells,
+        want.cell_shape,
+    ):
+        raise ValueError(
+            f"{path}: cube grid (k={grid.cell_pixels}, n={grid.patch_cells}, {grid.cell_shape} "
+            f"cells) differs from the config (k={want.cell_pixels}, n={want.patch_cells}, "
+            f"{want.cell_shape}); re-run `landslide-hazard prepare` with this config"
+        )
+    reader = CubeReader(cube, memory_budget_bytes=memory_budget_bytes)
+    ev = cfg.evaluation
+    split = make_split(
+        reader.target,
+        reader.valid,
+        protocol,
+        patch_cells=grid.patch_cells,
+        cell_size_m=grid.cell_size_m,
+        block_km=ev.block_km,
+        n_folds=ev.n_folds,
+        test_fold=fold,
+        buffer_cells=ev.buffer_cells,
+        temporal_test_periods=ev.temporal_test_periods,
+        val_fraction=cfg.training.val_fraction,
+        seed=cfg.seed,
+    )
+    split.save(run_dir / "splits.npz")
+    norm = compute_normalisation(
+        reader.static, reader.dynamic, reader.monsoons, split.train_cells, grid.cell_pixels
+    )
+    norm.save(run_dir / "normalisation.json")
+    summary = split.summary()
+    log(
+        f"run {run_dir.name}: protocol {protocol} fold {fold}{' (leaky, optimistic)' if split.leaky else ''}; "
+        f"{summary['n_train_patches']} train / {summary['n_val_patches']} val patches, "
+        f"{summary['n_test_cells']} test cells; static in memory: {reader.static_in_memory}"
+    )
+
+    device = resolve_device(cfg.training.device)
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        model = _fit(
+            cfg_run,
+            reader,
+            split,
+            norm,
+            device,
+            ckpt_dir,
+            config_hash,
+            log,
+            progress,
+            epoch_callback,
+        )
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+    _save_model(run_dir / "model.pt", model, cfg_run, norm, grid, cube, path)
+    metrics = evaluate_run(model, reader, norm, split, cfg_run, device, progress)
+    from ..evaluation.evaluate import metrics_to_json
+    from ..io.atomic import atomic_write_text
+
+    atomic_write_text(run_dir / "metrics.json", metrics_to_json(metrics))
+    log(
+        f"held-out AUC {_fmt(metrics['held_out_auc'])}, oracle AUC {_fmt(metrics['oracle_auc'])}, "
+        f"skill {_fmt(metrics['skill_pooled'])}"
+    )
+    return run_dir
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+
+
+def _save_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
+    from .. import __version__
+    from ..io.atomic import atomic_path
+
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "preset": cfg.model.preset,
+        "dropout": cfg.model.dropout,
+        "bands": list(INPUT_NAMES),
+        "units": {b: UNITS[b] for b in INPUT_NAMES},
+        "normalisation": norm.to_dict(),
+        "grid": grid.to_dict(),
+        "cell_pixels": grid.cell_pixels,
+        "patch_cells": grid.patch_cells,
+        "period_names": cube.meta.period_names,
+        "min_density": cfg.inventory.min_density,
+        "lattice_merge": cfg.model.lattice_merge,
+        "protocol": cfg.evaluation.protocol,
+        "fold": cfg.evaluation.test_fold,
+        "cube_path": str(cube_file),
+        "package_version": __version__,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    from ..io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _fit(
+    cfg: RunConfig,
+    reader: CubeReader,
+    split: Split,
+    norm: Normalisation,
+    device: torch.device,
+    ckpt_dir: Path,
+    config_hash: str,
+    log: _Log,
+    progress: bool,
+    epoch_callback: Callable[[str, int], None] | None,
+) -> torch.nn.Module:
+    from ..models import build_enn
+
+    t = cfg.training
+    grid = reader.grid
+    min_density = cfg.inventory.min_density
+    torch.manual_seed(cfg.seed)
+    model = build_enn(
+        cfg.model.preset,
+        in_channels=len(INPUT_NAMES),
+        patch_cells=grid.patch_cells,
+        cell_pixels=grid.cell_pixels,
+        dropout=cfg.model.dropout,
+    ).to(device)
+    use_amp = bool(t.amp and device.type == "cuda")
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    datasets: dict[tuple[str, bool], PatchDataset] = {}
+
+    def dataset(role: str, positive_only: bool) -> PatchDataset:
+        key = (role, positive_only)
+        if key not in datasets:
+            patches = split.train_patches if role == "train" else split.val_patches
+            cells = split.train_cells if role == "train" else split.val_cells
+            ds = PatchDataset(reader, patches, cells, norm, positive_only, min_density)
+            counts = ds.cells_per_patch()
+            if (counts == 0).any():  # positive-only: patches without positives drop out
+                ds = PatchDataset(
+                    reader, patches.subset(counts > 0), cells, norm, positive_only, min_density
+                )
+            datasets[key] = ds
+        return datasets[key]
+
+    ckpt_path = ckpt_dir / CHECKPOINT
+    resume = (
+        torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt_path.is_file()
+        else None
+    )
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        log(
+            f"resuming from {ckpt_path} at stage {STAGES[resume['stage_index']] if resume['stage_index'] < len(STAGES) else 'done'}, epoch {resume['epoch']}"
+        )
+    history: list[dict[str, Any]] = [] if resume is None else list(resume["history"])
+
+    for stage in stages_from_config(t):
+        if resume is not None and stage.index < resume["stage_index"]:
+            continue
+        train_ds = dataset("train", stage.positive_only)
+        val_ds = dataset("val", stage.positive_only)
+        if stage.max_epochs == 0 or len(train_ds) == 0:
+            log(
+                f"{stage.name}: skipped ({'0 epochs' if stage.max_epochs == 0 else 'no training patch'})"
+            )
+            continue
+        part = _part(model, stage.part)
+        optimizer = torch.optim.Adam(part.parameters(), lr=stage.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, ExponentialDecay(t.lr_decay_rate, t.lr_decay_steps)
+        )
+        scaler = torch.amp.GradScaler(
+            "cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()
+        )
+        start_epoch, best, bad = 0, math.inf, 0
+        best_state = copy.deepcopy(model.state_dict())
+        if resume is not None and stage.index == resume["stage_index"]:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            if resume.get("scaler"):
+                scaler.load_state_dict(resume["scaler"])
+            start_epoch, best, bad = resume["epoch"], resume["best"], resume["bad_epochs"]
+            best_state = resume["best_state"]
+            _set_rng_state(resume["rng"])
+        resume = None
+        if len(val_ds) == 0:
+            log(f"{stage.name}: no validation patch; early stopping watches the training loss")
+        has_pos = None
+        if t.balance_patches and not stage.positive_only:
+            has_pos = dataset("train", True).patches  # patches with at least one positive
+            pos_set = {tuple(r) for r in has_pos.as_array().tolist()}
+            has_pos = np.array([tuple(r) in pos_set for r in train_ds.patches.as_array().tolist()])
+
+        for epoch in range(start_epoch, stage.max_epochs):
+            if bad >= t.patience:
+                break
+            tic = time.perf_counter()
+            order = epoch_order(len(train_ds), cfg.seed, stage.index, epoch, has_pos)
+            train_loss = _train_epoch(
+                model,
+                part,
+                stage,
+                train_ds,
+                batches_of(order, t.batch_size),
+                optimizer,
+                scheduler,
+                scaler,
+                device,
+                use_amp,
+                t,
+                min_density,
+                progress,
+                epoch,
+            )
+            val_loss = (
+                _eval_loss(model, stage, val_ds, t, min_density, device, use_amp)
+                if len(val_ds)
+                else train_loss
+            )
+            improved = val_loss < best
+            if improved:
+                best, bad = val_loss, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+            lr_now = optimizer.param_groups[0]["lr"]
+            history.append(
+                {
+                    "stage": stage.name,
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "lr": lr_now,
+                    "seconds": time.perf_counter() - tic,
+                }
+            )
+            log(
+                f"{stage.name} epoch {epoch + 1}/{stage.max_epochs} train {train_loss:.5f} "
+                f"val {val_loss:.5f} lr {lr_now:.2e} best {best:.5f} "
+                f"({'*' if improved else f'{bad}/{t.patience}'}) {time.perf_counter() - tic:.1f}s"
+            )
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "config_hash": config_hash,
+                    "stage_index": stage.index,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "best": best,
+                    "bad_epochs": bad,
+                    "best_state": best_state,
+                    "rng": _rng_state(),
+                    "history": history,
+                },
+            )
+            if epoch_callback is not None:
+                epoch_callback(stage.name, epoch)
+        model.load_state_dict(best_state)
+        log(f"{stage.name}: done, best validation loss {best:.5f}")
+        torch.save(
+            {"model": model.state_dict(), "stage": stage.name}, ckpt_dir / f"{stage.name}.pt"
+        )
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "config_hash": config_hash,
+                "stage_index": stage.index + 1,
+                "epoch": 0,
+                "model": model.state_dict(),
+                "rng": _rng_state(),
+                "history": history,
+            },
+        )
+    if resume is not None:  # every stage was already done
+        _set_rng_state(resume["rng"])
+    return model
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device):
+    x = batch["x"].to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, batch["target"].to(device), batch["mask"].to(device)
+
+
+def _loader(ds: PatchDataset, batches: list[list[int]], num_workers: int):
+    return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=num_workers)
+
+
+def _train_epoch(
+    model,
+    part,
+    stage: Stage,
+    ds,
+    batches,
+    optimizer,
+    scheduler,
+    scaler,
+    device,
+    use_amp,
+    t: TrainingConfig,
+    min_density: float,
+    progress: bool,
+    epoch: int,
+) -> float:
+    from ..predict import _progress
+
+    model.eval()
+    part.train()
+    total, count = 0.0, 0
+    with _progress(progress) as bar:
+        task = bar.add_task(f"{stage.name} {epoch + 1}/{stage.max_epochs}", total=len(batches))
+        for batch in _loader(ds, batches, t.num_workers):
+            x, target, mask = _to_device(batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(device, use_amp):
+                loss = stage_loss(stage.name, model, x, target, mask, t, min_density)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+            bar.advance(task)
+    return total / max(count, 1)
+
+
+def _eval_loss(model, stage: Stage, ds, t: TrainingConfig, min_density, device, use_amp) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    batches = batches_of(np.arange(len(ds)), t.batch_size)
+    with torch.inference_mode():
+        for batch in _loader(ds, batches, t.num_workers):
+            x, target, mask = _to_device(batch, device)
+            with _autocast(device, use_amp):
+                loss = stage_loss(stage.name, model, x, target, mask, t, min_density)
+            total += float(loss) * len(x)
+            count += len(x)
+    return total / max(count, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# held-out scoring
+
+
+def _read_truth(truth_dir: Path, grid, n_periods: int) -> dict[str, np.ndarray]:
+    from ..io import check_grid, read_raster
+
+    out = {}
+    for key, name in (
+        ("susceptibility", "p_occurrence.tif"),
+        ("density", "density_given_occurrence.tif"),
+        ("hazard", "expected_density.tif"),
+    ):
+        data, info = read_raster(truth_dir / name)
+        check_grid(info, grid.crs, grid.cell_transform, grid.cell_shape, "cell")
+        data = data[None] if data.ndim == 2 else data
+        if data.shape[0] != n_periods:
+            raise ValueError(f"{truth_dir / name}: {data.shape[0]} bands for {n_periods} periods")
+        out[key] = data
+    return out
+
+
+def evaluate_run(
+    model: torch.nn.Module,
+    reader: CubeReader,
+    norm: Normalisation,
+    split: Split,
+    cfg: RunConfig,
+    device: torch.device,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score the model on exactly the split's test cells (per period and pooled).
+
+    The class threshold is ``evaluation.threshold`` or the max-F1 threshold on the validation
+    cells (never test). On a synthetic scenario the oracle (truth's P, E[D|D>0], E[D]) is scored
+    on the same cells with its own validation threshold, and skill = (AUC - 0.5) /
+    (oracle AUC - 0.5).
+    """
+    from ..evaluation.evaluate import evaluate_arrays
+    from ..evaluation.metrics import best_f1_threshold, skill
+    from ..predict import predict_arrays
+
+    min_density = cfg.inventory.min_density
+    needed = np.flatnonzero((split.test_cells | split.val_cells).any(axis=(1, 2))).tolist()
+    arrays = predict_arrays(
+        model,
+        reader,
+        norm,
+        periods=needed,
+        merge=cfg.model.lattice_merge,
+        batch_size=cfg.training.batch_size,
+        device=device,
+        amp=cfg.training.amp,
+        progress=progress,
+    )
+    observed = np.where(reader.valid[None], reader.target, np.nan)
+    names = reader.period_names
+
+    def threshold_for(score: np.ndarray) -> tuple[float, str]:
+        if cfg.evaluation.threshold is not None:
+            return float(cfg.evaluation.threshold), "evaluation.threshold"
+        y = observed[split.val_cells] > min_density
+        s = score[split.val_cells]
+        ok = np.isfinite(s)
+        if not (y[ok].any() and (~y[ok]).any()):
+            return math.nan, "none: validation cells hold no positive and negative"
+        return float(best_f1_threshold(y[ok].astype(float), s[ok])), "max-F1 on validation cells"
+
+    # score only the periods holding test cells (temporal protocols test the last periods)
+    tp = np.flatnonzero(split.test_cells.any(axis=(1, 2)))
+    test_obs = np.where(split.test_cells, observed, np.nan)[tp]
+    test_names = [names[i] for i in tp]
+    thr, source = threshold_for(arrays["susceptibility"])
+    result = evaluate_arrays(
+        test_obs,
+        arrays["susceptibility"][tp],
+        arrays["density"][tp],
+        arrays["hazard"][tp],
+        period_names=test_names,
+        threshold=thr,
+        min_density=min_density,
+    )
+    result["threshold_source"] = source
+    out: dict[str, Any] = {
+        "protocol": split.protocol,
+        "fold": split.fold,
+        "leaky": split.leaky,
+        "split": split.summary(),
+        "threshold": thr,
+        "threshold_source": source,
+        "model": result,
+        "held_out_auc": result["pooled"]["occurrence"]["auc"],
+        "oracle": None,
+        "oracle_auc": None,
+        "skill_pooled": None,
+        "skill_per_period": None,
+    }
+    truth_dir = find_truth_dir(cfg)
+    if truth_dir is not None:
+        truth = _read_truth(truth_dir, reader.grid, reader.n_periods)
+        o_thr, o_source = threshold_for(truth["susceptibility"])
+        oracle = evaluate_arrays(
+            test_obs,
+            truth["susceptibility"][tp],
+            truth["density"][tp],
+            truth["hazard"][tp],
+            period_names=test_names,
+            threshold=o_thr,
+            min_density=min_density,
+        )
+        oracle["threshold_source"] = o_source
+        out["oracle"] = oracle
+        out["truth_dir"] = str(truth_dir)
+        out["oracle_auc"] = oracle["pooled"]["occurrence"]["auc"]
+        out["skill_pooled"] = skill(out["held_out_auc"], out["oracle_auc"])
+        out["skill_per_period"] = {
+            m["name"]: skill(m["occurrence"]["auc"], o["occurrence"]["auc"])
+            for m, o in zip(result["periods"], oracle["periods"], strict=True)
+        }
+    return out

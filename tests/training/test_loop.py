@@ -1,0 +1,204 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from landslide_hazard.sampling.normalisation import Normalisation, compute_normalisation
+from landslide_hazard.sampling.splits import Split
+from landslide_hazard.training import loop
+from landslide_hazard.training.loop import run_training, stage_loss, train
+
+
+def _weights(run_dir):
+    return torch.load(run_dir / "model.pt", weights_only=False)["state_dict"]
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_run_folder_contents_and_normalisation(tmp_path, config_factory):
+    make_config = config_factory
+    cfg = make_config(tmp_path)
+    run = train(cfg, progress=False)
+    assert run == cfg.output.dir / "runs" / "spatial-fold0"
+    for name in (
+        "config.yaml",
+        "normalisation.json",
+        "model.pt",
+        "train.log",
+        "splits.npz",
+        "metrics.json",
+        "checkpoints/last.pt",
+        "checkpoints/finetune.pt",
+    ):
+        assert (run / name).is_file(), name
+    split = Split.load(run / "splits.npz")
+    assert not (split.train_cells & split.test_cells).any()
+    from landslide_hazard.cube import open_cube
+    from landslide_hazard.sampling.dataset import CubeReader
+
+    reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"))
+    ref = compute_normalisation(
+        reader.static, reader.dynamic, reader.monsoons, split.train_cells, 4
+    )
+    got = Normalisation.load(run / "normalisation.json")
+    np.testing.assert_allclose(got.mean, ref.mean)
+    meta = torch.load(run / "model.pt", weights_only=False)
+    np.testing.assert_allclose(meta["normalisation"]["std"], ref.std)
+    assert meta["bands"][0] == "elevation" and meta["cell_pixels"] == 4 and meta["patch_cells"] == 4
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["protocol"] == "spatial" and metrics["leaky"] is False
+    assert metrics["model"]["pooled"]["occurrence"]["n"] == int(split.test_cells.sum())
+    assert metrics["oracle"] is None
+    log = (run / "train.log").read_text()
+    for stage in loop.STAGES:
+        assert f"{stage} epoch 1/" in log
+
+
+def test_same_seed_same_weights(tmp_path, config_factory):
+    make_config = config_factory
+    a = train(make_config(tmp_path / "a"), progress=False)
+    b = train(make_config(tmp_path / "b"), progress=False)
+    _assert_same_weights(_weights(a), _weights(b))
+
+
+@pytest.mark.parametrize("crash_at", [("susceptibility", 1), ("density", 0)])
+def test_kill_and_resume_is_exact(tmp_path, config_factory, crash_at):
+    make_config = config_factory
+    extra = {"max_epochs_susceptibility": 3, "balance_patches": True}
+    ref_cfg = make_config(tmp_path / "ref", **extra)
+    ref_cfg = ref_cfg.model_copy(
+        update={"model": ref_cfg.model.model_copy(update={"dropout": 0.3})}
+    )
+    ref = train(ref_cfg, progress=False)
+
+    cfg = make_config(tmp_path / "crash", **extra)
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"dropout": 0.3})})
+
+    class Crash(RuntimeError):
+        pass
+
+    def boom(stage, epoch):
+        if (stage, epoch) == crash_at:
+            raise Crash(f"simulated crash after {stage} epoch {epoch}")
+
+    with pytest.raises(Crash):
+        run_training(cfg, progress=False, epoch_callback=boom)
+    assert not (cfg.output.dir / "runs" / "spatial-fold0" / "model.pt").exists()
+    resumed = train(cfg, progress=False)
+    assert "resuming from" in (resumed / "train.log").read_text()
+    _assert_same_weights(_weights(ref), _weights(resumed))
+
+
+def test_resume_refuses_other_config(tmp_path, config_factory):
+    make_config = config_factory
+    cfg = make_config(tmp_path)
+    run_training(cfg, progress=False)
+    other = cfg.model_copy(update={"seed": 99})
+    with pytest.raises(ValueError, match="different config"):
+        train(other, progress=False)
+
+
+def test_early_stopping_keeps_patience(tmp_path, config_factory, monkeypatch):
+    make_config = config_factory
+    cfg = make_config(tmp_path, max_epochs_susceptibility=20, patience=2)
+    losses = iter([1.0, 0.5, 0.7, 0.8] + [0.1] * 100)
+    real = loop._eval_loss
+
+    def fake(model, stage, *args, **kwargs):
+        if stage.name == "susceptibility":
+            return next(losses)
+        return real(model, stage, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_eval_loss", fake)
+    run = train(cfg, progress=False)
+    log = (run / "train.log").read_text()
+    assert "susceptibility epoch 4/20" in log and "susceptibility epoch 5/20" not in log
+    assert "susceptibility: done, best validation loss 0.50000" in log
+
+
+class _ConstModel(torch.nn.Module):
+    """susceptibility p, density d everywhere (B, 2, 2)."""
+
+    def __init__(self, p, d):
+        super().__init__()
+        self.p, self.d = p, d
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def susceptibility(self, x):
+        return torch.full((x.shape[0], 2, 2), self.p) + 0 * self.w
+
+    def density(self, x):
+        return torch.full((x.shape[0], 2, 2), self.d) + 0 * self.w
+
+    def forward(self, x):
+        s, d = self.susceptibility(x), self.density(x)
+        from landslide_hazard.models import ENNOutput
+
+        return ENNOutput(s, d, s * d)
+
+
+def test_stage_losses_hand_computed():
+    from landslide_hazard.config import TrainingConfig
+
+    t = TrainingConfig(loss="bce", bce_pos_weight=2.0)
+    x = torch.zeros(1, 13, 8, 8)
+    target = torch.tensor([[[0.0, 2.0], [0.5, 0.0]]])
+    mask = torch.tensor([[[True, True], [True, False]]])
+    m = _ConstModel(0.25, 1.0)
+    # density on the log1p scale (curriculum step 1): mean |1 - log1p(y)| over masked cells
+    want = np.mean([abs(1 - np.log1p(v)) for v in (0.0, 2.0, 0.5)])
+    assert float(stage_loss("density_log", m, x, target, mask, t, 0.0).detach()) == pytest.approx(
+        want, rel=1e-6
+    )
+    want = np.mean([1.0, 1.0, 0.5])
+    assert float(stage_loss("density", m, x, target, mask, t, 0.0).detach()) == pytest.approx(
+        want, rel=1e-6
+    )
+    # susceptibility with BCE 1:2 on occurrence = density > 0
+    bce = [-np.log(0.75), -2 * np.log(0.25), -2 * np.log(0.25)]
+    assert float(
+        stage_loss("susceptibility", m, x, target, mask, t, 0.0).detach()
+    ) == pytest.approx(np.mean(bce), rel=1e-5)
+    # min_density moves the occurrence threshold: 0.5 is no longer an occurrence
+    bce2 = [-np.log(0.75), -2 * np.log(0.25), -np.log(0.75)]
+    assert float(
+        stage_loss("susceptibility", m, x, target, mask, t, 0.5).detach()
+    ) == pytest.approx(np.mean(bce2), rel=1e-5)
+    # fine-tune: MAE of hazard (0.25 x 1) against the observed density with zeros, plus the BCE
+    mae = np.mean([0.25, 1.75, 0.25])
+    assert float(stage_loss("finetune", m, x, target, mask, t, 0.0).detach()) == pytest.approx(
+        mae + np.mean(bce), rel=1e-5
+    )
+
+
+def test_oracle_and_skill_on_synthetic_truth(tmp_path, config_factory):
+    make_config = config_factory
+    from landslide_hazard.io import write_raster
+
+    cfg = make_config(tmp_path)
+    from landslide_hazard.cube import open_cube
+
+    cube = open_cube(cfg.output.dir / "cube.zarr")
+    target = np.asarray(cube.target_density[:])
+    rng = np.random.default_rng(5)
+    truth_p = np.clip((target > 0) * 0.6 + rng.random(target.shape) * 0.5, 0, 1).astype("float32")
+    truth_d = np.full(target.shape, 1.0, dtype="float32")
+    truth = tmp_path / "truth"  # the config's inputs live in tmp_path: truth/ sits beside them
+    g = cube.grid
+    names = cube.meta.period_names
+    write_raster(truth / "p_occurrence.tif", truth_p, g.cell_transform, g.crs, names)
+    write_raster(truth / "density_given_occurrence.tif", truth_d, g.cell_transform, g.crs, names)
+    write_raster(truth / "expected_density.tif", truth_p * truth_d, g.cell_transform, g.crs, names)
+    run = train(cfg, progress=False)
+    m = json.loads((run / "metrics.json").read_text())
+    split = Split.load(run / "splits.npz")
+    y = target[split.test_cells] > 0
+    assert m["oracle_auc"] == pytest.approx(roc_auc_score(y, truth_p[split.test_cells]), abs=1e-9)
+    assert m["skill_pooled"] == pytest.approx((m["held_out_auc"] - 0.5) / (m["oracle_auc"] - 0.5))
+    assert set(m["skill_per_period"]) <= set(names)
