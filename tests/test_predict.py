@@ -1,0 +1,222 @@
+"""predict: wall-to-wall maps, lattice merge (hand-checked), files, what-if scenarios."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import yaml
+
+from landslide_hazard import predict as predict_mod
+from landslide_hazard.config import parse_config
+from landslide_hazard.cube import CubeMeta, PeriodInfo, create_cube, open_cube
+from landslide_hazard.grid import StudyGrid
+from landslide_hazard.models import ENNOutput
+from landslide_hazard.sampling.dataset import CubeReader
+from landslide_hazard.sampling.normalisation import compute_normalisation
+
+N = 4
+
+
+def _cube(path, shape=(9, 10), k=4, n_periods=3, seed=0):
+    rng = np.random.default_rng(seed)
+    grid = StudyGrid("EPSG:32645", 300000.0, 3100000.0, 250.0, k, *shape, patch_cells=N)
+    periods = [
+        PeriodInfo(f"P {i}", f"2015-0{i + 1}-01", f"2015-0{i + 2}-01") for i in range(n_periods)
+    ]
+    cube = create_cube(path, CubeMeta(grid, periods), chunk_px=16)
+    valid = np.ones(shape, dtype=bool)
+    valid[0, :3] = False
+    static = rng.normal(size=(8, *grid.fine_shape)).astype("float32")
+    cube.static[:] = static
+    cube.dynamic[:] = rng.gamma(2.0, 3.0, size=(n_periods, 4, *shape)).astype("float32")
+    cube.group["monsoons_since_eq"][:] = np.arange(n_periods, dtype="float32")
+    target = np.where(
+        rng.random((n_periods, *shape)) < 0.3, rng.exponential(1, (n_periods, *shape)), 0
+    )
+    target = target.astype("float32")
+    target[:, ~valid] = np.nan
+    cube.target_density[:] = target
+    cube.group["valid_cells"][:] = valid.astype("uint8")
+    return open_cube(path)
+
+
+class PositionModel(torch.nn.Module):
+    """Ignores its input: susceptibility of cell (i, j) of a patch = (i*n + j + 1) / 32,
+    density = 2, so each lattice gives a known, different value per cell."""
+
+    def forward(self, x):
+        b = x.shape[0]
+        s = (torch.arange(N * N, dtype=torch.float32).reshape(N, N) + 1) / 32
+        s = s.expand(b, N, N)
+        d = torch.full((b, N, N), 2.0)
+        return ENNOutput(s, d, s * d)
+
+
+def _hand_merged(shape, merge):
+    r = np.arange(shape[0])[:, None]
+    c = np.arange(shape[1])[None, :]
+    lat0 = ((r % N) * N + (c % N) + 1) / 32
+    h = N // 2
+    lat1 = (((r + h) % N) * N + ((c + h) % N) + 1) / 32
+    return lat0 if merge == "lattice0" else (lat0 + lat1) / 2
+
+
+@pytest.mark.parametrize("merge", ["mean", "lattice0"])
+def test_lattices_merged_per_cell(tmp_path, merge):
+    cube = _cube(tmp_path / "cube.zarr")
+    reader = CubeReader(cube)
+    norm = compute_normalisation(
+        reader.static, reader.dynamic, reader.monsoons, reader.label_mask, 4
+    )
+    out = predict_mod.predict_arrays(PositionModel(), reader, norm, merge=merge, batch_size=5)
+    want = _hand_merged(cube.grid.cell_shape, merge)
+    for t in range(3):
+        got = out["susceptibility"][t]
+        np.testing.assert_allclose(got[reader.valid], want[reader.valid], rtol=1e-6)
+        assert np.isnan(got[~reader.valid]).all()
+        np.testing.assert_allclose(out["density"][t][reader.valid], 2.0)
+        np.testing.assert_allclose(
+            out["hazard"][t][reader.valid], 2 * want[reader.valid], rtol=1e-6
+        )
+    sub = predict_mod.predict_arrays(PositionModel(), reader, norm, periods=[1], merge=merge)
+    assert np.isnan(sub["hazard"][0]).all() and np.isfinite(sub["hazard"][1][reader.valid]).all()
+
+
+def _config(tmp_path, cube):
+    g = cube.grid
+    data = {
+        "grid": {
+            "crs": g.crs,
+            "origin": [g.x_min, g.y_max],
+            "pixel_size_m": g.pixel_size_m,
+            "cell_pixels": g.cell_pixels,
+            "shape_cells": list(g.cell_shape),
+            "patch_cells": N,
+        },
+        "baseline": {"name": "base", "date": "2015-01-01", "inventory": "b.gpkg"},
+        "periods": [
+            {"name": p.name, "date": p.end, "inventory": "p.gpkg"} for p in cube.meta.periods
+        ],
+        "inputs": {"dem": "dem.tif", "rain": "rain.tif"},
+        "model": {"preset": "tiny"},
+        "training": {
+            "batch_size": 4,
+            "max_epochs_susceptibility": 1,
+            "max_epochs_density_log": 1,
+            "max_epochs_density": 1,
+            "max_epochs_finetune": 1,
+            "device": "cpu",
+        },
+        "evaluation": {"protocol": "temporal", "temporal_test_periods": 1, "block_km": 3.0},
+        "output": {"dir": str(tmp_path / "out"), "hazard_class_breaks": [0.1, 0.2, 0.3]},
+    }
+    return parse_config(data, tmp_path)
+
+
+@pytest.fixture
+def trained_run(tmp_path):
+    from landslide_hazard.training import train
+
+    cube = _cube(tmp_path / "out" / "cube.zarr")
+    cfg = _config(tmp_path, cube)
+    return train(cfg, progress=False), cube
+
+
+def test_predict_writes_cogs_and_gpkg(trained_run, monkeypatch):
+    run, cube = trained_run
+    real_load = predict_mod.load_model_file
+
+    def load_position_model(path, device="cpu"):
+        _, norm, meta = real_load(path, device)
+        return PositionModel(), norm, meta
+
+    monkeypatch.setattr(predict_mod, "load_model_file", load_position_model)
+    maps = predict_mod.predict(run, progress=False)
+    assert maps == run / "maps"
+    g = cube.grid
+    names = cube.meta.period_names
+    valid = cube.valid_cells
+    want = _hand_merged(g.cell_shape, "mean")
+    for name in ("susceptibility", "density", "hazard", "observed", "hazard_class"):
+        with rasterio.open(maps / f"{name}.tif") as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            assert ds.crs.to_epsg() == 32645
+            assert ds.transform.almost_equals(g.cell_transform)
+            assert list(ds.descriptions) == names
+            data = ds.read()
+        assert np.isnan(data[:, ~valid]).all()
+        if name == "susceptibility":
+            np.testing.assert_allclose(
+                data[:, valid], np.broadcast_to(want[valid], (3, valid.sum())), rtol=1e-6
+            )
+        if name == "observed":
+            np.testing.assert_array_equal(
+                data[:, valid], np.asarray(cube.target_density[:])[:, valid]
+            )
+        if name == "hazard_class":
+            np.testing.assert_array_equal(
+                data[:, valid], np.digitize(2 * want[valid], [0.1, 0.2, 0.3])[None].repeat(3, 0)
+            )
+    import pyogrio
+
+    meta, _, geoms, fields = pyogrio.raw.read(maps / "cells.gpkg")
+    assert len(geoms) == valid.sum()
+    cols = list(meta["fields"])
+    assert "hazard_p_0" in cols and "susceptibility_p_2" in cols
+    row, col = fields[cols.index("cell_row")], fields[cols.index("cell_col")]
+    np.testing.assert_allclose(fields[cols.index("susceptibility_p_1")], want[row, col], rtol=1e-6)
+
+
+def test_predict_real_model_and_scenario(trained_run, tmp_path):
+    from landslide_hazard.io import write_raster
+
+    run, cube = trained_run
+    maps = predict_mod.predict(run, progress=False)
+    with rasterio.open(maps / "susceptibility.tif") as ds:
+        s = ds.read()
+    assert np.all((s[:, cube.valid_cells] >= 0) & (s[:, cube.valid_cells] <= 1))
+    g = cube.grid
+    rain = np.full(g.cell_shape, 5.0, dtype="float32")
+    rain[0, 5:] = 1e4  # far outside the training range
+    write_raster(tmp_path / "rain_max.tif", rain, g.cell_transform, g.crs)
+    write_raster(
+        tmp_path / "five.tif", np.full(g.cell_shape, 5.0, "float32"), g.cell_transform, g.crs
+    )
+    # every trigger inside the training range but the storm cells; period 2's monsoon count (2)
+    # is outside the range of the training periods (0, 1), so it is set to 1
+    rasters = {
+        "rain_max": "rain_max.tif",
+        "rain_ci95": "five.tif",
+        "pga_max": "five.tif",
+        "pga_std": "five.tif",
+    }
+    spec = {"name": "storm", "periods": ["P 2"], "rasters": rasters, "monsoons_since_eq": 1}
+    (tmp_path / "storm.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.warns(UserWarning, match="outside the training range"):
+        out = predict_mod.predict(run, scenario=tmp_path / "storm.yaml", progress=False)
+    assert out == run / "scenarios" / "storm"
+    with rasterio.open(out / "applicability.tif") as ds:
+        app = ds.read(1)
+        assert list(ds.descriptions) == ["P 2"]
+    valid = cube.valid_cells
+    want = np.ones(g.cell_shape)
+    want[0, 5:] = 0
+    np.testing.assert_array_equal(app[valid], want[valid])
+    assert np.isnan(app[~valid]).all()
+    with rasterio.open(out / "hazard.tif") as ds:
+        assert ds.count == 1
+    with pytest.raises(ValueError, match="not in the cube's periods"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({"name": "x", "periods": ["nope"], "monsoons_since_eq": 1}))
+        predict_mod.predict(run, scenario=bad, progress=False)
+
+
+def test_hazard_classes():
+    h = np.array([np.nan, 0.0, 0.01, 0.05, 0.1, 5.0])
+    got = predict_mod.hazard_classes(h, [0.01, 0.1, 1.0])
+    np.testing.assert_array_equal(got[1:], [0, 1, 1, 2, 3])
+    assert np.isnan(got[0])
+    with pytest.raises(ValueError):
+        predict_mod.hazard_classes(h, [0.1, 0.01])
