@@ -175,3 +175,62 @@ def prepare_cmd(
         f"wrote {path}: {len(cube.meta.periods)} periods, {g.cell_shape[0]} x {g.cell_shape[1]} "
         f"cells ({int(cube.valid_cells.sum()):,} valid), {g.fine_shape[0]} x {g.fine_shape[1]} px"
     )
+
+
+# ---- train / predict (owner: training) -------------------------------------------------------
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="run config YAML (its cube must be prepared)"),
+    protocol: str | None = typer.Option(
+        None, "--protocol", help="paper, spatial, temporal or spacetime (default: the config's)"
+    ),
+    fold: int | None = typer.Option(None, "--fold", help="test fold (default: the config's)"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar or log echo"),
+) -> None:
+    """Train a run (<output.dir>/runs/<name>/) and print its held-out scores."""
+    import json
+
+    from .config import ConfigError, load_config
+    from .training import train
+
+    try:
+        cfg = load_config(config)
+        run = train(cfg, protocol=protocol, fold=fold, progress=not no_progress)
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (ConfigError, OSError, ValueError) as exc:
+        _fail(exc)
+
+    def fmt(v) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    leaky = " (paper protocol: leaky, optimistic)" if metrics.get("leaky") else ""
+    console.print(f"run {run}{leaky}")
+    console.print(
+        f"held-out AUC {fmt(metrics.get('held_out_auc'))}  oracle AUC "
+        f"{fmt(metrics.get('oracle_auc'))}  skill {fmt(metrics.get('skill_pooled'))}"
+    )
+
+
+@app.command("predict")
+def predict_cmd(
+    run: Path = typer.Argument(..., help="a run folder (<output.dir>/runs/<name>)"),
+    scenario: Path | None = typer.Option(
+        None, "--scenario", help="what-if YAML: new rain / shaking for some periods"
+    ),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+) -> None:
+    """Wall-to-wall maps of a trained run (RUN/maps/ or RUN/scenarios/<name>/)."""
+    import warnings
+
+    from .config import ConfigError
+    from .predict import predict
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            out = predict(run, scenario=scenario, progress=not no_progress)
+    except (ConfigError, OSError, ValueError) as exc:
+        _fail(exc)
+    for w in caught:
+        console.print(f"[yellow]warning:[/] {w.message}")
+    console.print(f"wrote {out}")
