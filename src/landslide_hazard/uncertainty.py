@@ -1,0 +1,422 @@
+"""Predictive uncertainty: MC dropout, deep-ensemble statistics, reliability diagrams, std maps.
+
+Both methods measure the **epistemic** spread of the model's prediction (how much the fitted
+function itself is uncertain given the training data), not the aleatoric noise of landslide
+occurrence (a cell with P = 0.3 fails or not; that randomness is already in P). See
+``docs/uncertainty.md``.
+
+* :func:`mc_dropout_predict` runs a model ``n_samples`` times with its dropout layers active and
+  everything else (BatchNorm above all) in evaluation mode; mean and std per output and cell.
+* :func:`ensemble_predict` / :func:`ensemble_stats`: the same statistics over the members of a
+  deep ensemble (models trained from different seeds), from models or from their saved maps.
+  The std is that of the equally weighted mixture of members (``ddof=0`` by default).
+* :func:`reliability_diagram`: observed frequency against mean predicted probability per bin,
+  with the bin counts and the ECE (``landslide_hazard.evaluation.metrics``), as a matplotlib figure.
+* :func:`write_uncertainty_tif`: std maps (period, y, x) as a COG with one band per period.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from affine import Affine
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from rasterio.crs import CRS
+
+# Every dropout flavour torch offers; MC dropout switches exactly these to training mode.
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
+# Units of a std map, by the quantity it belongs to (same units as the quantity itself).
+STD_UNITS: dict[str, str] = {
+    "susceptibility": "probability",
+    "density": "% of cell area",
+    "hazard": "% of cell area",
+}
+
+
+@dataclass(frozen=True)
+class PredictiveStats:
+    """Mean and standard deviation per output over MC-dropout samples or ensemble members.
+
+    ``mean`` and ``std`` map the output names (``susceptibility``, ``density``, ``hazard`` for an
+    ENN; ``output`` for a model returning one tensor) to float32 arrays of the output's shape,
+    e.g. (B, n, n). ``n_samples``: forward passes (MC) or members (ensemble);
+    ``n_dropout_layers``: dropout layers with p > 0 that were active (0 for an ensemble).
+    """
+
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+    n_samples: int
+    n_dropout_layers: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# model outputs
+
+
+def _outputs_as_dict(out: Any) -> dict[str, torch.Tensor]:
+    """ENNOutput (or any NamedTuple of tensors) -> dict by field; a single tensor -> 'output'."""
+    if isinstance(out, torch.Tensor):
+        return {"output": out}
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        return {name: getattr(out, name) for name in out._fields}
+    if isinstance(out, Mapping):
+        return dict(out)
+    raise TypeError(
+        f"model returned {type(out).__name__}; expected a tensor, a NamedTuple of tensors "
+        "(such as ENNOutput) or a dict of tensors"
+    )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+class _Moments:
+    """Running mean and sum of squared deviations (Welford), float64, NaN-free inputs."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: dict[str, np.ndarray] = {}
+        self.m2: dict[str, np.ndarray] = {}
+
+    def add(self, values: dict[str, np.ndarray]) -> None:
+        self.n += 1
+        for k, v in values.items():
+            v = np.asarray(v, dtype="float64")
+            if k not in self.mean:
+                self.mean[k] = v.copy()
+                self.m2[k] = np.zeros_like(v)
+                continue
+            delta = v - self.mean[k]
+            self.mean[k] += delta / self.n
+            self.m2[k] += delta * (v - self.mean[k])
+
+    def result(self, ddof: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        den = self.n - ddof
+        mean = {k: v.astype("float32") for k, v in self.mean.items()}
+        if den <= 0:
+            std = {k: np.full(v.shape, np.nan, dtype="float32") for k, v in self.m2.items()}
+        else:
+            std = {
+                k: np.sqrt(np.maximum(v, 0.0) / den).astype("float32") for k, v in self.m2.items()
+            }
+        return mean, std
+
+
+def _forward_batches(
+    model: nn.Module, x: torch.Tensor, batch_size: int | None
+) -> dict[str, np.ndarray]:
+    """One pass over ``x`` in batches; outputs concatenated along the batch axis, on the CPU."""
+    step = x.shape[0] if not batch_size else int(batch_size)
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, x.shape[0], step):
+        out = _outputs_as_dict(model(x[i : i + step]))
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v.detach().float().cpu().numpy())
+    return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# MC dropout
+
+
+def dropout_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's dropout modules with a drop probability > 0."""
+    return [m for m in model.modules() if isinstance(m, DROPOUT_TYPES) and float(m.p) > 0]
+
+
+def mc_dropout_predict(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    n_samples: int = 20,
+    seed: int = 0,
+    batch_size: int | None = None,
+    ddof: int = 0,
+) -> PredictiveStats:
+    """Monte-Carlo dropout: mean and std of each output over ``n_samples`` stochastic passes.
+
+    Only the dropout layers run in training mode (random masks); BatchNorm and every other layer
+    stay in evaluation mode, so BatchNorm uses, and never updates, its running statistics. The
+    model's own train/eval flags are restored afterwards, and the global torch RNG is left as it
+    was (the passes draw from a generator forked and seeded with ``seed``), so the result is
+    reproducible for a seed and does not disturb the caller's random stream.
+
+    ``x``: the normalised input (B, C, H, W) as the model expects it (moved to the model's device).
+    ``batch_size``: split B into chunks of this size per pass (None: all at once).
+    ``ddof``: 0 (default) gives the std of the predictive distribution formed by the passes.
+    Returns :class:`PredictiveStats`; for an ENN the keys are susceptibility (probability),
+    density and hazard (% of cell area), each (B, n, n). Hazard statistics are of the per-pass
+    product S x D, not the product of the mean maps. A model without an active dropout layer
+    gives a zero std (with a warning): use a deep ensemble for it instead.
+    """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    device = _model_device(model)
+    xt = torch.as_tensor(x, dtype=torch.float32).to(device)
+    drops = dropout_layers(model)
+    if not drops:
+        warnings.warn(
+            "the model has no dropout layer with p > 0 (built with dropout=0?): every MC pass is "
+            "the same and the std is zero; build it with dropout > 0 or use a deep ensemble",
+            UserWarning,
+            stacklevel=2,
+        )
+    saved_modes = {m: m.training for m in model.modules()}
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    moments = _Moments()
+    try:
+        model.eval()
+        for m in drops:
+            m.train(True)
+        with torch.random.fork_rng(devices=fork_devices), torch.no_grad():
+            torch.manual_seed(seed)
+            for _ in range(n_samples):
+                moments.add(_forward_batches(model, xt, batch_size))
+    finally:
+        for m, mode in saved_modes.items():
+            m.training = mode
+    mean, std = moments.result(ddof)
+    return PredictiveStats(mean, std, n_samples=n_samples, n_dropout_layers=len(drops))
+
+
+# --------------------------------------------------------------------------------------------
+# deep ensembles
+
+
+def ensemble_stats(
+    member_maps: Sequence[np.ndarray], ddof: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-aware mean and std over ensemble members' maps of one quantity (float32 out).
+
+    ``member_maps``: one array per member, all of the same shape (e.g. (period, y, x)). At each
+    position the members that are NaN there are left out; mean and std use the others, the std
+    with divisor (count - ddof). Positions with no finite member (or count <= ddof) are NaN.
+    Equals ``np.nanmean(stack, 0)`` and ``np.nanstd(stack, 0, ddof=ddof)`` without stacking the
+    members (one member's size of extra memory per accumulator) and without all-NaN warnings.
+    """
+    if len(member_maps) == 0:
+        raise ValueError("ensemble_stats needs at least one member map")
+    shape = np.shape(member_maps[0])
+    for i, m in enumerate(member_maps):
+        if np.shape(m) != shape:
+            raise ValueError(
+                f"member {i} has shape {np.shape(m)}, member 0 {shape}; all members must be "
+                "predicted on the same grid and periods"
+            )
+    count = np.zeros(shape, dtype="int64")
+    total = np.zeros(shape, dtype="float64")
+    for m in member_maps:
+        a = np.asarray(m, dtype="float64")
+        ok = np.isfinite(a)
+        count += ok
+        total += np.where(ok, a, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    ss = np.zeros(shape, dtype="float64")
+    for m in member_maps:
+        a = np.asarray(m, dtype="float64")
+        d = np.where(np.isfinite(a), a - mean, 0.0)
+        ss += d * d
+    den = count - ddof
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.where(den > 0, np.sqrt(ss / np.where(den > 0, den, 1)), np.nan)
+    mean[count == 0] = np.nan
+    return mean.astype("float32"), std.astype("float32")
+
+
+def ensemble_predict(
+    models: Sequence[nn.Module],
+    x: torch.Tensor | np.ndarray,
+    batch_size: int | None = None,
+    ddof: int = 0,
+) -> PredictiveStats:
+    """Deep ensemble: every member in evaluation mode on ``x``; mean and std per output.
+
+    Members must return the same outputs (e.g. ENNs of any presets). Their train/eval flags are
+    restored afterwards. Hazard statistics are of each member's own S x D.
+    """
+    if len(models) == 0:
+        raise ValueError("ensemble_predict needs at least one model")
+    moments = _Moments()
+    for model in models:
+        was_training = model.training
+        try:
+            model.eval()
+            xt = torch.as_tensor(x, dtype=torch.float32).to(_model_device(model))
+            with torch.no_grad():
+                out = _forward_batches(model, xt, batch_size)
+        finally:
+            model.train(was_training)
+        if moments.mean and set(out) != set(moments.mean):
+            raise ValueError(
+                f"ensemble members return different outputs ({sorted(out)} vs "
+                f"{sorted(moments.mean)}); combine models of the same kind"
+            )
+        moments.add(out)
+    mean, std = moments.result(ddof)
+    return PredictiveStats(mean, std, n_samples=len(models), n_dropout_layers=0)
+
+
+# --------------------------------------------------------------------------------------------
+# reliability diagram
+
+
+def reliability_diagram(
+    y: Any,
+    p: Any | Mapping[str, Any],
+    n_bins: int = 15,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Reliability diagram: observed frequency vs mean predicted probability per equal-width bin.
+
+    ``y``: 0/1 labels; ``p``: probabilities of the same size (NaN pairs are dropped), or a dict
+    ``{label: p}`` to overlay several (e.g. before/after calibration) on the same labels. Bins and
+    ECE are those of ``evaluation.metrics.reliability_curve`` / ``expected_calibration_error``.
+
+    With ``ax=None`` a new figure has two panels: the curve(s) with the diagonal, and below them
+    the cell count per bin (log scale; landslide data are dominated by the low bins). With an
+    ``ax`` the curve(s) go there and the counts on a twin y axis. The ECE is in the title (one
+    curve) or in each legend label. Returns the figure. Each curve's line has ``gid``
+    ``'reliability:<label>'`` and each count histogram ``'count:<label>'``.
+    """
+    import matplotlib.pyplot as plt
+
+    from .evaluation.metrics import expected_calibration_error, reliability_curve
+
+    series = dict(p) if isinstance(p, Mapping) else {"model": p}
+    if not series:
+        raise ValueError("reliability_diagram: no probabilities given")
+    if ax is None:
+        fig, (ax_curve, ax_count) = plt.subplots(
+            2, 1, figsize=(5.0, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        )
+    else:
+        fig = ax.figure
+        ax_curve, ax_count = ax, ax.twinx()
+    ax_curve.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="perfect calibration")
+    eces: dict[str, float] = {}
+    width = 1.0 / n_bins
+    for i, (label, probs) in enumerate(series.items()):
+        curve = reliability_curve(y, probs, n_bins)
+        ece = expected_calibration_error(y, probs, n_bins)
+        eces[label] = ece
+        used = curve["count"] > 0
+        color = f"C{i}"
+        shown = label if len(series) == 1 else f"{label} (ECE {ece:.3f})"
+        ax_curve.plot(
+            curve["mean_predicted"][used],
+            curve["fraction_positive"][used],
+            marker="o",
+            color=color,
+            label=shown,
+            gid=f"reliability:{label}",
+        )
+        ax_count.bar(
+            curve["bin_edges"][:-1],
+            curve["count"],
+            width=width,
+            align="edge",
+            fill=False,
+            edgecolor=color,
+            alpha=0.7 if ax is None else 0.35,
+            gid=f"count:{label}",
+        )
+    ax_curve.set_xlim(0, 1)
+    ax_curve.set_ylim(0, 1)
+    ax_curve.set_ylabel("observed frequency")
+    ax_curve.legend(loc="upper left", fontsize="small")
+    ax_count.set_yscale("log")
+    ax_count.set_ylabel("cells per bin")
+    (ax_count if ax is None else ax_curve).set_xlabel("mean predicted probability")
+    if title is None:
+        title = "Reliability"
+    if len(series) == 1:
+        (only,) = eces.values()
+        ece_text = "nan" if math.isnan(only) else f"{only:.3f}"
+        title = f"{title} (ECE = {ece_text}, {n_bins} bins)"
+    ax_curve.set_title(title)
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def write_uncertainty_tif(
+    path: str | Path,
+    std_maps: np.ndarray,
+    transform: Affine,
+    crs: str | CRS,
+    period_names: Sequence[str],
+    quantity: str = "susceptibility",
+    method: str = "",
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """Write per-period std maps (period, y, x) as a COG, one band per period named after it.
+
+    ``quantity`` (susceptibility, density or hazard) sets the unit (a probability, or % of cell
+    area) and a tag; ``method`` (e.g. ``"mc_dropout n=20"`` or ``"deep_ensemble m=5"``) is tagged
+    too. NaN is nodata. Written atomically via ``io.write_raster``.
+    """
+    from .io import write_raster
+
+    path = Path(path)
+    arr = np.asarray(std_maps, dtype="float32")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"{path}: std maps must be (period, y, x), got shape {arr.shape}")
+    if len(period_names) != arr.shape[0]:
+        raise ValueError(
+            f"{path}: {len(period_names)} period names for {arr.shape[0]} std maps; pass one "
+            "name per period, in the order of the maps"
+        )
+    if quantity not in STD_UNITS:
+        raise ValueError(f"quantity {quantity!r} unknown; use one of {', '.join(STD_UNITS)}")
+    finite = arr[np.isfinite(arr)]
+    if finite.size and finite.min() < 0:
+        raise ValueError(
+            f"{path}: negative values ({finite.min():.4g}) in the std maps; a standard deviation "
+            "is >= 0 (did you pass a mean or a difference?)"
+        )
+    all_tags = {
+        **(tags or {}),
+        "quantity": quantity,
+        "statistic": "standard deviation",
+        "description": f"predictive standard deviation of the {quantity} (epistemic)",
+    }
+    if method:
+        all_tags["method"] = method
+    return write_raster(
+        path,
+        arr,
+        transform,
+        crs,
+        band_names=list(period_names),
+        units=STD_UNITS[quantity],
+        tags=all_tags,
+    )
