@@ -177,6 +177,22 @@ def prepare_cmd(
     )
 
 
+# ---- report (owner: evaluation) --------------------------------------------------------------
+@app.command("report")
+def report_cmd(
+    directory: Path = typer.Argument(..., help="a run folder or an evaluate --out folder (metrics.json)"),
+) -> None:
+    """Write DIR/report.html: maps, plots, tables and an offline map viewer in one file."""
+    from .report import build_report
+
+    try:
+        with console.status("building the report"):
+            out = build_report(directory)
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"wrote {out}")
+
+
 # ---- train / predict (owner: training) -------------------------------------------------------
 @app.command("train")
 def train_cmd(

@@ -1,0 +1,225 @@
+"""build_report on a small synthetic evaluation folder (and on the real gorkha files, slow)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+from typer.testing import CliRunner
+
+from landslide_hazard.cli import app
+from landslide_hazard.evaluation import evaluate_files
+from landslide_hazard.io import RasterError, write_raster
+from landslide_hazard.report import build_report, load_report_inputs
+from landslide_hazard.report.build import block_mean, viewer_payload
+from landslide_hazard.report.figures import confusion_classes, map_extent_km, nice_scale_length
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GORKHA = REPO_ROOT.parent / "shared" / "data" / "gorkha2015"
+NAMES = ["Co-seismic", "Post-monsoon 1", "Pre-monsoon 2"]
+TRANSFORM = Affine(1000.0, 0, 300000.0, 0, -1000.0, 3100000.0)
+
+
+def _synthetic_folder(tmp_path: Path, with_folds: bool = True) -> Path:
+    rng = np.random.default_rng(7)
+    shape = (3, 18, 24)
+    latent = rng.random(shape)
+    observed = np.where(latent > 0.75, rng.gamma(0.6, 1.5, shape), 0.0)
+    sus = np.clip(latent + rng.normal(0, 0.2, shape), 0, 1)
+    dens = np.clip(observed * 0.7 + rng.gamma(0.5, 0.4, shape), 0, None)
+    observed[:, :3, :4] = np.nan
+    maps = tmp_path / "maps"
+    paths = {
+        k: write_raster(maps / f"{k}.tif", a, TRANSFORM, "EPSG:32645", NAMES)
+        for k, a in {"observed": observed, "susceptibility": sus, "density": dens}.items()
+    }
+    if with_folds:
+        folds = np.zeros(shape[1:])
+        folds[:, 12:] = 1
+        paths["folds"] = write_raster(maps / "folds.tif", folds, TRANSFORM, "EPSG:32645")
+    out = tmp_path / "ev"
+    evaluate_files(**paths, out_dir=out, show_table=False)
+    return out
+
+
+def _assert_self_contained(text: str) -> None:
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    assert "<link" not in text.lower() and "@import" not in text
+    assert not re.search(r"<script[^>]+src=", text, re.I)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """One report for the module, built through the CLI (building takes a few seconds)."""
+    folder = _synthetic_folder(tmp_path_factory.mktemp("report"))
+    result = CliRunner().invoke(app, ["report", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder / "report.html"
+
+
+def test_report_builds_self_contained(built):
+    text = built.read_text()
+    _assert_self_contained(text)
+    for section in (
+        "summary",
+        "viewer",
+        "maps",
+        "confusion",
+        "residuals",
+        "curves",
+        "scatter",
+        "bars",
+        "table",
+        "limits",
+    ):
+        assert f'id="{section}"' in text
+    pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+    assert len(pngs) >= 10
+    assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert "climate" in text and "fold 1" in text
+    payload = json.loads(
+        re.search(
+            r'<script type="application/json" id="viewer-data">(.*?)</script>', text, re.S
+        ).group(1)
+    )
+    assert payload["periods"] == NAMES
+    assert set(payload["layers"]) >= {
+        "hazard",
+        "susceptibility",
+        "density",
+        "observed",
+        "residual",
+        "confusion",
+    }
+
+
+def test_viewer_payload_round_trips_values(tmp_path):
+    data = load_report_inputs(_synthetic_folder(tmp_path, with_folds=False))
+    payload = viewer_payload(data)
+    h, w = payload["grid"]["height"], payload["grid"]["width"]
+    mask = np.unpackbits(
+        np.frombuffer(base64.b64decode(payload["mask"]), "uint8"), bitorder="little"
+    )[: h * w].astype(bool)
+    # the viewer shows every cell that any layer covers (predictions also where unmapped)
+    union = np.zeros(data.observed.shape[1:], dtype=bool)
+    for layer in (data.observed, data.susceptibility, data.density):
+        union |= np.isfinite(layer).any(axis=0)
+    np.testing.assert_array_equal(mask, union.ravel())
+    observed = np.frombuffer(base64.b64decode(payload["layers"]["observed"]["periods"][0]), "<f2")
+    assert np.isnan(observed).sum() == np.isnan(data.observed[0].ravel()[mask]).sum() == 12
+    decoded = np.frombuffer(base64.b64decode(payload["layers"]["density"]["periods"][1]), "<f2")
+    np.testing.assert_allclose(decoded, data.density[1].ravel()[mask], rtol=1e-3, atol=1e-4)
+    small = viewer_payload(data, max_cells=100)  # 18 x 24 cells -> 3 x 3 blocks
+    assert small["grid"]["factor"] == 3 and small["grid"]["transform"][0] == 3000.0
+
+
+def test_block_mean_and_helpers():
+    a = np.arange(16, dtype=float).reshape(1, 4, 4)
+    a[0, 0, 0] = np.nan
+    m = block_mean(a, 2)
+    assert m.shape == (1, 2, 2)
+    assert m[0, 0, 0] == pytest.approx((1 + 4 + 5) / 3) and m[0, 1, 1] == pytest.approx(12.5)
+    assert block_mean(np.full((1, 3, 3), np.nan), 2).shape == (1, 2, 2)
+    assert nice_scale_length(220) == 20 and nice_scale_length(9) == 1
+    assert map_extent_km(tuple(TRANSFORM)[:6], (10, 20)) == (300.0, 320.0, 3090.0, 3100.0)
+    obs = np.array([0.0, 1.0, 0.0, 2.0, np.nan])
+    sus = np.array([0.1, 0.9, 0.8, 0.2, 0.5])
+    np.testing.assert_array_equal(confusion_classes(obs, sus, 0.5), [0, 3, 1, 2, np.nan])
+
+
+def test_report_errors_name_the_fix(tmp_path):
+    with pytest.raises(RasterError, match="metrics.json: not found"):
+        build_report(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"inputs": {"observed": "o.tif"}}))
+    with pytest.raises(RasterError, match="no susceptibility"):
+        build_report(tmp_path)
+    (tmp_path / "metrics.json").write_text(
+        json.dumps({"inputs": {"observed": "o.tif", "susceptibility": "s.tif"}})
+    )
+    with pytest.raises(RasterError, match="inputs.observed = o.tif not found"):
+        build_report(tmp_path)
+
+
+def test_run_folder_without_evaluation_metrics(tmp_path):
+    """A run folder whose metrics.json only names its maps: the report computes the metrics."""
+    folder = _synthetic_folder(tmp_path, with_folds=False)
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "maps", run / "maps")
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {
+                "inputs": {
+                    "observed": "maps/observed.tif",
+                    "susceptibility": "maps/susceptibility.tif",
+                    "density": "maps/density.tif",
+                },
+                "threshold": 0.5,
+            }
+        )
+    )
+    data = load_report_inputs(run)
+    assert "computed by the report" in data.metrics_source and data.threshold == 0.5
+    ev = json.loads((folder / "metrics.json").read_text())
+    assert data.metrics["pooled"]["occurrence"]["auc"] == pytest.approx(
+        ev["pooled"]["occurrence"]["auc"]
+    )
+    assert data.hazard_source == "susceptibility x density"
+    np.testing.assert_allclose(data.hazard, data.susceptibility * data.density)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium_without_console_errors(built, tmp_path):
+    out = built
+    shot = tmp_path / "report.png"
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1400,1000",
+        "--virtual-time-budget=4000",
+        "--enable-logging=stderr",
+        "--v=0",
+        out.resolve().as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    assert any('"viewer ready"' in line for line in console), proc.stderr[-2000:]
+    errors = [line for line in console if '"viewer ready"' not in line]
+    assert not errors, errors
+    assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (GORKHA / "observed_area_density.tif").exists(), reason=f"real data not found at {GORKHA}"
+)
+def test_report_on_real_gorkha_evaluation(tmp_path):
+    evaluate_files(
+        GORKHA / "observed_area_density.tif",
+        GORKHA / "paper_predicted_susceptibility.tif",
+        GORKHA / "paper_predicted_area_density.tif",
+        threshold=0.5,
+        out_dir=tmp_path,
+        show_table=False,
+    )
+    text = build_report(tmp_path).read_text()
+    _assert_self_contained(text)
+    assert "EPSG:32645" in text and "Post-monsoon 2018" in text
+    assert "0.999" in text  # pooled AUC card
