@@ -152,3 +152,18 @@ def test_sparse_concatenate_and_empty():
     assert joined.total == pytest.approx(1.75)
     with pytest.raises(ValueError, match="multiple of k"):
         fractions_to_cell_density(joined, 3)
+
+
+def test_dissolve_merges_only_overlapping_groups():
+    from landslide_hazard.inventory.density import dissolve
+
+    chain = [shapely.box(0, 0, 10, 10), shapely.box(5, 0, 15, 10), shapely.box(12, 0, 20, 10)]
+    inner = [shapely.box(30, 0, 40, 10), shapely.box(32, 2, 34, 4)]  # containment
+    touching = [shapely.box(50, 0, 60, 10), shapely.box(60, 0, 70, 10)]  # share an edge only
+    alone = [shapely.MultiPolygon([shapely.box(80, 0, 81, 1), shapely.box(90, 0, 91, 1)])]
+    polys = np.array(chain + inner + touching + alone, dtype=object)
+    parts = dissolve(polys)
+    assert len(parts) == 1 + 1 + 2 + 2
+    assert shapely.area(parts).sum() == pytest.approx(shapely.union_all(polys).area)
+    assert sorted(shapely.area(parts)) == [1.0, 1.0, 100.0, 100.0, 100.0, 200.0]
+    assert len(dissolve(np.array([], dtype=object))) == 0

@@ -83,12 +83,35 @@ def _check_north_up(transform: Affine) -> tuple[float, float, float, float]:
 
 
 def dissolve(polygons: np.ndarray) -> np.ndarray:
-    """Union of the polygons, as an array of non-overlapping single Polygons."""
+    """The polygons as non-overlapping single Polygons with the same union.
+
+    Only groups of polygons that overlap (share area, not merely an edge) are merged, so an
+    inventory of disjoint landslides costs one spatial-index query, not a global union.
+    """
     polygons = np.asarray(polygons, dtype=object)
     if len(polygons) == 0:
         return polygons
-    union = shapely.union_all(polygons)
-    parts = shapely.get_parts(union)
+    polygons = shapely.get_parts(polygons)
+    left, right = shapely.STRtree(polygons).query(polygons, predicate="intersects")
+    pair = left < right
+    left, right = left[pair], right[pair]
+    shared = shapely.area(shapely.intersection(polygons[left], polygons[right])) > 0
+    left, right = left[shared], right[shared]
+    if len(left) == 0:
+        return polygons[(shapely.get_type_id(polygons) == 3) & ~shapely.is_empty(polygons)]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(polygons)
+    graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    counts = np.bincount(label)
+    alone = counts[label] == 1
+    grouped = np.nonzero(~alone)[0]
+    grouped = grouped[np.argsort(label[grouped], kind="stable")]
+    bounds = np.cumsum(counts[counts > 1])[:-1]
+    merged = [shapely.union_all(polygons[g]) for g in np.split(grouped, bounds)]
+    parts = np.concatenate([polygons[alone], shapely.get_parts(np.asarray(merged, dtype=object))])
     return parts[(shapely.get_type_id(parts) == 3) & ~shapely.is_empty(parts)]
 
 
