@@ -18,13 +18,19 @@ from landslide_hazard.calibration import (
     PlattScaling,
     TemperatureScaling,
     binary_nll,
+    calibration_scores,
     calibrator_from_dict,
+    evaluate_calibration,
     fit_calibrator,
     load_calibrator,
     logit,
     save_calibrator,
 )
-from landslide_hazard.evaluation.metrics import expected_calibration_error, roc_auc
+from landslide_hazard.evaluation.metrics import (
+    expected_calibration_error,
+    occurrence_metrics,
+    roc_auc,
+)
 
 N = 20_000
 
@@ -190,3 +196,27 @@ def test_parametric_calibrators_keep_the_ranking(t, a, b, p):
         if np.unique(out).size == np.unique(p).size:
             assert roc_auc(y, out) == pytest.approx(roc_auc(y, p))
     assert TemperatureScaling(t).transform(np.array([0.5]))[0] == pytest.approx(0.5)
+
+
+def test_evaluate_calibration_report_matches_the_metrics_module(overconfident):
+    (p_val, y_val, _), (p_test, y_test, _) = overconfident
+    p_test = p_test.copy()
+    p_test[:10] = np.nan
+    cal, report = evaluate_calibration("temperature", p_val, y_val, p_test, y_test)
+    json.dumps(report)  # JSON-ready
+    assert report["calibrator"] == cal.to_dict()
+    before, after = report["test"]["before"], report["test"]["after"]
+    ref = occurrence_metrics(y_test, p_test, threshold=0.5)
+    assert before["n"] == ref["n"] == N - 10
+    for key in ("ece", "brier", "auc"):
+        assert before[key] == pytest.approx(ref[key], rel=1e-12)
+    ref_after = occurrence_metrics(y_test, cal.transform(p_test), threshold=0.5)
+    assert after["ece"] == pytest.approx(ref_after["ece"], rel=1e-12)
+    assert after["ece"] < 0.03 < before["ece"]
+    assert after["brier"] < before["brier"] and after["nll"] < before["nll"]
+    assert after["auc"] == pytest.approx(before["auc"], abs=1e-12)  # ranking kept
+    assert abs(after["mean_predicted"] - after["prevalence"]) < 0.01
+    assert report["validation"]["after"]["nll"] == pytest.approx(cal.nll_after, rel=1e-9)
+    # a hand case: p = (0.2, 0.8), y = (0, 1) -> Brier 0.04, NLL -ln 0.8
+    s = calibration_scores([0, 1], [0.2, 0.8])
+    assert s["brier"] == pytest.approx(0.04) and s["nll"] == pytest.approx(-math.log(0.8))

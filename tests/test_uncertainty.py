@@ -20,9 +20,12 @@ from torch import nn  # noqa: E402
 from landslide_hazard.io import read_raster  # noqa: E402
 from landslide_hazard.models import build_enn  # noqa: E402
 from landslide_hazard.uncertainty import (  # noqa: E402
+    MCDropout,
+    accumulate_stats,
     dropout_layers,
     ensemble_predict,
     ensemble_stats,
+    mc_dropout_maps,
     mc_dropout_predict,
     reliability_diagram,
     write_uncertainty_tif,
@@ -134,6 +137,56 @@ def test_mc_dropout_matches_the_analytic_moments_of_a_linear_model():
     got_mean, got_std = stats.mean["output"][:, 0], stats.std["output"][:, 0]
     np.testing.assert_allclose(got_mean, mean, atol=4 * std.max() / math.sqrt(4000))
     np.testing.assert_allclose(got_std, std, rtol=0.05)
+
+
+def test_wrapper_survives_eval_and_inference_mode_like_predict_arrays(x):
+    """A predict routine that calls model.eval() under inference_mode still samples dropout."""
+    model = tiny_enn(0.3)
+    model.train()
+
+    def predict_like_a_stage(m: nn.Module) -> dict[str, np.ndarray]:
+        m.eval()  # what predict.predict_arrays does
+        with torch.inference_mode():
+            out = m(x)
+        m.train(True)  # and it restores the mode afterwards
+        return {q: getattr(out, q).numpy().copy() for q in QUANTITIES}
+
+    wrapped = MCDropout(model)
+    wrapped.eval()
+    assert all(m.training for m in dropout_layers(model))
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    model.train()
+
+    stats = mc_dropout_maps(model, predict_like_a_stage, n_samples=6, seed=3)
+    direct = mc_dropout_predict(model, x, n_samples=6, seed=3)  # same RNG use, same numbers
+    for q in QUANTITIES:
+        np.testing.assert_allclose(stats.mean[q], direct.mean[q], rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(stats.std[q], direct.std[q], rtol=1e-5, atol=1e-8)
+    assert (stats.std["susceptibility"] > 0).all()
+    assert model.training and all(m.training for m in model.modules())
+
+
+def test_accumulate_stats_streams_nan_maps_like_ensemble_stats():
+    rng = np.random.default_rng(5)
+    maps = [rng.normal(size=(2, 4, 5)) for _ in range(4)]
+    maps[0][0, 0, :] = np.nan
+    maps[1][0, 0, :3] = np.nan
+    for m in maps:
+        m[1, 3, 4] = np.nan  # outside the mask in every member
+    samples = ({"hazard": m, "density": 2 * m} for m in maps)  # a generator
+    stats = accumulate_stats(samples, ddof=1)
+    assert stats.n_samples == 4
+    mean, std = ensemble_stats(maps, ddof=1)
+    np.testing.assert_allclose(stats.mean["hazard"], mean, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(stats.std["hazard"], std, rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(stats.std["density"], 2 * std, rtol=1e-5, equal_nan=True)
+    assert np.isnan(stats.mean["hazard"][1, 3, 4])
+    with pytest.raises(ValueError, match="different outputs"):
+        accumulate_stats([{"hazard": maps[0]}, {"density": maps[1]}])
+    with pytest.raises(ValueError, match="same cells"):
+        accumulate_stats([{"hazard": maps[0]}, {"hazard": maps[1][0]}])
+    with pytest.raises(ValueError, match="no sample"):
+        accumulate_stats([])
 
 
 def test_ensemble_stats_equal_numpy_on_hand_arrays_with_nan():

@@ -398,3 +398,54 @@ def load_calibrator(path: str | Path) -> Calibrator:
         return calibrator_from_dict(d)
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+
+
+def calibration_scores(y: Any, p: Any, n_bins: int = 15) -> dict[str, float]:
+    """Calibration-relevant scores of probabilities ``p`` against 0/1 labels ``y``.
+
+    NaN pairs are dropped. Returns ``n``, ``n_positive``, ``mean_predicted`` and ``prevalence``
+    (equal for a model calibrated in the large), ``ece`` (equal-width bins, as in
+    ``evaluation.metrics``), ``brier``, ``nll`` (nats per cell, probabilities clipped to
+    [LOGIT_EPS, 1 - LOGIT_EPS]) and ``auc`` (unchanged by a strictly monotone calibrator).
+    """
+    from .evaluation.metrics import expected_calibration_error, roc_auc
+
+    pp, yy = _fit_data(p, y, need_both_classes=False)
+    return {
+        "n": int(pp.size),
+        "n_positive": int(yy.sum()),
+        "prevalence": float(yy.mean()),
+        "mean_predicted": float(pp.mean()),
+        "ece": expected_calibration_error(yy, pp, n_bins),
+        "brier": float(np.mean((pp - yy) ** 2)),
+        "nll": binary_nll(yy, logit(pp)),
+        "auc": roc_auc(yy, pp),
+    }
+
+
+def evaluate_calibration(
+    kind: str,
+    p_val: Any,
+    y_val: Any,
+    p_test: Any,
+    y_test: Any,
+    n_bins: int = 15,
+) -> tuple[Calibrator, dict[str, Any]]:
+    """Fit a calibrator of ``kind`` on validation cells and score it there and on test cells.
+
+    Returns the calibrator and a JSON-ready dict: ``calibrator`` (its ``to_dict()``), and for
+    ``validation`` and ``test`` the :func:`calibration_scores` ``before`` and ``after``
+    calibration. Only the test scores are an honest estimate; the validation ones show the fit.
+    """
+    cal = fit_calibrator(kind, p_val, y_val)
+    report: dict[str, Any] = {"kind": kind, "calibrator": cal.to_dict(), "n_bins": n_bins}
+    for name, p, y in (("validation", p_val, y_val), ("test", p_test, y_test)):
+        report[name] = {
+            "before": calibration_scores(y, p, n_bins),
+            "after": calibration_scores(y, cal.transform(p), n_bins),
+        }
+    return cal, report

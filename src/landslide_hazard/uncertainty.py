@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,34 +93,51 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 class _Moments:
-    """Running mean and sum of squared deviations (Welford), float64, NaN-free inputs."""
+    """Streaming NaN-aware mean and sum of squared deviations (Welford), float64.
+
+    Each position counts only the samples that are finite there, so maps with NaN outside the
+    study mask (or where a member predicted nothing) accumulate without stacking the samples.
+    """
 
     def __init__(self) -> None:
         self.n = 0
+        self.count: dict[str, np.ndarray] = {}
         self.mean: dict[str, np.ndarray] = {}
         self.m2: dict[str, np.ndarray] = {}
 
-    def add(self, values: dict[str, np.ndarray]) -> None:
+    def add(self, values: Mapping[str, Any]) -> None:
+        if self.mean and set(values) != set(self.mean):
+            raise ValueError(
+                f"samples return different outputs ({sorted(values)} vs {sorted(self.mean)}); "
+                "combine predictions of the same kind"
+            )
         self.n += 1
         for k, v in values.items():
             v = np.asarray(v, dtype="float64")
             if k not in self.mean:
-                self.mean[k] = v.copy()
-                self.m2[k] = np.zeros_like(v)
-                continue
-            delta = v - self.mean[k]
-            self.mean[k] += delta / self.n
-            self.m2[k] += delta * (v - self.mean[k])
+                self.count[k] = np.zeros(v.shape, dtype="int64")
+                self.mean[k] = np.zeros(v.shape)
+                self.m2[k] = np.zeros(v.shape)
+            elif v.shape != self.mean[k].shape:
+                raise ValueError(
+                    f"'{k}' has shape {v.shape} in sample {self.n} but {self.mean[k].shape} "
+                    "before; every sample must cover the same cells and periods"
+                )
+            ok = np.isfinite(v)
+            self.count[k] += ok
+            delta = np.where(ok, v - self.mean[k], 0.0)
+            self.mean[k] += delta / np.maximum(self.count[k], 1)
+            self.m2[k] += np.where(ok, delta * (v - self.mean[k]), 0.0)
 
     def result(self, ddof: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        den = self.n - ddof
-        mean = {k: v.astype("float32") for k, v in self.mean.items()}
-        if den <= 0:
-            std = {k: np.full(v.shape, np.nan, dtype="float32") for k, v in self.m2.items()}
-        else:
-            std = {
-                k: np.sqrt(np.maximum(v, 0.0) / den).astype("float32") for k, v in self.m2.items()
-            }
+        mean: dict[str, np.ndarray] = {}
+        std: dict[str, np.ndarray] = {}
+        for k, count in self.count.items():
+            den = count - ddof
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sd = np.where(den > 0, np.sqrt(np.maximum(self.m2[k], 0.0) / den), np.nan)
+            mean[k] = np.where(count > 0, self.mean[k], np.nan).astype("float32")
+            std[k] = sd.astype("float32")
         return mean, std
 
 
@@ -144,6 +161,107 @@ def _forward_batches(
 def dropout_layers(model: nn.Module) -> list[nn.Module]:
     """The model's dropout modules with a drop probability > 0."""
     return [m for m in model.modules() if isinstance(m, DROPOUT_TYPES) and float(m.p) > 0]
+
+
+class MCDropout(nn.Module):
+    """Wraps a model so that its dropout layers stay active whatever ``train()``/``eval()`` says.
+
+    Everything else (BatchNorm above all) is kept in evaluation mode, so the wrapper can be handed
+    to code that calls ``model.eval()`` and runs under ``torch.inference_mode()``, such as
+    ``predict.predict_arrays``: each call then gives one stochastic sample of the maps. Creating
+    the wrapper puts the wrapped model into that state; :func:`mc_dropout_maps` restores the
+    model's own flags afterwards.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.dropout_count = len(dropout_layers(model))
+        self.train(False)
+
+    def train(self, mode: bool = True) -> MCDropout:
+        self.training = mode
+        self.model.eval()
+        for m in dropout_layers(self.model):
+            m.train(True)
+        return self
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+
+def _warn_no_dropout(stacklevel: int) -> None:
+    warnings.warn(
+        "the model has no dropout layer with p > 0 (built with dropout=0?): every MC pass is "
+        "the same and the std is zero; build it with dropout > 0 or use a deep ensemble",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
+def accumulate_stats(
+    samples: Iterable[Mapping[str, Any]], ddof: int = 0, n_dropout_layers: int = 0
+) -> PredictiveStats:
+    """Streaming NaN-aware mean and std over samples, each a dict ``{output name: array}``.
+
+    ``samples`` can be a generator (e.g. one ensemble member's maps at a time), so only the
+    accumulators are held in memory: three float64 arrays and a count per output. At each
+    position NaN samples are left out; positions with no finite sample, or count <= ddof, are
+    NaN. Float32 results, like :func:`ensemble_stats`.
+    """
+    moments = _Moments()
+    for sample in samples:
+        moments.add(sample)
+    if moments.n == 0:
+        raise ValueError("no sample to summarise; pass at least one prediction")
+    mean, std = moments.result(ddof)
+    return PredictiveStats(mean, std, n_samples=moments.n, n_dropout_layers=n_dropout_layers)
+
+
+def mc_dropout_maps(
+    model: nn.Module,
+    predict_maps: Callable[[nn.Module], Mapping[str, Any]],
+    n_samples: int = 20,
+    seed: int = 0,
+    ddof: int = 0,
+) -> PredictiveStats:
+    """MC dropout over any prediction routine: ``predict_maps(wrapped_model)`` ``n_samples`` times.
+
+    ``predict_maps`` receives the model wrapped in :class:`MCDropout` and returns a dict of arrays,
+    e.g. ``lambda m: predict_arrays(m, reader, norm)`` for wall-to-wall (period, y, x) maps with
+    NaN outside the mask. Statistics are streamed (NaN-aware), the RNG is forked and seeded with
+    ``seed`` (the caller's random stream is untouched), and the model's train/eval flags are
+    restored afterwards. BatchNorm stays in evaluation mode throughout.
+    """
+    if not dropout_layers(model):
+        _warn_no_dropout(stacklevel=2)
+    return _mc_dropout(model, predict_maps, n_samples, seed, ddof)
+
+
+def _mc_dropout(
+    model: nn.Module,
+    predict_maps: Callable[[nn.Module], Mapping[str, Any]],
+    n_samples: int,
+    seed: int,
+    ddof: int,
+) -> PredictiveStats:
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    device = _model_device(model)
+    saved_modes = {m: m.training for m in model.modules()}
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    try:
+        wrapped = MCDropout(model)
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            return accumulate_stats(
+                (predict_maps(wrapped) for _ in range(n_samples)),
+                ddof=ddof,
+                n_dropout_layers=wrapped.dropout_count,
+            )
+    finally:
+        for m, mode in saved_modes.items():
+            m.training = mode
 
 
 def mc_dropout_predict(
@@ -170,34 +288,15 @@ def mc_dropout_predict(
     product S x D, not the product of the mean maps. A model without an active dropout layer
     gives a zero std (with a warning): use a deep ensemble for it instead.
     """
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    device = _model_device(model)
-    xt = torch.as_tensor(x, dtype=torch.float32).to(device)
-    drops = dropout_layers(model)
-    if not drops:
-        warnings.warn(
-            "the model has no dropout layer with p > 0 (built with dropout=0?): every MC pass is "
-            "the same and the std is zero; build it with dropout > 0 or use a deep ensemble",
-            UserWarning,
-            stacklevel=2,
-        )
-    saved_modes = {m: m.training for m in model.modules()}
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    moments = _Moments()
-    try:
-        model.eval()
-        for m in drops:
-            m.train(True)
-        with torch.random.fork_rng(devices=fork_devices), torch.no_grad():
-            torch.manual_seed(seed)
-            for _ in range(n_samples):
-                moments.add(_forward_batches(model, xt, batch_size))
-    finally:
-        for m, mode in saved_modes.items():
-            m.training = mode
-    mean, std = moments.result(ddof)
-    return PredictiveStats(mean, std, n_samples=n_samples, n_dropout_layers=len(drops))
+    xt = torch.as_tensor(x, dtype=torch.float32).to(_model_device(model))
+    if not dropout_layers(model):
+        _warn_no_dropout(stacklevel=2)
+
+    def one_pass(wrapped: nn.Module) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            return _forward_batches(wrapped, xt, batch_size)
+
+    return _mc_dropout(model, one_pass, n_samples, seed, ddof)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,11 +367,6 @@ def ensemble_predict(
                 out = _forward_batches(model, xt, batch_size)
         finally:
             model.train(was_training)
-        if moments.mean and set(out) != set(moments.mean):
-            raise ValueError(
-                f"ensemble members return different outputs ({sorted(out)} vs "
-                f"{sorted(moments.mean)}); combine models of the same kind"
-            )
         moments.add(out)
     mean, std = moments.result(ddof)
     return PredictiveStats(mean, std, n_samples=len(models), n_dropout_layers=0)
