@@ -95,6 +95,27 @@ def test_kill_and_resume_is_exact(tmp_path, config_factory, crash_at):
     _assert_same_weights(_weights(ref), _weights(resumed))
 
 
+def test_resume_after_crash_at_stage_boundary(tmp_path, config_factory, monkeypatch):
+    ref = train(config_factory(tmp_path / "ref"), progress=False)
+    cfg = config_factory(tmp_path / "crash")
+    real = loop._save_checkpoint
+
+    class Crash(RuntimeError):
+        pass
+
+    def save_then_crash(path, payload):
+        real(path, payload)
+        if "optimizer" not in payload and payload["stage_index"] == 2:
+            raise Crash("killed right after the density_log stage ended")
+
+    monkeypatch.setattr(loop, "_save_checkpoint", save_then_crash)
+    with pytest.raises(Crash):
+        train(cfg, progress=False)
+    monkeypatch.setattr(loop, "_save_checkpoint", real)
+    resumed = train(cfg, progress=False)
+    _assert_same_weights(_weights(ref), _weights(resumed))
+
+
 def test_resume_refuses_other_config(tmp_path, config_factory):
     make_config = config_factory
     cfg = make_config(tmp_path)

@@ -441,13 +441,14 @@ def _fit(
         start_epoch, best, bad = 0, math.inf, 0
         best_state = copy.deepcopy(model.state_dict())
         if resume is not None and stage.index == resume["stage_index"]:
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-            if resume.get("scaler"):
-                scaler.load_state_dict(resume["scaler"])
-            start_epoch, best, bad = resume["epoch"], resume["best"], resume["bad_epochs"]
-            best_state = resume["best_state"]
             _set_rng_state(resume["rng"])
+            if "optimizer" in resume:  # a mid-stage checkpoint (else: saved at a stage's end)
+                optimizer.load_state_dict(resume["optimizer"])
+                scheduler.load_state_dict(resume["scheduler"])
+                if resume.get("scaler"):
+                    scaler.load_state_dict(resume["scaler"])
+                start_epoch, best, bad = resume["epoch"], resume["best"], resume["bad_epochs"]
+                best_state = resume["best_state"]
         resume = None
         if len(val_ds) == 0:
             log(f"{stage.name}: no validation patch; early stopping watches the training loss")
