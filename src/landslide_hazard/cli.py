@@ -186,8 +186,7 @@ def report_cmd(
     from .report import build_report
 
     try:
-        with console.status("building the report"):
-            out = build_report(directory)
+        out = build_report(directory, show_progress=True)
     except (OSError, ValueError) as exc:
         _fail(exc)
     console.print(f"wrote {out}")

@@ -177,33 +177,68 @@ def test_run_folder_without_evaluation_metrics(tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+# Drives the viewer like a user: pick a layer, step a period, hover, zoom, click to pin.
+_INTERACT = """<script>
+(function () {
+  var c = document.getElementById("viewer-canvas"), r = c.getBoundingClientRect();
+  var x = r.left + r.width / 2, y = r.top + r.height / 2;
+  function pe(type) {
+    c.dispatchEvent(new PointerEvent(type, {clientX: x, clientY: y, bubbles: true, pointerId: 7}));
+  }
+  document.querySelector('#viewer-layers button[data-layer="confusion"]').click();
+  document.getElementById("viewer-next").click();
+  pe("pointermove");
+  console.log("hover: " + document.getElementById("viewer-readout").textContent);
+  c.dispatchEvent(new WheelEvent("wheel", {clientX: x, clientY: y, deltaY: -400, bubbles: true,
+                                           cancelable: true}));
+  pe("pointerdown"); pe("pointerup");
+  console.log("pinned: " + document.getElementById("viewer-readout").textContent);
+  console.log("legend: " + document.getElementById("viewer-legend").textContent);
+})();
+</script>"""
+
+
+def _chromium(page: Path, tmp_path: Path, shot: Path) -> list[str]:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--disable-component-update", "--no-first-run",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+           "--window-size=1400,1000", "--virtual-time-budget=4000", "--enable-logging=stderr",
+           "--v=0", page.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return [line for line in proc.stderr.splitlines() if ":CONSOLE" in line] or [proc.stderr]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium_without_console_errors(built, tmp_path):
-    out = built
     shot = tmp_path / "report.png"
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1400,1000",
-        "--virtual-time-budget=4000",
-        "--enable-logging=stderr",
-        "--v=0",
-        out.resolve().as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
-    assert any('"viewer ready"' in line for line in console), proc.stderr[-2000:]
+    console = _chromium(built, tmp_path, shot)
+    assert any('"viewer ready"' in line for line in console), console[-5:]
     errors = [line for line in console if '"viewer ready"' not in line]
     assert not errors, errors
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_viewer_interactions_in_headless_chromium(built, tmp_path):
+    page = tmp_path / "interact.html"
+    page.write_text(built.read_text().replace("</body>", _INTERACT + "</body>"))
+    console = _chromium(page, tmp_path, tmp_path / "interact.png")
+    messages = [re.search(r'"(.*)", source', line).group(1) for line in console
+                if '", source' in line]
+    assert "viewer ready" in messages, console[-5:]
+    hover = next(m for m in messages if m.startswith("hover: "))
+    pinned = next(m for m in messages if m.startswith("pinned: "))
+    legend = next(m for m in messages if m.startswith("legend: "))
+    # the readout names the cell, its CRS coordinates, the stepped period and every layer
+    assert "cell row" in hover and "EPSG:32645" in hover and NAMES[1] in hover
+    for label in ("hazard", "susceptibility", "predicted density", "observed density",
+                  "residual", "confusion"):
+        assert label in hover
+    assert pinned.startswith("pinned: pinned cell row")
+    assert "true positive" in legend and "false negative" in legend
+    others = [m for m in messages if not m.startswith(("hover:", "pinned:", "legend:"))]
+    assert others == ["viewer ready"], others
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import datetime as dt
 import html
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -479,13 +480,28 @@ def _notes(m: dict[str, Any]) -> str:
     )
 
 
-def _render_figures(data: ReportInputs) -> list[tuple[str, str, str, str]]:
-    """(section id, title, caption, png) for every figure."""
+class _FigureList(list):
+    """A list that reports each rendered figure to a callback (for the progress bar)."""
+
+    def __init__(self, on_add: Callable[[str], None] | None) -> None:
+        super().__init__()
+        self._on_add = on_add
+
+    def append(self, item: tuple[str, str, str, str]) -> None:
+        super().append(item)
+        if self._on_add is not None:
+            self._on_add(item[1])
+
+
+def _render_figures(
+    data: ReportInputs, on_figure: Callable[[str], None] | None = None
+) -> list[tuple[str, str, str, str]]:
+    """(section id, title, caption, png) for every figure; ``on_figure(title)`` after each."""
     from matplotlib import colors as mcolors
 
     from . import figures as fg
 
-    out: list[tuple[str, str, str, str]] = []
+    out = _FigureList(on_figure)
     t, names, tr, crs = data.threshold, data.names, data.transform, data.crs_name
     dens_like = [data.observed] + ([data.density] if data.density is not None else [])
     dnorm = fg.log_norm(np.concatenate([a.ravel() for a in dens_like]))
@@ -674,12 +690,16 @@ def _render_figures(data: ReportInputs) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def render_html(data: ReportInputs, max_viewer_cells: int = MAX_VIEWER_CELLS) -> str:
+def render_html(
+    data: ReportInputs,
+    max_viewer_cells: int = MAX_VIEWER_CELLS,
+    on_figure: Callable[[str], None] | None = None,
+) -> str:
     """The whole page as one string (no external resource)."""
     from .. import __version__
 
     m = data.metrics
-    figs = _render_figures(data)
+    figs = _render_figures(data, on_figure)
     payload = viewer_payload(data, max_viewer_cells)
     payload_json = json.dumps(payload, separators=(",", ":")).replace("<", "\\u003c")
     css = (ASSETS / "report.css").read_text()
@@ -791,12 +811,40 @@ no network access needed.</footer>
 """
 
 
-def build_report(directory: str | Path, max_viewer_cells: int = MAX_VIEWER_CELLS) -> Path:
-    """Write ``directory/report.html`` (atomically) and return its path."""
+def build_report(
+    directory: str | Path,
+    max_viewer_cells: int = MAX_VIEWER_CELLS,
+    show_progress: bool = False,
+) -> Path:
+    """Write ``directory/report.html`` (atomically) and return its path.
+
+    ``max_viewer_cells`` caps the interactive viewer's grid (larger maps are shown as block
+    means); ``show_progress`` draws a progress bar on stderr while the figures render.
+    """
     from ..io import atomic_write_text
 
     directory = Path(directory)
     data = load_report_inputs(directory)
     out = directory / REPORT_FILE
-    atomic_write_text(out, render_html(data, max_viewer_cells))
+    if not show_progress:
+        atomic_write_text(out, render_html(data, max_viewer_cells))
+        return out
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("report: {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} figures"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("rendering figures", total=None)
+
+        def on_figure(title: str) -> None:
+            progress.update(task, advance=1, description=f"rendered {title}")
+
+        html_text = render_html(data, max_viewer_cells, on_figure)
+    atomic_write_text(out, html_text)
     return out

@@ -216,7 +216,7 @@
   var drag = null;
   canvas.addEventListener("pointerdown", function (ev) {
     drag = { x: ev.clientX, y: ev.clientY, ox: state.ox, oy: state.oy, moved: false };
-    canvas.setPointerCapture(ev.pointerId);
+    try { canvas.setPointerCapture(ev.pointerId); } catch (e) { /* synthetic or ended pointer */ }
   });
   function cellAt(ev) {
     var r = canvas.getBoundingClientRect();
