@@ -80,6 +80,7 @@ def predict_arrays(
     sums = np.zeros((3, n_periods, cy, cx), dtype=np.float64)
     counts = np.zeros((n_periods, cy, cx), dtype=np.int32)
     valid = reader.valid
+    valid_f = valid.astype(np.float32)
 
     # Row-bands of patches: one patch row of one lattice at a time, all its periods.
     bands: list[list[tuple[int, int, int]]] = []
@@ -88,7 +89,7 @@ def predict_arrays(
         for r0 in np.unique(origins[:, 0]):
             row = []
             for c0 in origins[origins[:, 0] == r0, 1]:
-                if read_window(valid.astype(np.float32), int(r0), int(c0), n, n, fill=0.0).any():
+                if read_window(valid_f, int(r0), int(c0), n, n, fill=0.0).any():
                     row.extend((t, int(r0), int(c0)) for t in periods)
             if row:
                 bands.append(row)

@@ -13,9 +13,13 @@ from .loop import (
 __all__ = [
     "STAGES",
     "Stage",
+    "cube_path",
     "evaluate_run",
     "find_truth_dir",
+    "read_truth",
     "run_training",
+    "score_on_split",
     "stages_from_config",
     "train",
+    "validation_threshold",
 ]
