@@ -1,0 +1,684 @@
+"""Write a synthetic scenario: the files a real user brings, plus the truth.
+
+Layout of ``OUT``::
+
+    config.yaml                       a valid RunConfig, paths relative to OUT
+    inputs/dem.tif                    fine grid, m
+    inputs/rain.tif                   daily rain, mm/day, ~5 km pixels, one band per ISO date
+    inputs/pga_<event>.tif            PGA (g) on a ~1 km grid offset from the study grid
+    inputs/sigma_<event>.tif          sigma of ln PGA
+    inputs/rivers.gpkg                river lines
+    inputs/inventories/<slug>.gpkg    cumulative landslide polygons per inventory date
+    truth/p_occurrence.tif            P(new density > 0), cell grid, one band per period
+    truth/density_given_occurrence.tif  E[D | D > 0], % of cell
+    truth/expected_density.tif        E[D], % of cell
+    truth/new_density.tif             the realised new failed density, % of cell
+    summary.json                      sizes, seed, calibration, per-period statistics
+
+The fine grid is generated tile by tile (two passes: rates need every cell before the
+intercepts are calibrated), so memory is bounded by a tile plus cell-grid arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyogrio.raw
+import rasterio
+import shapely
+from rasterio.windows import Window
+from scipy.ndimage import map_coordinates
+
+from ..config import RunConfig, save_config
+from ..io import atomic_path, atomic_write_text, write_rain_stack, write_raster
+from .calibration import (
+    REAL_GORKHA_TABLE,
+    calibrate_area_scale,
+    calibrate_intercept,
+    period_statistics,
+)
+from .landslides import (
+    AreaLaw,
+    CellPlacer,
+    draw_counts_and_areas,
+    truncated_inverse_gamma_mean,
+    truth_from_rates,
+)
+from .noise import gaussian_field
+from .rain import daily_rain, rain_grid
+from .shaking import shaking_fields, shaking_grid
+from .spec import (
+    BASELINE_DATE,
+    BASELINE_NAME,
+    EARTHQUAKES,
+    ScenarioSpec,
+    get_spec,
+    monsoons_ended,
+    slug,
+)
+from .terrain import (
+    landslide_log_weight,
+    make_river_network,
+    relief_scale_for_mean_slope,
+    smooth_elevation,
+    terrain_window,
+)
+
+
+@dataclass(frozen=True)
+class RateModel:
+    """Coefficients of the cell log-rate (see docs/synthetic.md).
+
+    log lambda_ct = beta0_t + b_pga(t) ln(PGA_c / 0.25 g) + b_rain ln(1 + R_ct)
+                    + sd_latent Z_c + sd_latent_period Z_ct + ln S_c,
+    b_pga(t) = b_pga_coseismic for the co-seismic period, else
+               b_pga_coseismic * legacy_fraction * exp(-(m_t - 1) / legacy_decay_monsoons),
+    S_c = mean over the cell's pixels of exp(eta_s) (terrain.landslide_log_weight).
+    """
+
+    b_pga_coseismic: float = 2.0
+    legacy_fraction: float = 0.5
+    legacy_decay_monsoons: float = 1.5
+    b_rain: float = 0.8
+    sd_latent: float = 1.2
+    corr_latent_km: float = 6.0
+    sd_latent_period: float = 0.8
+    corr_latent_period_km: float = 3.0
+    area_rho: float = 1.3
+    sd_log_area_scale: float = 0.5  # per cell and period: theta_ct = theta_t exp(sd z_ct)
+    area_lo_m2: float = 5.0
+    area_hi_frac: float = 0.3  # upper bound of one landslide, fraction of the cell area
+    baseline_prevalence: float = 0.12
+    baseline_mean_area_m2: float = 2500.0
+
+    def b_pga(self, monsoons: int, coseismic: bool) -> float:
+        if coseismic:
+            return self.b_pga_coseismic
+        return (
+            self.b_pga_coseismic
+            * self.legacy_fraction
+            * math.exp(-(max(monsoons, 1) - 1) / self.legacy_decay_monsoons)
+        )
+
+
+RATE_MODEL = RateModel()
+# One 31.25 m pixel (the paper's grid): 27 % of real positive cells hold less new area than this.
+SUBPIXEL_M2 = 31.25**2
+RIVER_STREAM, SHAKE_STREAM, RAIN_STREAM, LATENT_STREAM, CELL_STREAM, AREA_STREAM = range(1, 7)
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *keys])
+
+
+def _tiles(spec: ScenarioSpec):
+    """Cell-grid tiles (row slice, col slice), row-major."""
+    n_r, n_c = spec.shape_cells
+    t = spec.tile_cells
+    for r0 in range(0, n_r, t):
+        for c0 in range(0, n_c, t):
+            yield slice(r0, min(r0 + t, n_r)), slice(c0, min(c0 + t, n_c))
+
+
+def _cell_centres(spec: ScenarioSpec) -> tuple[np.ndarray, np.ndarray]:
+    n_r, n_c = spec.shape_cells
+    x = spec.origin[0] + (np.arange(n_c) + 0.5) * spec.cell_size_m
+    y = spec.origin[1] - (np.arange(n_r) + 0.5) * spec.cell_size_m
+    return np.meshgrid(x, y)
+
+
+def _sample_bilinear(
+    field: np.ndarray, x_min: float, y_max: float, pixel_m: float, x, y
+) -> np.ndarray:
+    """Bilinear value of a pixel-centred grid at map coordinates (x, y)."""
+    col = (x - x_min) / pixel_m - 0.5
+    row = (y_max - y) / pixel_m - 0.5
+    return map_coordinates(field, [row, col], order=1, mode="nearest")
+
+
+def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
+    r, c = a.shape
+    return a.reshape(r // k, k, c // k, k).mean(axis=(1, 3))
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        transient=True,
+    )
+
+
+class _TiledWriter:
+    """A float32 GeoTIFF written window by window (tiled, deflate), atomically."""
+
+    def __init__(
+        self, stack: contextlib.ExitStack, path: Path, spec: ScenarioSpec, name: str, unit: str
+    ):
+        tile_px = spec.tile_cells * spec.cell_pixels
+        block = math.gcd(tile_px, 256)
+        if block % 16:
+            raise ValueError(f"tile of {tile_px} px cannot be written in 16-multiple blocks")
+        tmp = stack.enter_context(atomic_path(path))
+        height, width = spec.fine_shape
+        x0, y1 = spec.origin
+        self.ds = stack.enter_context(
+            rasterio.open(
+                tmp,
+                "w",
+                driver="GTiff",
+                height=height,
+                width=width,
+                count=1,
+                dtype="float32",
+                crs=spec.crs,
+                transform=rasterio.Affine(spec.pixel_size_m, 0, x0, 0, -spec.pixel_size_m, y1),
+                nodata=float("nan"),
+                tiled=True,
+                blockxsize=block,
+                blockysize=block,
+                compress="deflate",
+                predictor=3,
+                BIGTIFF="IF_SAFER",
+            )
+        )
+        self.ds.set_band_description(1, name)
+        self.ds.set_band_unit(1, unit)
+
+    def write(self, data: np.ndarray, row0: int, col0: int) -> None:
+        self.ds.write(
+            data.astype(np.float32)[None], window=Window(col0, row0, data.shape[1], data.shape[0])
+        )
+
+
+@contextlib.contextmanager
+def _atomic_gpkg(path: Path):
+    """Yield a temporary ``.gpkg`` path (GDAL wants the extension); rename onto ``path`` on success."""
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp = tmp_dir / path.name
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+class _PolygonWriter:
+    """A GeoPackage polygon layer written in batches (bounded memory), renamed into place."""
+
+    BATCH = 50_000
+
+    def __init__(self, stack: contextlib.ExitStack, path: Path, crs: str):
+        self.tmp = stack.enter_context(_atomic_gpkg(path))
+        self.crs = crs
+        self.created = False
+        self._buf: tuple[list, list, list] = ([], [], [])
+
+    def add(self, polygons: list, ids: list[int], periods: list[str]) -> None:
+        self._buf[0].extend(polygons)
+        self._buf[1].extend(ids)
+        self._buf[2].extend(periods)
+        if len(self._buf[0]) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        polygons, ids, periods = self._buf
+        if not polygons and self.created:
+            return
+        pyogrio.raw.write(
+            self.tmp,
+            np.array(shapely.to_wkb(polygons) if polygons else [], dtype=object),
+            [
+                np.asarray(ids, dtype=np.int64),
+                np.array(periods, dtype=object),
+                np.asarray(shapely.area(polygons) if polygons else [], dtype=np.float64),
+            ],
+            ["landslide_id", "period", "area_m2"],
+            layer="landslides",
+            driver="GPKG",
+            geometry_type="Polygon",
+            crs=self.crs,
+            append=self.created,
+        )
+        self.created = True
+        self._buf = ([], [], [])
+
+
+def generate_scenario(
+    size: str, seed: int, out: Path, progress: bool = True, spec: ScenarioSpec | None = None
+) -> dict:
+    """Generate the synthetic scenario ``size`` from ``seed`` into ``out``; return the summary.
+
+    ``spec`` overrides the named size's geometry (tests use it to exercise the tiled path on a
+    small grid). The same seed and spec give the same files.
+    """
+    started = time.perf_counter()
+    spec = spec or get_spec(size)
+    out = Path(out)
+    inputs = out / "inputs"
+    (inputs / "inventories").mkdir(parents=True, exist_ok=True)
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    rm = RATE_MODEL
+    k = spec.cell_pixels
+    n_r, n_c = spec.shape_cells
+    periods = spec.periods
+    n_t = len(periods)
+    names = [name for name, _ in periods]
+    bounds = spec.bounds
+    terrain_key = seed * 16 + 5
+    timings: dict[str, float] = {}
+
+    # Rivers and relief scale.
+    network = make_river_network(bounds, _rng(seed, RIVER_STREAM), spec.pixel_size_m / 2)
+    scale = relief_scale_for_mean_slope(
+        network, spec.origin, spec.pixel_size_m, spec.fine_shape, terrain_key
+    )
+
+    def terrain(rs: slice, cs: slice):
+        return terrain_window(
+            network,
+            spec.origin,
+            spec.pixel_size_m,
+            slice(rs.start * k, rs.stop * k),
+            slice(cs.start * k, cs.stop * k),
+            terrain_key,
+            scale,
+        )
+
+    tiles = list(_tiles(spec))
+    static_weight = np.zeros(spec.shape_cells)
+    slope_sum = 0.0
+    with _progress(progress) as bar:
+        # Pass 1: the DEM and each cell's mean static rate weight S_c.
+        task = bar.add_task("terrain", total=len(tiles)) if bar else None
+        with contextlib.ExitStack() as stack:
+            dem = _TiledWriter(stack, inputs / "dem.tif", spec, "elevation", "m")
+            for rs, cs in tiles:
+                tw = terrain(rs, cs)
+                dem.write(tw.elevation_m, rs.start * k, cs.start * k)
+                static_weight[rs, cs] = _block_mean(np.exp(landslide_log_weight(tw)), k)
+                slope_sum += float(tw.slope_deg.sum())
+                if bar:
+                    bar.advance(task)
+        timings["terrain_s"] = time.perf_counter() - started
+
+        # Shaking: per event PGA (g) and sigma of ln PGA on a ~1 km grid offset from ours.
+        xc, yc = _cell_centres(spec)
+        srng = _rng(seed, SHAKE_STREAM)
+        sgrid = shaking_grid(bounds, srng)
+        area_km2 = (bounds[2] - bounds[0]) * (bounds[3] - bounds[1]) / 1e6
+        n_sta = max(1, round(area_km2 / 4000.0))
+        stations = np.column_stack(
+            [srng.uniform(bounds[0], bounds[2], n_sta), srng.uniform(bounds[1], bounds[3], n_sta)]
+        )
+        shake_transform = rasterio.Affine(
+            sgrid.pixel_m, 0, sgrid.x_min, 0, -sgrid.pixel_m, sgrid.y_max
+        )
+        pga_cells = []
+        for i, event in enumerate(EARTHQUAKES):
+            residual = gaussian_field(
+                sgrid.shape, 15000.0 / sgrid.pixel_m, _rng(seed, SHAKE_STREAM, i + 1)
+            )
+            pga, sigma = shaking_fields(event, bounds, sgrid, residual, stations)
+            pga = pga.astype(np.float32)
+            write_raster(
+                inputs / f"pga_{event.name}.tif",
+                pga,
+                shake_transform,
+                spec.crs,
+                band_names=["pga"],
+                units="g",
+            )
+            write_raster(
+                inputs / f"sigma_{event.name}.tif",
+                sigma.astype(np.float32),
+                shake_transform,
+                spec.crs,
+                band_names=["sigma_ln_pga"],
+                units="1",
+            )
+            pga_cells.append(
+                _sample_bilinear(pga.astype(float), sgrid.x_min, sgrid.y_max, sgrid.pixel_m, xc, yc)
+            )
+        pga_max_g = np.max(pga_cells, axis=0)
+
+        # Rain: every day from the baseline date + 1 to the last inventory date.
+        rrng = _rng(seed, RAIN_STREAM)
+        rgrid = rain_grid(bounds, rrng)
+        n_days = (periods[-1][1] - BASELINE_DATE).days
+        dates = [BASELINE_DATE + dt.timedelta(days=i + 1) for i in range(n_days)]
+        rx, ry = rgrid.centres()
+        rain = daily_rain(rgrid, dates, smooth_elevation(rx, ry, terrain_key, scale), rrng)
+        rain_transform = rasterio.Affine(
+            rgrid.pixel_m, 0, rgrid.x_min, 0, -rgrid.pixel_m, rgrid.y_max
+        )
+        write_rain_stack(inputs / "rain.tif", rain, dates, rain_transform, spec.crs)
+        rain_max = np.empty((n_t, n_r, n_c))
+        prev = BASELINE_DATE
+        for t, (_, date) in enumerate(periods):
+            days = slice((prev - BASELINE_DATE).days, (date - BASELINE_DATE).days)
+            rain_max[t] = _sample_bilinear(
+                rain[days].max(axis=0).astype(float),
+                rgrid.x_min,
+                rgrid.y_max,
+                rgrid.pixel_m,
+                xc,
+                yc,
+            )
+            prev = date
+        del rain
+        timings["triggers_s"] = time.perf_counter() - started - timings["terrain_s"]
+
+        # Rates: latent fields, covariate terms, calibrated intercepts and area laws.
+        cell_km = spec.cell_size_m / 1000.0
+        latent = gaussian_field(
+            spec.shape_cells, rm.corr_latent_km / cell_km, _rng(seed, LATENT_STREAM, 0)
+        )
+        latent_t = gaussian_field(
+            spec.shape_cells,
+            rm.corr_latent_period_km / cell_km,
+            _rng(seed, LATENT_STREAM, 1),
+            n=n_t,
+        )
+        mainshock = EARTHQUAKES[0].date
+        monsoons = [monsoons_ended(mainshock, date) for _, date in periods]
+        log_base = np.empty((n_t, n_r, n_c))
+        for t in range(n_t):
+            log_base[t] = (
+                rm.b_pga(monsoons[t], coseismic=t == 0) * np.log(pga_max_g / 0.25)
+                + rm.b_rain * np.log1p(rain_max[t])
+                + rm.sd_latent * latent
+                + rm.sd_latent_period * latent_t[t]
+                + np.log(static_weight)
+            )
+        cell_area = spec.cell_area_m2
+        area_hi = rm.area_hi_frac * cell_area
+        scale_mult = np.exp(
+            rm.sd_log_area_scale * _rng(seed, AREA_STREAM).standard_normal(log_base.shape)
+        )
+        intercepts, thetas = [], []
+        rates = np.empty_like(log_base)
+        for t, name in enumerate(names):
+            target = REAL_GORKHA_TABLE[name]
+            shift = float(log_base[t].max())
+            b0 = (
+                calibrate_intercept(np.exp(log_base[t] - shift), target.prevalence_pct / 100.0)
+                - shift
+            )
+            rates[t] = np.exp(b0 + log_base[t])
+            thetas.append(
+                calibrate_area_scale(
+                    rates[t],
+                    scale_mult[t],
+                    target.mean,
+                    cell_area,
+                    rm.area_rho,
+                    rm.area_lo_m2,
+                    area_hi,
+                )
+            )
+            intercepts.append(b0)
+        theta_cells = np.array(thetas)[:, None, None] * scale_mult  # (period, y, x), m2
+        base_log = rm.sd_latent * latent + np.log(static_weight)
+        base_shift = float(base_log.max())
+        base_rate = np.exp(
+            calibrate_intercept(np.exp(base_log - base_shift), rm.baseline_prevalence)
+            - base_shift
+            + base_log
+        )
+        base_rate_mean = float(base_rate.mean())
+        base_theta = calibrate_area_scale(
+            base_rate,
+            np.ones(1),
+            rm.baseline_mean_area_m2 * base_rate_mean * 100.0 / cell_area,
+            cell_area,
+            rm.area_rho,
+            rm.area_lo_m2,
+            area_hi,
+        )
+        base_law = AreaLaw(rm.area_rho, base_theta, rm.area_lo_m2, area_hi)
+        mean_areas = truncated_inverse_gamma_mean(rm.area_rho, theta_cells, rm.area_lo_m2, area_hi)
+        p_occ, d_given, d_expected = truth_from_rates(rates, mean_areas, cell_area)
+
+        # Pass 2: landslide polygons, cell by cell, tile by tile.
+        new_density = np.zeros((n_t, n_r, n_c))
+        lost_m2 = 0.0
+        n_landslides = np.zeros(n_t + 1, dtype=np.int64)
+        subpixel = np.zeros(n_t, dtype=np.int64)
+        next_id = 0
+        inv_paths = [inputs / "inventories" / f"{slug(BASELINE_NAME)}.gpkg"] + [
+            inputs / "inventories" / f"{slug(name)}.gpkg" for name in names
+        ]
+        labels = [BASELINE_NAME, *names]
+        task = bar.add_task("landslides", total=len(tiles)) if bar else None
+        with contextlib.ExitStack() as stack:
+            writers = [_PolygonWriter(stack, p, spec.crs) for p in inv_paths]
+            for rs, cs in tiles:
+                tw = None
+                found: list[
+                    tuple[int, object, int]
+                ] = []  # (period index, polygon, id); 0 = baseline
+                for r in range(rs.start, rs.stop):
+                    for c in range(cs.start, cs.stop):
+                        crng = _rng(seed, CELL_STREAM, r, c)
+                        cell_laws = [
+                            AreaLaw(rm.area_rho, float(th), rm.area_lo_m2, area_hi)
+                            for th in theta_cells[:, r, c]
+                        ]
+                        draws = draw_counts_and_areas(
+                            np.concatenate([[base_rate[r, c]], rates[:, r, c]]),
+                            [base_law, *cell_laws],
+                            crng,
+                        )
+                        if not any(len(a) for a in draws):
+                            continue
+                        if tw is None:
+                            tw = terrain(rs, cs)
+                            log_w = landslide_log_weight(tw)
+                        lr, lc = (r - rs.start) * k, (c - cs.start) * k
+                        x0 = spec.origin[0] + c * spec.cell_size_m
+                        y1 = spec.origin[1] - r * spec.cell_size_m
+                        w = log_w[lr : lr + k, lc : lc + k]
+                        placer = CellPlacer(
+                            (x0, y1 - spec.cell_size_m, x0 + spec.cell_size_m, y1),
+                            spec.pixel_size_m,
+                            np.exp(w - w.max()),
+                            tw.downslope_rad[lr : lr + k, lc : lc + k],
+                            [],
+                        )
+                        for i, areas in enumerate(draws):
+                            if not len(areas):
+                                continue
+                            polys = placer.place(areas, crng)
+                            found.extend((i, p, next_id + j) for j, p in enumerate(polys))
+                            next_id += len(polys)
+                            if i:
+                                new_area = float(shapely.area(polys).sum()) if polys else 0.0
+                                new_density[i - 1, r, c] = new_area * 100.0 / cell_area
+                                subpixel[i - 1] += 0 < new_area < SUBPIXEL_M2
+                        lost_m2 += placer.lost_m2
+                for date_index, writer in enumerate(writers):
+                    chosen = [(i, p, j) for i, p, j in found if i <= date_index]
+                    polys = [p for _, p, _ in chosen]
+                    writer.add(polys, [j for _, _, j in chosen], [labels[i] for i, _, _ in chosen])
+                for i, _, _ in found:
+                    n_landslides[i] += 1
+                if bar:
+                    bar.advance(task)
+            for writer in writers:
+                writer.flush()
+        timings["landslides_s"] = time.perf_counter() - started - sum(timings.values())
+
+    # Rivers, truth, config, summary.
+    with _atomic_gpkg(inputs / "rivers.gpkg") as tmp:
+        pyogrio.raw.write(
+            tmp,
+            np.array(shapely.to_wkb(network.geometries()), dtype=object),
+            [np.array(network.kinds, dtype=object)],
+            ["kind"],
+            layer="rivers",
+            driver="GPKG",
+            geometry_type="LineString",
+            crs=spec.crs,
+        )
+    cell_transform = rasterio.Affine(
+        spec.cell_size_m, 0, spec.origin[0], 0, -spec.cell_size_m, spec.origin[1]
+    )
+    truth = {
+        "p_occurrence": (p_occ, "1"),
+        "density_given_occurrence": (d_given, "% of cell area"),
+        "expected_density": (d_expected, "% of cell area"),
+        "new_density": (new_density, "% of cell area"),
+    }
+    for fname, (arr, unit) in truth.items():
+        write_raster(
+            out / "truth" / f"{fname}.tif",
+            arr.astype(np.float32),
+            cell_transform,
+            spec.crs,
+            band_names=names,
+            units=unit,
+        )
+
+    config = scenario_config(spec, seed, names)
+    save_config(config, out / "config.yaml")
+
+    per_period = {}
+    for t, name in enumerate(names):
+        per_period[name] = {
+            "generated": period_statistics(new_density[t].astype(np.float32)).as_dict(),
+            "expected_prevalence_pct": float(100.0 * p_occ[t].mean()),
+            "expected_mean": float(d_expected[t].mean()),
+            "real": REAL_GORKHA_TABLE[name].as_dict(),
+            "fraction_of_positive_below_one_reference_pixel": float(
+                subpixel[t] / max((new_density[t] > 0).sum(), 1)
+            ),
+            "n_landslides": int(n_landslides[t + 1]),
+            "monsoons_since_eq": monsoons[t],
+        }
+    summary = {
+        "size": spec.size,
+        "seed": seed,
+        "spec": {
+            **asdict(spec),
+            "origin": list(spec.origin),
+            "shape_cells": list(spec.shape_cells),
+        },
+        "n_cells": n_r * n_c,
+        "fine_shape": list(spec.fine_shape),
+        "mean_slope_deg": slope_sum / (spec.fine_shape[0] * spec.fine_shape[1]),
+        "relief_scale": scale,
+        "n_rivers": len(network.lines),
+        "n_baseline_landslides": int(n_landslides[0]),
+        "placement_area_lost_m2": lost_m2,
+        "periods": per_period,
+        "calibration": {
+            "rate_model": asdict(rm),
+            "intercepts": intercepts,
+            "area_theta_m2": thetas,
+            "area_bounds_m2": [rm.area_lo_m2, area_hi],
+            "mean_area_m2": [
+                float(np.mean(rates[t] * mean_areas[t]) / np.mean(rates[t])) for t in range(n_t)
+            ],
+            "baseline_area_law": asdict(base_law),
+        },
+        "shaking_grid": {
+            "x_min": sgrid.x_min,
+            "y_max": sgrid.y_max,
+            "pixel_m": sgrid.pixel_m,
+            "shape": list(sgrid.shape),
+            "stations": stations.tolist(),
+        },
+        "rain_grid": {
+            "x_min": rgrid.x_min,
+            "y_max": rgrid.y_max,
+            "pixel_m": rgrid.pixel_m,
+            "shape": list(rgrid.shape),
+            "n_days": n_days,
+        },
+        "timings_s": {**timings, "total_s": time.perf_counter() - started},
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+_EPOCHS = {
+    # (susceptibility, density on log1p, density, fine-tune, patience)
+    "tiny": (3, 2, 2, 1, 3),
+    "demo": (12, 5, 5, 3, 4),
+}
+
+
+def scenario_config(spec: ScenarioSpec, seed: int, names: list[str]) -> RunConfig:
+    """The RunConfig of a scenario written by :func:`generate_scenario` (paths relative to OUT)."""
+    inv = "inputs/inventories"
+    sus, dlog, dens, fine, patience = _EPOCHS.get(spec.size, (60, 20, 20, 5, 10))
+    domain_km = min(spec.shape_cells) * spec.cell_size_m / 1000.0
+    block_km = float(min(16.0, max(2.0, domain_km / 4)))
+    data = {
+        "name": f"synthetic-{spec.size}",
+        "seed": seed,
+        "grid": {
+            "crs": spec.crs,
+            "origin": list(spec.origin),
+            "pixel_size_m": spec.pixel_size_m,
+            "cell_pixels": spec.cell_pixels,
+            "shape_cells": list(spec.shape_cells),
+            "patch_cells": spec.patch_cells,
+        },
+        "baseline": {
+            "name": BASELINE_NAME,
+            "date": BASELINE_DATE.isoformat(),
+            "inventory": f"{inv}/{slug(BASELINE_NAME)}.gpkg",
+        },
+        "periods": [
+            {"name": name, "date": date.isoformat(), "inventory": f"{inv}/{slug(name)}.gpkg"}
+            for name, date in spec.periods
+        ],
+        "inputs": {
+            "dem": "inputs/dem.tif",
+            "rain": "inputs/rain.tif",
+            "earthquakes": [
+                {
+                    "name": e.name,
+                    "date": e.date.isoformat(),
+                    "pga": f"inputs/pga_{e.name}.tif",
+                    "pga_unit": "g",
+                    "sigma_ln_pga": f"inputs/sigma_{e.name}.tif",
+                }
+                for e in EARTHQUAKES
+            ],
+            "rivers": {"path": "inputs/rivers.gpkg"},
+        },
+        "model": {"preset": "tiny"},
+        "training": {
+            "max_epochs_susceptibility": sus,
+            "max_epochs_density_log": dlog,
+            "max_epochs_density": dens,
+            "max_epochs_finetune": fine,
+            "patience": patience,
+        },
+        "evaluation": {
+            "block_km": block_km,
+            "n_folds": 4 if spec.size == "tiny" else 5,
+            "temporal_test_periods": 2,
+        },
+        "output": {"dir": "out"},
+    }
+    return RunConfig.model_validate(data)
