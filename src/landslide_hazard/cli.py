@@ -249,3 +249,24 @@ def predict_cmd(
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
     console.print(f"wrote {out}")
+
+
+@app.command("synth")
+def synth_cmd(
+    out: Path = typer.Argument(..., help="folder to write the scenario into"),
+    size: str = typer.Option("demo", "--size", help="tiny | demo | gorkha | large"),
+    seed: int = typer.Option(0, "--seed", help="random seed (same seed, same files)"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+) -> None:
+    """Write a synthetic scenario: the inputs a user brings, config.yaml, and truth/."""
+    from .synthetic import generate_scenario
+
+    try:
+        summary = generate_scenario(size, seed, out, progress=not no_progress)
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+    console.print(
+        f"wrote {out}: {summary['n_cells']} cells x {len(summary['periods'])} periods "
+        f"({summary['timings_s']['total_s']:.1f} s); run `landslide-hazard prepare "
+        f"{Path(out) / 'config.yaml'}` next"
+    )
