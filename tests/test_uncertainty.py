@@ -315,3 +315,12 @@ def test_write_uncertainty_tif_errors(tmp_path):
     with pytest.raises(ValueError, match="quantity 'rain'"):
         write_uncertainty_tif(tmp_path / "u.tif", good, t, "EPSG:32645", ["a", "b"], "rain")
     assert not (tmp_path / "u.tif").exists()
+
+
+def test_reliability_diagram_with_no_valid_cell_renders_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = reliability_diagram([0, 1, np.nan], [np.nan, np.nan, 0.3])
+        fig.canvas.draw()
+    assert "ECE = nan" in fig.axes[0].get_title()
+    plt.close(fig)

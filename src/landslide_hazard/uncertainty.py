@@ -411,12 +411,14 @@ def reliability_diagram(
         ax_curve, ax_count = ax, ax.twinx()
     ax_curve.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="perfect calibration")
     eces: dict[str, float] = {}
+    any_count = False
     width = 1.0 / n_bins
     for i, (label, probs) in enumerate(series.items()):
         curve = reliability_curve(y, probs, n_bins)
         ece = expected_calibration_error(y, probs, n_bins)
         eces[label] = ece
         used = curve["count"] > 0
+        any_count |= bool(used.any())
         color = f"C{i}"
         shown = label if len(series) == 1 else f"{label} (ECE {ece:.3f})"
         ax_curve.plot(
@@ -441,7 +443,8 @@ def reliability_diagram(
     ax_curve.set_ylim(0, 1)
     ax_curve.set_ylabel("observed frequency")
     ax_curve.legend(loc="upper left", fontsize="small")
-    ax_count.set_yscale("log")
+    if any_count:  # a log axis needs a positive value
+        ax_count.set_yscale("log")
     ax_count.set_ylabel("cells per bin")
     (ax_count if ax is None else ax_curve).set_xlabel("mean predicted probability")
     if title is None:
