@@ -145,7 +145,7 @@ def prepare_cmd(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing cube"),
     tile_px: int = typer.Option(
-        1024, "--tile-px", min=16, help="fine pixels per side of the static tiles (memory)"
+        512, "--tile-px", min=16, help="fine pixels per side of the static tiles (memory)"
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:

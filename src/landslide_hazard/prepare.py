@@ -77,7 +77,7 @@ HASH_MAX_BYTES = 64 * 2**20
 PGA_MAX_PLAUSIBLE_MS2 = 5.0 * 9.80665
 #: Largest plausible sigma of ln PGA (ShakeMap values are ~0.2-1).
 SIGMA_MAX_PLAUSIBLE = 5.0
-DEFAULT_TILE_PX = 1024
+DEFAULT_TILE_PX = 512
 
 _METRE_UNITS = {"", "m", "metre", "metres", "meter", "meters"}
 _RAIN_UNITS = {"", "mm", "mm/day", "mm/d", "mm day-1", "mm d-1", "mm per day", "kg m-2 day-1"}
@@ -737,6 +737,9 @@ def _write_static(
         bar.update(task, description="flow accumulation (global)", total=None)
     accumulation = d8_flow_accumulation(fill_pits(z))
     river = _river_mask(cfg, grid, z, accumulation, log)
+    # float32 holds pixel counts exactly up to 2^24 (16,777 km2 at 31.25 m), far more than TWI's
+    # log needs beyond; it halves the memory this array keeps during the tile loop.
+    accumulation = accumulation.astype(np.float32)
     try:
         distance = distance_to_river(river, grid.pixel_size_m).astype(np.float32)
     except ValueError as exc:
