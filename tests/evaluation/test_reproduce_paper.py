@@ -45,3 +45,11 @@ def test_markdown_and_main(rep, tmp_path):
     assert reproduce_paper.main(["--data-dir", str(DATA), "--out", str(out)]) == 0
     assert out.read_text() == text
     assert reproduce_paper.main(["--data-dir", str(tmp_path / "nowhere")]) == 2
+
+
+def test_committed_doc_is_up_to_date(rep):
+    doc = REPO_ROOT / "docs" / "paper_reproduction.md"
+    assert doc.read_text() == reproduce_paper.render_markdown(rep), (
+        "docs/paper_reproduction.md is stale: regenerate it with "
+        "`python -m landslide_hazard.evaluation.reproduce_paper --out docs/paper_reproduction.md`"
+    )

@@ -199,11 +199,22 @@ _INTERACT = """<script>
 
 
 def _chromium(page: Path, tmp_path: Path, shot: Path) -> list[str]:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--disable-component-update", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-           "--window-size=1400,1000", "--virtual-time-budget=4000", "--enable-logging=stderr",
-           "--v=0", page.resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1400,1000",
+        "--virtual-time-budget=4000",
+        "--enable-logging=stderr",
+        "--v=0",
+        page.resolve().as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     return [line for line in proc.stderr.splitlines() if ":CONSOLE" in line] or [proc.stderr]
 
@@ -224,16 +235,23 @@ def test_viewer_interactions_in_headless_chromium(built, tmp_path):
     page = tmp_path / "interact.html"
     page.write_text(built.read_text().replace("</body>", _INTERACT + "</body>"))
     console = _chromium(page, tmp_path, tmp_path / "interact.png")
-    messages = [re.search(r'"(.*)", source', line).group(1) for line in console
-                if '", source' in line]
+    messages = [
+        re.search(r'"(.*)", source', line).group(1) for line in console if '", source' in line
+    ]
     assert "viewer ready" in messages, console[-5:]
     hover = next(m for m in messages if m.startswith("hover: "))
     pinned = next(m for m in messages if m.startswith("pinned: "))
     legend = next(m for m in messages if m.startswith("legend: "))
     # the readout names the cell, its CRS coordinates, the stepped period and every layer
     assert "cell row" in hover and "EPSG:32645" in hover and NAMES[1] in hover
-    for label in ("hazard", "susceptibility", "predicted density", "observed density",
-                  "residual", "confusion"):
+    for label in (
+        "hazard",
+        "susceptibility",
+        "predicted density",
+        "observed density",
+        "residual",
+        "confusion",
+    ):
         assert label in hover
     assert pinned.startswith("pinned: pinned cell row")
     assert "true positive" in legend and "false negative" in legend

@@ -482,7 +482,7 @@ def metric_bars(periods: Sequence[dict[str, Any]], names: Sequence[str]) -> Figu
     has_d = periods and periods[0].get("density") is not None
     n_axes = 3 if has_d else 1
     fig, axes = plt.subplots(
-        1, n_axes, figsize=(5.2 * n_axes, 3.8), squeeze=False, layout="constrained"
+        1, n_axes, figsize=(4.3 * n_axes, 3.7), squeeze=False, layout="constrained"
     )
     x = np.arange(len(names))
     cm = plt.get_cmap("cividis")

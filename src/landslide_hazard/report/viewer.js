@@ -244,7 +244,8 @@
     if (ev.key === "ArrowRight") { setPeriod(state.period + 1); ev.preventDefault(); }
     if (ev.key === "ArrowLeft") { setPeriod(state.period - 1); ev.preventDefault(); }
   });
-  window.addEventListener("resize", function () { resize(); fit(); draw(); });
+  // keep the user's pan and zoom when the window changes size (fit only on "fit")
+  window.addEventListener("resize", function () { resize(); draw(); });
 
   resize(); fit(); refresh(); showCell(-1, -1, false);
   document.body.setAttribute("data-viewer-ready", "1");
