@@ -276,3 +276,43 @@ def test_report_on_real_gorkha_evaluation(tmp_path):
     _assert_self_contained(text)
     assert "EPSG:32645" in text and "Post-monsoon 2018" in text
     assert "0.999" in text  # pooled AUC card
+
+
+def test_report_with_hazard_and_uncertainty_but_no_density(tmp_path):
+    """Optional maps: a given hazard and an uncertainty map, no density; a quiet period."""
+    rng = np.random.default_rng(3)
+    shape = (2, 10, 12)
+    observed = np.where(rng.random(shape) > 0.7, rng.gamma(0.6, 1.5, shape), 0.0)
+    observed[1] = 0.0  # an all-negative period: metrics undefined, noted, no crash
+    maps = {
+        "observed": observed,
+        "susceptibility": rng.random(shape),
+        "hazard": rng.gamma(0.5, 0.2, shape),
+        "uncertainty": rng.random(shape) * 0.2,
+    }
+    paths = {
+        k: write_raster(tmp_path / f"{k}.tif", a, TRANSFORM, "EPSG:32645", NAMES[:2])
+        for k, a in maps.items()
+    }
+    evaluate_files(
+        paths["observed"],
+        paths["susceptibility"],
+        hazard=paths["hazard"],
+        threshold=0.5,
+        out_dir=tmp_path,
+        show_table=False,
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["inputs"]["uncertainty"] = str(paths["uncertainty"])
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    text = build_report(tmp_path).read_text()
+    _assert_self_contained(text)
+    assert "No density map: no residuals." in text and "Notes on undefined metrics" in text
+    payload = json.loads(re.search(r'id="viewer-data">(.*?)</script>', text, re.S).group(1))
+    assert set(payload["layers"]) == {
+        "hazard",
+        "susceptibility",
+        "observed",
+        "uncertainty",
+        "confusion",
+    }
