@@ -329,3 +329,20 @@ def test_leftover_partial_from_other_inputs_is_discarded(copy):
     cube = open_cube(prepare(cfg, progress=False))
     assert any("starting afresh" in line for line in cube.meta.provenance["log"])
     assert np.isfinite(cube.static[0]).all()
+
+
+def test_cli_prepare_with_progress_bar(copy):
+    from typer.testing import CliRunner
+
+    from landslide_hazard.cli import app
+
+    runner = CliRunner()
+    out = copy / "cli.zarr"
+    result = runner.invoke(
+        app, ["prepare", str(copy / "config.yaml"), "--out", str(out), "--tile-px", "64"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and out.exists()
+    assert np.isfinite(open_cube(out).static[:]).all()
+    again = runner.invoke(app, ["prepare", str(copy / "config.yaml"), "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output

@@ -58,6 +58,7 @@ from .io.atomic import atomic_write_text
 from .io.rasters import (
     RainStack,
     RasterError,
+    RasterInfo,
     check_grid,
     raster_info,
     read_on_grid,
@@ -370,7 +371,7 @@ def validate_inputs(cfg: RunConfig, log: list[str] | None = None) -> ValidatedIn
     paths = input_paths(cfg)
     _check_files_exist(paths)
 
-    _check_raster_crs(cfg.inputs.dem, grid, "DEM") if not is_vector_path(cfg.inputs.dem) else None
+    _check_raster_crs(cfg.inputs.dem, grid, "DEM")
     unit = _unit_of(cfg.inputs.dem).lower()
     if unit not in _METRE_UNITS:
         raise PrepareError(
@@ -425,9 +426,8 @@ def compute_dynamic(
     """(dynamic (period, band, cy, cx) float32 in DYNAMIC_NAMES order, monsoons (period,))."""
     periods = period_infos(cfg)
     cell_shape = grid.cell_shape
-    native = (rain.crs, rain.transform, rain.data.shape[1:])
-    rain_on_cells = not _on(native, grid)
-    if rain_on_cells:
+    resample_rain = not _on_cell_grid(rain.crs, rain.transform, rain.data.shape[1:], grid)
+    if resample_rain:
         log.append(
             f"{rain.path}: rain statistics computed on the native grid "
             f"{rain.data.shape[1:]} @ {abs(rain.transform.a):g} m and resampled (bilinear) "
@@ -452,7 +452,7 @@ def compute_dynamic(
     for i, p in enumerate(periods):
         start, end = dt.date.fromisoformat(p.start), dt.date.fromisoformat(p.end)
         rain_max, rain_ci95 = rain_period_stats(rain.data, rain.days_in(start, end))
-        if rain_on_cells:
+        if resample_rain:
             rain_max, rain_ci95 = resample_array(
                 np.stack([rain_max, rain_ci95]),
                 rain.transform,
@@ -479,17 +479,11 @@ def compute_dynamic(
     return out, monsoons
 
 
-def _on(native, grid: StudyGrid) -> bool:
-    crs, transform, shape = native
+def _on_cell_grid(crs, transform, shape: tuple[int, int], grid: StudyGrid) -> bool:
+    """True if a native grid is exactly the study cell grid (no resampling needed)."""
+    info = RasterInfo("", crs, transform, tuple(shape), None, (), 1)
     try:
-        from .io.rasters import RasterInfo
-
-        check_grid(
-            RasterInfo("", crs, transform, tuple(shape), None, (), 1),
-            grid.crs,
-            grid.cell_transform,
-            grid.cell_shape,
-        )
+        check_grid(info, grid.crs, grid.cell_transform, grid.cell_shape)
     except RasterError:
         return False
     return True
