@@ -1,0 +1,238 @@
+"""Smoke tests of the benchmark harness and the model benchmark (never asserts on speed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    spec = importlib.util.spec_from_file_location(f"_smoke_{name}", BENCH_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def harness():
+    return _load("run")
+
+
+@pytest.fixture(scope="module")
+def common():
+    return _load("_common")
+
+
+@pytest.fixture(scope="module")
+def bench_models():
+    return _load("bench_models")
+
+
+def test_flop_counter_counts_two_flops_per_multiply_add(bench_models):
+    import torch
+
+    layer = torch.nn.Linear(64, 32)
+    x = torch.randn(8, 64)
+    assert bench_models.count_flops(lambda: layer(x)) == 2 * 8 * 64 * 32
+
+
+def test_gemm_flops_is_positive(bench_models):
+    value = bench_models.gemm_flops(32, 1)
+    assert math.isfinite(value) and value > 0
+
+
+def test_model_benchmark_smallest_setting_gives_well_formed_rows(bench_models, common):
+    settings = bench_models.ModelBenchSettings.smoke()
+    rows = common.validate_rows(bench_models.run_settings(settings), "bench_models")
+    names = {r["name"] for r in rows}
+    assert {"gemm float32 n=64 t1", "tiny FLOP/patch", "tiny infer nchw b2 t1"} <= names
+    assert {"tiny infer cl b2 t1", "tiny train b2 t1", "peak RSS"} <= names
+    for r in rows:
+        assert r["value"] is not None and r["value"] > 0, r
+    by_name = {r["name"]: r for r in rows}
+    # every inference variant computes the same ENN output as eager NCHW
+    for r in rows:
+        if " infer " in r["name"] and r["unit"] == "patches/s":
+            diff = float(r["note"].rsplit(" ", 1)[1])
+            assert diff < 1e-4, r
+    # the tiny ENN's FLOPs on a 16 x 16 px patch (k = 8: 3 levels of widths 16, 16, 24, 32),
+    # counted by hand as 2 x the multiply-adds of every conv / linear layer
+    enc0 = 16 * 13 * 9 * 16 * 16  # 3x3 conv 13 -> 16 at 16 x 16
+    down1 = 16 * 16 * 9 * 8 * 8  # stride-2 3x3 conv 16 -> 16, output 8 x 8
+    down2 = 24 * 16 * 9 * 4 * 4  # 16 -> 24, output 4 x 4
+    down3 = 32 * 24 * 9 * 2 * 2  # 24 -> 32, output 2 x 2 (one pixel per 8-px cell)
+    up = 24 * 32 * 4 * 2 * 2  # 2x2 stride-2 transposed conv 32 -> 24 on the 2 x 2 input
+    fuse = 24 * 48 * 9 * 4 * 4  # 3x3 conv on the 48-channel concat at 4 x 4
+    head = 1 * 24 * 4 * 2 * 2  # 2x2 stride-2 conv -> one logit per cell
+    # density per 8-px cell: pad 3 -> 14, 4x4/2 conv -> 6 x 6 x 64, pool -> 2 x 2, 1x1 conv 128,
+    # no second pool (2 px), flatten 512, dense 512 -> 128 -> 32 -> 1
+    density_cell = 64 * 13 * 16 * 6 * 6 + 128 * 64 * 2 * 2 + 512 * 512 + 512 * 128 + 128 * 32 + 32
+    sus = enc0 + down1 + down2 + down3 + up + fuse + head
+    assert by_name["tiny FLOP/patch"]["value"] == 2 * (sus + 4 * density_cell)
+
+
+def test_validate_rows_rejects_bad_rows(common):
+    good = [common.row("a", 1.0, "s"), common.row("b", 2.0, "s", ratio_to="a")]
+    assert len(common.validate_rows(good)) == 2
+    with pytest.raises(ValueError, match="keys"):
+        common.validate_rows([{"name": "a", "value": 1.0}])
+    with pytest.raises(ValueError, match="duplicate"):
+        common.validate_rows([common.row("a", 1.0, "s"), common.row("a", 2.0, "s")])
+    with pytest.raises(ValueError, match="ratio_to"):
+        common.validate_rows([common.row("a", 1.0, "s", ratio_to="zzz")])
+    with pytest.raises(ValueError, match="list"):
+        common.validate_rows({"name": "a"})
+    assert common.validate_rows([common.row("a", float("nan"), "s")])[0]["value"] is None
+
+
+def test_add_ratios_divides_by_the_reference_row(common):
+    rows = common.add_ratios(
+        [
+            common.row("base", 4.0, "patches/s"),
+            common.row("fast", 6.0, "patches/s", ratio_to="base"),
+            common.row("gone", None, "patches/s", ratio_to="base", note="failed"),
+        ]
+    )
+    assert [r["ratio"] for r in rows] == [None, 1.5, None]
+
+
+def test_interleaved_best_keeps_each_variants_minimum(common):
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+
+        return fn
+
+    best = common.interleaved_best({"a": make("a"), "b": make("b")}, rounds=3, warmup=2)
+    assert calls == {"a": 5, "b": 5}
+    assert set(best) == {"a", "b"} and all(0 <= t < 1 for t in best.values())
+
+
+def test_discover_and_protocol_detection(harness):
+    assert harness.has_run_function("def run(quick: bool) -> list:\n    return []\n")
+    assert not harness.has_run_function("def main():\n    pass\n")
+    assert not harness.has_run_function("def run(size):\n    pass\n")
+    specs = {s.name: s for s in harness.discover()}
+    assert specs["models"].protocol
+    with pytest.raises(SystemExit, match="no such benchmark"):
+        harness.discover(only=["no-such-bench"])
+
+
+def test_parse_rows_from_stdout_takes_the_last_json_list(harness):
+    text = "progress\n[1, 2]\n" + json.dumps([{"name": "x"}]) + "\ndone\n"
+    assert harness.parse_rows_from_stdout(text) == [{"name": "x"}]
+    assert harness.parse_rows_from_stdout("no json here\n") is None
+
+
+def _write(path: Path, source: str) -> Path:
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def test_run_benchmark_protocol_script_and_legacy_modes(harness, tmp_path):
+    proto = _write(
+        tmp_path / "bench_proto.py",
+        """
+        from _common import row
+
+        def run(quick: bool) -> list:
+            return [row("base", 2.0, "s"), row("other", 3.0, "s", ratio_to="base",
+                    note=f"quick={quick}")]
+        """,
+    )
+    script = _write(
+        tmp_path / "bench_script.py",
+        """
+        import json, os, sys
+        rows = [{"name": "n", "value": 5, "unit": "s", "ratio_to": None,
+                 "note": " ".join(sys.argv[1:])}]
+        open(os.environ["LANDSLIDE_BENCH_JSON"], "w").write(json.dumps(rows))
+        print("--quick is understood")
+        """,
+    )
+    legacy = _write(tmp_path / "bench_legacy.py", "print('step  ms\\nfill  1.0')\n")
+    failing = _write(tmp_path / "bench_fail.py", "raise SystemExit('boom')\n")
+    (tmp_path / "_common.py").write_text((BENCH_DIR / "_common.py").read_text())
+    specs = {s.name: s for s in harness.discover(tmp_path)}
+    assert specs["proto"].protocol and not specs["script"].protocol
+
+    res = harness.run_benchmark(specs["proto"], quick=True, timeout=60)
+    assert res["error"] is None and res["mode"] == "run(quick)"
+    assert [r["ratio"] for r in res["rows"]] == [None, 1.5]
+    assert res["rows"][1]["note"] == "quick=True"
+    assert res["peak_rss_mib"] > 0
+
+    res = harness.run_benchmark(specs["script"], quick=True, timeout=60)
+    assert res["error"] is None and res["rows"][0]["note"] == "--quick"
+    assert proto.exists() and script.exists()
+
+    res = harness.run_benchmark(specs["legacy"], quick=True, timeout=60)
+    assert res["rows"] == [] and "fill  1.0" in res["output"]
+
+    res = harness.run_benchmark(specs["fail"], quick=False, timeout=60)
+    assert "exit code 1" in res["error"] and "boom" in res["error"]
+    assert legacy.exists() and failing.exists()
+
+
+def test_run_benchmark_timeout_is_reported(harness, tmp_path):
+    _write(tmp_path / "bench_slow.py", "import time\ntime.sleep(30)\n")
+    spec = harness.discover(tmp_path)[0]
+    res = harness.run_benchmark(spec, quick=True, timeout=0.5)
+    assert "timed out" in res["error"] and res["seconds"] < 10
+
+
+def test_markdown_update_keeps_handwritten_text(harness, common):
+    report = {
+        "date": "2026-01-01 00:00 UTC",
+        "command": "python benchmarks/run.py --quick",
+        "quick": True,
+        "machine": common.machine_info(),
+        "benchmarks": [
+            {
+                "name": "models",
+                "file": "benchmarks/bench_models.py",
+                "mode": "run(quick)",
+                "seconds": 12.0,
+                "peak_rss_mib": 300.0,
+                "rows": common.add_ratios(
+                    [
+                        common.row("gemm", 5e10, "FLOP/s"),
+                        common.row("infer", 2.5e10, "FLOP/s", ratio_to="gemm", note="a | b"),
+                    ]
+                ),
+                "output": None,
+                "error": None,
+            }
+        ],
+    }
+    text = harness.DOC_TEMPLATE + "\n## Analysis\n\nHand-written.\n"
+    blocks = {"machine": harness.markdown_machine(report)}
+    blocks["models"] = harness.markdown_benchmark(report["benchmarks"][0], report)
+    once = harness.update_markdown(text, blocks)
+    assert "Hand-written." in once and "| infer | 25 | GFLOP/s | 0.5 | gemm | a \\| b |" in once
+    assert once.index("bench:models:start") < once.index(harness.SECTIONS_END)
+    report["benchmarks"][0]["rows"][1]["note"] = "changed"
+    blocks["models"] = harness.markdown_benchmark(report["benchmarks"][0], report)
+    twice = harness.update_markdown(once, blocks)
+    assert twice.count("bench:models:start") == 1 and "| changed |" in twice
+    assert "a \\| b" not in twice and "Hand-written." in twice
+
+
+def test_format_value(harness):
+    assert harness.format_value(5.25e10, "FLOP/s") == ("52.5", "GFLOP/s")
+    assert harness.format_value(None, "s") == ("n/a", "s")
+    assert harness.format_value(12345.6, "MiB") == ("12,346", "MiB")
+    assert harness.format_value(3.14159, "patches/s") == ("3.142", "patches/s")
