@@ -12,6 +12,7 @@ from hypothesis.extra.numpy import arrays
 
 from landslide_hazard.inventory.density import (
     SparseFractions,
+    dissolve,
     dense_fractions_to_cell_density,
     fractions_to_cell_density,
     new_failed_density,
@@ -155,8 +156,6 @@ def test_sparse_concatenate_and_empty():
 
 
 def test_dissolve_merges_only_overlapping_groups():
-    from landslide_hazard.inventory.density import dissolve
-
     chain = [shapely.box(0, 0, 10, 10), shapely.box(5, 0, 15, 10), shapely.box(12, 0, 20, 10)]
     inner = [shapely.box(30, 0, 40, 10), shapely.box(32, 2, 34, 4)]  # containment
     touching = [shapely.box(50, 0, 60, 10), shapely.box(60, 0, 70, 10)]  # share an edge only
@@ -167,3 +166,18 @@ def test_dissolve_merges_only_overlapping_groups():
     assert shapely.area(parts).sum() == pytest.approx(shapely.union_all(polys).area)
     assert sorted(shapely.area(parts)) == [1.0, 1.0, 100.0, 100.0, 100.0, 200.0]
     assert len(dissolve(np.array([], dtype=object))) == 0
+
+
+def test_pixel_fraction_cache_across_cumulative_inventories():
+    rng = np.random.default_rng(7)
+    centres = shapely.points(rng.uniform(1000, 1400, 40), rng.uniform(4700, 5000, 40))
+    polys = shapely.buffer(centres, rng.uniform(2, 30, 40))
+    fine_t = Affine(12.5, 0.0, 1000.0, 0.0, -12.5, 5000.0)
+    cache: dict = {}
+    for n in (10, 25, 25, 40, 5):  # growing, unchanged, growing, then a smaller set
+        cached = polygon_pixel_fractions(polys[:n], fine_t, (24, 32), cache=cache)
+        fresh = polygon_pixel_fractions(polys[:n], fine_t, (24, 32))
+        np.testing.assert_array_equal(cached.index, fresh.index)
+        np.testing.assert_allclose(cached.fraction, fresh.fraction, rtol=1e-12)
+        # the cache keeps exactly the (dissolved) parts of the latest inventory
+        assert set(cache) == set(shapely.to_wkb(dissolve(polys[:n])).tolist())

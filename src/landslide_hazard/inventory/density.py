@@ -117,8 +117,8 @@ def dissolve(polygons: np.ndarray) -> np.ndarray:
 
 def _overlap_pairs(
     parts: np.ndarray, transform: Affine, shape: tuple[int, int]
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (flat grid index, overlap area in CRS units^2) for every part-box pair, by batch.
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (part, flat grid index, overlap area in CRS units^2) of the part-box pairs, by batch.
 
     Candidate boxes come from each part's bounding box on the regular grid (no spatial index
     needed). Boxes inside a part get the full box area and boxes that do not meet it are
@@ -165,7 +165,7 @@ def _overlap_pairs(
             area[inside] = box_area
             area[edge] = shapely.area(shapely.intersection(geoms[edge], boxes[edge]))
             keep = area > 0
-            yield row[keep] * cols + col[keep], area[keep]
+            yield part[keep], row[keep] * cols + col[keep], area[keep]
         start = stop
 
 
@@ -175,7 +175,7 @@ def polygon_area_per_box(
     """Exact polygon area (CRS units^2) inside every box of a grid, (rows, cols) float64."""
     parts = polygons if dissolved else dissolve(polygons)
     total = np.zeros(shape[0] * shape[1], dtype=np.float64)
-    for index, area in _overlap_pairs(parts, transform, shape):
+    for _, index, area in _overlap_pairs(parts, transform, shape):
         total += np.bincount(index, weights=area, minlength=total.size)
     return total.reshape(shape)
 
@@ -189,15 +189,56 @@ def polygon_cell_density(
 
 
 def polygon_pixel_fractions(
-    polygons: np.ndarray, transform: Affine, shape: tuple[int, int], dissolved: bool = False
+    polygons: np.ndarray,
+    transform: Affine,
+    shape: tuple[int, int],
+    dissolved: bool = False,
+    cache: dict[bytes, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> SparseFractions:
-    """Exact area fraction of every pixel covered by the polygons, sparse."""
+    """Exact area fraction of every pixel covered by the polygons, sparse.
+
+    cache: optional dict reused across calls on the same grid (e.g. consecutive cumulative
+    inventories, which repeat most polygons): per polygon part (keyed by its WKB) the pixel
+    indices and areas. After the call it holds exactly the parts of this call.
+    """
     parts = polygons if dissolved else dissolve(polygons)
     pixel_area = abs(transform.a * transform.e)
+    keys = shapely.to_wkb(parts) if cache is not None and len(parts) else None
+    if keys is not None:
+        todo = np.array([k not in cache for k in keys], dtype=bool)
+    else:
+        todo = np.ones(len(parts), dtype=bool)
+    todo_idx = np.nonzero(todo)[0]
     indices, areas = [], []
-    for index, area in _overlap_pairs(parts, transform, shape):
+    fresh: dict[int, tuple[list, list]] = {}
+    for part, index, area in _overlap_pairs(parts[todo_idx], transform, shape):
         indices.append(index)
         areas.append(area)
+        if keys is not None:
+            order = np.argsort(part, kind="stable")
+            split = np.nonzero(np.diff(part[order]))[0] + 1
+            for p_idx, i_grp, a_grp in zip(
+                np.unique(part[order]),
+                np.split(index[order], split),
+                np.split(area[order], split),
+                strict=True,
+            ):
+                entry = fresh.setdefault(int(todo_idx[p_idx]), ([], []))
+                entry[0].append(i_grp)
+                entry[1].append(a_grp)
+    if keys is not None:
+        empty = (np.empty(0, np.int64), np.empty(0, np.float64))
+        new_cache = {}
+        for j, key in enumerate(keys):
+            if todo[j]:
+                got = fresh.get(j)
+                new_cache[key] = (np.concatenate(got[0]), np.concatenate(got[1])) if got else empty
+            else:
+                new_cache[key] = cache[key]
+                indices.append(cache[key][0])
+                areas.append(cache[key][1])
+        cache.clear()
+        cache.update(new_cache)
     if not indices:
         return SparseFractions.empty(tuple(shape))
     index = np.concatenate(indices)

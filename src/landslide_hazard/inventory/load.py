@@ -187,9 +187,17 @@ def read_cell_density(
 
 
 def read_pixel_fractions(
-    path: str | Path, grid: StudyGrid, log: list[str] | None = None, what: str = "inventory"
+    path: str | Path,
+    grid: StudyGrid,
+    log: list[str] | None = None,
+    what: str = "inventory",
+    cache: dict | None = None,
 ) -> PixelFractions:
-    """Area fraction per fine pixel of one inventory (for ``difference: pixel``), sparse."""
+    """Area fraction per fine pixel of one inventory (for ``difference: pixel``), sparse.
+
+    cache: shared across the dates of one run, so polygons repeated by consecutive cumulative
+    inventories are intersected with the pixel grid once (``polygon_pixel_fractions``).
+    """
     path = Path(path)
     k = grid.cell_pixels
     pixel_area = grid.pixel_size_m**2
@@ -197,7 +205,9 @@ def read_pixel_fractions(
         vec = read_vectors(path)
         check_vector_crs(vec, grid.crs, what)
         parts = dissolve(polygonal_parts(vec, what))
-        fr = polygon_pixel_fractions(parts, grid.fine_transform, grid.fine_shape, dissolved=True)
+        fr = polygon_pixel_fractions(
+            parts, grid.fine_transform, grid.fine_shape, dissolved=True, cache=cache
+        )
         unmapped = np.zeros(grid.cell_shape, dtype=bool)
         return PixelFractions(fr, unmapped, fr.total * pixel_area)
     if _raster_kind(path, grid) == "cell":
@@ -328,8 +338,9 @@ def new_failure_targets(
     out = np.empty((len(cfg.periods), *grid.cell_shape), dtype=np.float32)
     previous: PixelFractions | None = None
     previous_unmapped: np.ndarray | None = None
+    cache: dict = {}
     for i, d in enumerate(dates):
-        pf = read_pixel_fractions(d.inventory, grid, log, what=f"inventory '{d.name}'")
+        pf = read_pixel_fractions(d.inventory, grid, log, what=f"inventory '{d.name}'", cache=cache)
         unmapped = pf.unmapped_cells.copy()
         mapped = mapped_of(d)
         if mapped is not None:
