@@ -12,8 +12,8 @@ from hypothesis.extra.numpy import arrays
 
 from landslide_hazard.inventory.density import (
     SparseFractions,
-    dissolve,
     dense_fractions_to_cell_density,
+    dissolve,
     fractions_to_cell_density,
     new_failed_density,
     new_failed_fractions,
