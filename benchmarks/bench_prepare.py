@@ -148,7 +148,7 @@ def phase_paper(
 
 
 def _rowcol(transform, bounds) -> tuple[int, int]:
-    col, row = ~transform * (bounds[0], bounds[3])
+    col, row = ~transform @ (bounds[0], bounds[3])
     return int(round(row)), int(round(col))
 
 

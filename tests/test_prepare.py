@@ -346,3 +346,21 @@ def test_cli_prepare_with_progress_bar(copy):
     assert np.isfinite(open_cube(out).static[:]).all()
     again = runner.invoke(app, ["prepare", str(copy / "config.yaml"), "--out", str(out)])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_rain_that_does_not_cover_the_grid(copy, monkeypatch):
+    _no_long_work(monkeypatch)
+    rain = read_rain_stack(copy / "inputs" / "rain.tif")
+    write_rain_stack(
+        copy / "inputs" / "rain.tif",
+        rain.data[:, 2:, :],
+        rain.dates,
+        rain.transform @ rain.transform.translation(0, 2),
+        rain.crs,
+    )
+    with pytest.raises(
+        PrepareError,
+        match=r"rain.tif: the rain raster covers .* but the study "
+        r"grid spans",
+    ):
+        prepare(_cfg(copy), progress=False)

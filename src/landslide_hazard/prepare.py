@@ -200,15 +200,16 @@ def _check_raster_crs(path: Path, grid: StudyGrid, what: str) -> None:
         )
 
 
-def _check_covers_grid(path: Path, grid: StudyGrid, what: str) -> None:
-    """The raster's extent must contain the study grid (else resampling leaves NaN cells)."""
-    info = raster_info(path)
-    h, w = info.shape
-    t = info.transform
+def _check_covers_grid(
+    path: Path | str, crs, transform, shape: tuple[int, int], grid: StudyGrid, what: str
+) -> None:
+    """A raster's extent must contain the study grid (else resampling leaves NaN cells)."""
+    h, w = shape
+    t = transform
     xs = [t.c, t.c + t.a * w]
     ys = [t.f, t.f + t.e * h]
     left, bottom, right, top = transform_bounds(
-        info.crs, grid.crs, min(xs), min(ys), max(xs), max(ys), densify_pts=21
+        crs, grid.crs, min(xs), min(ys), max(xs), max(ys), densify_pts=21
     )
     g_left, g_bottom, g_right, g_top = grid.bounds
     slack = 1e-6 * grid.cell_size_m
@@ -277,7 +278,7 @@ def _check_rain(cfg: RunConfig, grid: StudyGrid) -> RainStack:
     rain = read_rain_stack(cfg.inputs.rain)
     for p in period_infos(cfg):
         rain.days_in(dt.date.fromisoformat(p.start), dt.date.fromisoformat(p.end))
-    _check_covers_grid(Path(cfg.inputs.rain), grid, "rain")
+    _check_covers_grid(rain.path, rain.crs, rain.transform, rain.data.shape[1:], grid, "rain")
     return rain
 
 
@@ -335,7 +336,7 @@ def _read_dem(cfg: RunConfig, grid: StudyGrid, inside: np.ndarray, log: list[str
     inner = holes & inside
     if inner.any():
         rows, cols = np.nonzero(inner)
-        x, y = grid.fine_transform * (cols[0] + 0.5, rows[0] + 0.5)
+        x, y = grid.fine_transform @ (cols[0] + 0.5, rows[0] + 0.5)
         raise PrepareError(
             f"{path}: {int(inner.sum())} nodata pixel(s) inside the study area, not connected "
             f"to the DEM's border (first at fine row {rows[0]}, col {cols[0]}; x {x:.0f}, "
