@@ -13,6 +13,7 @@ Layout of ``OUT``::
     truth/density_given_occurrence.tif  E[D | D > 0], % of cell
     truth/expected_density.tif        E[D], % of cell
     truth/new_density.tif             the realised new failed density, % of cell
+    truth/rate.tif, area_scale_m2.tif the Poisson rate and area-law scale behind the truth
     summary.json                      sizes, seed, calibration, per-period statistics
 
 The fine grid is generated tile by tile (two passes: rates need every cell before the
@@ -461,7 +462,6 @@ def generate_scenario(
         lost_m2 = 0.0
         n_landslides = np.zeros(n_t + 1, dtype=np.int64)
         subpixel = np.zeros(n_t, dtype=np.int64)
-        next_id = 0
         inv_paths = [inputs / "inventories" / f"{slug(BASELINE_NAME)}.gpkg"] + [
             inputs / "inventories" / f"{slug(name)}.gpkg" for name in names
         ]
@@ -506,8 +506,9 @@ def generate_scenario(
                             if not len(areas):
                                 continue
                             polys = placer.place(areas, crng)
-                            found.extend((i, p, next_id + j) for j, p in enumerate(polys))
-                            next_id += len(polys)
+                            # ids depend on the cell, not on the tiling: (cell, inventory, rank)
+                            first = ((r * n_c + c) * (n_t + 1) + i) * 1_000_000
+                            found.extend((i, p, first + j) for j, p in enumerate(polys))
                             if i:
                                 new_area = float(shapely.area(polys).sum()) if polys else 0.0
                                 new_density[i - 1, r, c] = new_area * 100.0 / cell_area
@@ -545,6 +546,9 @@ def generate_scenario(
         "density_given_occurrence": (d_given, "% of cell area"),
         "expected_density": (d_expected, "% of cell area"),
         "new_density": (new_density, "% of cell area"),
+        # The generator's parameters per cell and period, so the truth can be re-derived.
+        "rate": (rates, "expected number of new landslides"),
+        "area_scale_m2": (theta_cells, "m2 (inverse-gamma scale of landslide areas)"),
     }
     for fname, (arr, unit) in truth.items():
         write_raster(

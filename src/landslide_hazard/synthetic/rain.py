@@ -2,13 +2,14 @@
 
 For day d and pixel x:
 
-    m(d)   = 1.6 + 11.5 b(d)              climatological mean, mm/day (b: monsoon bump 0..1)
+    m(d)   = 1.6 + 11.5 b(d)              climatological mean, mm/day (b: monsoon bump 0..1,
+                                          May 20 - Oct 7, peak July 29)
     p(d)   = 0.12 + 0.78 b(d)             wet-day probability
     wet    = U_occ(x, d) > 1 - p(d)       U_occ = Phi(correlated Gaussian field, L = 25 km)
     amount = F^-1_Gamma(k=0.7)(U_amt) * m(d) / (p(d) k) * o(x)   (Gaussian copula, L = 15 km)
     o(x)   = clip(1 + 0.5 (z_s(x) - mean z_s) / sd z_s, 0.4, 2) * exp(0.2 c(x) - 0.02)
 
-so E[rain] = m(d) o(x): monsoon seasonality (June-September, peak mid-July), orographic
+so E[rain] = m(d) o(x): monsoon seasonality (June-September, peak late July), orographic
 enhancement with the large-scale elevation z_s and a fixed climatology field c (L = 40 km).
 """
 
@@ -50,9 +51,9 @@ def rain_grid(
 
 
 def monsoon_bump(dates: list[dt.date]) -> np.ndarray:
-    """0..1 seasonality: a raised cosine from May 25 to Oct 10, peaking around July 17."""
+    """0..1 seasonality: a raised cosine from May 20 to Oct 7 (day 140-280), peaking July 29."""
     doy = np.array([d.timetuple().tm_yday for d in dates], dtype=float)
-    start, end = 145.0, 283.0
+    start, end = 140.0, 280.0
     t = (doy - start) / (end - start)
     return np.where((t > 0) & (t < 1), 0.5 * (1 - np.cos(2 * np.pi * t)), 0.0)
 
