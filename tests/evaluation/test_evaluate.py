@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from landslide_hazard.cli import app
 from landslide_hazard.evaluation import evaluate_arrays, evaluate_files
+from landslide_hazard.evaluation.evaluate import fold_labels
 from landslide_hazard.evaluation.metrics import density_metrics, occurrence_metrics
 from landslide_hazard.io import RasterError, write_raster
 
@@ -109,7 +110,9 @@ def test_evaluate_files_writes_strict_json_with_inputs(tmp_path):
     paths, (obs, sus, dens) = _write(tmp_path)
     folds = np.zeros(obs.shape[1:])
     folds[:, 5:] = 1
-    paths["folds"] = write_raster(tmp_path / "folds.tif", folds, TRANSFORM, "EPSG:32645")
+    paths["folds"] = write_raster(
+        tmp_path / "folds.tif", folds, TRANSFORM, "EPSG:32645", ["role: 0 train, 1 test"]
+    )
     res = evaluate_files(**paths, threshold=0.5, out_dir=tmp_path / "ev", show_table=False)
     text = (tmp_path / "ev" / "metrics.json").read_text()
     data = json.loads(text)  # strict JSON: NaN written as null
@@ -117,6 +120,7 @@ def test_evaluate_files_writes_strict_json_with_inputs(tmp_path):
     assert data["inputs"]["observed"] == str((tmp_path / "observed.tif").resolve())
     assert data["inputs"]["hazard"] is None and data["period_names"] == NAMES
     assert data["grid"]["shape"] == [12, 10] and len(data["folds"]) == 2
+    assert [f["label"] for f in data["folds"]] == ["train", "test"]
     direct = evaluate_arrays(obs, sus, dens, period_names=NAMES, threshold=0.5)
     assert data["pooled"]["density"]["all"]["mae"] == pytest.approx(
         direct["pooled"]["density"]["all"]["mae"], rel=1e-6
@@ -178,3 +182,9 @@ def test_cli_evaluate(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "missing.tif" in result.output
+
+
+def test_fold_labels_from_the_band_description():
+    assert fold_labels("role: 0 train, 1 val, 2 test") == {0: "train", 1: "val", 2: "test"}
+    assert fold_labels("0=north 1=south") == {0: "north", 1: "south"}
+    assert fold_labels("fold id") == {} and fold_labels(None) == {}

@@ -18,7 +18,7 @@ from landslide_hazard.cli import app
 from landslide_hazard.evaluation import evaluate_files
 from landslide_hazard.io import RasterError, write_raster
 from landslide_hazard.report import build_report, load_report_inputs
-from landslide_hazard.report.build import block_mean, viewer_payload
+from landslide_hazard.report.build import _cards, block_mean, viewer_payload
 from landslide_hazard.report.figures import confusion_classes, map_extent_km, nice_scale_length
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -148,30 +148,36 @@ def test_report_errors_name_the_fix(tmp_path):
 
 
 def test_run_folder_without_evaluation_metrics(tmp_path):
-    """A run folder whose metrics.json only names its maps: the report computes the metrics."""
+    """A run folder: maps in RUN/maps, metrics.json with held-out scores but no inputs."""
     folder = _synthetic_folder(tmp_path, with_folds=False)
+    ev = json.loads((folder / "metrics.json").read_text())
     run = tmp_path / "run"
     shutil.copytree(tmp_path / "maps", run / "maps")
-    (run / "metrics.json").write_text(
-        json.dumps(
-            {
-                "inputs": {
-                    "observed": "maps/observed.tif",
-                    "susceptibility": "maps/susceptibility.tif",
-                    "density": "maps/density.tif",
-                },
-                "threshold": 0.5,
-            }
-        )
-    )
+    held_out = {**ev, "pooled": {**ev["pooled"]}}
+    held_out["pooled"]["occurrence"] = {**ev["pooled"]["occurrence"], "auc": 0.777}
+    run_metrics = {
+        "protocol": "spatial",
+        "fold": 1,
+        "threshold": 0.5,
+        "model": held_out,
+        "oracle_auc": 0.9,
+        "skill_pooled": 0.69,
+    }
+    (run / "metrics.json").write_text(json.dumps(run_metrics))
     data = load_report_inputs(run)
     assert "computed by the report" in data.metrics_source and data.threshold == 0.5
-    ev = json.loads((folder / "metrics.json").read_text())
+    assert data.paths["observed"] == str((run / "maps" / "observed.tif").resolve())
     assert data.metrics["pooled"]["occurrence"]["auc"] == pytest.approx(
         ev["pooled"]["occurrence"]["auc"]
     )
     assert data.hazard_source == "susceptibility x density"
     np.testing.assert_allclose(data.hazard, data.susceptibility * data.density)
+    cards = _cards(data.metrics)
+    assert "Held out: the run&#x27;s test cells (protocol spatial, fold 1)" in cards
+    assert "0.777" in cards and "0.690" in cards  # held-out AUC and skill
+    (run / "maps" / "susceptibility.tif").unlink()
+    with pytest.raises(RasterError, match="holds no susceptibility.tif"):
+        load_report_inputs(run)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,11 @@ def evaluate_files(
         folds=fold_arr,
         min_density=min_density,
     )
+    if fold_arr is not None:
+        labels = fold_labels(infos["folds"].descriptions[0])
+        for block in result["folds"]:
+            if block["fold"] in labels:
+                block["label"] = labels[block["fold"]]
     result["inputs"] = {k: (str(p.resolve()) if p is not None else None) for k, p in paths.items()}
     result["grid"] = {
         "crs": ref.crs.to_wkt() if ref.crs is not None else None,
@@ -317,6 +323,19 @@ def evaluate_files(
     if show_table:
         print_metrics_table(result)
     return result
+
+
+def fold_labels(description: str | None) -> dict[int, str]:
+    """Names of fold ids from a folds band description such as "role: 0 train, 1 val, 2 test".
+
+    Every "<integer> <word>" pair counts; no pair gives an empty dict.
+    """
+    if not description:
+        return {}
+    return {
+        int(k): name
+        for k, name in re.findall(r"(?<![\w.])(\d+)\s*[:=]?\s*([A-Za-z][\w-]*)", description)
+    }
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

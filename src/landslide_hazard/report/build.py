@@ -93,12 +93,22 @@ def load_report_inputs(directory: str | Path) -> ReportInputs:
         metrics = json.loads(mfile.read_text())
     except json.JSONDecodeError as exc:
         raise RasterError(f"{mfile}: not valid JSON ({exc}); re-run evaluate") from None
-    inputs = metrics.get("inputs") or {}
+    inputs = dict(metrics.get("inputs") or {})
+    if not (inputs.get("observed") and inputs.get("susceptibility")):
+        # a run folder: predict writes its maps (observed included) to RUN/maps/
+        found = {
+            k: f"maps/{k}.tif"
+            for k in ("observed", "susceptibility", "density", "hazard", "uncertainty")
+            if (directory / "maps" / f"{k}.tif").exists()
+        }
+        inputs = {**found, **{k: v for k, v in inputs.items() if v}}
     for key in ("observed", "susceptibility"):
         if not inputs.get(key):
             raise RasterError(
-                f"{mfile}: the 'inputs' entry names no {key} GeoTIFF; the report needs observed "
-                "and susceptibility maps (write them with evaluate_files / `evaluate`)"
+                f"{mfile}: the 'inputs' entry names no {key} GeoTIFF and "
+                f"{directory / 'maps'} holds no {key}.tif; the report needs observed and "
+                "susceptibility maps (run `predict` on the run, or `evaluate ... --out` to name "
+                "them)"
             )
     paths = {
         k: _resolve(directory, k, v)
@@ -152,7 +162,14 @@ def load_report_inputs(directory: str | Path) -> ReportInputs:
             ),
             "inputs": inputs,
         }
-        data.metrics_source = "computed by the report from the maps (metrics.json holds none)"
+        data.metrics_source = (
+            "computed by the report from the maps, on every cell with data (metrics.json holds "
+            "no per-period metrics for these maps)"
+        )
+        if isinstance(metrics.get("model"), dict) and "pooled" in metrics["model"]:
+            data.metrics["held_out"] = metrics["model"]  # a run's scores on its test cells
+            for key in ("protocol", "fold", "leaky", "oracle_auc", "skill_pooled"):
+                data.metrics[key] = metrics.get(key)
     return data
 
 
@@ -417,6 +434,33 @@ def _cards(m: dict[str, Any]) -> str:
         ]
     if pooled.get("hazard"):
         items += [("hazard r", pooled["hazard"]["all"]["pearson_r"], "Pearson, all cells")]
+    out = _card_row(items)
+    held = _held_out(m)
+    if held is not None:
+        what, block = held
+        ho = block["occurrence"]
+        hitems = [
+            ("AUC-ROC", ho["auc"], "held out"),
+            ("PR-AUC", ho["pr_auc"], "held out"),
+            ("F1", ho["f1"], "held out"),
+            ("IoU", ho["iou"], "held out"),
+        ]
+        if block.get("hazard"):
+            hitems.append(("hazard r", block["hazard"]["all"]["pearson_r"], "held out"))
+        if m.get("oracle_auc") is not None:
+            hitems += [
+                ("oracle AUC", m["oracle_auc"], "truth's P, same cells"),
+                ("skill", m.get("skill_pooled"), "(AUC-0.5)/(oracle-0.5)"),
+            ]
+        out = (
+            f"<h3>All cells with data</h3>{out}<h3>Held out: {html.escape(what)}</h3>"
+            "<p class='note'>Only these scores measure prediction on cells the model did not "
+            f"train on.</p>{_card_row(hitems)}"
+        )
+    return out
+
+
+def _card_row(items: list[tuple[str, Any, str]]) -> str:
     return (
         '<div class="cards">'
         + "".join(
@@ -426,6 +470,17 @@ def _cards(m: dict[str, Any]) -> str:
         )
         + "</div>"
     )
+
+
+def _held_out(m: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The held-out block, if any: a run's test-cell scores or an evaluation's "test" fold."""
+    if isinstance(m.get("held_out"), dict):
+        what = f"the run's test cells (protocol {m.get('protocol')}, fold {m.get('fold')})"
+        return what, m["held_out"]["pooled"]
+    for f in m.get("folds") or []:
+        if str(f.get("label", "")).lower() == "test":
+            return f"the test cells (fold {f['fold']} of the folds raster)", f
+    return None
 
 
 def _limitations(data: ReportInputs) -> str:
@@ -705,7 +760,13 @@ def render_html(
     css = (ASSETS / "report.css").read_text()
     js = (ASSETS / "viewer.js").read_text()
     rows = [(p["name"], p) for p in m["periods"]] + [("pooled", m["pooled"])]
-    fold_rows = [(f"fold {f['fold']}", f) for f in m.get("folds") or []]
+    fold_rows = [
+        (f"fold {f['fold']}" + (f" ({f['label']})" if f.get("label") else ""), f)
+        for f in m.get("folds") or []
+    ]
+    if isinstance(m.get("held_out"), dict):
+        fold_rows += [(f"held out: {p['name']}", p) for p in m["held_out"]["periods"]]
+        fold_rows.append(("held out: pooled", m["held_out"]["pooled"]))
 
     def section_figs(sid: str) -> str:
         return "".join(
@@ -780,7 +841,7 @@ residual layers are computed in the page from the observed, susceptibility and d
 {"<h3>Density and hazard</h3>" + _density_table(rows) if m["pooled"].get("density") or m["pooled"].get("hazard") else ""}
 <p class="note">D: density, H: hazard; +: cells with observed density &gt; 0; r: Pearson, &rho;:
 Spearman. Pooled = every cell of every period together. Definitions: docs/metrics.md.</p>
-{("<h3>Per fold</h3>" + _occurrence_table(fold_rows)) if fold_rows else ""}
+{("<h3>Per fold / held out</h3>" + _occurrence_table(fold_rows)) if fold_rows else ""}
 {_notes(m)}""",
         ),
         ("limits", "Limitations", _limitations(data)),
