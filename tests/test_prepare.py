@@ -364,3 +364,17 @@ def test_rain_that_does_not_cover_the_grid(copy, monkeypatch):
         r"grid spans",
     ):
         prepare(_cfg(copy), progress=False)
+
+
+def test_undeclared_fill_collar_makes_cells_invalid_not_an_error(copy):
+    path = copy / "inputs" / "dem.tif"
+    dem, info = read_raster(path, bands=1)
+    dem[:, :10] = -9999.0  # an undeclared fill along the west edge, as GIS tools leave it
+    write_raster(path, dem, info.transform, info.crs)
+    cube = open_cube(prepare(_cfg(copy), progress=False))
+    valid = cube.valid_cells
+    assert not valid[:, :2].any() and valid[:, 2:].all()
+    static = cube.static[:]
+    assert np.isnan(static[:, :, :10]).all() and np.isfinite(static[:, :, 10:]).all()
+    assert np.isnan(cube.target_density[:, :, :2]).all()
+    assert any("undeclared fill value -9999" in s for s in cube.meta.provenance["log"])

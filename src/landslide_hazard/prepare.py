@@ -323,7 +323,7 @@ def _read_dem(cfg: RunConfig, grid: StudyGrid, inside: np.ndarray, log: list[str
     """
     from scipy import ndimage
 
-    from .predictors.static import DemError, find_nodata_collar, prepare_dem
+    from .predictors.static import detect_fill_value, find_nodata_collar
 
     path = cfg.inputs.dem
     dem = read_on_grid(
@@ -331,8 +331,15 @@ def _read_dem(cfg: RunConfig, grid: StudyGrid, inside: np.ndarray, log: list[str
     ).astype(np.float64)
     if np.isinf(dem).any():
         raise PrepareError(f"{path}: the DEM holds +-inf values; declare its nodata value")
-    collar = find_nodata_collar(dem)
+    # The same collar rule as predictors.static.prepare_dem (NaN or an undeclared constant fill
+    # connected to the border), applied in place: one whole-grid float64 array, not three.
+    fill_value = detect_fill_value(dem) if cfg.inputs.dem_nodata is None else None
+    collar = find_nodata_collar(dem, fill_value if fill_value is not None else np.nan)
+    if fill_value is not None:
+        log.append(f"{path}: undeclared fill value {fill_value:g} around the DEM taken as nodata")
+    dem[collar] = np.nan
     holes = np.isnan(dem) & ~collar
+    del collar
     inner = holes & inside
     if inner.any():
         rows, cols = np.nonzero(inner)
@@ -343,8 +350,8 @@ def _read_dem(cfg: RunConfig, grid: StudyGrid, inside: np.ndarray, log: list[str
             f"y {y:.0f}); fill them (gdal_fillnodata.py), declare dem_nodata correctly, or "
             "exclude them with a study mask"
         )
+    del inner
     if holes.any():
-        dem[collar] = np.nan  # an undeclared fill value must not be copied into the holes
         _, (ri, ci) = ndimage.distance_transform_edt(np.isnan(dem), return_indices=True)
         dem[holes] = dem[ri[holes], ci[holes]]
         del ri, ci
@@ -352,11 +359,7 @@ def _read_dem(cfg: RunConfig, grid: StudyGrid, inside: np.ndarray, log: list[str
             f"{path}: {int(holes.sum())} nodata pixel(s) outside the study mask filled "
             "with the nearest elevation for flow routing (NaN in the cube)"
         )
-    try:
-        z, _ = prepare_dem(dem)
-    except DemError as exc:
-        raise PrepareError(f"{path}: {exc}") from None
-    return z
+    return dem
 
 
 def validate_inputs(cfg: RunConfig, log: list[str] | None = None) -> ValidatedInputs:
