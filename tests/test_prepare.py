@@ -316,6 +316,9 @@ def test_interrupted_run_resumes_without_recomputing(copy, monkeypatch):
     cube = open_cube(prepare(cfg, progress=False, tile_px=48))
     assert len(calls) == 9 - 3  # 128 px / 48 -> 3 x 3 tiles, 3 done before the interruption
     assert not partial.exists()
+    prov_log = cube.meta.provenance["log"]
+    assert any("resuming (done: ['valid_cells', 'targets', 'dynamic'], 3" in s for s in prov_log)
+    assert sum("rain statistics computed on the native grid" in s for s in prov_log) == 1
     np.testing.assert_array_equal(cube.static[:], reference.static[:])
     np.testing.assert_array_equal(cube.target_density[:], reference.target_density[:])
     np.testing.assert_array_equal(cube.dynamic[:], reference.dynamic[:])

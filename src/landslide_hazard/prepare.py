@@ -671,6 +671,8 @@ def prepare(
             shutil.rmtree(partial)
             state = {}
         if partial.exists():
+            # keep what the interrupted run logged about the parts it finished
+            log.extend(line for line in state.get("log", []) if line not in log)
             log.append(
                 f"{partial}: resuming (done: {state.get('parts', [])}, "
                 f"{len(state.get('tiles', []))} static tile(s))"
@@ -685,6 +687,7 @@ def prepare(
 
         def done(part: str) -> None:
             parts.append(part)
+            state["log"] = log
             _write_progress(partial, state)
 
         valid_pixels = inputs.valid_pixels
