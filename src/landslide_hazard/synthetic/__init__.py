@@ -3,21 +3,32 @@
 ``generate_scenario(size, seed, out)`` writes the files a real user brings (DEM, daily rain,
 shaking, rivers, cumulative landslide inventories, a ready ``config.yaml``) and ``truth/``
 (P(occurrence), E[D | D > 0], E[D] and the realised new density per cell and period).
+
+Names are imported lazily, so ``python -m landslide_hazard.synthetic.calibration`` runs cleanly.
 """
 
-from .calibration import REAL_GORKHA_TABLE, PeriodStats, period_statistics
-from .generate import RATE_MODEL, RateModel, generate_scenario, scenario_config
-from .spec import SIZES, ScenarioSpec, get_spec
+from __future__ import annotations
 
-__all__ = [
-    "REAL_GORKHA_TABLE",
-    "RATE_MODEL",
-    "SIZES",
-    "PeriodStats",
-    "RateModel",
-    "ScenarioSpec",
-    "generate_scenario",
-    "get_spec",
-    "period_statistics",
-    "scenario_config",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "REAL_GORKHA_TABLE": "calibration",
+    "PeriodStats": "calibration",
+    "period_statistics": "calibration",
+    "RATE_MODEL": "generate",
+    "RateModel": "generate",
+    "generate_scenario": "generate",
+    "scenario_config": "generate",
+    "SIZES": "spec",
+    "ScenarioSpec": "spec",
+    "get_spec": "spec",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

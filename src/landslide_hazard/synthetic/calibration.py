@@ -149,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         "real Gorkha (21,360 cells), per period:\n"
     )
     print(comparison_table(summary))
+    below = [
+        s["fraction_of_positive_below_one_reference_pixel"] for s in summary["periods"].values()
+    ]
+    print(
+        f"\nPositive cells with less new area than one 31.25 m pixel (< 0.098 %): "
+        f"{100 * min(below):.0f}-{100 * max(below):.0f} % per period (real: 15-39 %, 27 % overall)."
+    )
     return 0
 
 

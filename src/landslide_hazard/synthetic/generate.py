@@ -98,7 +98,7 @@ class RateModel:
     area_rho: float = 1.3
     sd_log_area_scale: float = 0.5  # per cell and period: theta_ct = theta_t exp(sd z_ct)
     area_lo_m2: float = 5.0
-    area_hi_frac: float = 0.3  # upper bound of one landslide, fraction of the cell area
+    area_hi_frac: float = 0.15  # upper bound of one landslide, fraction of the cell area
     baseline_prevalence: float = 0.12
     baseline_mean_area_m2: float = 2500.0
 

@@ -24,7 +24,7 @@ import numpy as np
 import shapely
 from scipy.special import gammainc, gammaincinv
 
-MAX_TRIES = 40
+MAX_TRIES = 25
 MIN_PIECE_M2 = 1.0
 N_VERTICES = 16
 EDGE_MARGIN_M = 0.01
@@ -92,6 +92,12 @@ def truth_from_rates(
     return p, conditional, expected
 
 
+_PHI = np.linspace(0.0, 2 * np.pi, N_VERTICES, endpoint=False)
+_HARMONICS = np.arange(2, 5)[:, None] * _PHI[None, :]  # (3, N): k phi for k = 2..4
+_NEXT = np.roll(np.arange(N_VERTICES), -1)
+UNIFORM_AFTER = 10  # tries by rate weight before falling back to uniform positions
+
+
 def ellipse_coords(
     area_m2: float,
     centre: tuple[float, float],
@@ -103,19 +109,22 @@ def ellipse_coords(
     Radius 1 + sum_k c_k cos(k phi + psi_k), k = 2..4, c_k ~ U(0, 0.12): star-shaped, so simple.
     Axis ratio ~ U(1.5, 3.5) (landslides are longer down the slope than across).
     """
-    phi = np.linspace(0.0, 2 * np.pi, N_VERTICES, endpoint=False)
     c = rng.uniform(0.0, 0.12, 3)
     psi = rng.uniform(0.0, 2 * np.pi, 3)
     ratio = rng.uniform(1.5, 3.5)
-    r = 1.0 + sum(c[i] * np.cos((i + 2) * phi + psi[i]) for i in range(3))
-    u = r * np.cos(phi) * np.sqrt(ratio)
-    v = r * np.sin(phi) / np.sqrt(ratio)
+    r = 1.0 + c @ np.cos(_HARMONICS + psi[:, None])
+    sq = np.sqrt(ratio)
+    u = r * np.cos(_PHI) * sq
+    v = r * np.sin(_PHI) / sq
     ca, sa = np.cos(angle_rad), np.sin(angle_rad)
     x = u * ca - v * sa
     y = u * sa + v * ca
-    shoelace = 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+    shoelace = 0.5 * float(x @ y[_NEXT] - x[_NEXT] @ y)
     k = np.sqrt(area_m2 / shoelace)
-    return np.column_stack([centre[0] + k * x, centre[1] + k * y])
+    out = np.empty((N_VERTICES, 2))
+    out[:, 0] = centre[0] + k * x
+    out[:, 1] = centre[1] + k * y
+    return out
 
 
 @dataclass
@@ -124,6 +133,8 @@ class CellPlacer:
 
     ``weights``: (k, k) static rate weights of the cell's pixels (row 0 = north);
     ``downslope_rad``: (k, k) direction of steepest descent; ``box``: (x0, y0, x1, y1).
+    A position is drawn by weight for the first ``UNIFORM_AFTER`` tries, then uniformly (a
+    crowded cell's free space is often away from its steepest pixels).
     """
 
     box: tuple[float, float, float, float]
@@ -136,10 +147,14 @@ class CellPlacer:
         w = np.asarray(self.weights, dtype=float).ravel()
         self._cum = np.cumsum(w / w.sum())
         self._k = self.weights.shape[1]
+        self._bounds = np.array([shapely.bounds(p) for p in self.polygons]).reshape(-1, 4)
         self.lost_m2 = 0.0
 
-    def _try(self, area: float, rng: np.random.Generator):
-        i = min(int(np.searchsorted(self._cum, rng.random(), side="right")), self._cum.size - 1)
+    def _try(self, area: float, rng: np.random.Generator, uniform: bool):
+        if uniform:
+            i = int(rng.integers(self._cum.size))
+        else:
+            i = min(int(np.searchsorted(self._cum, rng.random(), side="right")), self._cum.size - 1)
         row, col = divmod(i, self._k)
         x0, y0, x1, y1 = self.box
         cx = x0 + (col + rng.random()) * self.pixel_m
@@ -147,17 +162,18 @@ class CellPlacer:
         angle = float(self.downslope_rad.flat[i]) + rng.normal(0.0, 0.3)
         ring = ellipse_coords(area, (cx, cy), angle, rng)
         m = EDGE_MARGIN_M
-        if (
-            ring[:, 0].min() < x0 + m
-            or ring[:, 0].max() > x1 - m
-            or ring[:, 1].min() < y0 + m
-            or ring[:, 1].max() > y1 - m
-        ):
+        bx0, by0 = ring.min(axis=0)
+        bx1, by1 = ring.max(axis=0)
+        if bx0 < x0 + m or bx1 > x1 - m or by0 < y0 + m or by1 > y1 - m:
             return None
+        b = self._bounds
+        near = (b[:, 0] <= bx1) & (b[:, 2] >= bx0) & (b[:, 1] <= by1) & (b[:, 3] >= by0)
         poly = shapely.Polygon(ring)
-        if self.polygons and shapely.intersects(poly, self.polygons).any():
-            return None
-        return poly
+        if near.any():
+            others = [self.polygons[j] for j in np.flatnonzero(near)]
+            if shapely.intersects(poly, others).any():
+                return None
+        return poly, (bx0, by0, bx1, by1)
 
     def place(self, areas: np.ndarray, rng: np.random.Generator) -> list:
         """Place landslides of ``areas`` (m2), largest first; return the new polygons."""
@@ -165,13 +181,15 @@ class CellPlacer:
         placed = []
         while queue:
             area = queue.pop(0)
-            poly = None
-            for _ in range(MAX_TRIES):
-                poly = self._try(area, rng)
-                if poly is not None:
+            found = None
+            for attempt in range(MAX_TRIES):
+                found = self._try(area, rng, uniform=attempt >= UNIFORM_AFTER)
+                if found is not None:
                     break
-            if poly is not None:
+            if found is not None:
+                poly, bounds = found
                 self.polygons.append(poly)
+                self._bounds = np.vstack([self._bounds, bounds])
                 placed.append(poly)
             elif area / 2 >= MIN_PIECE_M2:
                 queue[0:0] = [area / 2, area / 2]
