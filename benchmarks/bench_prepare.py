@@ -1,7 +1,7 @@
 """Benchmark: our ``prepare`` against the paper's patch-by-patch data preparation.
 
-Three timings on the same synthetic scenario, each in its own fresh process (so each peak RSS,
-from ``resource.getrusage``, is that phase's own):
+Three timings on the same synthetic scenario, each in its own fresh Python process (so each
+peak RSS, from ``resource.getrusage``, is that phase's own):
 
 1. **read once**: read every raw input file of the scenario once (DEM, daily rain, PGA and
    sigma rasters, rivers, inventories) - a floor for any preparation;
@@ -21,19 +21,25 @@ extrapolation is a lower bound: each ``np.concatenate`` copies the whole array b
 the true cost grows quadratically with the number of patches; the projected size of X is
 printed too (the paper's approach must hold it in memory, twice during a concatenate).
 
-Usage (default: the demo scenario, about a minute)::
+Checks while measuring: the cube's targets against the scenario's truth, and the baseline's
+patches (static channels, targets) against the cube.
 
-    python benchmarks/bench_prepare.py [--size tiny|demo|gorkha] [--seed 0] [--subset 24]
-        [--workdir DIR] [--keep]
+Usage (default: the demo scenario, about a minute; ``--quick``: the tiny one)::
+
+    python benchmarks/bench_prepare.py [--size tiny|demo|gorkha] [--quick] [--seed 0]
+        [--subset 24] [--workdir DIR] [--keep]
+
+or through the harness: ``python benchmarks/run.py --only prepare [--quick]`` (``run(quick)``).
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import multiprocessing as mp
+import json
+import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,9 +53,16 @@ def _peak_rss_mb() -> float:
 
 
 def _in_fresh_process(fn, *args):
-    """Run fn(*args) in a spawned process; returns its result (which includes its peak RSS)."""
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+    """Run fn(*args) in a new Python process (this file with ``--phase``); return its result.
+
+    A subprocess rather than a multiprocessing pool: the harness imports this file under
+    another module name, which a spawned pool worker could not import back.
+    """
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", fn.__name__, json.dumps(args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"phase {fn.__name__} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,9 +119,18 @@ def _patch_windows(grid) -> list[tuple[float, float, float, float]]:
 
 
 def phase_paper(
-    covariate_dir: str, target_path: str, grid_dict: dict, n_periods: int, subset: int
-) -> tuple[float, float, int, int]:
-    """The paper's loop on the first ``subset`` patch-periods; (s, MB, done, total)."""
+    covariate_dir: str,
+    target_path: str,
+    grid_dict: dict,
+    n_periods: int,
+    subset: int,
+    cube_path: str,
+) -> tuple[float, float, int, int, float]:
+    """The paper's loop on the first ``subset`` patch-periods.
+
+    Returns (seconds, peak RSS MB, patch-periods done, total, max |X - cube| over the static
+    channels and |Y - cube targets| of the done patches; checked after the timing).
+    """
     import rasterio
 
     from landslide_hazard.bands import DYNAMIC_NAMES, STATIC_NAMES
@@ -144,7 +166,28 @@ def phase_paper(
         channels.append(cut(cov / "monsoons_since_eq.tif", t + 1, bounds, px))
         x = np.concatenate([x, np.stack(channels, axis=-1)[None]], axis=0)
         y = np.concatenate([y, cut(Path(target_path), t + 1, bounds, n)[None]], axis=0)
-    return time.perf_counter() - start, _peak_rss_mb(), min(subset, total), total
+    seconds = time.perf_counter() - start
+    peak = _peak_rss_mb()
+
+    from landslide_hazard.cube import open_cube
+
+    cube = open_cube(cube_path)
+    static = cube.static[:]
+    target = cube.target_density[:]
+    worst = 0.0
+    for i, (bounds, t) in enumerate(jobs[:subset]):
+        r0, c0 = _rowcol(grid.fine_transform, bounds)
+        want = static[:, r0 : r0 + px, c0 : c0 + px]
+        got = np.moveaxis(x[i, : want.shape[1], : want.shape[2], : len(STATIC_NAMES)], -1, 0)
+        cr, cc = r0 // grid.cell_pixels, c0 // grid.cell_pixels
+        want_y = target[t, cr : cr + n, cc : cc + n]
+        got_y = y[i, : want_y.shape[0], : want_y.shape[1]]
+        for a, b in ((got, want), (got_y, want_y)):
+            if not np.array_equal(np.isnan(a), np.isnan(b)):
+                return seconds, peak, min(subset, total), total, float("inf")
+            if np.isfinite(a).any():
+                worst = max(worst, float(np.nanmax(np.abs(a - b))))
+    return seconds, peak, min(subset, total), total, worst
 
 
 def _rowcol(transform, bounds) -> tuple[int, int]:
@@ -182,62 +225,172 @@ def export_covariates(cube_path: Path, out_dir: Path) -> tuple[Path, Path]:
     return out_dir, target
 
 
+def measure(size: str, seed: int, subset: int, work: Path) -> dict:
+    """Generate (or reuse) the scenario in ``work`` and time the three phases."""
+    from landslide_hazard.config import load_config
+    from landslide_hazard.synthetic import generate_scenario
+
+    scenario = work / f"{size}-{seed}"
+    t0 = time.perf_counter()
+    if not (scenario / "config.yaml").exists():
+        generate_scenario(size, seed, scenario, progress=False)
+    t_gen = time.perf_counter() - t0
+    config = scenario / "config.yaml"
+    cfg = load_config(config)
+    grid = cfg.study_grid()
+    cube = work / "cube.zarr"
+
+    t_read, rss_read, nbytes = _in_fresh_process(phase_read_once, str(config))
+    t_ours, rss_ours = _in_fresh_process(phase_ours, str(config), str(cube))
+    cov_dir, target = export_covariates(cube, work / "covariates")
+    t_sub, rss_paper, done, total, worst = _in_fresh_process(
+        phase_paper,
+        str(cov_dir),
+        str(target),
+        grid.to_dict(),
+        len(cfg.periods),
+        subset,
+        str(cube),
+    )
+    import rasterio
+
+    from landslide_hazard.cube import open_cube
+
+    with rasterio.open(scenario / "truth" / "new_density.tif") as ds:
+        truth = ds.read()
+    ours_target = open_cube(cube).target_density[:]
+    truth_err = float(np.nanmax(np.abs(ours_target - truth))) if np.isfinite(truth).any() else 0.0
+    return {
+        "size": size,
+        "seed": seed,
+        "cells": grid.cell_shape,
+        "pixels": grid.fine_shape,
+        "periods": len(cfg.periods),
+        "t_gen": t_gen,
+        "t_read": t_read,
+        "rss_read": rss_read,
+        "read_mib": nbytes / 2**20,
+        "t_ours": t_ours,
+        "rss_ours": rss_ours,
+        "t_sub": t_sub,
+        "rss_paper": rss_paper,
+        "done": done,
+        "total": total,
+        "t_paper": t_sub / done * total,
+        "x_gib": total * grid.patch_pixels**2 * 13 * 4 / 2**30,
+        "patch_px": grid.patch_pixels,
+        "paper_vs_cube": worst,
+        "truth_err": truth_err,
+    }
+
+
+def to_rows(m: dict) -> list[dict]:
+    """Result rows of the benchmark protocol (benchmarks/README.md)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import row
+
+    where = (
+        f"{m['size']} seed {m['seed']}: {m['cells'][0]} x {m['cells'][1]} cells, "
+        f"{m['pixels'][0]} x {m['pixels'][1]} px, {m['periods']} periods"
+    )
+    return [
+        row("read inputs once", m["t_read"], "s", note=f"{where}; {m['read_mib']:.0f} MiB rasters"),
+        row(
+            "ours prepare",
+            m["t_ours"],
+            "s",
+            ratio_to="read inputs once",
+            note=f"raw inputs -> cube; target_density vs truth max |diff| {m['truth_err']:.2e} %",
+        ),
+        row(
+            f"paper {m['done']} of {m['total']} patch-periods",
+            m["t_sub"],
+            "s",
+            note=f"patches vs cube max |diff| {m['paper_vs_cube']:.2e}",
+        ),
+        row(
+            "paper all (linear extrapolation)",
+            m["t_paper"],
+            "s",
+            ratio_to="ours prepare",
+            note="lower bound: np.concatenate copies grow quadratically; ratio = paper / ours",
+        ),
+        row(
+            "paper X array (projected)",
+            m["x_gib"] * 1024,
+            "MiB",
+            note=f"(patch-periods, {m['patch_px']}, {m['patch_px']}, 13) float32, held in memory "
+            "by the paper's approach",
+        ),
+        row("peak RSS read once", m["rss_read"], "MiB"),
+        row("peak RSS ours", m["rss_ours"], "MiB", ratio_to="peak RSS read once"),
+        row("peak RSS paper subset", m["rss_paper"], "MiB"),
+    ]
+
+
+def run(quick: bool) -> list[dict]:
+    """Benchmark protocol entry: tiny scenario with ``quick``, else the demo scenario."""
+    work = Path(tempfile.mkdtemp(prefix="bench_prepare_"))
+    try:
+        m = measure("tiny" if quick else "demo", 0, 8 if quick else 24, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return to_rows(m)
+
+
+_PHASES = ("phase_read_once", "phase_ours", "phase_paper")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--phase"] and argv[1] in _PHASES:  # a child process of _in_fresh_process
+        print(json.dumps(globals()[argv[1]](*json.loads(argv[2]))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="demo", choices=["tiny", "demo", "gorkha"])
+    parser.add_argument("--quick", action="store_true", help="the tiny scenario, 8 patch-periods")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, default=24, help="patch-periods the baseline runs")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
-
-    from landslide_hazard.config import load_config
-    from landslide_hazard.synthetic import generate_scenario
-
+    size, subset = ("tiny", min(args.subset, 8)) if args.quick else (args.size, args.subset)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_prepare_"))
     try:
-        scenario = work / f"{args.size}-{args.seed}"
-        t0 = time.perf_counter()
-        if not (scenario / "config.yaml").exists():
-            generate_scenario(args.size, args.seed, scenario, progress=False)
-        t_gen = time.perf_counter() - t0
-        config = scenario / "config.yaml"
-        cfg = load_config(config)
-        grid = cfg.study_grid()
-        cube = work / "cube.zarr"
-
-        t_read, rss_read, nbytes = _in_fresh_process(phase_read_once, str(config))
-        t_ours, rss_ours = _in_fresh_process(phase_ours, str(config), str(cube))
-        cov_dir, target = export_covariates(cube, work / "covariates")
-        t_sub, rss_paper, done, total = _in_fresh_process(
-            phase_paper, str(cov_dir), str(target), grid.to_dict(), len(cfg.periods), args.subset
-        )
-        t_paper = t_sub / done * total
-        x_bytes = total * grid.patch_pixels**2 * 13 * 4
-        fine = grid.fine_shape
-        print(
-            f"scenario {args.size} seed {args.seed}: {grid.cell_shape[0]} x {grid.cell_shape[1]}"
-            f" cells, {fine[0]} x {fine[1]} px, {len(cfg.periods)} periods "
-            f"(generated in {t_gen:.1f} s, not timed)"
-        )
-        print(f"{'phase':<44}{'seconds':>12}{'peak RSS MB':>14}")
-        print(
-            f"{'read every raw input once':<44}{t_read:>12.2f}{rss_read:>14.0f}"
-            f"   ({nbytes / 2**20:.0f} MiB of rasters)"
-        )
-        print(f"{'ours: prepare (raw inputs -> cube)':<44}{t_ours:>12.2f}{rss_ours:>14.0f}")
-        print(f"{f'paper: {done} of {total} patch-periods':<44}{t_sub:>12.2f}{rss_paper:>14.0f}")
-        print(
-            f"{'paper: all, extrapolated linearly (>=)':<44}{t_paper:>12.1f}"
-            f"{'':>14}   (X would be {x_bytes / 2**30:.2f} GiB)"
-        )
-        print(
-            f"ratios: paper / ours = {t_paper / t_ours:.1f}x (lower bound), "
-            f"ours / read-once = {t_ours / max(t_read, 1e-9):.1f}x"
-        )
+        m = measure(size, args.seed, subset, work)
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"scenario {m['size']} seed {m['seed']}: {m['cells'][0]} x {m['cells'][1]} cells, "
+        f"{m['pixels'][0]} x {m['pixels'][1]} px, {m['periods']} periods "
+        f"(generated in {m['t_gen']:.1f} s, not timed)"
+    )
+    print(f"{'phase':<44}{'seconds':>12}{'peak RSS MB':>14}")
+    print(
+        f"{'read every raw input once':<44}{m['t_read']:>12.2f}{m['rss_read']:>14.0f}"
+        f"   ({m['read_mib']:.0f} MiB of rasters)"
+    )
+    print(f"{'ours: prepare (raw inputs -> cube)':<44}{m['t_ours']:>12.2f}{m['rss_ours']:>14.0f}")
+    label = f"paper: {m['done']} of {m['total']} patch-periods"
+    print(f"{label:<44}{m['t_sub']:>12.2f}{m['rss_paper']:>14.0f}")
+    print(
+        f"{'paper: all, extrapolated linearly (>=)':<44}{m['t_paper']:>12.1f}"
+        f"{'':>14}   (X would be {m['x_gib']:.2f} GiB)"
+    )
+    print(
+        f"ratios: paper / ours = {m['t_paper'] / m['t_ours']:.1f}x (lower bound), "
+        f"ours / read-once = {m['t_ours'] / max(m['t_read'], 1e-9):.1f}x"
+    )
+    print(
+        f"checks: cube targets vs truth max |diff| {m['truth_err']:.2e} %, paper patches vs "
+        f"cube max |diff| {m['paper_vs_cube']:.2e}"
+    )
+    rows = to_rows(m)
+    if os.environ.get("LANDSLIDE_BENCH_JSON"):
+        with open(os.environ["LANDSLIDE_BENCH_JSON"], "w") as fh:
+            json.dump(rows, fh)
+    print(json.dumps(rows))
     return 0
 
 
