@@ -58,6 +58,7 @@ class ModelBenchSettings:
     thread_counts: intra-op thread counts tried (CPU); the largest is the default for the rest.
     other_presets: presets measured at the main preset's best eager setting.
     train: (preset, batch) pairs whose training step is timed.
+    train_layouts: memory formats of the training steps (False = NCHW, True = channels_last).
     rounds: interleaved timing rounds (best time kept per variant).
     """
 
@@ -67,6 +68,7 @@ class ModelBenchSettings:
     thread_counts: tuple[int, ...] = ()
     other_presets: tuple[str, ...] = ("tiny", "resnet18")
     train: tuple[tuple[str, int], ...] = (("tiny", 16), ("paper", 8))
+    train_layouts: tuple[bool, ...] = (False, True)
     train_steps: int = 3
     rounds: int = 3
     gemm_size: int = 4096
@@ -85,10 +87,11 @@ class ModelBenchSettings:
     @classmethod
     def quick(cls) -> ModelBenchSettings:
         return cls(
-            base_batch=8,
+            base_batch=4,
             batches=(),
             thread_counts=(),
             train=(("tiny", 8), ("paper", 2)),
+            train_layouts=(True,),
             train_steps=2,
             rounds=2,
             gemm_size=2048,
@@ -107,6 +110,7 @@ class ModelBenchSettings:
             thread_counts=(1,),
             other_presets=(),
             train=(("tiny", 2),),
+            train_layouts=(False, True),
             train_steps=1,
             rounds=1,
             gemm_size=64,
@@ -321,7 +325,7 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
         notes[v.name] = f"max abs diff vs eager NCHW {_max_abs_diff(out, reference):.1e}"
         calls[v.name] = call
     log(f"timing {len(calls)} inference variants, {s.rounds} rounds")
-    best = interleaved_best(calls, s.rounds, sync)
+    best = interleaved_best(calls, s.rounds, sync, warmup=0)  # each was run once above
     baseline = variants[0].name
     rate: dict[str, float] = {}
     for v in variants:
@@ -387,25 +391,32 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
                 )
             )
 
-    # training: Adam steps of the whole ENN, forward + backward
+    # training: Adam steps of the whole ENN, forward + backward, NCHW and/or channels_last
     steps: dict[str, Callable[[], object]] = {}
-    train_flops: dict[str, tuple[int, int]] = {}
+    train_info: dict[str, tuple[int, int, str | None, bool]] = {}
     for preset_t, batch in s.train:
-        name = f"{preset_t} train b{batch}" + ("" if gpu else f" t{max_threads}")
-        step = _train_step(preset_t, batch, s)
-        train_flops[name] = (count_flops(step), batch)
-        steps[name] = step
+        base = f"{preset_t} train b{batch}" + ("" if gpu else f" t{max_threads}")
+        for channels_last in s.train_layouts:
+            name = base + (" cl" if channels_last else " nchw")
+            ref = base + " nchw" if channels_last and False in s.train_layouts else None
+            step = _train_step(preset_t, batch, s, channels_last)
+            flops = count_flops(step)  # also the warm-up step
+            train_info[name] = (flops, batch, ref, channels_last)
+            steps[name] = step
     if steps:
         log(f"timing {len(steps)} training steps, {s.train_steps} rounds")
-        best_step = interleaved_best(steps, s.train_steps, sync)
+        best_step = interleaved_best(steps, s.train_steps, sync, warmup=0)
         for name, seconds in best_step.items():
-            flops, batch = train_flops[name]
+            flops, batch, ref, channels_last = train_info[name]
+            layout = "channels_last" if channels_last else "NCHW"
             rows.append(
                 row(
                     name,
                     batch / seconds,
                     "samples/s",
-                    note="Adam, ENN forward+backward, NCHW" + (", bf16 autocast" if gpu else ""),
+                    ratio_to=ref,
+                    note=f"Adam, ENN forward+backward, {layout}"
+                    + (", bf16 autocast" if gpu else ""),
                 )
             )
             rows.append(
@@ -426,14 +437,17 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
     return rows
 
 
-def _train_step(preset: str, batch: int, s: ModelBenchSettings) -> Callable[[], object]:
+def _train_step(
+    preset: str, batch: int, s: ModelBenchSettings, channels_last: bool = False
+) -> Callable[[], object]:
     """One Adam step of the whole ENN on random patches and targets (a closure)."""
     from landslide_hazard.training.losses import focal_tversky_loss, masked_mae
 
-    model = _build(preset, s).to(s.device).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = _build(preset, s).to(s.device).train().to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(1)
-    x = _patches(batch, s, seed=1).to(s.device)
+    x = _patches(batch, s, seed=1).to(s.device).contiguous(memory_format=fmt)
     cells = (batch, s.patch_cells, s.patch_cells)
     occurrence = (torch.rand(cells, generator=gen) < 0.3).float().to(s.device)
     density = (torch.rand(cells, generator=gen) * 10.0).to(s.device)

@@ -276,7 +276,7 @@ def print_tables(results: Sequence[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     for res in results:
         title = f"{res['name']} ({res['mode']}, {res['seconds']:.0f} s, "
         title += f"peak RSS {res['peak_rss_mib']:.0f} MiB)"

@@ -57,7 +57,8 @@ def test_model_benchmark_smallest_setting_gives_well_formed_rows(bench_models, c
     rows = common.validate_rows(bench_models.run_settings(settings), "bench_models")
     names = {r["name"] for r in rows}
     assert {"gemm float32 n=64 t1", "tiny FLOP/patch", "tiny infer nchw b2 t1"} <= names
-    assert {"tiny infer cl b2 t1", "tiny train b2 t1", "peak RSS"} <= names
+    assert {"tiny infer cl b2 t1", "tiny train b2 t1 nchw", "tiny train b2 t1 cl"} <= names
+    assert "peak RSS" in names
     for r in rows:
         assert r["value"] is not None and r["value"] > 0, r
     by_name = {r["name"]: r for r in rows}
