@@ -168,3 +168,28 @@ def test_bad_inventory_files_fail_early(tmp_path):
     write_vectors(tmp_path / "lines.gpkg", [shapely.LineString([(X0, Y0), (X0 + 5, Y0 - 5)])], CRS)
     with pytest.raises(InventoryError, match="lines.gpkg: inventory holds LineString"):
         check_inventory_file(tmp_path / "lines.gpkg", g)
+
+
+def test_rasters_on_other_grids_are_resampled_by_area_fraction(tmp_path):
+    from affine import Affine
+
+    cfg = _config(tmp_path, ["a.gpkg", "b.gpkg"])
+    g = _grid(cfg)
+    # a 5 m mask (twice as fine as the 10 m grid), same origin: 2 x 2 sub-pixels per pixel
+    fine5 = np.zeros((16, 24), dtype=np.float32)
+    fine5[0:8, 0:8] = 1.0  # all of cell (0, 0)
+    fine5[8, 9] = 1.0  # a quarter of one 10 m pixel of cell (1, 1)
+    t5 = Affine(5.0, 0.0, X0, 0.0, -5.0, Y0)
+    write_raster(tmp_path / "mask5.tif", fine5, t5, CRS, cog=False)
+    log: list[str] = []
+    d = read_cell_density(tmp_path / "mask5.tif", g, log).density
+    assert d[0, 0] == pytest.approx(100.0)
+    assert d[1, 1] == pytest.approx(0.25 / 16 * 100)
+    assert d.sum() == pytest.approx(100.0 + 0.25 / 16 * 100)
+    assert any("mask5.tif: resampled (average)" in line for line in log)
+    # a mapped extent on a 20 m grid: cells (0, 0) and (0, 1) mapped
+    ext = np.zeros((4, 6), dtype=np.float32)
+    ext[0:2, 0:4] = 1.0
+    write_raster(tmp_path / "ext20.tif", ext, Affine(20.0, 0, X0, 0, -20.0, Y0), CRS, cog=False)
+    mapped = read_mapped_cells(tmp_path / "ext20.tif", g, log)
+    np.testing.assert_array_equal(mapped, [[True, True, False], [False, False, False]])

@@ -31,9 +31,15 @@ from rasterio.windows import Window
 
 from ..config import InventoryDate, RunConfig
 from ..grid import StudyGrid
-from ..io.rasters import RasterError, check_grid, raster_info, read_on_grid, read_raster
+from ..io.rasters import (
+    RasterError,
+    check_grid,
+    raster_info,
+    read_on_grid,
+    read_raster,
+    resample_array,
+)
 from ..io.vectors import (
-    VectorError,
     check_vector_crs,
     is_vector_path,
     polygonal_parts,
@@ -260,8 +266,6 @@ def read_mapped_cells(
     data = read_raster(path, bands=1)[0]
     binary = np.where(np.isfinite(data), (data > 0.5).astype(np.float32), np.nan)
     info = raster_info(path)
-    from ..io.rasters import resample_array
-
     if log is not None:
         log.append(f"{path}: mapped extent resampled (area fraction) onto the cell grid")
     fraction = resample_array(
@@ -357,18 +361,3 @@ def new_failure_targets(
             on_date(d.name)
     _empty_rule(totals, [d.name for d in dates], [d.inventory for d in dates], True)
     return out
-
-
-__all__ = [
-    "CellDensity",
-    "InventoryError",
-    "PixelFractions",
-    "RasterError",
-    "VectorError",
-    "check_inventory_file",
-    "new_failure_targets",
-    "raster_level",
-    "read_cell_density",
-    "read_mapped_cells",
-    "read_pixel_fractions",
-]
