@@ -398,3 +398,27 @@ def test_lean_distance_equals_the_reference_edt():
     assert distance_to_river_lean(one, 31.25)[3, 4] == pytest.approx(156.25)
     with pytest.raises(ValueError, match="no river pixel"):
         distance_to_river_lean(np.zeros((4, 4), dtype=bool), 30.0)
+
+
+def test_river_raster_and_derived_rivers(copy, cube_path):
+    from landslide_hazard.predictors.hydrology import rasterize_rivers
+    from landslide_hazard.predictors.static import compute_static_bands
+
+    cfg = _cfg(copy)
+    grid = cfg.study_grid()
+    lines = read_vectors(cfg.inputs.rivers.path).geometries
+    mask = rasterize_rivers(lines, grid.fine_transform, grid.fine_shape).astype(np.float32)
+    write_raster(copy / "inputs" / "rivers.tif", mask, grid.fine_transform, grid.crs)
+    cfg.inputs.rivers.path = copy / "inputs" / "rivers.tif"
+    from_raster = open_cube(prepare(cfg, out=copy / "r.zarr", progress=False)).static[:]
+    np.testing.assert_array_equal(from_raster, open_cube(cube_path).static[:])
+
+    cfg.inputs.rivers.path = None
+    cfg.inputs.rivers.accumulation_km2 = 2.0
+    derived = open_cube(prepare(cfg, out=copy / "d.zarr", progress=False))
+    dem, _ = read_raster(cfg.inputs.dem, bands=1)
+    ref = compute_static_bands(dem.astype(np.float64), grid.pixel_size_m, accumulation_km2=2.0)
+    np.testing.assert_array_equal(
+        derived.static[STATIC_NAMES.index("dist_to_river")], ref["dist_to_river"]
+    )
+    assert any("contributing area >= 2.0 km2" in s for s in derived.meta.provenance["log"])

@@ -181,3 +181,27 @@ def test_pixel_fraction_cache_across_cumulative_inventories():
         np.testing.assert_allclose(cached.fraction, fresh.fraction, rtol=1e-12)
         # the cache keeps exactly the (dissolved) parts of the latest inventory
         assert set(cache) == set(shapely.to_wkb(dissolve(polys[:n])).tolist())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(np.float64, (4, 6), elements=st.floats(0, 1)),
+    arrays(np.float64, (4, 6), elements=st.floats(0, 1)),
+)
+def test_pixel_differencing_bounds_cell_differencing_from_above(now, before):
+    # sum of positive parts >= positive part of the sum: per-pixel differencing never finds
+    # less new area than per-cell differencing, and both agree when nothing re-vegetates
+    a, b = SparseFractions.from_dense(now), SparseFractions.from_dense(before)
+    pixel = fractions_to_cell_density(new_failed_fractions(a, b), 2)
+    cell = new_failed_density(
+        fractions_to_cell_density(a, 2)[None], fractions_to_cell_density(b, 2)
+    )[0]
+    assert (pixel >= cell - 1e-9).all()
+    grown = SparseFractions.from_dense(np.maximum(now, before))
+    np.testing.assert_allclose(
+        fractions_to_cell_density(new_failed_fractions(grown, b), 2),
+        new_failed_density(
+            fractions_to_cell_density(grown, 2)[None], fractions_to_cell_density(b, 2)
+        )[0],
+        atol=1e-9,
+    )
