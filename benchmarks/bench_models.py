@@ -60,6 +60,8 @@ class ModelBenchSettings:
     train: (preset, batch) pairs whose training step is timed.
     train_layouts: memory formats of the training steps (False = NCHW, True = channels_last).
     rounds: interleaved timing rounds (best time kept per variant).
+    try_bf16: on CPU also time bf16 autocast inference (fast where the CPU has AMX or
+        AVX512-BF16) against a bf16 GEMM (on a GPU, bf16 autocast is the default).
     """
 
     main_preset: str = "paper"
@@ -75,6 +77,7 @@ class ModelBenchSettings:
     gemm_repeats: int = 4
     try_mkldnn_off: bool = True
     try_compile: bool = True
+    try_bf16: bool = True
     patch_cells: int = 4
     cell_pixels: int = 32
     in_channels: int = 13
@@ -253,6 +256,8 @@ def _inference_variants(s: ModelBenchSettings, max_threads: int) -> list[_Varian
         if bb != b:
             variants.append(_Variant("", bb, t, channels_last=True, autocast=gpu))
     if not gpu:
+        if s.try_bf16:
+            variants.append(_Variant("", b, t, channels_last=True, autocast=True))
         for tt in s.thread_counts:
             if tt != t:
                 variants.append(_Variant("", b, tt, channels_last=True))
@@ -280,16 +285,19 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
     thread_counts = sorted({max_threads, *s.thread_counts}) if not gpu else [max_threads]
     rows: list[dict[str, Any]] = []
 
-    # the limit: GEMM FLOP/s per thread count
-    gemm_dtype = torch.bfloat16 if gpu else torch.float32
-    gemm_name: dict[int, str] = {}
-    for t in thread_counts:
-        name = f"gemm {str(gemm_dtype).removeprefix('torch.')} n={s.gemm_size}"
+    # the limit: GEMM FLOP/s, fp32 per thread count, bf16 with the most threads
+    gemm_name: dict[tuple[int, bool], str] = {}  # (threads, bf16) -> row name
+    gemms = [(t, False) for t in thread_counts]
+    if gpu or s.try_bf16:
+        gemms.append((max_threads, True))
+    for t, bf16 in gemms:
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        name = f"gemm {str(dtype).removeprefix('torch.')} n={s.gemm_size}"
         name += "" if gpu else f" t{t}"
         log(f"measuring {name}")
         with _threads(t):
-            value = gemm_flops(s.gemm_size, s.gemm_repeats, s.device, gemm_dtype)
-        gemm_name[t] = name
+            value = gemm_flops(s.gemm_size, s.gemm_repeats, s.device, dtype)
+        gemm_name[t, bf16] = name
         rows.append(row(name, value, "FLOP/s", note=f"best of {s.gemm_repeats}; the limit"))
 
     # inference of the main preset, all variants timed in interleaved rounds
@@ -343,12 +351,15 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
     for name, seconds in compile_seconds.items():
         rows.append(row(f"{name}: compile time", seconds, "s", note="first call, inductor"))
 
-    # achieved FLOP/s of the best eager and the compiled variant vs GEMM at the same threads
+    # achieved FLOP/s of the best eager variant per dtype and of the compiled one, against the
+    # GEMM of the same dtype and thread count
     by_name = {v.name: v for v in variants}
-    eager = [n for n in rate if not by_name[n].compiled]
     picks: list[tuple[str, str]] = []
-    if eager:
-        picks.append(("best eager", max(eager, key=rate.__getitem__)))
+    for bf16 in (False, True):
+        eager = [n for n in rate if not by_name[n].compiled and by_name[n].autocast == bf16]
+        if eager:
+            label = f"best eager {'bf16' if bf16 else 'fp32'}"
+            picks.append((label, max(eager, key=rate.__getitem__)))
     picks += [("compiled", n) for n in rate if by_name[n].compiled]
     for label, name in picks:
         v = by_name[name]
@@ -357,11 +368,13 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
                 f"{preset} infer FLOP/s ({label})",
                 rate[name] * flops_per_patch,
                 "FLOP/s",
-                ratio_to=gemm_name[v.threads if not gpu else max_threads],
+                ratio_to=gemm_name[v.threads if not gpu else max_threads, v.autocast],
                 note=f"{name}; ratio = fraction of GEMM FLOP/s (goal >= 0.5)",
             )
         )
-    best_eager = by_name[max(eager, key=rate.__getitem__)] if eager else variants[1]
+    # the other presets run at the best eager setting of the default dtype (bf16 on a GPU)
+    default = [n for n in rate if not by_name[n].compiled and by_name[n].autocast == gpu]
+    best_eager = by_name[max(default, key=rate.__getitem__)] if default else variants[1]
     del model, by_format, calls
 
     # other presets at the main preset's best eager setting
@@ -386,7 +399,9 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
                     f"{other} infer FLOP/s",
                     value * other_flops[other],
                     "FLOP/s",
-                    ratio_to=gemm_name[other_variant.threads if not gpu else max_threads],
+                    ratio_to=gemm_name[
+                        other_variant.threads if not gpu else max_threads, other_variant.autocast
+                    ],
                     note=f"{other_flops[other] / 1e9:.3f} GFLOP/patch; ratio = fraction of GEMM",
                 )
             )
@@ -424,8 +439,8 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
                     f"{name} FLOP/s",
                     flops / seconds,
                     "FLOP/s",
-                    ratio_to=gemm_name[max_threads],
-                    note=f"{flops / batch / 1e9:.2f} GFLOP/sample fwd+bwd; ratio = fraction of GEMM",
+                    ratio_to=gemm_name[max_threads, gpu],
+                    note=f"{flops / batch / 1e9:.3g} GFLOP/sample fwd+bwd; ratio = fraction of GEMM",
                 )
             )
 
