@@ -144,6 +144,12 @@ def test_large_and_gorkha_sizes():
         get_spec("huge")
 
 
+def test_bad_seed_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="non-negative integer"):
+        generate_scenario("tiny", -1, tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
 def _cell_areas(polys, spec) -> np.ndarray:
     """Exact polygon area per cell (m2), by intersection with every cell box."""
     n_r, n_c = spec.shape_cells

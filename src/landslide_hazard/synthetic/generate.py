@@ -271,6 +271,8 @@ def generate_scenario(
     """
     started = time.perf_counter()
     spec = spec or get_spec(size)
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     out = Path(out)
     inputs = out / "inputs"
     (inputs / "inventories").mkdir(parents=True, exist_ok=True)
