@@ -11,6 +11,7 @@ from landslide_hazard.synthetic.calibration import (
     calibrate_area_scale,
     calibrate_intercept,
     period_statistics,
+    rank_auc,
 )
 from landslide_hazard.synthetic.landslides import (
     AreaLaw,
@@ -119,3 +120,13 @@ def test_period_statistics_by_hand():
     assert s.positive_p99 == pytest.approx(np.percentile(pos, 99))
     assert s.max == 10.0
     assert s.mean == pytest.approx(14.5 / 7)
+
+
+def test_rank_auc_matches_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(8)
+    labels = rng.random(500) < 0.2
+    scores = np.round(rng.normal(labels * 0.8, 1.0), 1)  # with ties
+    assert rank_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(rank_auc(scores, np.zeros(500, bool)))

@@ -67,6 +67,23 @@ def period_statistics(density_pct: np.ndarray) -> PeriodStats:
     )
 
 
+def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve by the Mann-Whitney U statistic (ties count one half).
+
+    NaN when only one class is present.
+    """
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, dtype=float).ravel()
+    labels = np.asarray(labels, dtype=bool).ravel()
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def calibrate_intercept(base_rate: np.ndarray, prevalence: float) -> float:
     """beta0 with mean(1 - exp(-exp(beta0) * base_rate)) = ``prevalence`` (a fraction in (0, 1))."""
     base = np.asarray(base_rate, dtype=float).ravel()

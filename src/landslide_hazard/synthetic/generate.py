@@ -47,6 +47,7 @@ from .calibration import (
     calibrate_area_scale,
     calibrate_intercept,
     period_statistics,
+    rank_auc,
 )
 from .landslides import (
     AreaLaw,
@@ -565,6 +566,10 @@ def generate_scenario(
     config = scenario_config(spec, seed, names)
     save_config(config, out / "config.yaml")
 
+    # What skill is attainable: the oracle ranks cells by the truth P; the "observable" score
+    # drops the latent fields (no predictor can see them).
+    observable = log_base - rm.sd_latent * latent - rm.sd_latent_period * latent_t
+    occurred = new_density > 0
     per_period = {}
     for t, name in enumerate(names):
         per_period[name] = {
@@ -577,6 +582,8 @@ def generate_scenario(
             ),
             "n_landslides": int(n_landslides[t + 1]),
             "monsoons_since_eq": monsoons[t],
+            "oracle_auc": rank_auc(p_occ[t], occurred[t]),
+            "observable_auc": rank_auc(observable[t], occurred[t]),
         }
     summary = {
         "size": spec.size,
@@ -593,6 +600,10 @@ def generate_scenario(
         "n_rivers": len(network.lines),
         "n_baseline_landslides": int(n_landslides[0]),
         "placement_area_lost_m2": lost_m2,
+        "oracle_auc_pooled": rank_auc(p_occ, occurred),
+        "observable_auc_pooled": rank_auc(
+            np.stack([intercepts[t] + observable[t] for t in range(n_t)]), occurred
+        ),
         "periods": per_period,
         "calibration": {
             "rate_model": asdict(rm),
