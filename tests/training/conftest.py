@@ -86,7 +86,7 @@ def make_config(tmp_path, cube_kw=None, **training):
     return parse_config(data, tmp_path)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def config_factory():
     """make_config(tmp_path, cube_kw=None, **training) -> RunConfig with a tiny cube."""
     return make_config

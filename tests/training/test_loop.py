@@ -21,10 +21,29 @@ def _assert_same_weights(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_run_folder_contents_and_normalisation(tmp_path, config_factory):
-    make_config = config_factory
-    cfg = make_config(tmp_path)
-    run = train(cfg, progress=False)
+DROPOUT_EXTRA = {"max_epochs_susceptibility": 3, "balance_patches": True}
+
+
+def _with_dropout(cfg, rate=0.3):
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"dropout": rate})})
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, config_factory):
+    """One uninterrupted run with the default test config, shared by several tests."""
+    cfg = config_factory(tmp_path_factory.mktemp("reference"))
+    return cfg, train(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def reference_dropout_run(tmp_path_factory, config_factory):
+    """An uninterrupted run with dropout (RNG used in training) and balanced patches."""
+    cfg = _with_dropout(config_factory(tmp_path_factory.mktemp("ref-dropout"), **DROPOUT_EXTRA))
+    return train(cfg, progress=False)
+
+
+def test_run_folder_contents_and_normalisation(reference_run):
+    cfg, run = reference_run
     assert run == cfg.output.dir / "runs" / "spatial-fold0"
     for name in (
         "config.yaml",
@@ -60,25 +79,15 @@ def test_run_folder_contents_and_normalisation(tmp_path, config_factory):
         assert f"{stage} epoch 1/" in log
 
 
-def test_same_seed_same_weights(tmp_path, config_factory):
-    make_config = config_factory
-    a = train(make_config(tmp_path / "a"), progress=False)
-    b = train(make_config(tmp_path / "b"), progress=False)
-    _assert_same_weights(_weights(a), _weights(b))
+def test_same_seed_same_weights(tmp_path, config_factory, reference_run):
+    b = train(config_factory(tmp_path / "b"), progress=False)
+    _assert_same_weights(_weights(reference_run[1]), _weights(b))
 
 
 @pytest.mark.parametrize("crash_at", [("susceptibility", 1), ("density", 0)])
-def test_kill_and_resume_is_exact(tmp_path, config_factory, crash_at):
-    make_config = config_factory
-    extra = {"max_epochs_susceptibility": 3, "balance_patches": True}
-    ref_cfg = make_config(tmp_path / "ref", **extra)
-    ref_cfg = ref_cfg.model_copy(
-        update={"model": ref_cfg.model.model_copy(update={"dropout": 0.3})}
-    )
-    ref = train(ref_cfg, progress=False)
-
-    cfg = make_config(tmp_path / "crash", **extra)
-    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"dropout": 0.3})})
+def test_kill_and_resume_is_exact(tmp_path, config_factory, crash_at, reference_dropout_run):
+    ref = reference_dropout_run
+    cfg = _with_dropout(config_factory(tmp_path / "crash", **DROPOUT_EXTRA))
 
     class Crash(RuntimeError):
         pass
@@ -95,9 +104,11 @@ def test_kill_and_resume_is_exact(tmp_path, config_factory, crash_at):
     _assert_same_weights(_weights(ref), _weights(resumed))
 
 
-def test_resume_after_crash_at_stage_boundary(tmp_path, config_factory, monkeypatch):
-    ref = train(config_factory(tmp_path / "ref"), progress=False)
-    cfg = config_factory(tmp_path / "crash")
+def test_resume_after_crash_at_stage_boundary(
+    tmp_path, config_factory, monkeypatch, reference_dropout_run
+):
+    ref = reference_dropout_run
+    cfg = _with_dropout(config_factory(tmp_path / "crash", **DROPOUT_EXTRA))
     real = loop._save_checkpoint
 
     class Crash(RuntimeError):

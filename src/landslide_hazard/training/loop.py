@@ -216,6 +216,11 @@ def run_training(
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
     fold = cfg.evaluation.test_fold if fold is None else int(fold)
+    if cfg.training.hparam_search_trials > 0:
+        raise ValueError(
+            "training.hparam_search_trials > 0: this version has no hyper-parameter search; "
+            "set it to 0 and choose learning rates / batch size in the config"
+        )
     cfg_run = _config_for_run(cfg, protocol, fold)
     run_dir = (
         Path(run_dir)
