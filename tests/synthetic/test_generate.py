@@ -119,6 +119,13 @@ def test_same_seed_same_files_other_seed_differs(tiny, tmp_path):
     out, summary = tiny
     again = generate_scenario("tiny", 0, tmp_path / "again", progress=False)
     _same_scenario(out, tmp_path / "again")
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(
+        p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*") if p.is_file()
+    )
+    for rel in files:
+        if rel.name != "summary.json":  # holds timings
+            assert (out / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes(), rel
     strip = lambda s: {k: v for k, v in s.items() if k != "timings_s"}  # noqa: E731
     assert json.loads(json.dumps(strip(summary))) == json.loads(json.dumps(strip(again)))
     other = generate_scenario("tiny", 1, tmp_path / "other", progress=False)

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pyogrio.raw
 import rasterio
 import shapely
@@ -221,14 +222,27 @@ def _atomic_gpkg(path: Path):
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _gpkg_timestamp(date: dt.date):
+    """Stamp GeoPackage metadata with ``date`` instead of now, so the same seed gives the same
+    bytes (GDAL's OGR_CURRENT_DATE); the previous setting is restored."""
+    previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": f"{date.isoformat()}T00:00:00.000Z"})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
+
+
 class _PolygonWriter:
     """A GeoPackage polygon layer written in batches (bounded memory), renamed into place."""
 
     BATCH = 50_000
 
-    def __init__(self, stack: contextlib.ExitStack, path: Path, crs: str):
+    def __init__(self, stack: contextlib.ExitStack, path: Path, crs: str, date: dt.date):
         self.tmp = stack.enter_context(_atomic_gpkg(path))
         self.crs = crs
+        self.date = date
         self.created = False
         self._buf: tuple[list, list, list] = ([], [], [])
 
@@ -243,21 +257,22 @@ class _PolygonWriter:
         polygons, ids, periods = self._buf
         if not polygons and self.created:
             return
-        pyogrio.raw.write(
-            self.tmp,
-            np.array(shapely.to_wkb(polygons) if polygons else [], dtype=object),
-            [
-                np.asarray(ids, dtype=np.int64),
-                np.array(periods, dtype=object),
-                np.asarray(shapely.area(polygons) if polygons else [], dtype=np.float64),
-            ],
-            ["landslide_id", "period", "area_m2"],
-            layer="landslides",
-            driver="GPKG",
-            geometry_type="Polygon",
-            crs=self.crs,
-            append=self.created,
-        )
+        with _gpkg_timestamp(self.date):
+            pyogrio.raw.write(
+                self.tmp,
+                np.array(shapely.to_wkb(polygons) if polygons else [], dtype=object),
+                [
+                    np.asarray(ids, dtype=np.int64),
+                    np.array(periods, dtype=object),
+                    np.asarray(shapely.area(polygons) if polygons else [], dtype=np.float64),
+                ],
+                ["landslide_id", "period", "area_m2"],
+                layer="landslides",
+                driver="GPKG",
+                geometry_type="Polygon",
+                crs=self.crs,
+                append=self.created,
+            )
         self.created = True
         self._buf = ([], [], [])
 
@@ -471,7 +486,11 @@ def generate_scenario(
         labels = [BASELINE_NAME, *names]
         task = bar.add_task("landslides", total=len(tiles)) if bar else None
         with contextlib.ExitStack() as stack:
-            writers = [_PolygonWriter(stack, p, spec.crs) for p in inv_paths]
+            inv_dates = [BASELINE_DATE, *(date for _, date in periods)]
+            writers = [
+                _PolygonWriter(stack, path, spec.crs, date)
+                for path, date in zip(inv_paths, inv_dates, strict=True)
+            ]
             for rs, cs in tiles:
                 tw = None
                 found: list[
@@ -530,7 +549,7 @@ def generate_scenario(
         timings["landslides_s"] = time.perf_counter() - started - sum(timings.values())
 
     # Rivers, truth, config, summary.
-    with _atomic_gpkg(inputs / "rivers.gpkg") as tmp:
+    with _atomic_gpkg(inputs / "rivers.gpkg") as tmp, _gpkg_timestamp(BASELINE_DATE):
         pyogrio.raw.write(
             tmp,
             np.array(shapely.to_wkb(network.geometries()), dtype=object),
