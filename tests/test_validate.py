@@ -1,0 +1,102 @@
+"""validate: the protocol x model table on the tiny synthetic scenario (reduced setting for CI)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from landslide_hazard.config import load_config
+from landslide_hazard.prepare import prepare
+from landslide_hazard.sampling.splits import Split
+from landslide_hazard.synthetic import generate_scenario
+from landslide_hazard.validate import folds_for, render_markdown, summarise, validate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("validate")
+    generate_scenario("tiny", 0, root / "scenario", progress=False)
+    cfg = load_config(root / "scenario" / "config.yaml")
+    t = cfg.training.model_copy(
+        update={
+            "max_epochs_susceptibility": 1,
+            "max_epochs_density_log": 1,
+            "max_epochs_density": 1,
+            "max_epochs_finetune": 1,
+        }
+    )
+    ev = cfg.evaluation.model_copy(update={"buffer_cells": 1, "block_km": 4.0})
+    cfg = cfg.model_copy(
+        update={
+            "training": t,
+            "evaluation": ev,
+            "output": cfg.output.model_copy(update={"dir": root / "out"}),
+        }
+    )
+    prepare(cfg, progress=False)
+    result = validate(cfg, max_folds=1, progress=False)
+    return cfg, result, root / "out" / "validation"
+
+
+def test_every_protocol_scores_every_model_on_the_same_cells(validated):
+    cfg, result, out = validated
+    rows = result["rows"]
+    protocols = {r["protocol"] for r in rows}
+    assert protocols == {"paper", "spatial", "temporal", "spacetime"}
+    for protocol in protocols:
+        models = {r["model"]: r for r in rows if r["protocol"] == protocol}
+        assert set(models) == {"enn", "oracle", "logistic_regression", "gradient_boosting"}
+        # identical splits: every model is scored on the same number of test cells
+        assert len({r["n_test_cells"] for r in models.values()}) == 1
+        # the oracle's skill is 1 by definition; every AUC is a probability
+        assert models["oracle"]["skill"] == pytest.approx(1.0)
+        for r in models.values():
+            assert 0.0 <= r["auc"] <= 1.0
+            assert "ece_calibrated" in r and "brier_calibrated" in r
+        assert np.isfinite(models["oracle"]["ece_calibrated"])
+    assert all(r["leaky"] == (r["protocol"] == "paper") for r in rows)
+    saved = json.loads((out / "validation.json").read_text())
+    assert len(saved["rows"]) == len(rows)
+
+
+def test_temporal_protocols_never_train_on_test_periods(validated):
+    cfg, _, out = validated
+    for protocol in ("temporal", "spacetime"):
+        split = Split.load(out / "runs" / f"{protocol}-fold0" / "splits.npz")
+        test_periods = np.flatnonzero(split.test_cells.any(axis=(1, 2)))
+        assert list(test_periods) == [len(cfg.periods) - 2, len(cfg.periods) - 1]
+        assert not split.train_cells[test_periods].any()
+        assert not split.val_cells[test_periods].any()
+        assert not (split.train_cells & split.test_cells).any()
+
+
+def test_markdown_and_summary(validated):
+    _, result, _ = validated
+    text = render_markdown(result, "landslide-hazard validate config.yaml --max-folds 1")
+    assert "| protocol | model |" in text
+    assert "paper (leaky)" in text
+    assert "## Reading" in text and "best baseline" in text
+
+
+def test_summary_mean_and_std_over_folds():
+    rows = [
+        {"protocol": "spatial", "model": "enn", "leaky": False, "auc": a, "skill": s}
+        | {c: 0.0 for c in ("pr_auc", "f1", "iou", "brier", "ece", "hazard_mae", "hazard_r")}
+        | {"ece_calibrated": 0.01, "brier_calibrated": 0.1}
+        for a, s in ((0.7, 0.5), (0.9, 0.9))
+    ]
+    (entry,) = summarise(rows)
+    assert entry["auc"] == pytest.approx(0.8)
+    assert entry["auc_std"] == pytest.approx(0.1)
+    assert entry["n_folds"] == 2
+
+
+def test_folds_for():
+    assert folds_for("paper", 5, None) == [0]
+    assert folds_for("temporal", 5, 3) == [0]
+    assert folds_for("spatial", 5, None) == [0, 1, 2, 3, 4]
+    assert folds_for("spacetime", 5, 2) == [0, 1]
