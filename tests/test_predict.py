@@ -220,3 +220,48 @@ def test_hazard_classes():
     assert np.isnan(got[0])
     with pytest.raises(ValueError):
         predict_mod.hazard_classes(h, [0.1, 0.01])
+
+
+def test_scenario_triggers_from_rain_stack_and_earthquakes(tmp_path):
+    import datetime as dt
+
+    from landslide_hazard.io import write_rain_stack, write_raster
+
+    cube = _cube(tmp_path / "cube.zarr")
+    g = cube.grid
+    days = [dt.date(2015, 1, 2) + dt.timedelta(days=i) for i in range(95)]
+    rng = np.random.default_rng(3)
+    rain = rng.gamma(1.0, 10.0, size=(len(days), *g.cell_shape)).astype("float32")
+    write_rain_stack(tmp_path / "rain.tif", rain, days, g.cell_transform, g.crs)
+    pga_g = np.full(g.cell_shape, 0.5, dtype="float32")
+    pga_g[3, 4] = 0.8
+    write_raster(tmp_path / "pga.tif", pga_g, g.cell_transform, g.crs)
+    write_raster(tmp_path / "late.tif", pga_g * 3, g.cell_transform, g.crs)
+    spec = {
+        "name": "wet",
+        "periods": ["P 1", "P 2"],
+        "rain": "rain.tif",
+        "earthquakes": [
+            {"name": "m", "date": "2015-01-15", "pga": "pga.tif", "pga_unit": "g"},
+            {"name": "late", "date": "2015-03-15", "pga": "late.tif", "pga_unit": "g"},
+        ],
+    }
+    (tmp_path / "wet.yaml").write_text(yaml.safe_dump(spec))
+    s = predict_mod.load_scenario(tmp_path / "wet.yaml", cube.meta.period_names)
+    dynamic, monsoons = predict_mod.scenario_triggers(s, cube)
+    original = np.asarray(cube.dynamic[:])
+    np.testing.assert_array_equal(dynamic[0], original[0])  # P 0 untouched
+    np.testing.assert_array_equal(monsoons, cube.monsoons_since_eq)
+    for t in (1, 2):
+        info = cube.meta.periods[t]
+        start, end = dt.date.fromisoformat(info.start), dt.date.fromisoformat(info.end)
+        sel = np.array([start < d <= end for d in days])
+        want_max = rain[sel].max(axis=0)
+        lo, hi = np.percentile(rain[sel].astype("float64"), [2.5, 97.5], axis=0)
+        np.testing.assert_allclose(dynamic[t, 0], want_max, rtol=1e-5)
+        np.testing.assert_allclose(dynamic[t, 1], hi - lo, rtol=1e-4, atol=1e-4)
+    # P 1 ends 2015-03-01: only the first event; P 2 ends 2015-04-01: the late one is the max
+    np.testing.assert_allclose(dynamic[1, 2], pga_g * 9.80665, rtol=1e-5)
+    np.testing.assert_allclose(dynamic[2, 2], 3 * pga_g * 9.80665, rtol=1e-5)
+    # no sigma rasters: the std over the events of ln PGA (ln 3 apart -> ln(3) / 2)
+    np.testing.assert_allclose(dynamic[2, 3], np.log(3.0) / 2, rtol=1e-4)
