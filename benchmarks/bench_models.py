@@ -67,13 +67,13 @@ class ModelBenchSettings:
     main_preset: str = "paper"
     base_batch: int = 16
     batches: tuple[int, ...] = (1, 4, 32)
-    thread_counts: tuple[int, ...] = ()
+    thread_counts: tuple[int, ...] = (1,)
     other_presets: tuple[str, ...] = ("tiny", "resnet18")
     train: tuple[tuple[str, int], ...] = (("tiny", 16), ("paper", 8))
     train_layouts: tuple[bool, ...] = (False, True)
     train_steps: int = 3
     rounds: int = 3
-    gemm_size: int = 4096
+    gemm_size: int = 3072
     gemm_repeats: int = 4
     try_mkldnn_off: bool = True
     try_compile: bool = True
@@ -96,7 +96,7 @@ class ModelBenchSettings:
             train=(("tiny", 8), ("paper", 2)),
             train_layouts=(True,),
             train_steps=2,
-            rounds=2,
+            rounds=3,
             gemm_size=2048,
             gemm_repeats=3,
             try_mkldnn_off=False,
