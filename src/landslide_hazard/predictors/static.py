@@ -38,6 +38,10 @@ COMMON_FILL_VALUES: tuple[float, ...] = (
     float(np.finfo(np.float32).max),
 )
 
+#: Tile size (px) for the local bands: whole-array numpy needs ~220 B/px of temporaries,
+#: 512 x 512 tiles bound that to ~60 MB whatever the DEM size (and run faster, in cache).
+DEFAULT_CHUNK = 512
+
 #: The local (3 x 3 window) bands among the static ones.
 LOCAL_STATIC_NAMES: tuple[str, ...] = tuple(n for n in LOCAL_BAND_NAMES if n in STATIC_NAMES)
 
@@ -177,11 +181,17 @@ def compute_local_bands_chunked(
     z = np.asarray(dem)
     if z.ndim != 2:
         raise ValueError(f"the DEM must be 2-D (rows, cols), got shape {z.shape}")
-    padded = np.pad(z.astype(np.float64, copy=False), 1, constant_values=np.nan)
     out = {name: np.full(z.shape, np.nan, dtype=np.float32) for name in names}
+    height, width = z.shape
     for rows, cols in iter_chunks(z.shape, chunk):
-        # The padded array is shifted by 1: rows r0..r1 with halo are padded rows r0..r1 + 2.
-        tile = padded[rows.start : rows.stop + 2, cols.start : cols.stop + 2]
+        r0, r1 = max(rows.start - 1, 0), min(rows.stop + 1, height)
+        c0, c1 = max(cols.start - 1, 0), min(cols.stop + 1, width)
+        # The halo: real neighbours inside the array, NaN (= outside) beyond its edges.
+        pad = (
+            (1 - (rows.start - r0), 1 - (r1 - rows.stop)),
+            (1 - (cols.start - c0), 1 - (c1 - cols.stop)),
+        )
+        tile = np.pad(z[r0:r1, c0:c1].astype(np.float64), pad, constant_values=np.nan)
         bands = zevenbergen_thorne(tile, pixel_size_m, curvature_method=curvature_method)
         for name in names:
             out[name][rows, cols] = bands[name][1:-1, 1:-1]
@@ -239,7 +249,8 @@ def compute_static_bands(
     pixel_size_m: square pixel size (m).
     river_mask: bool (rows, cols) river pixels (e.g. from :func:`hydrology.rasterize_rivers`);
     None derives rivers as contributing area >= ``accumulation_km2`` (km2).
-    chunk: compute the local bands tile by tile (same result); None = whole array.
+    chunk: tile size (px) for the local bands; None = ``DEFAULT_CHUNK``. The result does not
+    depend on it (tiles carry a 1-pixel halo); it bounds the memory of the local bands.
 
     Returns ``{"elevation": m, "slope": deg, "northness": 1, "eastness": 1,
     "profile_curvature": 1/m, "plan_curvature": 1/m, "twi": 1, "dist_to_river": m}`` in the
@@ -253,12 +264,13 @@ def compute_static_bands(
                 f"river_mask shape {river_mask.shape} differs from the DEM {z.shape}; "
                 "rasterize the rivers onto the DEM grid"
             )
-    if chunk is None:
-        local = zevenbergen_thorne(z, pixel_size_m, curvature_method=curvature_method)
-    else:
-        local = compute_local_bands_chunked(
-            z, pixel_size_m, chunk, curvature_method=curvature_method
-        )
+    local = compute_local_bands_chunked(
+        z,
+        pixel_size_m,
+        DEFAULT_CHUNK if chunk is None else chunk,
+        curvature_method=curvature_method,
+        names=LOCAL_STATIC_NAMES,
+    )
     accumulation = d8_flow_accumulation(fill_pits(z))
     if river_mask is None:
         river_mask = river_mask_from_accumulation(
@@ -300,7 +312,9 @@ def compute_terrain_bands(
     NaN on flats). Returns (bands in ``TERRAIN_BANDS`` order as float32, collar mask).
     """
     z, collar = prepare_dem(dem, fill_value=fill_value, detect_collar=detect_collar)
-    local = zevenbergen_thorne(z, pixel_size_m, curvature_method=curvature_method)
+    local = compute_local_bands_chunked(
+        z, pixel_size_m, DEFAULT_CHUNK, curvature_method=curvature_method
+    )
     accumulation = d8_flow_accumulation(fill_pits(z))
     bands = {**local, "twi": twi_from(accumulation, local["slope"], pixel_size_m)}
     valid = ~np.isnan(z)
