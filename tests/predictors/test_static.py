@@ -18,6 +18,7 @@ from landslide_hazard.bands import STATIC_NAMES, TERRAIN_BANDS
 from landslide_hazard.cli import app
 from landslide_hazard.io import write_raster
 from landslide_hazard.predictors.static import (
+    STATIC_STEPS,
     DemError,
     compute_local_bands_chunked,
     compute_static_bands,
@@ -84,6 +85,10 @@ def test_a_repeated_border_value_inside_the_terrain_range_is_not_a_collar():
     assert detect_fill_value(dem) is None
     dem[:, :3] = dem.min() - 5000.0  # far below the range
     assert detect_fill_value(dem) == dem[0, 0]
+    clamped = terrain() - terrain().min() - 3.0  # relief clamped at sea level 0
+    clamped[clamped < 1.0] = 0.0
+    clamped[:, :3] = 0.0
+    assert detect_fill_value(clamped) is None
 
 
 def test_holes_inside_the_dem_are_an_error_naming_the_place():
@@ -274,3 +279,9 @@ def test_terrain_cli_errors_are_clean(tmp_path):
     result = CliRunner().invoke(app, ["terrain", str(geographic), str(tmp_path / "o.tif")])
     assert result.exit_code == 2 and "reproject" in result.output
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_progress_reports_every_step_in_order():
+    seen: list[str] = []
+    compute_static_bands(terrain(), L, accumulation_km2=0.05, progress=seen.append)
+    assert tuple(seen) == STATIC_STEPS

@@ -42,6 +42,9 @@ COMMON_FILL_VALUES: tuple[float, ...] = (
 #: 512 x 512 tiles bound that to ~60 MB whatever the DEM size (and run faster, in cache).
 DEFAULT_CHUNK = 512
 
+#: The steps :func:`compute_static_bands` reports to its ``progress`` callback, in order.
+STATIC_STEPS: tuple[str, ...] = ("collar", "local", "flow", "rivers", "distance")
+
 #: The local (3 x 3 window) bands among the static ones.
 LOCAL_STATIC_NAMES: tuple[str, ...] = tuple(n for n in LOCAL_BAND_NAMES if n in STATIC_NAMES)
 
@@ -68,10 +71,12 @@ def detect_fill_value(dem: np.ndarray) -> float | None:
     """The undeclared constant fill of a DEM's collar, or None if there is none.
 
     Candidate: the most frequent finite value on the array border. It is taken as fill when it
-    occurs on at least 2 border pixels and lies strictly outside the range of all other finite
-    values, and either is a common fill value (``COMMON_FILL_VALUES``, e.g. 0 or -9999) or lies
-    further from that range than 10 % of its width. (A real surface can repeat a value along the
-    border - a lake, a flat valley floor - but then that value lies inside the terrain's range.)
+    occurs on at least 2 border pixels, lies strictly outside the range of all other finite
+    values, and is separated from that range by a gap: more than 1 % of the range's width for a
+    common fill value (``COMMON_FILL_VALUES``, e.g. 0 or -9999), more than 10 % for any other.
+    (A real surface can repeat a value along the border - a lake, a flat valley floor, a DEM
+    clamped at sea level 0 - but then it lies inside, or right at the edge of, the terrain's
+    range.) Pass an explicit fill value, or switch detection off, when this guess is wrong.
     """
     z = np.asarray(dem)
     border = _border_values(z).astype(np.float64)
@@ -90,7 +95,8 @@ def detect_fill_value(dem: np.ndarray) -> float | None:
     if low <= value <= high:
         return None
     gap = low - value if value < low else value - high
-    if value in COMMON_FILL_VALUES or gap > 0.1 * (high - low):
+    width = high - low
+    if gap > (0.01 if value in COMMON_FILL_VALUES else 0.1) * width:
         return value
     return None
 
@@ -240,6 +246,7 @@ def compute_static_bands(
     fill_value: float | None = None,
     detect_collar: bool = True,
     curvature_method: CurvatureMethod = "zevenbergen_thorne",
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """All of ``bands.STATIC_NAMES`` for a north-up DEM, float32, NaN outside the valid DEM.
 
@@ -251,11 +258,14 @@ def compute_static_bands(
     None derives rivers as contributing area >= ``accumulation_km2`` (km2).
     chunk: tile size (px) for the local bands; None = ``DEFAULT_CHUNK``. The result does not
     depend on it (tiles carry a 1-pixel halo); it bounds the memory of the local bands.
+    progress: called with the name of each step (``STATIC_STEPS``) as it starts.
 
     Returns ``{"elevation": m, "slope": deg, "northness": 1, "eastness": 1,
     "profile_curvature": 1/m, "plan_curvature": 1/m, "twi": 1, "dist_to_river": m}`` in the
     order of ``STATIC_NAMES``.
     """
+    step = progress or (lambda _name: None)
+    step("collar")
     z, _ = prepare_dem(dem, fill_value=fill_value, detect_collar=detect_collar)
     if river_mask is not None:
         river_mask = np.asarray(river_mask, dtype=bool)
@@ -264,6 +274,7 @@ def compute_static_bands(
                 f"river_mask shape {river_mask.shape} differs from the DEM {z.shape}; "
                 "rasterize the rivers onto the DEM grid"
             )
+    step("local")
     local = compute_local_bands_chunked(
         z,
         pixel_size_m,
@@ -271,7 +282,9 @@ def compute_static_bands(
         curvature_method=curvature_method,
         names=LOCAL_STATIC_NAMES,
     )
+    step("flow")
     accumulation = d8_flow_accumulation(fill_pits(z))
+    step("rivers")
     if river_mask is None:
         river_mask = river_mask_from_accumulation(
             z, pixel_size_m, accumulation_km2, accumulation=accumulation
@@ -284,10 +297,13 @@ def compute_static_bands(
                 "lower accumulation_km2 or give river lines or a river raster"
             )
     valid = ~np.isnan(z)
+    twi_band = twi_from(accumulation, local["slope"], pixel_size_m)
+    del accumulation
+    step("distance")
     bands = {
         "elevation": z,
         **{name: local[name] for name in LOCAL_STATIC_NAMES},
-        "twi": twi_from(accumulation, local["slope"], pixel_size_m),
+        "twi": twi_band,
         "dist_to_river": distance_to_river(river_mask, pixel_size_m),
     }
     out: dict[str, np.ndarray] = {}
