@@ -91,14 +91,15 @@ def _heap_pop(keys, order, items, size):
 
 
 @numba.njit(cache=True)
-def _priority_flood(z, drain_flats):
-    """Priority-Flood (Barnes et al. 2014), optionally +epsilon; z is modified in place."""
+def _priority_flood(z, drain_flats, order, items):
+    """Priority-Flood (Barnes et al. 2014), optionally +epsilon; z is modified in place.
+
+    order, items: empty integer arrays of z.size for the heap (int32 when that suffices).
+    """
     rows, cols = z.shape
     n = rows * cols
     closed = np.zeros(n, dtype=np.bool_)
     keys = np.empty(n, dtype=np.float64)
-    order = np.empty(n, dtype=np.int64)
-    items = np.empty(n, dtype=np.int64)
     size = 0
     seq = 0
     # Seeds: valid pixels on the array border or next to a NaN pixel.
@@ -155,7 +156,15 @@ def fill_pits(dem: np.ndarray, *, drain_flats: bool = True) -> np.ndarray:
     dem: (rows, cols) metres, NaN = nodata (outside). Returns float64 metres, NaN where dem is.
     """
     z = _as_dem(dem).copy()
-    return _priority_flood(z, bool(drain_flats))
+    index = _index_dtype(z.size)
+    order = np.empty(z.size, dtype=index)
+    items = np.empty(z.size, dtype=index)
+    return _priority_flood(z, bool(drain_flats), order, items)
+
+
+def _index_dtype(size: int) -> type:
+    """int32 pixel indices while they fit (a quarter less memory in the global passes)."""
+    return np.int32 if size < np.iinfo(np.int32).max else np.int64
 
 
 @numba.njit(cache=True)
@@ -201,11 +210,11 @@ def d8_flow_directions(filled: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _accumulate(directions):
+def _accumulate(directions, receiver, queue):
+    """Kahn's pass; receiver (filled with -1) and queue: integer arrays of directions.size."""
     rows, cols = directions.shape
     n = rows * cols
     indegree = np.zeros(n, dtype=np.uint8)
-    receiver = np.full(n, -1, dtype=np.int64)
     for r in range(rows):
         for c in range(cols):
             k = directions[r, c]
@@ -216,7 +225,6 @@ def _accumulate(directions):
                     receiver[r * cols + c] = rr * cols + cc
                     indegree[rr * cols + cc] += 1
     acc = np.zeros(n, dtype=np.float64)
-    queue = np.empty(n, dtype=np.int64)
     head = 0
     tail = 0
     flat_codes = directions.ravel()
@@ -250,7 +258,10 @@ def accumulate_d8(directions: np.ndarray) -> np.ndarray:
     codes = np.ascontiguousarray(directions, dtype=np.int8)
     if codes.ndim != 2:
         raise ValueError(f"directions must be 2-D, got shape {codes.shape}")
-    acc, ok = _accumulate(codes)
+    index = _index_dtype(codes.size)
+    acc, ok = _accumulate(
+        codes, np.full(codes.size, -1, dtype=index), np.empty(codes.size, dtype=index)
+    )
     if not ok:
         raise ValueError("the D8 directions contain a cycle; derive them with d8_flow_directions")
     acc = acc.reshape(codes.shape)
