@@ -234,3 +234,24 @@ def test_oracle_and_skill_on_synthetic_truth(tmp_path, config_factory):
     assert m["oracle_auc"] == pytest.approx(roc_auc_score(y, truth_p[split.test_cells]), abs=1e-9)
     assert m["skill_pooled"] == pytest.approx((m["held_out_auc"] - 0.5) / (m["oracle_auc"] - 0.5))
     assert set(m["skill_per_period"]) <= set(names)
+
+
+def test_hparam_search_picks_lowest_validation_loss(tmp_path, config_factory):
+    cfg = config_factory(tmp_path, hparam_search_trials=3, max_epochs_susceptibility=2)
+    run = train(cfg, progress=False)
+    table = json.loads((run / "hparam_search.json").read_text())
+    trials = table["trials"]
+    assert len(trials) == 3
+    # trial 0 is the config's own setting; the others are seeded draws from the search space
+    assert trials[0]["lr_susceptibility"] == cfg.training.lr_susceptibility
+    assert all(1e-4 <= t["lr_susceptibility"] <= 1e-2 for t in trials[1:])
+    best = min(trials, key=lambda t: t["val_loss"])
+    assert table["best_trial"] == best["trial"]
+    from landslide_hazard.config import load_config
+
+    used = load_config(run / "config.yaml")
+    assert used.training.lr_susceptibility == best["lr_susceptibility"]
+    assert used.model.dropout == best["dropout"]
+    meta = torch.load(run / "model.pt", weights_only=False)
+    assert meta["dropout"] == best["dropout"]
+    assert loop.sample_hparams(cfg, 3, cfg.seed) == loop.sample_hparams(cfg, 3, cfg.seed)
