@@ -142,14 +142,25 @@ def test_given_river_mask_sets_the_distance():
         compute_static_bands(dem, L, accumulation_km2=1.0)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, (5, 13), 64])
-def test_chunked_local_bands_equal_the_whole_array_bit_for_bit(chunk):
+@pytest.mark.parametrize(
+    ("chunk", "method"),
+    [
+        (1, "zevenbergen_thorne"),
+        (7, "zevenbergen_thorne"),
+        ((5, 13), "zevenbergen_thorne"),
+        (64, "zevenbergen_thorne"),
+        ((6, 4), "heerdegen_beran"),
+    ],
+)
+def test_chunked_local_bands_equal_the_whole_array_bit_for_bit(chunk, method):
     dem, collar = with_skewed_collar(terrain((37, 45), seed=3))
     dem[collar] = np.nan
-    whole = zevenbergen_thorne(dem, L)
-    chunked = compute_local_bands_chunked(dem, L, chunk)
+    whole = zevenbergen_thorne(dem, L, curvature_method=method)
+    chunked = compute_local_bands_chunked(dem, L, chunk, curvature_method=method)
     for name in LOCAL_BAND_NAMES:
         np.testing.assert_array_equal(chunked[name], whole[name], err_msg=name)
+    with pytest.raises(ValueError, match="unknown local band"):
+        compute_local_bands_chunked(dem, L, chunk, names=("slope", "twi"))
 
 
 def test_chunked_static_bands_equal_whole_and_dask_too():

@@ -170,6 +170,12 @@ def iter_chunks(
             yield slice(r0, min(r0 + ch, shape[0])), slice(c0, min(c0 + cw, shape[1]))
 
 
+def _check_names(names: tuple[str, ...]) -> None:
+    unknown = [n for n in names if n not in LOCAL_BAND_NAMES]
+    if unknown:
+        raise ValueError(f"unknown local band(s) {unknown}; choose from {LOCAL_BAND_NAMES}")
+
+
 def compute_local_bands_chunked(
     dem: np.ndarray,
     pixel_size_m: float,
@@ -187,6 +193,7 @@ def compute_local_bands_chunked(
     z = np.asarray(dem)
     if z.ndim != 2:
         raise ValueError(f"the DEM must be 2-D (rows, cols), got shape {z.shape}")
+    _check_names(names)
     out = {name: np.full(z.shape, np.nan, dtype=np.float32) for name in names}
     height, width = z.shape
     for rows, cols in iter_chunks(z.shape, chunk):
@@ -220,6 +227,7 @@ def local_bands_dask(
 
     if dem.ndim != 2:
         raise ValueError(f"the DEM must be 2-D (rows, cols), got shape {dem.shape}")
+    _check_names(names)
     dem = dem.astype(np.float64)
     overlapped = da.overlap.overlap(dem, depth={0: 1, 1: 1}, boundary={0: np.nan, 1: np.nan})
 
