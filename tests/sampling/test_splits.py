@@ -115,6 +115,7 @@ def test_paper_protocol_is_random_70_30_and_leaky():
     # both lattices are used, and the shifted lattice makes test cells also training cells
     assert set(np.unique(s.train_patches.lattice)) == {0, 1}
     assert (s.train_cells & s.test_cells).any()
+    assert not (s.val_cells & s.test_cells).any() and s.val_cells.any()
 
 
 def test_block_folds_and_buffer_helpers():

@@ -255,3 +255,23 @@ def test_hparam_search_picks_lowest_validation_loss(tmp_path, config_factory):
     meta = torch.load(run / "model.pt", weights_only=False)
     assert meta["dropout"] == best["dropout"]
     assert loop.sample_hparams(cfg, 3, cfg.seed) == loop.sample_hparams(cfg, 3, cfg.seed)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "temporal", "spacetime"])
+def test_other_protocols_score_their_test_cells(tmp_path, config_factory, protocol):
+    cfg = config_factory(tmp_path, max_epochs_susceptibility=1)
+    run = train(cfg, protocol=protocol, fold=1, progress=False)
+    assert run.name == f"{protocol}-fold1"
+    m = json.loads((run / "metrics.json").read_text())
+    split = Split.load(run / "splits.npz")
+    assert m["leaky"] is (protocol == "paper")
+    assert m["model"]["pooled"]["occurrence"]["n"] == int(split.test_cells.sum())
+    scored = [p["name"] for p in m["model"]["periods"]]
+    with_test = [f"P{i}" for i in range(4) if split.test_cells[i].any()]
+    assert scored == with_test
+    if protocol != "paper":
+        assert scored == ["P2", "P3"]  # the last two periods
+    from landslide_hazard.config import load_config
+
+    saved = load_config(run / "config.yaml")
+    assert saved.evaluation.protocol == protocol and saved.evaluation.test_fold == 1
