@@ -265,3 +265,20 @@ def test_scenario_triggers_from_rain_stack_and_earthquakes(tmp_path):
     np.testing.assert_allclose(dynamic[2, 2], 3 * pga_g * 9.80665, rtol=1e-5)
     # no sigma rasters: the std over the events of ln PGA (ln 3 apart -> ln(3) / 2)
     np.testing.assert_allclose(dynamic[2, 3], np.log(3.0) / 2, rtol=1e-4)
+
+
+def test_zarr_backed_prediction_equals_in_memory(tmp_path):
+    cube = _cube(tmp_path / "cube.zarr")
+    mem = CubeReader(cube)
+    lazy = CubeReader(cube, memory_budget_bytes=0)
+    assert not lazy.static_in_memory
+    norm = compute_normalisation(mem.static, mem.dynamic, mem.monsoons, mem.label_mask, 4)
+    torch.manual_seed(0)
+    from landslide_hazard.models import build_enn
+
+    model = build_enn("tiny", patch_cells=N, cell_pixels=4)
+    a = predict_mod.predict_arrays(model, mem, norm, batch_size=7)
+    b = predict_mod.predict_arrays(model, lazy, norm, batch_size=7)
+    for q in predict_mod.QUANTITIES:
+        np.testing.assert_array_equal(a[q], b[q])
+    assert lazy._row_cache is None  # released after the pass

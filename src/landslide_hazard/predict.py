@@ -103,6 +103,7 @@ def predict_arrays(
         task = bar.add_task("predict", total=total) if progress else None
         with torch.inference_mode():
             for row in bands:
+                reader.hold_rows(row[0][1], n)  # one row of patches: read its static rows once
                 for i in range(0, len(row), batch_size):
                     chunk = row[i : i + batch_size]
                     x = np.stack([reader.patch_input(norm, t, r0, c0) for t, r0, c0 in chunk])
@@ -126,6 +127,7 @@ def predict_arrays(
                         counts[t, ra:rb, ca:cb] += 1
                     if task is not None:
                         bar.advance(task, len(chunk))
+    reader.release_rows()
     model.train(was_training)
     with np.errstate(invalid="ignore", divide="ignore"):
         merged = (sums / counts[None]).astype(np.float32)

@@ -94,6 +94,7 @@ class CubeReader:
         static = cube.static
         self.static_in_memory = int(np.prod(static.shape)) * 4 <= memory_budget_bytes
         self.static = np.asarray(static[:], dtype=np.float32) if self.static_in_memory else static
+        self._row_cache: tuple[int, int, np.ndarray] | None = None
         self.dynamic = (
             np.asarray(cube.dynamic[:], dtype=np.float32)
             if dynamic is None
@@ -120,9 +121,29 @@ class CubeReader:
         """(P, cy, cx) bool: valid cells with a finite target."""
         return np.isfinite(self.target) & self.valid[None]
 
+    def hold_rows(self, row0: int, h: int) -> None:
+        """Keep the static pixels of cell rows [row0, row0+h) (all columns) in memory.
+
+        For a Zarr-backed reader, patch reads inside those rows then slice memory instead of
+        decompressing the same chunks again (``predict`` walks the grid one row of patches at a
+        time). A no-op when the whole static array is in memory.
+        """
+        if self.static_in_memory:
+            return
+        k = self.grid.cell_pixels
+        width = self.static.shape[-1]
+        self._row_cache = (row0, h, read_window(self.static, row0 * k, 0, h * k, width))
+
+    def release_rows(self) -> None:
+        self._row_cache = None
+
     def static_window(self, row0: int, col0: int, h: int, w: int) -> np.ndarray:
         """(8, h*k, w*k) raw static values of cells [row0, row0+h) x [col0, col0+w)."""
         k = self.grid.cell_pixels
+        if self._row_cache is not None:
+            c_row0, c_h, rows = self._row_cache
+            if c_row0 <= row0 and row0 + h <= c_row0 + c_h:
+                return read_window(rows, (row0 - c_row0) * k, col0 * k, h * k, w * k)
         return read_window(self.static, row0 * k, col0 * k, h * k, w * k)
 
     def dynamic_window(self, period: int, row0: int, col0: int, h: int, w: int) -> np.ndarray:
