@@ -350,11 +350,17 @@ def predict(run_dir: str | Path, scenario: Path | None = None, progress: bool = 
     """Wall-to-wall maps of a trained run; returns the folder written (RUN/maps or
     RUN/scenarios/<name>)."""
     run_dir = Path(run_dir)
-    device = resolve_device("auto")
-    run = load_run(run_dir, device)
-    if run.cfg.training.device != "auto":
+    run = load_run(run_dir, "cpu")
+    try:
         device = resolve_device(run.cfg.training.device)
-        run.model.to(device)
+    except ValueError:  # trained on a GPU that this machine lacks: predict on the CPU
+        warnings.warn(
+            f"training.device = {run.cfg.training.device} is not available here; predicting "
+            "on the CPU",
+            stacklevel=2,
+        )
+        device = torch.device("cpu")
+    run.model.to(device)
     cube = _cube_of(run)
     cfg = run.cfg
     periods = cube.meta.period_names
