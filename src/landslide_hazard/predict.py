@@ -361,6 +361,8 @@ def predict(run_dir: str | Path, scenario: Path | None = None, progress: bool = 
         )
         device = torch.device("cpu")
     run.model.to(device)
+    if device.type == "cuda":
+        run.model.to(memory_format=torch.channels_last)
     cube = _cube_of(run)
     cfg = run.cfg
     periods = cube.meta.period_names
