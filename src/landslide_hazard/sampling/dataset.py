@@ -227,14 +227,6 @@ class PatchDataset(Dataset):
             "mask": torch.from_numpy(mask),
         }
 
-    def positives_per_patch(self) -> np.ndarray:
-        """(N,) int: cells with density > min_density inside each patch's role mask."""
-        out = np.zeros(len(self), dtype=np.int64)
-        for i in range(len(self)):
-            target, mask = self.target_and_mask(i)
-            out[i] = int(((target > self.min_density) & mask).sum())
-        return out
-
     def cells_per_patch(self) -> np.ndarray:
         """(N,) int: cells whose loss counts in each patch."""
         return np.array([int(self.target_and_mask(i)[1].sum()) for i in range(len(self))])
