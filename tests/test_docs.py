@@ -5,7 +5,8 @@
   line ``<!-- example-config -->``) validates with :func:`config.parse_config` and writes every
   section of a run config;
 - every ``landslide-hazard ...`` command line in the guide's code blocks names a real command
-  and only options that command has.
+  and only options that command has;
+- the guide's Python examples import names that exist and call them with arguments they take.
 
 Run ``python tests/test_docs.py > docs/cli.md`` to regenerate the CLI reference (the same text
 as ``python -m landslide_hazard.clidoc``).
@@ -105,6 +106,50 @@ def command_problems(text: str) -> list[str]:
     return problems
 
 
+def python_problems(text: str) -> list[str]:
+    """Problems of the ```python blocks: imports that fail, calls of imported functions with
+    keyword arguments they do not take or more positional arguments than they accept."""
+    import ast
+    import importlib
+    import inspect
+
+    problems = []
+    for block in re.findall(r"```python\n(.*?)\n```", text, flags=re.S):
+        tree = ast.parse(block)
+        funcs = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                try:
+                    module = importlib.import_module(node.module)
+                except ImportError as exc:
+                    problems.append(f"from {node.module} import ...: {exc}")
+                    continue
+                for alias in node.names:
+                    obj = getattr(module, alias.name, None)
+                    if obj is None:
+                        problems.append(f"{node.module} has no {alias.name}")
+                    else:
+                        funcs[alias.asname or alias.name] = obj
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                f = funcs.get(node.func.id)
+                if f is None or not callable(f):
+                    continue
+                params = inspect.signature(f).parameters
+                names = set(params)
+                for kw in node.keywords:
+                    if kw.arg is not None and kw.arg not in names:
+                        problems.append(f"{node.func.id}() takes no argument '{kw.arg}'")
+                positional = [
+                    p
+                    for p in params.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                ]
+                if len(node.args) > len(positional):
+                    problems.append(f"{node.func.id}() takes at most {len(positional)} positional")
+    return problems
+
+
 def test_cli_reference_is_current():
     current = CLI_MD.read_text() if CLI_MD.is_file() else ""
     assert current == _cli_reference(), (
@@ -158,6 +203,28 @@ def test_command_check_finds_invented_commands_and_options():
         "landslide-hazard predict RUN --scenario s.yaml --gpu: 'predict' has no option --gpu",
         "landslide-hazard plot RUN: no command 'plot'",
         "landslide-hazard train cfg.yaml --epochs 3: 'train' has no option --epochs",
+    ]
+
+
+def test_guide_python_matches_the_api():
+    text = _guide()
+    assert "```python" in text
+    problems = python_problems(text)
+    assert not problems, "docs/user-guide.md Python examples do not match the API:\n" + "\n".join(
+        problems
+    )
+
+
+def test_python_check_finds_wrong_names_and_arguments():
+    text = (
+        "```python\nfrom landslide_hazard.predict import predict\n"
+        "from landslide_hazard.prepare import prepare_all\n"
+        "predict('run', scenario=None, gpu=True)\npredict(1, 2, 3, 4)\n```\n"
+    )
+    assert python_problems(text) == [
+        "landslide_hazard.prepare has no prepare_all",
+        "predict() takes no argument 'gpu'",
+        "predict() takes at most 3 positional",
     ]
 
 
