@@ -493,25 +493,6 @@ def _on_cell_grid(crs, transform, shape: tuple[int, int], grid: StudyGrid) -> bo
     return True
 
 
-def _river_mask(
-    cfg: RunConfig, grid: StudyGrid, z: np.ndarray, accumulation: np.ndarray, log: list[str]
-) -> np.ndarray:
-    from .predictors.hydrology import rasterize_rivers, river_mask_from_accumulation
-
-    path = cfg.inputs.rivers.path
-    if path is None:
-        log.append(f"rivers: D8 contributing area >= {cfg.inputs.rivers.accumulation_km2} km2")
-        return river_mask_from_accumulation(
-            z, grid.pixel_size_m, cfg.inputs.rivers.accumulation_km2, accumulation=accumulation
-        )
-    if is_vector_path(path):
-        vec = read_vectors(path)
-        check_vector_crs(vec, grid.crs, "rivers")
-        return rasterize_rivers(vec.geometries, grid.fine_transform, grid.fine_shape)
-    data = read_on_grid(path, grid, level="fine", kind="classes", bands=1, log=log)
-    return np.isfinite(data) & (data > 0.5)
-
-
 def distance_to_river_lean(
     river_mask: np.ndarray, pixel_size_m: float, block_rows: int = 512
 ) -> np.ndarray:
@@ -643,14 +624,21 @@ def prepare(
     overwrite: bool = False,
     tile_px: int = DEFAULT_TILE_PX,
     chunk_px: int = 256,
+    scheduler: str | None = None,
 ) -> Path:
     """Validate the inputs of ``cfg`` and write the predictor cube; return its path.
 
     out: the cube path (default ``<cfg.output.dir>/cube.zarr``); progress: show a rich progress
     bar; overwrite: replace an existing cube (it stays intact until the new one is complete);
     tile_px: fine pixels per side of the static tiles (memory of the tile loop); chunk_px: Zarr
-    chunk of the static array (a divisor of tile_px keeps writes chunk-aligned).
+    chunk of the static array (a divisor of tile_px keeps writes chunk-aligned); scheduler:
+    run the static tiles on dask.distributed - ``"local"`` for a LocalCluster on this machine,
+    or a scheduler address such as ``tcp://10.0.0.5:8786`` (None: the environment variable
+    ``LANDSLIDE_HAZARD_SCHEDULER`` if set, else in this process). The cube is the same either
+    way (docs/scale.md).
     """
+    if scheduler is None:
+        scheduler = os.environ.get(SCHEDULER_ENV) or None
     out = Path(out) if out is not None else Path(cfg.output.dir) / CUBE_NAME
     if out.exists() and not overwrite:
         raise PrepareError(f"{out}: a cube already exists; pass --overwrite to replace it")
@@ -737,7 +725,9 @@ def prepare(
             done("dynamic")
 
         if "static" not in parts:
-            _write_static(cfg, inputs, cube, state, partial, tile_px, log, bar, task)
+            _write_static(
+                cfg, inputs, cube, state, partial, tile_px, log, bar, task, scheduler=scheduler
+            )
             done("static")
 
         if bar:
@@ -753,6 +743,163 @@ def prepare(
     return out
 
 
+@dataclass(frozen=True)
+class StaticScratch:
+    """The global passes' results, spilled as ``.npy`` files for the tile loop to read.
+
+    dem: float64 m, the DEM as validated (collar NaN, outer holes filled); accumulation:
+    float32 upslope pixel counts, NaN at nodata; river: bool river pixels; valid: bool valid
+    pixels (valid DEM and inside the study mask). All on the fine grid. A tile reads only its
+    window of each (a memory map opened and closed per tile), so the tile loop's memory does
+    not grow with the grid and any worker that sees the folder can compute any tile.
+    """
+
+    folder: Path
+    shape: tuple[int, int]
+    pixel_size_m: float
+    distance_margin_px: int = 256
+
+    @property
+    def dem(self) -> Path:
+        return self.folder / "dem.npy"
+
+    @property
+    def accumulation(self) -> Path:
+        return self.folder / "accumulation.npy"
+
+    @property
+    def river(self) -> Path:
+        return self.folder / "river.npy"
+
+    @property
+    def valid(self) -> Path:
+        return self.folder / "valid.npy"
+
+
+def _window(path: Path, rows: slice, cols: slice) -> np.ndarray:
+    """A copy of rows x cols of a .npy file (the memory map is closed again at once)."""
+    mm = np.load(path, mmap_mode="r")
+    try:
+        return np.array(mm[rows, cols])
+    finally:
+        del mm
+
+
+def compute_static_tile(src: StaticScratch, rows: slice, cols: slice) -> np.ndarray:
+    """The 8 static bands (STATIC_NAMES order, float32) of one tile from the spilled passes.
+
+    Reads the tile plus a 1-pixel halo of the DEM, the tile's accumulation and valid pixels,
+    and computes the distance to river exactly from a window of the river mask
+    (:func:`~landslide_hazard.predictors.hydrology.distance_to_river_tile`); then
+    :func:`static_tile`. Equal to the whole-array computation bit for bit.
+    """
+    from .predictors.hydrology import distance_to_river_tile
+
+    height, width = src.shape
+    r0, r1 = max(rows.start - 1, 0), min(rows.stop + 1, height)
+    c0, c1 = max(cols.start - 1, 0), min(cols.stop + 1, width)
+    win_r, win_c = slice(r0, r1), slice(c0, c1)
+    local_r = slice(rows.start - r0, rows.stop - r0)
+    local_c = slice(cols.start - c0, cols.stop - c0)
+    z = _window(src.dem, win_r, win_c)
+    accumulation = _window(src.accumulation, win_r, win_c)
+    valid = _window(src.valid, win_r, win_c)
+    distance = np.full(z.shape, np.nan, dtype=np.float32)
+    river = np.load(src.river, mmap_mode="r")
+    try:
+        distance[local_r, local_c] = distance_to_river_tile(
+            river, rows, cols, src.pixel_size_m, margin=src.distance_margin_px
+        )
+    finally:
+        del river
+    return static_tile(z, accumulation, distance, valid, local_r, local_c, src.pixel_size_m)
+
+
+def write_static_tile(src: StaticScratch, store: str, index: int, rows: slice, cols: slice) -> int:
+    """Compute one tile and write it into the ``static`` array of the Zarr store; its index.
+
+    The task a dask worker runs: it needs only ``src.folder`` and ``store`` on a file system
+    it shares with the client. Tiles aligned with the Zarr chunks never share a chunk, so
+    concurrent writes are safe.
+    """
+    Cube(store, mode="r+").static[:, rows, cols] = compute_static_tile(src, rows, cols)
+    return index
+
+
+def global_passes(
+    cfg: RunConfig,
+    grid: StudyGrid,
+    z: np.ndarray,
+    valid: np.ndarray,
+    folder: Path,
+    log: list[str],
+    step=None,
+) -> StaticScratch:
+    """Pit filling, D8 accumulation and the river mask of the whole grid, spilled to ``folder``.
+
+    z: the validated DEM (float64, C-contiguous); it is **consumed**: written to
+    ``folder/dem.npy`` first, then filled in place. Memory: the DEM (8 B/px), a 1-byte flag
+    and the flood's heap during the fill; then D8 codes (1 B/px) + uint8 indegree + uint32
+    counts (5 B/px); the river mask (1 B/px). See docs/scale.md.
+    """
+    from .predictors.hydrology import (
+        accumulate_d8_counts,
+        counts_to_float32,
+        d8_flow_directions,
+        fill_pits,
+        river_mask_from_counts,
+    )
+
+    step = step or (lambda _what: None)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    src = StaticScratch(folder, tuple(z.shape), grid.pixel_size_m)
+    np.save(src.valid, valid)
+    np.save(src.dem, z)
+    step("pit filling (global)")
+    fill_pits(z, in_place=True)
+    step("D8 accumulation (global)")
+    codes = d8_flow_directions(z)
+    del z
+    counts = accumulate_d8_counts(codes)
+    step("rivers (global)")
+    path = cfg.inputs.rivers.path
+    if path is None:
+        log.append(f"rivers: D8 contributing area >= {cfg.inputs.rivers.accumulation_km2} km2")
+        river = river_mask_from_counts(
+            counts, grid.pixel_size_m, cfg.inputs.rivers.accumulation_km2
+        )
+    else:
+        river = _river_mask_from_file(path, grid, log)
+    if not river.any():
+        where = path or "rivers.accumulation_km2"
+        raise PrepareError(
+            f"{where}: the river mask holds no river pixel, so distance to river is undefined; "
+            "lower rivers.accumulation_km2, or give river lines or a river raster"
+        )
+    np.save(src.river, river)
+    del river
+    # float32 holds pixel counts exactly up to 2^24 (16,777 km2 at 31.25 m), far more than
+    # TWI's log needs beyond; counts are rounded once, as float64 -> float32 would.
+    np.save(src.accumulation, counts_to_float32(counts, codes))
+    return src
+
+
+def _river_mask_from_file(path: Path, grid: StudyGrid, log: list[str]) -> np.ndarray:
+    from .predictors.hydrology import rasterize_rivers
+
+    if is_vector_path(path):
+        vec = read_vectors(path)
+        check_vector_crs(vec, grid.crs, "rivers")
+        return rasterize_rivers(vec.geometries, grid.fine_transform, grid.fine_shape)
+    data = read_on_grid(path, grid, level="fine", kind="classes", bands=1, log=log)
+    return np.isfinite(data) & (data > 0.5)
+
+
+SCHEDULER_ENV = "LANDSLIDE_HAZARD_SCHEDULER"
+
+
 def _write_static(
     cfg,
     inputs: ValidatedInputs,
@@ -763,40 +910,60 @@ def _write_static(
     log: list[str],
     bar,
     task,
+    scheduler: str | None = None,
 ) -> None:
-    """Global passes, then the static bands tile by tile into the cube (resumable per tile)."""
-    from .predictors.hydrology import d8_flow_accumulation, fill_pits
+    """Global passes (spilled to a scratch folder), then the static bands tile by tile.
+
+    Resumable per tile. The tiles run in this process, or on a dask.distributed cluster when
+    ``scheduler`` is given (``"local"``: a LocalCluster; else a scheduler address).
+    """
+    from . import distributed as dist
 
     grid = inputs.grid
-    z = inputs.dem
     tiles = static_tiles(grid.fine_shape, tile_px)
     done_tiles = set(state.get("tiles", []))
-    if bar:
-        bar.update(task, description="flow accumulation (global)", total=None)
-    accumulation = d8_flow_accumulation(fill_pits(z))
-    river = _river_mask(cfg, grid, z, accumulation, log)
-    # float32 holds pixel counts exactly up to 2^24 (16,777 km2 at 31.25 m), far more than TWI's
-    # log needs beyond; it halves the memory this array keeps during the tile loop.
-    accumulation = accumulation.astype(np.float32)
-    try:
-        distance = distance_to_river_lean(river, grid.pixel_size_m)
-    except ValueError as exc:
-        where = cfg.inputs.rivers.path or "rivers.accumulation_km2"
-        raise PrepareError(f"{where}: {exc}") from None
-    del river
-    valid = inputs.valid_pixels
-    if bar:
-        bar.update(task, description="static bands", total=len(tiles), completed=len(done_tiles))
-    for i, (rows, cols) in enumerate(tiles):
-        if i in done_tiles:
-            continue
-        cube.static[:, rows, cols] = static_tile(
-            z, accumulation, distance, valid, rows, cols, grid.pixel_size_m
+    chunk = cube.static.chunks[1:]
+    if scheduler is not None and (tile_px % chunk[0] or tile_px % chunk[1]):
+        raise PrepareError(
+            f"tile_px {tile_px} is not a multiple of the cube's chunk {chunk[0]} px: parallel "
+            "tiles would write into the same Zarr chunks; choose tile_px as a multiple of "
+            "chunk_px"
         )
-        state["tiles"].append(i)
-        _write_progress(partial, state)
+
+    def step(what: str) -> None:
         if bar:
-            bar.advance(task)
+            bar.update(task, description=what, total=None)
+
+    valid = inputs.valid_pixels
+    z = inputs.dem
+    inputs.dem = None  # the DEM is consumed by the fill (it lives on in the scratch folder)
+    folder = partial.parent / (partial.name.removesuffix(".partial") + ".scratch")
+    try:
+        src = global_passes(cfg, grid, z, valid, folder, log, step)
+        del z, valid
+        todo = [(i, t) for i, t in enumerate(tiles) if i not in done_tiles]
+        if bar:
+            bar.update(
+                task, description="static bands", total=len(tiles), completed=len(done_tiles)
+            )
+
+        def finished(i: int) -> None:
+            state["tiles"].append(i)
+            _write_progress(partial, state)
+            if bar:
+                bar.advance(task)
+
+        if scheduler is None:
+            for i, (rows, cols) in todo:
+                cube.static[:, rows, cols] = compute_static_tile(src, rows, cols)
+                finished(i)
+        else:
+            with dist.client_for(scheduler) as client:
+                log.append(f"static tiles computed on dask.distributed ({dist.describe(client)})")
+                for i in dist.run_tiles(client, write_static_tile, src, str(partial), todo):
+                    finished(i)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _replace(partial: Path, out: Path) -> None:

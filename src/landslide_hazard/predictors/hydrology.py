@@ -3,7 +3,10 @@
 All functions take north-up arrays (row 0 north), square pixels of ``pixel_size_m`` metres and
 NaN as nodata. NaN pixels and the array border are both "outside": water leaving a valid pixel
 into them leaves the grid. The global passes (fill, accumulation, distance) run on the whole
-array at once; their memory is stated in ``docs/predictors.md``.
+array at once; their memory is stated in ``docs/predictors.md``. Lean variants for grids near
+the memory limit: ``fill_pits(in_place=True)``, :func:`accumulate_d8_counts` (5 B/px),
+:func:`river_mask_from_counts` and :func:`distance_to_river_tile` (exact, tile by tile; see
+``docs/scale.md``).
 
 D8 direction codes (int8): ``k = 0..7`` points to the neighbour at compass azimuth ``45 k``
 degrees (0 N, 1 NE, 2 E, 3 SE, 4 S, 5 SW, 6 W, 7 NW); ``-1`` = no downslope neighbour (the
@@ -142,7 +145,7 @@ def _priority_flood(z, drain_flats, order, items):
     return z
 
 
-def fill_pits(dem: np.ndarray, *, drain_flats: bool = True) -> np.ndarray:
+def fill_pits(dem: np.ndarray, *, drain_flats: bool = True, in_place: bool = False) -> np.ndarray:
     """Fill every depression of a DEM so that each valid pixel drains to the grid's outside.
 
     Priority-Flood (Barnes, Lehman & Mulla 2014, Algorithm 2, numba, O(N log N)). With
@@ -154,8 +157,23 @@ def fill_pits(dem: np.ndarray, *, drain_flats: bool = True) -> np.ndarray:
     plain depression fill (the lowest surface >= dem without interior pits), flats stay flat.
 
     dem: (rows, cols) metres, NaN = nodata (outside). Returns float64 metres, NaN where dem is.
+    in_place: fill ``dem`` itself and return it (it must then be a C-contiguous float64 array);
+    saves the 8 bytes per pixel of the copy. Memory: the surface, a 1-byte closed flag per
+    pixel and the heap (16 bytes per queued pixel; the heap arrays are allocated for every pixel
+    but only the pages of the largest queue are ever touched).
     """
-    z = _as_dem(dem).copy()
+    if in_place:
+        if not (
+            isinstance(dem, np.ndarray)
+            and dem.dtype == np.float64
+            and dem.ndim == 2
+            and dem.flags.c_contiguous
+            and dem.flags.writeable
+        ):
+            raise ValueError("in_place=True needs a writeable C-contiguous 2-D float64 array")
+        z = _as_dem(dem)
+    else:
+        z = _as_dem(dem).copy()
     index = _index_dtype(z.size)
     order = np.empty(z.size, dtype=index)
     items = np.empty(z.size, dtype=index)
@@ -269,6 +287,107 @@ def accumulate_d8(directions: np.ndarray) -> np.ndarray:
     return acc
 
 
+@numba.njit(cache=True)
+def _accumulate_counts(directions):
+    """Upslope counts (uint32) without receiver or queue arrays: 1 + 4 bytes per pixel.
+
+    Each source pixel (no donor) starts a walk downstream that passes its count on and goes on
+    while the receiver has no unfinished donor left (indegree reaches 0); a finished pixel gets
+    the indegree 255. Integer sums, so the order of the additions does not matter.
+    """
+    rows, cols = directions.shape
+    n = rows * cols
+    flat_codes = directions.ravel()
+    indegree = np.zeros(n, dtype=np.uint8)
+    acc = np.zeros(n, dtype=np.uint32)
+    valid = 0
+    for r in range(rows):
+        for c in range(cols):
+            k = directions[r, c]
+            if k == -2:
+                continue
+            valid += 1
+            acc[r * cols + c] = 1
+            if k >= 0:
+                rr = r + D8_DROW[k]
+                cc = c + D8_DCOL[k]
+                if 0 <= rr < rows and 0 <= cc < cols and directions[rr, cc] != -2:
+                    indegree[rr * cols + cc] += 1
+    done = 0
+    for i in range(n):
+        if flat_codes[i] == -2 or indegree[i] != 0:
+            continue
+        j = i
+        while True:
+            indegree[j] = 255
+            done += 1
+            k = flat_codes[j]
+            if k < 0:
+                break
+            r = j // cols
+            rr = r + D8_DROW[k]
+            cc = j - r * cols + D8_DCOL[k]
+            if rr < 0 or cc < 0 or rr >= rows or cc >= cols:
+                break
+            t = rr * cols + cc
+            if flat_codes[t] == -2:
+                break
+            acc[t] += acc[j]
+            indegree[t] -= 1
+            if indegree[t] != 0:
+                break
+            j = t
+    return acc, done == valid
+
+
+@numba.njit(cache=True)
+def _counts_to_float32(acc, flat_codes):
+    """Reinterpret the uint32 counts' buffer as float32 in place (NaN at nodata)."""
+    out = acc.view(np.float32)
+    for i in range(acc.size):
+        if flat_codes[i] == -2:
+            out[i] = np.nan
+        else:
+            out[i] = np.float32(acc[i])
+    return out
+
+
+def accumulate_d8_counts(directions: np.ndarray) -> np.ndarray:
+    """Upslope pixel counts (uint32, including the pixel; 0 at nodata) of D8 codes.
+
+    The same counts as :func:`accumulate_d8`, with 5 bytes per pixel of memory (uint8
+    indegree, uint32 counts) instead of its 17-25: for grids too big for the float64 pass.
+    """
+    codes = np.ascontiguousarray(directions, dtype=np.int8)
+    if codes.ndim != 2:
+        raise ValueError(f"directions must be 2-D, got shape {codes.shape}")
+    if codes.size >= 2**32:
+        raise ValueError(f"{codes.size} pixels: uint32 counts need fewer than 2**32 pixels")
+    acc, ok = _accumulate_counts(codes)
+    if not ok:
+        raise ValueError("the D8 directions contain a cycle; derive them with d8_flow_directions")
+    return acc.reshape(codes.shape)
+
+
+def counts_to_float32(counts: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """uint32 counts -> float32 with NaN at nodata (code -2), reusing the counts' memory.
+
+    ``counts`` is consumed (its buffer now holds the float32 values). Each count is rounded
+    once, so the result equals ``accumulate_d8(directions).astype(np.float32)``.
+    """
+    if counts.dtype != np.uint32 or not counts.flags.c_contiguous:
+        raise ValueError("counts must be a C-contiguous uint32 array (accumulate_d8_counts)")
+    codes = np.ascontiguousarray(directions, dtype=np.int8)
+    if codes.shape != counts.shape:
+        raise ValueError(f"counts {counts.shape} and directions {codes.shape} differ in shape")
+    return _counts_to_float32(counts.ravel(), codes.ravel()).reshape(counts.shape)
+
+
+def accumulate_d8_lean(directions: np.ndarray) -> np.ndarray:
+    """``accumulate_d8(directions).astype(np.float32)`` with 5 bytes per pixel of memory."""
+    return counts_to_float32(accumulate_d8_counts(directions), directions)
+
+
 def d8_flow_accumulation(filled: np.ndarray) -> np.ndarray:
     """Upslope pixel count including the pixel itself, by D8 on a pit-filled DEM.
 
@@ -344,6 +463,102 @@ def distance_to_river(river_mask: np.ndarray, pixel_size_m: float) -> np.ndarray
             "accumulation threshold (threshold_km2), or give river lines or a river raster"
         )
     return ndimage.distance_transform_edt(~mask, sampling=float(pixel_size_m))
+
+
+def river_mask_from_counts(
+    accumulation: np.ndarray, pixel_size_m: float, threshold_km2: float, block_rows: int = 256
+) -> np.ndarray:
+    """:func:`river_mask_from_accumulation` of given counts, computed by row blocks.
+
+    The same float64 arithmetic per pixel (so the same mask) without the whole-grid float64
+    temporaries: 1 byte per pixel for the result.
+    """
+    if threshold_km2 <= 0:
+        raise ValueError(f"threshold_km2 must be > 0 km2, got {threshold_km2}")
+    acc = np.asarray(accumulation)
+    out = np.empty(acc.shape, dtype=bool)
+    for r0 in range(0, acc.shape[0], block_rows):
+        area_km2 = acc[r0 : r0 + block_rows].astype(np.float64) * float(pixel_size_m) ** 2 / 1e6
+        out[r0 : r0 + block_rows] = np.nan_to_num(area_km2, nan=0.0) >= threshold_km2
+    return out
+
+
+def _edt_from_indices(nearest: np.ndarray, r0: int, c0: int, p: float) -> np.ndarray:
+    """Distances (float64, m) of a block from scipy's nearest-feature indices.
+
+    The arithmetic of ``prepare.distance_to_river_lean``: (row, col) offsets times the pixel
+    size, squared and summed in float64, square root (that function then rounds to float32).
+    """
+    rows, cols = nearest.shape[1:]
+    dr = (nearest[0] - np.arange(r0, r0 + rows, dtype=np.int64)[:, None]).astype(np.float64)
+    dc = (nearest[1] - np.arange(c0, c0 + cols, dtype=np.int64)[None, :]).astype(np.float64)
+    dr *= p
+    dc *= p
+    dr *= dr
+    dc *= dc
+    return np.sqrt(dr + dc)
+
+
+def distance_to_river_tile(
+    river_mask: np.ndarray,
+    rows: slice,
+    cols: slice,
+    pixel_size_m: float,
+    margin: int = 256,
+) -> np.ndarray:
+    """Exact distance (m, float32) to the nearest river pixel for one tile of a grid.
+
+    river_mask: the whole grid's bool mask (an array or a read-only memmap; only windows of it
+    are read). The EDT runs on the tile plus ``margin`` pixels. A tile pixel's distance d
+    found in that window is exact when every pixel outside the window is at least d away (the
+    window reaches the grid's edge on that side, or the gap to it is >= d); otherwise the
+    margin doubles until it is, up to the whole grid. Equals
+    ``prepare.distance_to_river_lean`` (and ``distance_to_river`` as float32) on the tile.
+    """
+    from scipy import ndimage
+
+    height, width = river_mask.shape
+    p = float(pixel_size_m)
+    r_lo, r_hi, c_lo, c_hi = rows.start, rows.stop, cols.start, cols.stop
+    m = max(int(margin), 1)
+    while True:
+        w_r0, w_r1 = max(r_lo - m, 0), min(r_hi + m, height)
+        w_c0, w_c1 = max(c_lo - m, 0), min(c_hi + m, width)
+        window = np.asarray(river_mask[w_r0:w_r1, w_c0:w_c1], dtype=bool)
+        whole = w_r0 == 0 and w_c0 == 0 and w_r1 == height and w_c1 == width
+        if window.any():
+            nearest = ndimage.distance_transform_edt(
+                ~window, sampling=(p, p), return_distances=False, return_indices=True
+            )
+            tile_nearest = nearest[:, r_lo - w_r0 : r_hi - w_r0, c_lo - w_c0 : c_hi - w_c0]
+            tile_nearest[0] += w_r0
+            tile_nearest[1] += w_c0
+            dist = _edt_from_indices(tile_nearest, r_lo, c_lo, p)
+            if whole:
+                return dist.astype(np.float32)
+            # Distance from each tile pixel to the nearest pixel outside the window, on the
+            # sides where the window stops short of the grid's edge (inf elsewhere).
+            rr = np.arange(r_lo, r_hi)[:, None]
+            cc = np.arange(c_lo, c_hi)[None, :]
+            inf = np.inf
+            gap = np.minimum(
+                np.minimum(
+                    (rr - (w_r0 - 1)) * p if w_r0 > 0 else inf,
+                    (w_r1 - rr) * p if w_r1 < height else inf,
+                ),
+                np.minimum(
+                    (cc - (w_c0 - 1)) * p if w_c0 > 0 else inf,
+                    (w_c1 - cc) * p if w_c1 < width else inf,
+                ),
+            )
+            if np.all(dist <= gap):
+                return dist.astype(np.float32)
+        elif whole:
+            raise ValueError(
+                "the river mask holds no river pixel, so distance to river is undefined; lower "
+                "the accumulation threshold (threshold_km2), or give river lines or a river raster"
+            )
+        m *= 2
 
 
 def rasterize_rivers(lines: Iterable[Any], transform: Affine, shape: tuple[int, int]) -> np.ndarray:
