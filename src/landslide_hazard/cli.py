@@ -148,6 +148,12 @@ def prepare_cmd(
         512, "--tile-px", min=16, help="fine pixels per side of the static tiles (memory)"
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        help="run the static tiles on dask.distributed: 'local', 'local:N' or a scheduler "
+        "address tcp://HOST:8786 (default: $LANDSLIDE_HAZARD_SCHEDULER, else in-process)",
+    ),
 ) -> None:
     """Validate the inputs and write the predictor cube (<output.dir>/cube.zarr)."""
     import warnings
@@ -160,7 +166,7 @@ def prepare_cmd(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             path = prepare(cfg, out=out, progress=not no_progress, overwrite=overwrite,
-                           tile_px=tile_px)
+                           tile_px=tile_px, scheduler=scheduler)
     except (ConfigError, OSError, ValueError) as exc:
         _fail(exc)
     for w in caught:
