@@ -228,5 +228,36 @@ def test_python_check_finds_wrong_names_and_arguments():
     ]
 
 
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    out = set()
+    for title in re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.strip().lower().replace("`", ""))
+        out.add(slug.replace(" ", "-"))
+    return out
+
+
+def test_guide_links_resolve():
+    text = _guide()
+    problems = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+://", target):
+            continue
+        path, _, anchor = target.partition("#")
+        doc = GUIDE.parent / path if path else GUIDE
+        if not doc.is_file():
+            problems.append(f"{target}: no file {doc.relative_to(ROOT)}")
+        elif anchor and anchor not in _anchors(doc.read_text()):
+            problems.append(f"{target}: no heading '#{anchor}' in {doc.name}")
+    assert not problems, "broken links in docs/user-guide.md:\n" + "\n".join(problems)
+
+
+def test_anchor_slugs_follow_github():
+    assert _anchors("## Evaluating someone else's maps\n## `prepare`: raw -> cube\n") == {
+        "evaluating-someone-elses-maps",
+        "prepare-raw---cube",
+    }
+
+
 if __name__ == "__main__":
     print(_cli_reference(), end="")
