@@ -17,6 +17,7 @@ from landslide_hazard.synthetic.landslides import (
     AreaLaw,
     CellPlacer,
     ellipse_coords,
+    saturating_rate,
     truncated_inverse_gamma_mean,
     truth_from_rates,
 )
@@ -66,7 +67,7 @@ def test_placement_keeps_area_inside_the_cell_without_overlaps():
     placer = _placer(box)
     rng = np.random.default_rng(7)
     first = placer.place(np.array([2e5, 5e4, 3000.0, 40.0]), rng)
-    second = placer.place(np.array([1.5e5, 1e5, 2e4, 500.0, 0.5]), rng)  # a crowded cell: splits
+    second = placer.place(np.array([1.5e5, 1e5, 2e4, 500.0, 0.5]), rng)  # crowded: carving
     polys = first + second
     total = sum(p.area for p in polys)
     assert total + placer.lost_m2 == pytest.approx(
@@ -130,3 +131,28 @@ def test_rank_auc_matches_scikit_learn():
     scores = np.round(rng.normal(labels * 0.8, 1.0), 1)  # with ties
     assert rank_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
     assert np.isnan(rank_auc(scores, np.zeros(500, bool)))
+
+
+def test_a_full_cell_loses_only_the_excess_area():
+    box = (0.0, 0.0, 100.0, 100.0)  # 10,000 m2
+    placer = _placer(box, k=4, seed=2)
+    polys = placer.place(
+        np.array([4000.0, 3000.0, 2500.0, 1500.0, 800.0]), np.random.default_rng(5)
+    )
+    total = sum(p.area for p in polys)
+    usable = (100.0 - 2 * 0.01) ** 2  # the cell less its edge margin
+    assert total == pytest.approx(usable, rel=1e-6)
+    assert placer.lost_m2 == pytest.approx(11800.0 - usable, rel=1e-4)
+    assert shapely.union_all(polys).area == pytest.approx(total, rel=1e-9)  # no overlaps
+
+
+def test_saturating_rate():
+    raw = np.array([0.0, 1e-3, 1.0, 15.0, 1e4])
+    got = saturating_rate(raw, 15.0)
+    assert np.allclose(got, 15.0 * (1 - np.exp(-raw / 15.0)))
+    assert got[1] == pytest.approx(1e-3, rel=1e-4) and got[-1] <= 15.0
+    assert np.all(np.diff(got) > 0)
+    base = np.random.default_rng(3).lognormal(0, 2.0, 3000)
+    b0 = calibrate_intercept(base, 0.2, max_rate=15.0)
+    rate = saturating_rate(np.exp(b0) * base, 15.0)
+    assert np.mean(1 - np.exp(-rate)) == pytest.approx(0.2, abs=1e-9)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import brentq
 
-from .landslides import truncated_inverse_gamma_mean
+from .landslides import saturating_rate, truncated_inverse_gamma_mean
 
 
 @dataclass(frozen=True)
@@ -84,14 +84,21 @@ def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def calibrate_intercept(base_rate: np.ndarray, prevalence: float) -> float:
-    """beta0 with mean(1 - exp(-exp(beta0) * base_rate)) = ``prevalence`` (a fraction in (0, 1))."""
+def calibrate_intercept(
+    base_rate: np.ndarray, prevalence: float, max_rate: float | None = None
+) -> float:
+    """beta0 with mean(1 - exp(-lambda)) = ``prevalence`` (a fraction in (0, 1)), where
+    lambda = exp(beta0) * base_rate, saturated at ``max_rate`` if given
+    (:func:`~landslide_hazard.synthetic.landslides.saturating_rate`)."""
     base = np.asarray(base_rate, dtype=float).ravel()
     if not 0.0 < prevalence < 1.0:
         raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
 
     def excess(b0: float) -> float:
-        return float(np.mean(-np.expm1(-np.exp(b0) * base))) - prevalence
+        rate = np.exp(b0) * base
+        if max_rate is not None:
+            rate = saturating_rate(rate, max_rate)
+        return float(np.mean(-np.expm1(-rate))) - prevalence
 
     if excess(40.0) <= 0:
         raise ValueError(

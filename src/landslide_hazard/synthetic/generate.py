@@ -54,6 +54,7 @@ from .landslides import (
     AreaLaw,
     CellPlacer,
     draw_counts_and_areas,
+    saturating_rate,
     truncated_inverse_gamma_mean,
     truth_from_rates,
 )
@@ -82,8 +83,9 @@ from .terrain import (
 class RateModel:
     """Coefficients of the cell log-rate (see docs/synthetic.md).
 
-    log lambda_ct = beta0_t + b_pga(t) ln(PGA_c / 0.25 g) + b_rain ln(1 + R_ct)
-                    + sd_latent Z_c + sd_latent_period Z_ct + ln S_c,
+    lambda_ct = max_rate (1 - exp(-raw_ct / max_rate)),
+    ln raw_ct = beta0_t + b_pga(t) ln(PGA_c / 0.25 g) + b_rain ln(1 + R_ct)
+                + sd_latent Z_c + sd_latent_period Z_ct + ln S_c,
     b_pga(t) = b_pga_coseismic for the co-seismic period, else
                b_pga_coseismic * legacy_fraction * exp(-(m_t - 1) / legacy_decay_monsoons),
     S_c = mean over the cell's pixels of exp(eta_s) (terrain.landslide_log_weight).
@@ -101,6 +103,7 @@ class RateModel:
     sd_log_area_scale: float = 0.5  # per cell and period: theta_ct = theta_t exp(sd z_ct)
     area_lo_m2: float = 5.0
     area_hi_frac: float = 0.15  # upper bound of one landslide, fraction of the cell area
+    max_rate: float = 15.0  # lambda saturates at this many landslides per cell and period
     baseline_prevalence: float = 0.12
     baseline_mean_area_m2: float = 2500.0
 
@@ -437,10 +440,12 @@ def generate_scenario(
             target = REAL_GORKHA_TABLE[name]
             shift = float(log_base[t].max())
             b0 = (
-                calibrate_intercept(np.exp(log_base[t] - shift), target.prevalence_pct / 100.0)
+                calibrate_intercept(
+                    np.exp(log_base[t] - shift), target.prevalence_pct / 100.0, rm.max_rate
+                )
                 - shift
             )
-            rates[t] = np.exp(b0 + log_base[t])
+            rates[t] = saturating_rate(np.exp(b0 + log_base[t]), rm.max_rate)
             thetas.append(
                 calibrate_area_scale(
                     rates[t],
@@ -456,11 +461,10 @@ def generate_scenario(
         theta_cells = np.array(thetas)[:, None, None] * scale_mult  # (period, y, x), m2
         base_log = rm.sd_latent * latent + np.log(static_weight)
         base_shift = float(base_log.max())
-        base_rate = np.exp(
-            calibrate_intercept(np.exp(base_log - base_shift), rm.baseline_prevalence)
-            - base_shift
-            + base_log
+        base_b0 = calibrate_intercept(
+            np.exp(base_log - base_shift), rm.baseline_prevalence, rm.max_rate
         )
+        base_rate = saturating_rate(np.exp(base_b0 - base_shift + base_log), rm.max_rate)
         base_rate_mean = float(base_rate.mean())
         base_theta = calibrate_area_scale(
             base_rate,

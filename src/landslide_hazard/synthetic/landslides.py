@@ -11,9 +11,9 @@ is exactly the summed area of the period's landslides, and
     P(D > 0) = 1 - exp(-lambda),   E[D] = lambda * E[A] * 100 / cell_area,
     E[D | D > 0] = E[D] / P(D > 0).
 
-A landslide that cannot be placed (after ``MAX_TRIES`` positions) is split into two halves of
-equal area, recursively, which keeps the area and so the truth exact; only pieces below
-``MIN_PIECE_M2`` that still do not fit would be lost, and their area is reported.
+A landslide that cannot be placed (after ``MAX_TRIES`` positions) is carved out of the free space
+of its cell with exactly its area (to 1e-6 m2), which keeps the truth exact; only a full cell
+would lose area, and that area is reported.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import shapely
 from scipy.special import gammainc, gammaincinv
 
 MAX_TRIES = 25
-MIN_PIECE_M2 = 1.0
+CARVE_TOL_M2 = 1e-6
 N_VERTICES = 16
 EDGE_MARGIN_M = 0.01
 
@@ -74,6 +74,12 @@ def truncated_inverse_gamma_mean(
     p = gammainc(rho, g2) - gammainc(rho, g1)
     q = gammainc(rho - 1.0, g2) - gammainc(rho - 1.0, g1)
     return theta / (rho - 1.0) * q / p
+
+
+def saturating_rate(raw_rate: np.ndarray, max_rate: float) -> np.ndarray:
+    """lambda = L (1 - exp(-raw / L)): about ``raw`` when small, never above L (landslides per
+    cell and period), so no cell is asked for more failures than it can hold."""
+    return -max_rate * np.expm1(-np.asarray(raw_rate, dtype=float) / max_rate)
 
 
 def truth_from_rates(
@@ -175,26 +181,77 @@ class CellPlacer:
                 return None
         return poly, (bx0, by0, bx1, by1)
 
+    def _add(self, poly) -> None:
+        self.polygons.append(poly)
+        self._bounds = np.vstack([self._bounds, shapely.bounds(poly)])
+
+    def _carve(self, area: float, rng: np.random.Generator) -> list:
+        """Cut ``area`` (m2) out of the cell's free space: the free part nearest a random free
+        point, grown as a disc until its area is ``area`` (bisection). Pieces touch earlier
+        polygons but never overlap them; only a full cell loses area (``lost_m2``)."""
+        x0, y0, x1, y1 = self.box
+        m = EDGE_MARGIN_M
+        free = shapely.box(x0 + m, y0 + m, x1 - m, y1 - m)
+        if self.polygons:
+            free = shapely.difference(free, shapely.union_all(self.polygons))
+        parts = sorted(
+            (g for g in shapely.get_parts(free) if g.geom_type == "Polygon" and g.area > 0),
+            key=lambda g: -g.area,
+        )
+        pieces, remaining = [], area
+        for part in parts:
+            if remaining <= CARVE_TOL_M2:
+                break
+            if part.area <= remaining:
+                take = part
+            else:
+                bx0, by0, bx1, by1 = part.bounds
+                centre = None
+                for _ in range(50):
+                    q = shapely.Point(rng.uniform(bx0, bx1), rng.uniform(by0, by1))
+                    if part.contains(q):
+                        centre = q
+                        break
+                centre = centre or part.representative_point()
+                lo, hi = 0.0, float(np.hypot(bx1 - bx0, by1 - by0))
+                for _ in range(60):
+                    mid = 0.5 * (lo + hi)
+                    if (
+                        shapely.intersection(part, centre.buffer(mid, quad_segs=16)).area
+                        < remaining
+                    ):
+                        lo = mid
+                    else:
+                        hi = mid
+                take = shapely.intersection(part, centre.buffer(hi, quad_segs=16))
+            for piece in shapely.get_parts(take):
+                if piece.geom_type == "Polygon" and piece.area > 0:
+                    pieces.append(piece)
+                    self._add(piece)
+            remaining -= take.area
+        if remaining > CARVE_TOL_M2:
+            self.lost_m2 += remaining
+        return pieces
+
     def place(self, areas: np.ndarray, rng: np.random.Generator) -> list:
-        """Place landslides of ``areas`` (m2), largest first; return the new polygons."""
-        queue = sorted((float(a) for a in areas), reverse=True)
+        """Place landslides of ``areas`` (m2), largest first; return the new polygons.
+
+        A landslide that does not fit in ``MAX_TRIES`` positions is carved out of the free
+        space instead (:meth:`_carve`), so the placed area always equals the drawn area unless
+        the cell is full.
+        """
         placed = []
-        while queue:
-            area = queue.pop(0)
+        for area in sorted((float(a) for a in areas), reverse=True):
             found = None
             for attempt in range(MAX_TRIES):
                 found = self._try(area, rng, uniform=attempt >= UNIFORM_AFTER)
                 if found is not None:
                     break
             if found is not None:
-                poly, bounds = found
-                self.polygons.append(poly)
-                self._bounds = np.vstack([self._bounds, bounds])
-                placed.append(poly)
-            elif area / 2 >= MIN_PIECE_M2:
-                queue[0:0] = [area / 2, area / 2]
+                self._add(found[0])
+                placed.append(found[0])
             else:
-                self.lost_m2 += area
+                placed.extend(self._carve(area, rng))
         return placed
 
 

@@ -19,11 +19,12 @@ _M3 = np.uint64(0xBF58476D1CE4E5B9)
 _M4 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
-# Eight unit gradient directions (axes and diagonals): table lookups, no transcendentals, so a
-# value depends only on its coordinates, never on the array it is computed in.
+# Sixteen unit gradient directions (every 22.5 degrees): table lookups, no per-pixel
+# transcendentals, so a value depends only on its coordinates, never on the array it is in.
 _D = np.sqrt(0.5)
-_GX = np.array([1.0, -1.0, 0.0, 0.0, _D, -_D, _D, -_D])
-_GY = np.array([0.0, 0.0, 1.0, -1.0, _D, _D, -_D, -_D])
+_ANGLES = np.arange(16) * (np.pi / 8)
+_GX = np.cos(_ANGLES)
+_GY = np.sin(_ANGLES)
 
 
 def hash2(ix: np.ndarray, iy: np.ndarray, key: int) -> np.ndarray:
@@ -53,7 +54,7 @@ def gradient_noise(u: np.ndarray, v: np.ndarray, key: int) -> np.ndarray:
     for dj in (0, 1):
         row = []
         for di in (0, 1):
-            g = (hash2(i0 + di, j0 + dj, key) >> np.uint64(61)).astype(np.intp)
+            g = (hash2(i0 + di, j0 + dj, key) >> np.uint64(60)).astype(np.intp)
             row.append(_GX[g] * (fu - di) + _GY[g] * (fv - dj))
         out_rows.append(row)
     su = _fade(fu)
@@ -62,6 +63,17 @@ def gradient_noise(u: np.ndarray, v: np.ndarray, key: int) -> np.ndarray:
     top = out_rows[1][0] + su * (out_rows[1][1] - out_rows[1][0])
     # The largest magnitude of 2-D gradient noise with unit gradients is sqrt(0.5).
     return (bottom + sv * (top - bottom)) / _D
+
+
+def _octave_coords(x, y, wavelength_m: float, key: int, octave: int):
+    """Lattice coordinates of one octave: rotated by a per-octave angle and offset, so the
+    octaves' lattices do not line up (no axis-aligned ridges or creases)."""
+    h = int(hash2(np.array([octave]), np.array([key]), 0x5EED)[0])
+    angle = (h & 0xFFFF) / 65536.0 * 2 * np.pi
+    off_u = ((h >> 16) & 0xFFFF) / 65536.0 * 1000.0
+    off_v = ((h >> 32) & 0xFFFF) / 65536.0 * 1000.0
+    ca, sa = np.cos(angle), np.sin(angle)
+    return (x * ca - y * sa) / wavelength_m + off_u, (x * sa + y * ca) / wavelength_m + off_v
 
 
 def fbm(
@@ -78,7 +90,8 @@ def fbm(
     amp = 1.0
     wl = wavelength_m
     for o in range(octaves):
-        total += amp * gradient_noise(x / wl, y / wl, key * 1000 + o)
+        u, v = _octave_coords(x, y, wl, key, o)
+        total += amp * gradient_noise(u, v, key * 1000 + o)
         amp *= gain
         wl /= lacunarity
     return total
@@ -103,7 +116,8 @@ def ridged(
     amp = 1.0
     wl = wavelength_m
     for o in range(octaves):
-        signal = 1.0 - np.abs(gradient_noise(x / wl, y / wl, key * 1000 + o))
+        u, v = _octave_coords(x, y, wl, key + 7919, o)
+        signal = 1.0 - np.abs(gradient_noise(u, v, key * 1000 + o))
         signal = signal * signal * weight
         weight = np.clip(signal * 2.0, 0.0, 1.0)
         total += amp * signal
