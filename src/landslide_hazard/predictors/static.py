@@ -3,7 +3,9 @@
 Local bands (slope, northness, eastness, curvatures) depend only on the 3 x 3 window, so they
 can be computed chunk by chunk with a 1-pixel halo and match the whole-array result exactly
 (:func:`compute_local_bands_chunked`, :func:`local_bands_dask`). TWI (flow accumulation) and the
-distance to river are global passes over the whole array (memory in ``docs/predictors.md``).
+distance to river are global passes over the whole array (memory in ``docs/predictors.md``);
+``prepare`` uses their lean variants and computes the distance tile by tile, with equal results
+(``docs/scale.md``).
 """
 
 from __future__ import annotations
