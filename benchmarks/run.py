@@ -421,6 +421,13 @@ def write_doc(path: Path, report: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
+def _write_json(path: Path, report: dict[str, Any]) -> None:
+    from landslide_hazard.io import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="each benchmark's quick setting")
@@ -430,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="OMP/MKL/torch threads for the benchmarks")
     parser.add_argument("--timeout", type=float, help="seconds per benchmark (1800; quick 600)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument(
+        "--bench-dir", type=Path, default=BENCH_DIR, help="where the bench_*.py are (benchmarks/)"
+    )
     parser.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -442,13 +452,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--threads {args.threads}: must be >= 1")
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.threads)
-    specs = discover(BENCH_DIR, args.only)
+    specs = discover(args.bench_dir, args.only)
     if args.list:
         for s in specs:
             print(f"{s.name:<12} {s.path.name:<24} {'run(quick)' if s.protocol else 'script'}")
         return 0
     if not specs:
-        raise SystemExit(f"no bench_*.py in {BENCH_DIR}")
+        raise SystemExit(f"no bench_*.py in {args.bench_dir}")
     timeout = args.timeout or (600.0 if args.quick else 1800.0)
 
     from rich.console import Console
@@ -457,7 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     machine = machine_info()  # load average before the benchmarks add to it
     started = dt.datetime.now(dt.timezone.utc)
-    results = []
+    results: list[dict[str, Any]] = []
+    report = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
+        "quick": args.quick,
+        "machine": machine,
+        "benchmarks": results,
+    }
     for i, spec in enumerate(specs, 1):
         console.rule(f"[{i}/{len(specs)}] {spec.name} ({spec.path.name})")
         with console.status(f"running {spec.name}"):
@@ -470,22 +487,15 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             )
         results.append(res)
-    report = {
-        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
-        "quick": args.quick,
-        "machine": machine,
-        "benchmarks": results,
-    }
+        # after every benchmark, so a later one that hangs or fails loses nothing
+        if args.json is not None:
+            _write_json(args.json, report)
+        if args.doc is not None:
+            write_doc(args.doc, {**report, "benchmarks": [res]})
     print_tables(results)
     if args.json is not None:
-        from landslide_hazard.io import atomic_write_text
-
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
         console.print(f"wrote {args.json}")
     if args.doc is not None:
-        write_doc(args.doc, report)
         console.print(f"updated {args.doc}")
     return 1 if any(r["error"] for r in results) else 0
 

@@ -68,20 +68,25 @@ def test_model_benchmark_smallest_setting_gives_well_formed_rows(bench_models, c
         if " infer " in r["name"] and r["unit"] == "patches/s":
             diff = float(r["note"].rsplit(" ", 1)[1])
             assert diff < (0.1 if r["name"].endswith("bf16") else 1e-4), r
-    # the tiny ENN's FLOPs on a 16 x 16 px patch (k = 8: 3 levels of widths 16, 16, 24, 32),
-    # counted by hand as 2 x the multiply-adds of every conv / linear layer
-    enc0 = 16 * 13 * 9 * 16 * 16  # 3x3 conv 13 -> 16 at 16 x 16
-    down1 = 16 * 16 * 9 * 8 * 8  # stride-2 3x3 conv 16 -> 16, output 8 x 8
-    down2 = 24 * 16 * 9 * 4 * 4  # 16 -> 24, output 4 x 4
-    down3 = 32 * 24 * 9 * 2 * 2  # 24 -> 32, output 2 x 2 (one pixel per 8-px cell)
-    up = 24 * 32 * 4 * 2 * 2  # 2x2 stride-2 transposed conv 32 -> 24 on the 2 x 2 input
-    fuse = 24 * 48 * 9 * 4 * 4  # 3x3 conv on the 48-channel concat at 4 x 4
-    head = 1 * 24 * 4 * 2 * 2  # 2x2 stride-2 conv -> one logit per cell
-    # density per 8-px cell: pad 3 -> 14, 4x4/2 conv -> 6 x 6 x 64, pool -> 2 x 2, 1x1 conv 128,
-    # no second pool (2 px), flatten 512, dense 512 -> 128 -> 32 -> 1
-    density_cell = 64 * 13 * 16 * 6 * 6 + 128 * 64 * 2 * 2 + 512 * 512 + 512 * 128 + 128 * 32 + 32
-    sus = enc0 + down1 + down2 + down3 + up + fuse + head
-    assert by_name["tiny FLOP/patch"]["value"] == 2 * (sus + 4 * density_cell)
+    # the ENN row counts both blocks: susceptibility + density, each counted on its own
+    import torch
+
+    from landslide_hazard.models import build_enn
+
+    enn = build_enn("tiny", 13, settings.patch_cells, settings.cell_pixels).eval()
+    x = torch.randn(1, 13, 16, 16)
+    with torch.inference_mode():
+        parts = bench_models.count_flops(lambda: enn.susceptibility(x))
+        parts += bench_models.count_flops(lambda: enn.density(x))
+    assert by_name["tiny FLOP/patch"]["value"] == parts > 0
+
+
+def test_flop_counter_on_a_convolution_matches_a_hand_count(bench_models):
+    import torch
+
+    conv = torch.nn.Conv2d(13, 16, 3, padding=1)
+    x = torch.randn(2, 13, 16, 16)
+    assert bench_models.count_flops(lambda: conv(x)) == 2 * 2 * 16 * 13 * 9 * 16 * 16
 
 
 def test_validate_rows_rejects_bad_rows(common):
@@ -194,6 +199,32 @@ def test_run_benchmark_timeout_is_reported(harness, tmp_path):
     spec = harness.discover(tmp_path)[0]
     res = harness.run_benchmark(spec, quick=True, timeout=0.5)
     assert "timed out" in res["error"] and res["seconds"] < 10
+
+
+def test_main_writes_json_and_doc(harness, tmp_path):
+    bench_dir = tmp_path / "benchmarks"
+    bench_dir.mkdir()
+    (bench_dir / "_common.py").write_text((BENCH_DIR / "_common.py").read_text())
+    _write(
+        bench_dir / "bench_one.py",
+        """
+        from _common import row
+
+        def run(quick: bool) -> list:
+            return [row("base", 4.0, "patches/s"), row("fast", 8.0, "patches/s", ratio_to="base")]
+        """,
+    )
+    doc = tmp_path / "performance.md"
+    doc.write_text(harness.DOC_TEMPLATE + "\n## Analysis\n\nKept.\n")
+    out = tmp_path / "out.json"
+    argv = ["--quick", "--bench-dir", str(bench_dir), "--json", str(out), "--doc", str(doc)]
+    assert harness.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["quick"] and report["machine"]["logical_cores"] >= 1
+    (res,) = report["benchmarks"]
+    assert res["name"] == "one" and res["rows"][1]["ratio"] == 2.0
+    text = doc.read_text()
+    assert "| fast | 8 | patches/s | 2 | base |  |" in text and "Kept." in text
 
 
 def test_markdown_update_keeps_handwritten_text(harness, common):
