@@ -678,8 +678,7 @@ def prepare(
             state["log"] = log
             _write_progress(partial, state)
 
-        valid_pixels = inputs.valid_pixels
-        valid_cells = cells_all(valid_pixels, grid.cell_pixels)
+        valid_cells = cells_all(inputs.valid_pixels, grid.cell_pixels)
         if "valid_cells" not in parts:
             cube.group["valid_cells"][:] = valid_cells.astype(np.uint8)
             done("valid_cells")
@@ -828,19 +827,18 @@ def write_static_tile(src: StaticScratch, store: str, index: int, rows: slice, c
 
 def global_passes(
     cfg: RunConfig,
-    grid: StudyGrid,
-    z: np.ndarray,
-    valid: np.ndarray,
+    inputs: ValidatedInputs,
     folder: Path,
     log: list[str],
     step=None,
 ) -> StaticScratch:
     """Pit filling, D8 accumulation and the river mask of the whole grid, spilled to ``folder``.
 
-    z: the validated DEM (float64, C-contiguous); it is **consumed**: written to
-    ``folder/dem.npy`` first, then filled in place. Memory: the DEM (8 B/px), a 1-byte flag
-    and the flood's heap during the fill; then D8 codes (1 B/px) + uint8 indegree + uint32
-    counts (5 B/px); the river mask (1 B/px). See docs/scale.md.
+    The validated DEM is **taken out of** ``inputs`` (``inputs.dem`` becomes None, so that this
+    function holds the only reference and can drop it): written to ``folder/dem.npy`` first,
+    then filled in place. Memory: the DEM (8 B/px), a 1-byte flag and the flood's heap during
+    the fill; then D8 codes (1 B/px) + uint8 indegree + uint32 counts (5 B/px); the river mask
+    (1 B/px). See docs/scale.md.
     """
     from .predictors.hydrology import (
         accumulate_d8_counts,
@@ -851,11 +849,14 @@ def global_passes(
     )
 
     step = step or (lambda _what: None)
+    grid = inputs.grid
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    src = StaticScratch(folder, tuple(z.shape), grid.pixel_size_m)
-    np.save(src.valid, valid)
+    src = StaticScratch(folder, grid.fine_shape, grid.pixel_size_m)
+    np.save(src.valid, inputs.valid_pixels)
+    z = np.ascontiguousarray(inputs.dem, dtype=np.float64)
+    inputs.dem = None  # type: ignore[assignment]  # consumed: filled in place below
     np.save(src.dem, z)
     step("pit filling (global)")
     fill_pits(z, in_place=True)
@@ -934,13 +935,9 @@ def _write_static(
         if bar:
             bar.update(task, description=what, total=None)
 
-    valid = inputs.valid_pixels
-    z = inputs.dem
-    inputs.dem = None  # the DEM is consumed by the fill (it lives on in the scratch folder)
     folder = partial.parent / (partial.name.removesuffix(".partial") + ".scratch")
     try:
-        src = global_passes(cfg, grid, z, valid, folder, log, step)
-        del z, valid
+        src = global_passes(cfg, inputs, folder, log, step)
         todo = [(i, t) for i, t in enumerate(tiles) if i not in done_tiles]
         if bar:
             bar.update(
