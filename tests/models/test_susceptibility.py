@@ -105,8 +105,10 @@ def test_resnet_presets_reject_unsupported_cells():
 
 
 def _tiny_count(in_ch: int, widths: list[int]) -> int:
-    """Hand count: bias-free 3x3 convs + BN, a 2x2 up-conv, a fuse conv, a 2x2 per-cell head."""
-    total = in_ch * widths[0] * 9 + 2 * widths[0]
+    """Hand count: a bias-free 2x2 stride-2 stem conv + BN, a 1x1 conv + BN, bias-free 3x3
+    down convs + BN, a 2x2 up-conv, a fuse conv, a 2x2 per-cell head."""
+    total = in_ch * widths[0] * 4 + 2 * widths[0]
+    total += widths[0] * widths[0] + 2 * widths[0]
     for a, b in zip(widths[:-1], widths[1:], strict=True):
         total += a * b * 9 + 2 * b
     total += widths[-1] * widths[-2] * 4 + widths[-2]
@@ -117,7 +119,7 @@ def _tiny_count(in_ch: int, widths: list[int]) -> int:
 
 @pytest.mark.parametrize(
     ("cell_pixels", "widths"),
-    [(4, [16, 16, 24]), (8, [16, 16, 24, 32]), (16, [16, 16, 24, 32, 32])],
+    [(4, [16, 24]), (8, [16, 24, 32]), (16, [16, 24, 32, 32])],
 )
 def test_tiny_preset_counts_and_shapes(cell_pixels, widths):
     torch.manual_seed(0)
@@ -144,7 +146,7 @@ def test_tiny_rejects_bad_cells_and_bad_inputs():
 def test_glorot_uniform_init():
     torch.manual_seed(1)
     model = build_susceptibility("tiny", cell_pixels=8)
-    conv = model.down[2][0]
+    conv = model.down[1][0]
     fan_in = conv.in_channels * 9
     fan_out = conv.out_channels * 9
     limit = math.sqrt(6 / (fan_in + fan_out))

@@ -171,12 +171,102 @@ class CubeReader:
         return np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+N_AUGMENTATIONS = 8  # the dihedral group of the square: identity, flips, rotations
+_NORTHNESS = STATIC_NAMES.index("northness")
+_EASTNESS = STATIC_NAMES.index("eastness")
+
+
+def dihedral_transform(
+    x: np.ndarray, target: np.ndarray, mask: np.ndarray, code: int, norm: Normalisation
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One of the 8 flips / rotations of a patch, applied to its input, target and mask alike.
+
+    code in [0, 8): bit 2 transposes (rows <-> columns), then bit 1 flips the rows (north <->
+    south), then bit 0 flips the columns (east <-> west). Rows run north to south. The aspect
+    bands follow the terrain they describe: a row flip negates northness, a column flip negates
+    eastness, a transpose maps (northness, eastness) to (-eastness, -northness); this is done
+    on the raw values (``norm``'s mean/std undone, then re-applied). All other bands are
+    invariant scalars (slope, curvatures, TWI, distances, triggers). x: (13, H, W) normalised;
+    target, mask: (n, n). Returns new arrays.
+    """
+    if not 0 <= code < N_AUGMENTATIONS:
+        raise ValueError(f"augmentation code {code} not in [0, {N_AUGMENTATIONS})")
+    mean = norm.mean.astype(np.float32)
+    std = norm.std.astype(np.float32)
+    north = x[_NORTHNESS] * std[_NORTHNESS] + mean[_NORTHNESS]
+    east = x[_EASTNESS] * std[_EASTNESS] + mean[_EASTNESS]
+    out_x, out_t, out_m = x, target, mask
+    if code & 4:
+        out_x, out_t, out_m = (np.swapaxes(a, -1, -2) for a in (out_x, out_t, out_m))
+        north, east = -east.T, -north.T
+    if code & 2:
+        out_x, out_t, out_m = (a[..., ::-1, :] for a in (out_x, out_t, out_m))
+        north, east = -north[::-1], east[::-1]
+    if code & 1:
+        out_x, out_t, out_m = (a[..., ::-1] for a in (out_x, out_t, out_m))
+        north, east = north[:, ::-1], -east[:, ::-1]
+    out_x = np.array(out_x, dtype=np.float32, order="C")  # a copy, never a view of x
+    out_x[_NORTHNESS] = (north - mean[_NORTHNESS]) / std[_NORTHNESS]
+    out_x[_EASTNESS] = (east - mean[_EASTNESS]) / std[_EASTNESS]
+    return out_x, np.ascontiguousarray(out_t), np.ascontiguousarray(out_m)
+
+
+class StaticPatchCache:
+    """The normalised static pixels (8, n*k, n*k) of patch windows, kept in memory.
+
+    A training stage reads every patch each epoch, and the static pixels of a window are the
+    same in every period (only the 4 cell-grid trigger bands change), so they are read and
+    normalised once per window and shared by all datasets of a run (train, validation,
+    positive-only). Windows are added until ``budget_bytes`` is used; later ones are read as
+    before. The cached values are exactly those :meth:`CubeReader.patch_input` computes.
+    """
+
+    def __init__(self, reader: CubeReader, norm: Normalisation, budget_bytes: int) -> None:
+        self.reader = reader
+        self.norm = norm
+        self.budget_bytes = int(budget_bytes)
+        self.used_bytes = 0
+        self.windows: dict[tuple[int, int, int], np.ndarray] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def static_input(self, row0: int, col0: int, size: int) -> np.ndarray:
+        """(8, s*k, s*k) normalised static input with NaN -> 0 (do not modify it)."""
+        key = (row0, col0, size)
+        cached = self.windows.get(key)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        x = self.norm.scale(self.reader.static_window(row0, col0, size, size), _STATIC)
+        x = np.nan_to_num(x.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+        if self.used_bytes + x.nbytes <= self.budget_bytes:
+            x.setflags(write=False)
+            self.windows[key] = x
+            self.used_bytes += x.nbytes
+        return x
+
+    def patch_input(self, period: int, row0: int, col0: int) -> np.ndarray:
+        """Equal to ``reader.patch_input(norm, period, row0, col0)``, static part cached."""
+        reader, norm = self.reader, self.norm
+        s = reader.grid.patch_cells
+        k = reader.grid.cell_pixels
+        x = np.empty((_MONSOON.stop, s * k, s * k), dtype=np.float32)
+        x[_STATIC] = self.static_input(row0, col0, s)
+        x[_DYNAMIC] = norm.scale(reader.dynamic_window(period, row0, col0, s, s), _DYNAMIC)
+        x[_MONSOON] = norm.scale(np.array([reader.monsoons[period]], dtype=np.float32), _MONSOON)[0]
+        np.nan_to_num(x[_STATIC.stop :], copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return x
+
+
 class PatchDataset(Dataset):
     """Patches of one role (train / val) as tensors: ``x`` (13, nk, nk), ``target`` (n, n)
     (density %, NaN -> 0) and ``mask`` (n, n) bool (cells whose loss counts).
 
     cell_mask: (P, cy, cx) bool, the role's cells; positive_only keeps only cells with density
-    > ``min_density`` in the mask (the density curriculum).
+    > ``min_density`` in the mask (the density curriculum). ``cache``: a
+    :class:`StaticPatchCache` of the same reader and normalisation (shared between datasets) so
+    that the static pixels of a window are read once per run instead of once per epoch.
     """
 
     def __init__(
@@ -187,6 +277,7 @@ class PatchDataset(Dataset):
         norm: Normalisation,
         positive_only: bool = False,
         min_density: float = 0.0,
+        cache: StaticPatchCache | None = None,
     ) -> None:
         self.reader = reader
         self.patches = patches
@@ -195,6 +286,9 @@ class PatchDataset(Dataset):
         self.positive_only = positive_only
         self.min_density = min_density
         self.n = reader.grid.patch_cells
+        if cache is not None and (cache.reader is not reader or cache.norm is not norm):
+            raise ValueError("the patch cache belongs to another reader or normalisation")
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -214,13 +308,21 @@ class PatchDataset(Dataset):
         return np.nan_to_num(target, nan=0.0), mask
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        """Item ``i`` in [0, len); an index ``code * len + i`` (code in [1, 8), from
+        :func:`epoch_order` with ``augment``) returns item i under :func:`dihedral_transform`."""
+        code, i = divmod(int(i), len(self))
         t, r0, c0 = (
             int(self.patches.period[i]),
             int(self.patches.row0[i]),
             int(self.patches.col0[i]),
         )
-        x = self.reader.patch_input(self.norm, t, r0, c0)
+        if self.cache is not None:
+            x = self.cache.patch_input(t, r0, c0)
+        else:
+            x = self.reader.patch_input(self.norm, t, r0, c0)
         target, mask = self.target_and_mask(i)
+        if code:
+            x, target, mask = dihedral_transform(x, target, mask, code, self.norm)
         return {
             "x": torch.from_numpy(x),
             "target": torch.from_numpy(target.astype(np.float32)),
@@ -238,22 +340,31 @@ def epoch_order(
     stage: int,
     epoch: int,
     has_positive: np.ndarray | None = None,
+    augment: bool = False,
 ) -> np.ndarray:
     """The item order of one epoch, a pure function of (seed, stage, epoch).
 
     Without ``has_positive``: a permutation. With it (balancing): ``n_items`` draws with
-    replacement in which patches with and without landslides carry equal total weight. Being a
-    pure function of the epoch makes resuming after a crash exact.
+    replacement in which patches with and without landslides carry equal total weight. With
+    ``augment`` each drawn item i becomes ``code * n_items + i``, code uniform in [0, 8) (its
+    flip / rotation, see :meth:`PatchDataset.__getitem__`), drawn from a separate stream so the
+    item order is the same with and without it. Being a pure function of the epoch makes
+    resuming after a crash exact.
     """
     rng = np.random.default_rng([seed, 17, stage, epoch])
-    if has_positive is None:
-        return rng.permutation(n_items)
-    pos = np.asarray(has_positive, dtype=bool)
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return rng.permutation(n_items)
-    weights = np.where(pos, 0.5 / n_pos, 0.5 / n_neg)
-    return rng.choice(n_items, size=n_items, replace=True, p=weights)
+    pos = None if has_positive is None else np.asarray(has_positive, dtype=bool)
+    if pos is None or pos.all() or not pos.any():
+        order = rng.permutation(n_items)
+    else:
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        weights = np.where(pos, 0.5 / n_pos, 0.5 / n_neg)
+        order = rng.choice(n_items, size=n_items, replace=True, p=weights)
+    if augment:
+        codes = np.random.default_rng([seed, 23, stage, epoch]).integers(
+            0, N_AUGMENTATIONS, n_items
+        )
+        order = order + codes * n_items
+    return order
 
 
 def batches_of(order: np.ndarray, batch_size: int) -> list[list[int]]:

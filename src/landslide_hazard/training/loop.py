@@ -39,6 +39,7 @@ from ..sampling.dataset import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     CubeReader,
     PatchDataset,
+    StaticPatchCache,
     batches_of,
     epoch_order,
 )
@@ -47,6 +48,9 @@ from ..sampling.splits import PROTOCOLS, Split, make_split
 
 STAGES: tuple[str, ...] = ("susceptibility", "density_log", "density", "finetune")
 CHECKPOINT = "last.pt"
+PATCH_CACHE_BYTES = 1024**3  # normalised static pixels of patch windows kept for a whole run
+# Training patches are drawn under a random flip / rotation (sampling.dataset.dihedral_transform)
+AUGMENT = False  # measured on the demo: no gain on the validation cells (docs/training.md)
 
 
 @dataclass(frozen=True)
@@ -494,17 +498,24 @@ def _fit(
         model = model.to(memory_format=torch.channels_last)
 
     datasets: dict[tuple[str, bool], PatchDataset] = {}
+    cache = StaticPatchCache(reader, norm, PATCH_CACHE_BYTES)
 
     def dataset(role: str, positive_only: bool) -> PatchDataset:
         key = (role, positive_only)
         if key not in datasets:
             patches = split.train_patches if role == "train" else split.val_patches
             cells = split.train_cells if role == "train" else split.val_cells
-            ds = PatchDataset(reader, patches, cells, norm, positive_only, min_density)
+            ds = PatchDataset(reader, patches, cells, norm, positive_only, min_density, cache)
             counts = ds.cells_per_patch()
             if (counts == 0).any():  # positive-only: patches without positives drop out
                 ds = PatchDataset(
-                    reader, patches.subset(counts > 0), cells, norm, positive_only, min_density
+                    reader,
+                    patches.subset(counts > 0),
+                    cells,
+                    norm,
+                    positive_only,
+                    min_density,
+                    cache,
                 )
             datasets[key] = ds
         return datasets[key]
@@ -564,7 +575,9 @@ def _fit(
             if bad >= t.patience:
                 break
             tic = time.perf_counter()
-            order = epoch_order(len(train_ds), cfg.seed, stage.index, epoch, has_pos)
+            order = epoch_order(
+                len(train_ds), cfg.seed, stage.index, epoch, has_pos, augment=AUGMENT
+            )
             train_loss = _train_epoch(
                 model,
                 part,
