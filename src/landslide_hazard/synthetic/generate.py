@@ -95,9 +95,9 @@ class RateModel:
     legacy_fraction: float = 0.5
     legacy_decay_monsoons: float = 1.5
     b_rain: float = 0.8
-    sd_latent: float = 1.2
+    sd_latent: float = 0.5
     corr_latent_km: float = 6.0
-    sd_latent_period: float = 0.8
+    sd_latent_period: float = 0.3
     corr_latent_period_km: float = 3.0
     area_rho: float = 1.3
     sd_log_area_scale: float = 0.5  # per cell and period: theta_ct = theta_t exp(sd z_ct)
