@@ -89,6 +89,24 @@ def test_tiled_distance_by_hand():
         hyd.distance_to_river_tile(np.zeros((5, 5), dtype=bool), slice(0, 2), slice(0, 2), 30.0)
 
 
+def test_tiled_distance_only_where_needed():
+    rng = np.random.default_rng(5)
+    mask = rng.random((60, 70)) < 0.002
+    mask[59, 69] = True
+    reference = distance_to_river_lean(mask, 31.25)
+    rows, cols = slice(10, 40), slice(5, 50)
+    where = rng.random((30, 45)) < 0.5
+    out = hyd.distance_to_river_tile(mask, rows, cols, 31.25, margin=2, where=where)
+    np.testing.assert_array_equal(out[where], reference[rows, cols][where])
+    assert np.isnan(out[~where]).all()
+    # nothing needed: no EDT at all, even without any river in the grid
+    none = np.zeros((3, 4), dtype=bool)
+    empty = np.zeros((10, 10), dtype=bool)
+    assert np.isnan(
+        hyd.distance_to_river_tile(empty, slice(0, 3), slice(0, 4), 30.0, where=none)
+    ).all()
+
+
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory) -> Path:
     from landslide_hazard.synthetic import generate_scenario

@@ -807,7 +807,12 @@ def compute_static_tile(src: StaticScratch, rows: slice, cols: slice) -> np.ndar
     river = np.load(src.river, mmap_mode="r")
     try:
         distance[local_r, local_c] = distance_to_river_tile(
-            river, rows, cols, src.pixel_size_m, margin=src.distance_margin_px
+            river,
+            rows,
+            cols,
+            src.pixel_size_m,
+            margin=src.distance_margin_px,
+            where=valid[local_r, local_c],  # static_tile masks the others anyway
         )
     finally:
         del river

@@ -505,6 +505,7 @@ def distance_to_river_tile(
     cols: slice,
     pixel_size_m: float,
     margin: int = 256,
+    where: np.ndarray | None = None,
 ) -> np.ndarray:
     """Exact distance (m, float32) to the nearest river pixel for one tile of a grid.
 
@@ -514,12 +515,22 @@ def distance_to_river_tile(
     window reaches the grid's edge on that side, or the gap to it is >= d); otherwise the
     margin doubles until it is, up to the whole grid. Equals
     ``prepare.distance_to_river_lean`` (and ``distance_to_river`` as float32) on the tile.
+    where: optional bool (tile shape) of the pixels that need a distance; the others are NaN
+    and do not widen the window (e.g. a wide nodata collar far from any river).
     """
     from scipy import ndimage
 
     height, width = river_mask.shape
     p = float(pixel_size_m)
     r_lo, r_hi, c_lo, c_hi = rows.start, rows.stop, cols.start, cols.stop
+    if where is not None:
+        where = np.asarray(where, dtype=bool)
+        if where.shape != (r_hi - r_lo, c_hi - c_lo):
+            raise ValueError(
+                f"where has shape {where.shape}, the tile {(r_hi - r_lo, c_hi - c_lo)}"
+            )
+        if not where.any():
+            return np.full(where.shape, np.nan, dtype=np.float32)
     m = max(int(margin), 1)
     while True:
         w_r0, w_r1 = max(r_lo - m, 0), min(r_hi + m, height)
@@ -534,6 +545,8 @@ def distance_to_river_tile(
             tile_nearest[0] += w_r0
             tile_nearest[1] += w_c0
             dist = _edt_from_indices(tile_nearest, r_lo, c_lo, p)
+            if where is not None:
+                dist[~where] = np.nan
             if whole:
                 return dist.astype(np.float32)
             # Distance from each tile pixel to the nearest pixel outside the window, on the
@@ -551,7 +564,7 @@ def distance_to_river_tile(
                     (w_c1 - cc) * p if w_c1 < width else inf,
                 ),
             )
-            if np.all(dist <= gap):
+            if not np.any(dist > gap):  # NaN (not needed) pixels pass
                 return dist.astype(np.float32)
         elif whole:
             raise ValueError(
