@@ -340,12 +340,14 @@ def markdown_machine(report: dict[str, Any]) -> str:
 def markdown_benchmark(res: dict[str, Any], report: dict[str, Any]) -> str:
     """One benchmark's block: heading, how it ran, its rows (or its verbatim output)."""
     mode = "quick" if report["quick"] else "full"
+    load = report["machine"].get("load_average_1_5_15")
     lines = [
         f"### `{res['name']}` ({res['file']})",
         "",
         f"{report['date']}, {mode} mode, {res['mode']}, {res['seconds']:.0f} s, "
         f"peak RSS {res['peak_rss_mib']:.0f} MiB, torch threads "
-        f"{report['machine']['torch_threads']}.",
+        f"{report['machine']['torch_threads']}"
+        + (f", load average {load[0]:.1f} at the start of the run." if load else "."),
         "",
     ]
     if res["rows"]:
