@@ -14,9 +14,12 @@ The stage entry point :func:`prepare` turns a :class:`~landslide_hazard.config.R
    native grid, then resampled bilinearly to the cell grid; each PGA / sigma raster is
    resampled bilinearly to the cell grid first (events may come on different grids), then
    combined. Every resampling is written to the log (``attrs["provenance"]["log"]``).
-5. ``static``: global passes (pit filling + D8 accumulation, river mask, distance to river) on
-   the whole fine grid, then the local 3 x 3 bands, TWI and elevation tile by tile (1-pixel
-   halo; identical to the whole-array result) straight into the Zarr chunks.
+5. ``static``: global passes (pit filling + D8 accumulation, river mask) on the whole fine grid
+   with a few bytes per pixel, spilled to a scratch folder beside the cube (:func:`global_passes`);
+   then tile by tile (:func:`compute_static_tile`) the local 3 x 3 bands, TWI, elevation and
+   the exact distance to river (1-pixel halo, river window with a margin; identical to the
+   whole-array result) straight into the Zarr chunks - in this process or on a
+   dask.distributed cluster (``scheduler``). Memory and scale: ``docs/scale.md``.
 
 Dynamic bands and targets are NaN outside ``valid_cells``; static bands are NaN outside the
 valid DEM and the study mask.
