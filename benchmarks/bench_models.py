@@ -432,21 +432,22 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
 
     # training: Adam steps of the whole ENN, forward + backward, NCHW and/or channels_last
     steps: dict[str, Callable[[], object]] = {}
-    train_info: dict[str, tuple[int, int, str | None, bool]] = {}
+    train_info: dict[str, tuple[int, int, str | None, bool, int]] = {}
     for preset_t, batch in s.train:
-        base = f"{preset_t} train b{batch}" + ("" if gpu else f" t{max_threads}")
-        for channels_last in s.train_layouts:
-            name = base + (" cl" if channels_last else " nchw")
-            ref = base + " nchw" if channels_last and False in s.train_layouts else None
-            step = _train_step(preset_t, batch, s, channels_last)
-            flops = count_flops(step)  # also the warm-up step
-            train_info[name] = (flops, batch, ref, channels_last)
-            steps[name] = step
+        for t in sorted(thread_counts, reverse=True):
+            base = f"{preset_t} train b{batch}" + ("" if gpu else f" t{t}")
+            for channels_last in s.train_layouts:
+                name = base + (" cl" if channels_last else " nchw")
+                ref = base + " nchw" if channels_last and False in s.train_layouts else None
+                step = _train_step(preset_t, batch, s, channels_last, t)
+                flops = count_flops(step)  # also the warm-up step
+                train_info[name] = (flops, batch, ref, channels_last, t)
+                steps[name] = step
     if steps:
         log(f"timing {len(steps)} training steps, {s.train_steps} rounds")
         best_step = timed(steps, s.train_steps, warmup=0)
         for name, seconds in best_step.items():
-            flops, batch, ref, channels_last = train_info[name]
+            flops, batch, ref, channels_last, t = train_info[name]
             layout = "channels_last" if channels_last else "NCHW"
             rows.append(
                 row(
@@ -463,7 +464,7 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
                     f"{name} FLOP/s",
                     flops / seconds,
                     "FLOP/s",
-                    ratio_to=gemm_name[max_threads, gpu],
+                    ratio_to=gemm_name[t, gpu],
                     note=f"{flops / batch / 1e9:.3g} GFLOP/sample fwd+bwd; ratio = fraction of GEMM",
                 )
             )
@@ -487,7 +488,11 @@ def _measure(s: ModelBenchSettings, log: Callable[[str], None]) -> list[dict]:
 
 
 def _train_step(
-    preset: str, batch: int, s: ModelBenchSettings, channels_last: bool = False
+    preset: str,
+    batch: int,
+    s: ModelBenchSettings,
+    channels_last: bool = False,
+    threads: int | None = None,
 ) -> Callable[[], object]:
     """One Adam step of the whole ENN on random patches and targets (a closure)."""
     from landslide_hazard.training.losses import focal_tversky_loss, masked_mae
@@ -502,15 +507,18 @@ def _train_step(
     density = (torch.rand(cells, generator=gen) * 10.0).to(s.device)
     gpu = s.device.startswith("cuda")
 
+    n_threads = threads or torch.get_num_threads()
+
     def step() -> object:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(s.device.split(":")[0], dtype=torch.bfloat16, enabled=gpu):
-            out = model(x)
-            loss = focal_tversky_loss(out.susceptibility.float(), occurrence) + masked_mae(
-                out.density.float(), density, mask=occurrence > 0
-            )
-        loss.backward()
-        opt.step()
+        with _threads(n_threads):  # forward, backward and the optimizer step
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(s.device.split(":")[0], dtype=torch.bfloat16, enabled=gpu):
+                out = model(x)
+                loss = focal_tversky_loss(out.susceptibility.float(), occurrence) + masked_mae(
+                    out.density.float(), density, mask=occurrence > 0
+                )
+            loss.backward()
+            opt.step()
         return loss
 
     return step
