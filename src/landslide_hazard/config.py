@@ -112,6 +112,11 @@ class MonsoonConfig(_Model):
 class ModelConfig(_Model):
     preset: Literal["tiny", "paper", "resnet18", "resnet34"] = "tiny"
     dropout: float = Field(0.0, ge=0, lt=1)
+    density_activation: Literal["softplus", "relu"] = Field(
+        "softplus",
+        description="output of the density block: relu as the paper's code (can die at 0 for "
+        "every cell), softplus never stuck",
+    )
     lattice_merge: Literal["mean", "lattice0"] = "mean"
 
 

@@ -208,6 +208,7 @@ def load_model_file(
         patch_cells=int(meta["patch_cells"]),
         cell_pixels=int(meta["cell_pixels"]),
         dropout=float(meta.get("dropout", 0.0)),
+        density_activation=str(meta.get("density_activation", "relu")),
     )
     model.load_state_dict(meta["state_dict"])
     model.to(device)

@@ -167,3 +167,22 @@ def test_density_block_overfits_a_tiny_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10
+
+
+def test_density_activation_is_selectable_and_softplus_never_zero():
+    torch.manual_seed(0)
+    relu = build_enn("tiny", 13, 2, 8, density_activation="relu")
+    torch.manual_seed(0)
+    soft = build_enn("tiny", 13, 2, 8, density_activation="softplus")
+    assert relu.build_args["density_activation"] == "relu"
+    assert soft.build_args["density_activation"] == "softplus"
+    # the same weights: softplus of the last pre-activation is > 0 wherever relu clips to 0
+    soft.load_state_dict(relu.state_dict())
+    x = torch.randn(4, 13, 16, 16)
+    with torch.no_grad():
+        d_relu = relu.eval()(x).density
+        d_soft = soft.eval()(x).density
+    assert torch.all(d_soft > 0)
+    assert torch.all(d_soft >= d_relu)
+    with pytest.raises(ValueError, match="output_activation"):
+        build_enn("tiny", 13, 2, 8, density_activation="tanh")

@@ -59,6 +59,7 @@ def build_enn(
     patch_cells: int = 4,
     cell_pixels: int = 32,
     dropout: float = 0.0,
+    density_activation: str = "relu",
 ) -> ENN:
     """An ENN: the preset's susceptibility block plus the code's density block, Glorot-initialised.
 
@@ -66,7 +67,7 @@ def build_enn(
     ``torch.manual_seed`` before the call fixes every weight.
     """
     sus = build_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout)
-    den = DensityBlock(in_channels, cell_pixels, dropout)
+    den = DensityBlock(in_channels, cell_pixels, dropout, output_activation=density_activation)
     enn = ENN(sus, den, patch_cells, cell_pixels)
     enn.build_args = {
         "preset": preset,
@@ -74,5 +75,6 @@ def build_enn(
         "patch_cells": patch_cells,
         "cell_pixels": cell_pixels,
         "dropout": dropout,
+        "density_activation": density_activation,
     }
     return enn

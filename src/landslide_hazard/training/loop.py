@@ -332,6 +332,7 @@ def _save_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "preset": cfg.model.preset,
         "dropout": cfg.model.dropout,
+        "density_activation": cfg.model.density_activation,
         "bands": list(INPUT_NAMES),
         "units": {b: UNITS[b] for b in INPUT_NAMES},
         "normalisation": norm.to_dict(),
@@ -492,6 +493,7 @@ def _fit(
         patch_cells=grid.patch_cells,
         cell_pixels=grid.cell_pixels,
         dropout=cfg.model.dropout,
+        density_activation=cfg.model.density_activation,
     ).to(device)
     use_amp = bool(t.amp and device.type == "cuda")
     if device.type == "cuda":

@@ -1,0 +1,19 @@
+"""Suite-wide settings: one thread per test process when pytest-xdist runs workers in parallel.
+
+CI has 2 cores and runs 2 xdist workers (pyproject addopts); letting each worker's torch,
+OpenMP and BLAS pools also take 2 threads oversubscribes the machine and slows small-tensor
+tests several-fold.
+"""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
