@@ -33,7 +33,14 @@ def main(
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    """Print an error without a traceback and exit 2.
+
+    The message is escaped (messages quote lists such as ``[a, b]``, which rich would read as
+    markup) and not wrapped, so file names stay whole for copying and grepping.
+    """
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
