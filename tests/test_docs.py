@@ -29,24 +29,14 @@ from landslide_hazard.config import RunConfig, parse_config
 ROOT = Path(__file__).resolve().parents[1]
 CLI_MD = ROOT / "docs" / "cli.md"
 GUIDE = ROOT / "docs" / "user-guide.md"
-REGENERATE = ".venv/bin/python tests/test_docs.py > docs/cli.md"
+REGENERATE = ".venv/bin/python -m landslide_hazard.clidoc > docs/cli.md"
 MARKER = "<!-- example-config -->"
 
 
 def _cli_reference() -> str:
-    """``landslide_hazard.clidoc.cli_reference()`` plus the newline ``print`` adds.
-
-    typer 0.29's own ``TyperArgument`` lacks click's ``human_readable_name`` (used by clidoc for
-    arguments); where it is missing it is supplied exactly as click defines it (the metavar,
-    else the upper-cased name), so the text is what clidoc writes with click's own classes.
-    """
+    """What ``python -m landslide_hazard.clidoc`` prints (with ``print``'s newline)."""
     from landslide_hazard.clidoc import cli_reference
 
-    cls = typer.core.TyperArgument
-    if not hasattr(cls, "human_readable_name"):
-        cls.human_readable_name = property(  # type: ignore[attr-defined]
-            lambda self: self.metavar if self.metavar is not None else self.name.upper()
-        )
     return cli_reference() + "\n"
 
 
@@ -257,7 +247,3 @@ def test_anchor_slugs_follow_github():
         "evaluating-someone-elses-maps",
         "prepare-raw---cube",
     }
-
-
-if __name__ == "__main__":
-    print(_cli_reference(), end="")
