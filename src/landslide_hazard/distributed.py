@@ -40,7 +40,13 @@ def client_for(scheduler: str, *, processes: bool = True) -> Iterator[Any]:
     the running scheduler (it is not shut down on exit). processes: LocalCluster workers as
     processes (True) or threads in this process (False).
     """
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "a dask scheduler was asked for, but dask.distributed is not installed; install it "
+            "with `pip install 'landslide-hazard[distributed]'` (or drop --scheduler)"
+        ) from None
 
     if scheduler == "local" or scheduler.startswith("local:"):
         cluster = LocalCluster(
