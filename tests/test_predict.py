@@ -282,3 +282,35 @@ def test_zarr_backed_prediction_equals_in_memory(tmp_path):
     for q in predict_mod.QUANTITIES:
         np.testing.assert_array_equal(a[q], b[q])
     assert lazy._row_cache is None  # released after the pass
+
+
+def test_mc_dropout_uncertainty_map(tmp_path):
+    from landslide_hazard.io import read_raster
+    from landslide_hazard.training import train
+
+    cube = _cube(tmp_path / "out" / "cube.zarr")
+    cfg = _config(tmp_path, cube)
+    no_dropout_run = train(cfg, progress=False)
+    with pytest.raises(ValueError, match="model.dropout = 0"):
+        predict_mod.predict(no_dropout_run, progress=False, mc_samples=3)
+
+    cfg = cfg.model_copy(
+        update={
+            "model": cfg.model.model_copy(update={"dropout": 0.3}),
+            "output": cfg.output.model_copy(update={"run_name": "with-dropout"}),
+        }
+    )
+    run = train(cfg, progress=False)
+    out = predict_mod.predict(run, progress=False, mc_samples=4)
+    std, info = read_raster(out / "uncertainty.tif")
+    sus, _ = read_raster(out / "susceptibility.tif")
+    assert info.descriptions == tuple(cube.meta.period_names)
+    assert std.shape == sus.shape
+    # NaN exactly where the maps are NaN, a positive spread elsewhere (dropout is active)
+    np.testing.assert_array_equal(np.isnan(std), np.isnan(sus))
+    assert np.nanmin(std) >= 0 and np.nanmax(std) > 0
+    # seeded: the same run gives the same map
+    again, _ = read_raster(
+        predict_mod.predict(run, progress=False, mc_samples=4) / "uncertainty.tif"
+    )
+    np.testing.assert_array_equal(again, std)

@@ -71,23 +71,39 @@ def config_cmd(
 # ---- evaluate (owner: evaluation) ------------------------------------------------------------
 @app.command("evaluate")
 def evaluate_cmd(
-    observed: Path = typer.Option(..., "--observed", help="observed density GeoTIFF (%, band per period)"),
-    susceptibility: Path = typer.Option(..., "--susceptibility", help="susceptibility GeoTIFF (0-1)"),
+    observed: Path = typer.Option(
+        ..., "--observed", help="observed density GeoTIFF (%, band per period)"
+    ),
+    susceptibility: Path = typer.Option(
+        ..., "--susceptibility", help="susceptibility GeoTIFF (0-1)"
+    ),
     density: Path | None = typer.Option(None, "--density", help="predicted density GeoTIFF (%)"),
     hazard: Path | None = typer.Option(None, "--hazard", help="hazard GeoTIFF (%); default S x D"),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="class threshold; default the max-F1 one on these data (optimistic)"
+        None,
+        "--threshold",
+        help="class threshold; default the max-F1 one on these data (optimistic)",
     ),
     folds: Path | None = typer.Option(None, "--folds", help="fold id per cell GeoTIFF (1 band)"),
-    min_density: float = typer.Option(0.0, "--min-density", help="occurrence = observed > this (%)"),
+    min_density: float = typer.Option(
+        0.0, "--min-density", help="occurrence = observed > this (%)"
+    ),
     out: Path = typer.Option(..., "--out", help="output folder for metrics.json"),
 ) -> None:
     """Score maps against observed density: metrics.json + a table."""
     from .evaluation import evaluate_files
 
     try:
-        evaluate_files(observed, susceptibility, density, hazard, threshold=threshold,
-                       folds=folds, out_dir=out, min_density=min_density)
+        evaluate_files(
+            observed,
+            susceptibility,
+            density,
+            hazard,
+            threshold=threshold,
+            folds=folds,
+            out_dir=out,
+            min_density=min_density,
+        )
     except (OSError, ValueError) as exc:
         _fail(exc)
     console.print(f"wrote {out / 'metrics.json'}")
@@ -123,8 +139,12 @@ def terrain_cmd(
                 progress.update(task, completed=steps.index(name), description=f"terrain: {name}")
 
             summary = write_terrain(
-                dem, out, nodata=nodata, detect_collar=not no_collar,
-                curvature_method=curvature, progress=advance,  # type: ignore[arg-type]
+                dem,
+                out,
+                nodata=nodata,
+                detect_collar=not no_collar,
+                curvature_method=curvature,
+                progress=advance,  # type: ignore[arg-type]
             )
             progress.update(task, completed=len(steps))
     except (OSError, ValueError) as exc:
@@ -133,7 +153,8 @@ def terrain_cmd(
         "declared": "the file's declared nodata",
         "--nodata": f"--nodata {nodata:g}" if nodata is not None else "--nodata",
         "detected": f"an undeclared fill value {summary.fill_value:g} detected at the edges"
-        if summary.fill_value is not None else "",
+        if summary.fill_value is not None
+        else "",
         "none": "no nodata found",
     }[summary.nodata_source]
     console.print(
@@ -172,8 +193,14 @@ def prepare_cmd(
         cfg = load_config(config)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            path = prepare(cfg, out=out, progress=not no_progress, overwrite=overwrite,
-                           tile_px=tile_px, scheduler=scheduler)
+            path = prepare(
+                cfg,
+                out=out,
+                progress=not no_progress,
+                overwrite=overwrite,
+                tile_px=tile_px,
+                scheduler=scheduler,
+            )
     except (ConfigError, OSError, ValueError) as exc:
         _fail(exc)
     for w in caught:
@@ -193,7 +220,9 @@ def prepare_cmd(
 # ---- report (owner: evaluation) --------------------------------------------------------------
 @app.command("report")
 def report_cmd(
-    directory: Path = typer.Argument(..., help="a run folder or an evaluate --out folder (metrics.json)"),
+    directory: Path = typer.Argument(
+        ..., help="a run folder or an evaluate --out folder (metrics.json)"
+    ),
 ) -> None:
     """Write DIR/report.html: maps, plots, tables and an offline map viewer in one file."""
     from .report import build_report
@@ -246,6 +275,9 @@ def predict_cmd(
         None, "--scenario", help="what-if YAML: new rain / shaking for some periods"
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+    mc_samples: int = typer.Option(
+        0, "--mc-samples", help="also write uncertainty.tif: std over N MC-dropout passes"
+    ),
 ) -> None:
     """Wall-to-wall maps of a trained run (RUN/maps/ or RUN/scenarios/<name>/)."""
     import warnings
@@ -256,7 +288,7 @@ def predict_cmd(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            out = predict(run, scenario=scenario, progress=not no_progress)
+            out = predict(run, scenario=scenario, progress=not no_progress, mc_samples=mc_samples)
     except (ConfigError, OSError, ValueError) as exc:
         _fail(exc)
     for w in caught:
@@ -338,10 +370,14 @@ def validate_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("demo-out"), "--out", help="folder for everything the demo writes"),
+    out: Path = typer.Option(
+        Path("demo-out"), "--out", help="folder for everything the demo writes"
+    ),
     size: str = typer.Option("demo", "--size", help="synthetic scenario size: tiny | demo"),
     seed: int = typer.Option(0, "--seed", help="seed of the synthetic scenario and the training"),
-    force: bool = typer.Option(False, "--force", help="start over instead of reusing finished stages"),
+    force: bool = typer.Option(
+        False, "--force", help="start over instead of reusing finished stages"
+    ),
 ) -> None:
     """synth -> prepare -> train -> predict -> evaluate -> report on a synthetic scenario."""
     from .config import ConfigError

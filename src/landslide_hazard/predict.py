@@ -347,11 +347,28 @@ def write_cells_gpkg(
     return write_vectors(path, geoms, grid.crs, fields=fields, layer="cells")
 
 
-def predict(run_dir: str | Path, scenario: Path | None = None, progress: bool = True) -> Path:
+def predict(
+    run_dir: str | Path,
+    scenario: Path | None = None,
+    progress: bool = True,
+    mc_samples: int = 0,
+) -> Path:
     """Wall-to-wall maps of a trained run; returns the folder written (RUN/maps or
-    RUN/scenarios/<name>)."""
+    RUN/scenarios/<name>).
+
+    mc_samples > 0 also writes ``uncertainty.tif``: the per-cell standard deviation of the
+    susceptibility over that many MC-dropout passes (dropout on, batch norm frozen; seeded with
+    the run's seed), one band per period. It needs a run trained with ``model.dropout > 0``.
+    """
     run_dir = Path(run_dir)
     run = load_run(run_dir, "cpu")
+    if mc_samples < 0:
+        raise ValueError(f"mc_samples must be >= 0, got {mc_samples}")
+    if mc_samples and float(run.meta.get("dropout", 0.0)) <= 0:
+        raise ValueError(
+            f"{run_dir}: trained with model.dropout = 0, so MC dropout gives no spread; retrain "
+            "with model.dropout > 0 (e.g. 0.3) or use a deep ensemble of runs"
+        )
     try:
         device = resolve_device(run.cfg.training.device)
     except ValueError:  # trained on a GPU that this machine lacks: predict on the CPU
@@ -385,6 +402,8 @@ def predict(run_dir: str | Path, scenario: Path | None = None, progress: bool = 
         write_maps(
             out_dir, arrays, cube.grid, periods, cfg.output.hazard_class_breaks, observed, tags=tags
         )
+        if mc_samples:
+            write_mc_uncertainty(out_dir / "uncertainty.tif", run, reader, device, mc_samples)
         return out_dir
 
     spec = load_scenario(scenario, periods)
@@ -427,6 +446,37 @@ def predict(run_dir: str | Path, scenario: Path | None = None, progress: bool = 
 
     atomic_write_text(out_dir / "scenario.yaml", Path(scenario).read_text())
     return out_dir
+
+
+def write_mc_uncertainty(
+    path: Path, run: LoadedRun, reader: CubeReader, device: torch.device, n_samples: int
+) -> Path:
+    """MC-dropout standard deviation of the susceptibility, per cell and period, as a COG."""
+    from .uncertainty import mc_dropout_maps, write_uncertainty_tif
+
+    cfg = run.cfg
+
+    def one_pass(model: torch.nn.Module) -> dict[str, np.ndarray]:
+        return predict_arrays(
+            model,
+            reader,
+            run.norm,
+            merge=cfg.model.lattice_merge,
+            batch_size=cfg.training.batch_size,
+            device=device,
+            amp=cfg.training.amp,
+        )
+
+    stats = mc_dropout_maps(run.model, one_pass, n_samples=n_samples, seed=cfg.seed)
+    return write_uncertainty_tif(
+        path,
+        stats.std["susceptibility"],
+        reader.grid.cell_transform,
+        reader.grid.crs,
+        reader.period_names,
+        quantity="susceptibility",
+        method=f"MC dropout, {n_samples} passes, dropout {cfg.model.dropout}",
+    )
 
 
 # --------------------------------------------------------------------------------------------
