@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["NUMBA_NUM_THREADS"] = "1"
@@ -17,3 +19,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
     threadpool_limits(1)
+
+
+@pytest.fixture
+def tiny_cube(tmp_path):
+    """A small random cube (``landslide_hazard.testing.make_cube``)."""
+    from landslide_hazard.testing import make_cube
+
+    return make_cube(tmp_path / "cube.zarr")

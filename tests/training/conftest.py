@@ -1,47 +1,10 @@
-"""A tiny random cube for the sampling tests (the real `prepare` is not needed)."""
+"""A RunConfig over a small random cube, for the training tests (no input files needed)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from landslide_hazard.cube import CubeMeta, PeriodInfo, create_cube
-from landslide_hazard.grid import StudyGrid
-
-
-def make_cube(path, shape_cells=(10, 12), k=4, n=4, n_periods=4, seed=0, hole=True):
-    rng = np.random.default_rng(seed)
-    grid = StudyGrid("EPSG:32645", 300000.0, 3100000.0, 250.0, k, *shape_cells, patch_cells=n)
-    periods = [
-        PeriodInfo(f"P{i}", f"2015-0{i + 1}-01", f"2015-0{i + 2}-01") for i in range(n_periods)
-    ]
-    cube = create_cube(path, CubeMeta(grid, periods), chunk_px=16)
-    fy, fx = grid.fine_shape
-    static = rng.normal(size=(8, fy, fx)).astype("float32") * np.arange(1, 9)[:, None, None]
-    static += np.arange(8)[:, None, None] * 10
-    cy, cx = shape_cells
-    valid = np.ones(shape_cells, dtype=bool)
-    if hole:
-        valid[:2, :3] = False  # a corner outside the study mask
-    static[:, ~np.repeat(np.repeat(valid, k, 0), k, 1)] = np.nan
-    dynamic = rng.gamma(2.0, 3.0, size=(n_periods, 4, cy, cx)).astype("float32")
-    occ = rng.random((n_periods, cy, cx)) < 0.3
-    target = np.where(occ, rng.exponential(1.0, (n_periods, cy, cx)), 0.0).astype("float32")
-    target[:, ~valid] = np.nan
-    target[0, 5, 5] = np.nan  # an unmapped cell in one period
-    cube.static[:] = static
-    cube.dynamic[:] = dynamic
-    cube.group["monsoons_since_eq"][:] = np.arange(n_periods, dtype="float32")
-    cube.target_density[:] = target
-    cube.group["valid_cells"][:] = valid.astype("uint8")
-    from landslide_hazard.cube import open_cube
-
-    return open_cube(path)
-
-
-@pytest.fixture
-def tiny_cube(tmp_path):
-    return make_cube(tmp_path / "cube.zarr")
+from landslide_hazard.testing import make_cube
 
 
 def make_config(tmp_path, cube_kw=None, **training):

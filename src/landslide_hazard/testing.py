@@ -1,15 +1,21 @@
-"""A tiny random cube for the sampling tests (the real `prepare` is not needed)."""
+"""Helpers for tests and examples: a small random cube that needs no input files.
+
+The cube follows the contract of :mod:`landslide_hazard.cube` (static, dynamic, monsoons,
+targets, valid cells) with random values, so sampling, training and prediction can be exercised
+without running ``prepare``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from landslide_hazard.cube import CubeMeta, PeriodInfo, create_cube
-from landslide_hazard.grid import StudyGrid
+from .cube import Cube, CubeMeta, PeriodInfo, create_cube, open_cube
+from .grid import StudyGrid
 
 
-def make_cube(path, shape_cells=(10, 12), k=4, n=4, n_periods=4, seed=0, hole=True):
+def make_cube(path, shape_cells=(10, 12), k=4, n=4, n_periods=4, seed=0, hole=True) -> Cube:
+    """A random cube at ``path``: ``shape_cells`` cells of ``k`` px, patches of ``n`` cells,
+    ``n_periods`` periods; ``hole`` leaves a corner outside the study mask and one cell unmapped."""
     rng = np.random.default_rng(seed)
     grid = StudyGrid("EPSG:32645", 300000.0, 3100000.0, 250.0, k, *shape_cells, patch_cells=n)
     periods = [
@@ -34,11 +40,4 @@ def make_cube(path, shape_cells=(10, 12), k=4, n=4, n_periods=4, seed=0, hole=Tr
     cube.group["monsoons_since_eq"][:] = np.arange(n_periods, dtype="float32")
     cube.target_density[:] = target
     cube.group["valid_cells"][:] = valid.astype("uint8")
-    from landslide_hazard.cube import open_cube
-
     return open_cube(path)
-
-
-@pytest.fixture
-def tiny_cube(tmp_path):
-    return make_cube(tmp_path / "cube.zarr")
