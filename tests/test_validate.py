@@ -75,7 +75,14 @@ def test_temporal_protocols_never_train_on_test_periods(validated):
 
 
 def test_markdown_and_summary(validated):
-    _, result, _ = validated
+    _, result, out = validated
+    png = (out / "reliability.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    for protocol, series in result["reliability"].items():
+        # every model is scored on the same test cells: one label per probability
+        assert all(p.shape == series["y"].shape for p in series.values()), protocol
+    text = render_markdown(result, "validate config.yaml", figure="reliability.png")
+    assert "![Reliability diagrams per protocol](reliability.png)" in text
     text = render_markdown(result, "landslide-hazard validate config.yaml --max-folds 1")
     assert "| protocol | model |" in text
     assert "paper (leaky)" in text

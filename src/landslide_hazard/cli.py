@@ -362,9 +362,12 @@ def validate_cmd(
         import sys
 
         from .io import atomic_write_text
+        from .validate import plot_reliability
 
         command = "landslide-hazard " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        atomic_write_text(doc, render_markdown(result, command))
+        figure = doc.with_name(f"{doc.stem}_reliability.png")
+        plot_reliability(result, figure, cfg.evaluation.ece_bins)
+        atomic_write_text(doc, render_markdown(result, command, figure=figure.name))
         console.print(f"wrote {doc}")
 
 

@@ -121,6 +121,8 @@ def validate(
     occurrence = np.where(np.isfinite(observed), observed > cfg.inventory.min_density, np.nan)
 
     rows: list[dict[str, Any]] = []
+    # protocol -> {"y": [test labels per fold], model: [test probabilities per fold]}
+    reliability: dict[str, dict[str, list[np.ndarray]]] = {}
     for protocol in protocols:
         for fold in folds_for(protocol, cfg.evaluation.n_folds, max_folds):
             run_dir = out_dir / "runs" / f"{protocol}-fold{fold}"
@@ -150,6 +152,11 @@ def validate(
                 arrays = {"susceptibility": p_occ, "density": dens, "hazard": p_occ * dens}
                 scored[name] = score_on_split(arrays, observed, split, cfg, reader.period_names)
                 susceptibility_maps[name] = p_occ
+            test = split.test_cells & np.isfinite(observed)
+            rel = reliability.setdefault(protocol, {"y": []})
+            rel["y"].append((observed[test] > cfg.inventory.min_density).astype(float))
+            for name, p_map in susceptibility_maps.items():
+                rel.setdefault(name, []).append(p_map[test])
             oracle_auc = scored[ORACLE]["pooled"]["occurrence"]["auc"] if ORACLE in scored else None
             for model, result in scored.items():
                 row = {"protocol": protocol, "fold": fold, "model": model, "leaky": split.leaky}
@@ -184,7 +191,36 @@ def validate(
     atomic_write_text(out_dir / "validation.json", json.dumps(_finite(result), indent=2))
     if truth is None:
         result["note"] = "no truth/ folder: oracle and skill not available (real data)"
+    result["reliability"] = {
+        protocol: {key: np.concatenate(parts) for key, parts in series.items()}
+        for protocol, series in reliability.items()
+    }  # in memory only (not in validation.json): the test cells' labels and probabilities
+    plot_reliability(result, out_dir / "reliability.png", cfg.evaluation.ece_bins)
     return result
+
+
+def plot_reliability(result: dict[str, Any], path: Path, n_bins: int = 15) -> Path:
+    """One reliability diagram per protocol (test cells pooled over folds, raw probabilities,
+    every model on the same cells) as a PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io.atomic import atomic_path
+    from .uncertainty import reliability_diagram
+
+    panels = result["reliability"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+    for ax, (protocol, series) in zip(axes[0], panels.items(), strict=True):
+        probs = {name: p for name, p in series.items() if name != "y"}
+        reliability_diagram(series["y"], probs, n_bins=n_bins, ax=ax, title=protocol)
+    fig.suptitle("Reliability on held-out test cells (raw probabilities, before calibration)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,7 +285,7 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(result: dict[str, Any], command: str) -> str:
+def render_markdown(result: dict[str, Any], command: str, figure: str | None = None) -> str:
     """docs/validation.md: the table, how it was made, and a plain reading of it."""
     summary = result["summary"]
     lines = [
@@ -278,6 +314,19 @@ def render_markdown(result: dict[str, Any], command: str) -> str:
         "",
         markdown_table(summary),
         "",
+        *(
+            [
+                f"![Reliability diagrams per protocol]({figure})",
+                "",
+                "Reliability of each model's raw probabilities on the test cells (pooled over "
+                "folds). The ENN's focal Tversky loss pushes its probabilities towards 0 and 1, "
+                "hence its large raw ECE; `ece_calibrated` above shows what Platt scaling fitted "
+                "on validation cells recovers.",
+                "",
+            ]
+            if figure
+            else []
+        ),
         "## Reading",
         "",
     ]
