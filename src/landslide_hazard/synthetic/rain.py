@@ -16,27 +16,17 @@ enhancement with the large-scale elevation z_s and a fixed climatology field c (
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import gammaincinv, ndtr
 
 from .noise import gaussian_field
+from .shaking import NativeGrid
 
 GAMMA_SHAPE = 0.7
 
 
-@dataclass(frozen=True)
-class RainGrid:
-    x_min: float
-    y_max: float
-    pixel_m: float
-    shape: tuple[int, int]
-
-    def centres(self) -> tuple[np.ndarray, np.ndarray]:
-        x = self.x_min + (np.arange(self.shape[1]) + 0.5) * self.pixel_m
-        y = self.y_max - (np.arange(self.shape[0]) + 0.5) * self.pixel_m
-        return np.meshgrid(x, y)
+RainGrid = NativeGrid
 
 
 def rain_grid(

@@ -81,8 +81,8 @@ def rupture_for(event: Earthquake, bounds: tuple[float, float, float, float]) ->
 
 
 @dataclass(frozen=True)
-class ShakingGrid:
-    """The native (ShakeMap-like) grid of the shaking rasters: pixel-centre coordinates."""
+class NativeGrid:
+    """A trigger's own (coarser, offset) grid, e.g. ShakeMap or rain: pixel-centre coordinates."""
 
     x_min: float
     y_max: float
@@ -93,6 +93,9 @@ class ShakingGrid:
         x = self.x_min + (np.arange(self.shape[1]) + 0.5) * self.pixel_m
         y = self.y_max - (np.arange(self.shape[0]) + 0.5) * self.pixel_m
         return np.meshgrid(x, y)
+
+
+ShakingGrid = NativeGrid
 
 
 def shaking_grid(
