@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -120,7 +121,7 @@ def binary_nll(y: np.ndarray, z: np.ndarray) -> float:
 # calibrators
 
 
-class Calibrator:
+class Calibrator(ABC):
     """Common interface: ``fit(p, y)`` on validation cells, ``transform(p)``, JSON round trip."""
 
     kind: ClassVar[str] = ""
@@ -176,17 +177,17 @@ class Calibrator:
         return obj
 
     # subclasses implement these
-    def _fit(self, p: np.ndarray, y: np.ndarray) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _fit(self, p: np.ndarray, y: np.ndarray) -> None: ...
 
-    def _transform(self, p: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def _transform(self, p: np.ndarray) -> np.ndarray: ...
 
-    def _params(self) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def _params(self) -> dict[str, Any]: ...
 
-    def _load(self, d: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _load(self, d: dict[str, Any]) -> None: ...
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self._params().items()) if self.fitted else ""

@@ -21,6 +21,8 @@ larger tile (any whole number of cells) can be predicted in one pass.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
@@ -39,7 +41,7 @@ SUSCEPTIBILITY_PRESETS: tuple[str, ...] = ("paper", "resnet18", "resnet34", "tin
 PAPER_TRAINABLE_PARAMETERS = 23_556_931  # paper Sect. 6.1, with 13 input channels
 
 
-class SusceptibilityNet(nn.Module):
+class SusceptibilityNet(nn.Module, ABC):
     """Common interface: shape checks and the (B, 1, n, n) -> (B, n, n) squeeze."""
 
     preset: str = ""
@@ -66,8 +68,9 @@ class SusceptibilityNet(nn.Module):
                 f"input of {x.shape[2]} x {x.shape[3]} px is not a whole number of {k}-px cells"
             )
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid scores (B, n, n); each preset defines its network here."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n*k, n*k) -> (B, n, n) occurrence probabilities."""
