@@ -351,6 +351,7 @@ def predict(
     run_dir: str | Path,
     scenario: Path | None = None,
     progress: bool = True,
+    *,
     mc_samples: int = 0,
 ) -> Path:
     """Wall-to-wall maps of a trained run; returns the folder written (RUN/maps or
