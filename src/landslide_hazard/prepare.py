@@ -946,7 +946,7 @@ def _write_static(
     folder = partial.parent / (partial.name.removesuffix(".partial") + ".scratch")
     try:
         src = global_passes(cfg, inputs, folder, log, step)
-        todo = [(i, t) for i, t in enumerate(tiles) if i not in done_tiles]
+        pending = [(i, t) for i, t in enumerate(tiles) if i not in done_tiles]
         if bar:
             bar.update(
                 task, description="static bands", total=len(tiles), completed=len(done_tiles)
@@ -959,13 +959,13 @@ def _write_static(
                 bar.advance(task)
 
         if scheduler is None:
-            for i, (rows, cols) in todo:
+            for i, (rows, cols) in pending:
                 cube.static[:, rows, cols] = compute_static_tile(src, rows, cols)
                 finished(i)
         else:
             with dist.client_for(scheduler) as client:
                 log.append(f"static tiles computed on dask.distributed ({dist.describe(client)})")
-                for i in dist.run_tiles(client, write_static_tile, src, str(partial), todo):
+                for i in dist.run_tiles(client, write_static_tile, src, str(partial), pending):
                     finished(i)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -205,13 +205,13 @@ def polygon_pixel_fractions(
     pixel_area = abs(transform.a * transform.e)
     keys = shapely.to_wkb(parts) if cache is not None and len(parts) else None
     if keys is not None:
-        todo = np.array([k not in cache for k in keys], dtype=bool)
+        pending = np.array([k not in cache for k in keys], dtype=bool)
     else:
-        todo = np.ones(len(parts), dtype=bool)
-    todo_idx = np.nonzero(todo)[0]
+        pending = np.ones(len(parts), dtype=bool)
+    pending_idx = np.nonzero(pending)[0]
     indices, areas = [], []
     fresh: dict[int, tuple[list, list]] = {}
-    for part, index, area in _overlap_pairs(parts[todo_idx], transform, shape):
+    for part, index, area in _overlap_pairs(parts[pending_idx], transform, shape):
         indices.append(index)
         areas.append(area)
         if keys is not None:
@@ -223,14 +223,14 @@ def polygon_pixel_fractions(
                 np.split(area[order], split),
                 strict=True,
             ):
-                entry = fresh.setdefault(int(todo_idx[p_idx]), ([], []))
+                entry = fresh.setdefault(int(pending_idx[p_idx]), ([], []))
                 entry[0].append(i_grp)
                 entry[1].append(a_grp)
     if keys is not None:
         empty = (np.empty(0, np.int64), np.empty(0, np.float64))
         new_cache = {}
         for j, key in enumerate(keys):
-            if todo[j]:
+            if pending[j]:
                 got = fresh.get(j)
                 new_cache[key] = (np.concatenate(got[0]), np.concatenate(got[1])) if got else empty
             else:
