@@ -314,3 +314,49 @@ def test_mc_dropout_uncertainty_map(tmp_path):
         predict_mod.predict(run, progress=False, mc_samples=4) / "uncertainty.tif"
     )
     np.testing.assert_array_equal(again, std)
+
+
+def test_distributed_prediction_equals_in_process(tmp_path):
+    """Rows of patches on a LocalCluster (2 workers, threads) give the in-process arrays; the
+    workers read the static rows from Zarr themselves."""
+    from distributed import Client, LocalCluster
+
+    from landslide_hazard.models import build_enn
+
+    cube = _cube(tmp_path / "cube.zarr", shape=(13, 11))
+    reader = CubeReader(cube)
+    norm = compute_normalisation(
+        reader.static, reader.dynamic, reader.monsoons, reader.label_mask, 4
+    )
+    torch.manual_seed(0)
+    model = build_enn("tiny", patch_cells=N, cell_pixels=4)
+    local = predict_mod.predict_arrays(model, reader, norm, periods=[0, 2], batch_size=5)
+    lean = CubeReader(cube, memory_budget_bytes=0)  # the main process holds no fine raster
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        remote = predict_mod.predict_arrays(
+            model, lean, norm, periods=[0, 2], batch_size=5, client=client
+        )
+    for q in predict_mod.QUANTITIES:
+        np.testing.assert_allclose(remote[q], local[q], rtol=1e-6, atol=1e-7)
+        assert np.isnan(remote[q][1]).all()  # period not asked for
+    assert model.training  # the caller's mode is kept
+
+
+def test_predict_on_a_local_cluster_of_processes_writes_the_same_maps(trained_run, tmp_path):
+    """`predict --scheduler local:2`: worker processes (model, normalisation and scenario
+    triggers pickled to them) write the maps of the in-process run."""
+    run, cube = trained_run
+    serial = {}
+    maps = predict_mod.predict(run, progress=False)
+    for q in ("susceptibility", "density", "hazard", "observed"):
+        with rasterio.open(maps / f"{q}.tif") as ds:
+            serial[q] = ds.read()
+    maps = predict_mod.predict(run, progress=False, scheduler="local:2")
+    for q, want in serial.items():
+        with rasterio.open(maps / f"{q}.tif") as ds:
+            np.testing.assert_allclose(ds.read(), want, rtol=1e-6, atol=1e-7, err_msg=q)

@@ -278,6 +278,12 @@ def predict_cmd(
     mc_samples: int = typer.Option(
         0, "--mc-samples", help="also write uncertainty.tif: std over N MC-dropout passes"
     ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        help="run the rows of patches on dask.distributed: 'local', 'local:N' or a scheduler "
+        "address tcp://HOST:8786 (default: $LANDSLIDE_HAZARD_SCHEDULER, else in-process)",
+    ),
 ) -> None:
     """Wall-to-wall maps of a trained run (RUN/maps/ or RUN/scenarios/<name>/)."""
     import warnings
@@ -288,7 +294,13 @@ def predict_cmd(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            out = predict(run, scenario=scenario, progress=not no_progress, mc_samples=mc_samples)
+            out = predict(
+                run,
+                scenario=scenario,
+                progress=not no_progress,
+                mc_samples=mc_samples,
+                scheduler=scheduler,
+            )
     except (ConfigError, OSError, ValueError) as exc:
         _fail(exc)
     for w in caught:

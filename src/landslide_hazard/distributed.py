@@ -15,6 +15,9 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+# The scheduler prepare and predict use when none is passed (unset: run in this process).
+SCHEDULER_ENV = "LANDSLIDE_HAZARD_SCHEDULER"
+
 
 def _local_workers(scheduler: str) -> int:
     if scheduler == "local":

@@ -19,6 +19,7 @@ merged hazard is the ensemble mean of E[D], not exactly the product of the merge
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ import numpy as np
 import torch
 
 from .bands import DYNAMIC_NAMES, INPUT_NAMES, TARGET_UNIT, UNITS
-from .sampling.dataset import CubeReader
+from .distributed import SCHEDULER_ENV
+from .sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
 from .sampling.lattice import LATTICES, lattice_origins, read_window
 from .sampling.normalisation import Normalisation
 
@@ -51,6 +53,73 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device_type="cpu", enabled=False)
 
 
+def _patch_rows(
+    reader: CubeReader, merge: str, periods: list[int]
+) -> list[list[tuple[int, int, int]]]:
+    """The prediction's work units: one row of patches of one lattice, every period of each
+    patch, as lists of (period, row0, col0). Patches without any valid cell are left out."""
+    grid = reader.grid
+    n = grid.patch_cells
+    valid_f = reader.valid.astype(np.float32)
+    lattices = LATTICES if merge == "mean" else (0,)
+    rows: list[list[tuple[int, int, int]]] = []
+    for lat in lattices:
+        origins = lattice_origins(grid.cell_shape, n, lat)
+        for r0 in np.unique(origins[:, 0]):
+            row = []
+            for c0 in origins[origins[:, 0] == r0, 1]:
+                if read_window(valid_f, int(r0), int(c0), n, n, fill=0.0).any():
+                    row.extend((t, int(r0), int(c0)) for t in periods)
+            if row:
+                rows.append(row)
+    return rows
+
+
+def _predict_row(
+    model: torch.nn.Module,
+    reader: CubeReader,
+    norm: Normalisation,
+    row: list[tuple[int, int, int]],
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+) -> np.ndarray:
+    """(len(row), 3, n, n) float32: susceptibility, density and hazard of each patch of a row.
+
+    The model must be in eval mode (or in the MC-dropout mode the caller chose)."""
+    n = reader.grid.patch_cells
+    out_rows = np.empty((len(row), 3, n, n), dtype=np.float32)
+    reader.hold_rows(row[0][1], n)  # one row of patches: read its static rows once
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(row), batch_size):
+                chunk = row[i : i + batch_size]
+                x = np.stack([reader.patch_input(norm, t, r0, c0) for t, r0, c0 in chunk])
+                xt = torch.from_numpy(x).to(device)
+                if device.type == "cuda":
+                    xt = xt.contiguous(memory_format=torch.channels_last)
+                with _autocast(device, amp):
+                    out = model(xt)
+                for q, value in enumerate((out.susceptibility, out.density, out.hazard)):
+                    out_rows[i : i + len(chunk), q] = value.float().cpu().numpy()
+    finally:
+        reader.release_rows()
+    return out_rows
+
+
+def _accumulate(
+    sums: np.ndarray, counts: np.ndarray, row: list[tuple[int, int, int]], values: np.ndarray
+) -> None:
+    """Add a row's patch values into the per-cell sums (clipped at the grid edge)."""
+    n = values.shape[-1]
+    cy, cx = counts.shape[-2:]
+    for j, (t, r0, c0) in enumerate(row):
+        ra, rb = max(r0, 0), min(r0 + n, cy)
+        ca, cb = max(c0, 0), min(c0 + n, cx)
+        sums[:, t, ra:rb, ca:cb] += values[j, :, ra - r0 : rb - r0, ca - c0 : cb - c0]
+        counts[t, ra:rb, ca:cb] += 1
+
+
 def predict_arrays(
     model: torch.nn.Module,
     reader: CubeReader,
@@ -61,79 +130,113 @@ def predict_arrays(
     device: torch.device | str = "cpu",
     amp: bool = False,
     progress: bool = False,
+    client: Any = None,
 ) -> dict[str, np.ndarray]:
     """Per-cell susceptibility, density and hazard for the given periods (default all).
 
     Returns a dict of (P, cy, cx) float32 arrays (NaN for periods not predicted and for cells
     outside ``reader.valid``). ``merge``: ``mean`` of both lattices where both cover a cell, or
     ``lattice0`` only. Patches without any valid cell are skipped.
+
+    ``client``: a dask.distributed Client; the rows of patches then run on its workers (each
+    reads its own static rows from the cube's Zarr store, so the cube must be on a path the
+    workers can read) and only the per-cell values come back. Each cell gets at most one value
+    per lattice and addition of two numbers is commutative, so the result does not depend on
+    the order in which rows finish.
     """
     if merge not in ("mean", "lattice0"):
         raise ValueError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")
     device = torch.device(device)
-    grid = reader.grid
-    n = grid.patch_cells
-    cy, cx = grid.cell_shape
+    cy, cx = reader.grid.cell_shape
     n_periods = reader.n_periods
     periods = list(range(n_periods)) if periods is None else [int(t) for t in periods]
-    lattices = LATTICES if merge == "mean" else (0,)
+    rows = _patch_rows(reader, merge, periods)
     sums = np.zeros((3, n_periods, cy, cx), dtype=np.float64)
     counts = np.zeros((n_periods, cy, cx), dtype=np.int32)
-    valid = reader.valid
-    valid_f = valid.astype(np.float32)
 
-    # Row-bands of patches: one patch row of one lattice at a time, all its periods.
-    bands: list[list[tuple[int, int, int]]] = []
-    for lat in lattices:
-        origins = lattice_origins(grid.cell_shape, n, lat)
-        for r0 in np.unique(origins[:, 0]):
-            row = []
-            for c0 in origins[origins[:, 0] == r0, 1]:
-                if read_window(valid_f, int(r0), int(c0), n, n, fill=0.0).any():
-                    row.extend((t, int(r0), int(c0)) for t in periods)
-            if row:
-                bands.append(row)
-    total = sum(len(b) for b in bands)
-
-    was_training = model.training
-    model.eval()
-    channels_last = device.type == "cuda"
     bar = _progress(progress)
     with bar:
-        task = bar.add_task("predict", total=total) if progress else None
-        with torch.inference_mode():
-            for row in bands:
-                reader.hold_rows(row[0][1], n)  # one row of patches: read its static rows once
-                for i in range(0, len(row), batch_size):
-                    chunk = row[i : i + batch_size]
-                    x = np.stack([reader.patch_input(norm, t, r0, c0) for t, r0, c0 in chunk])
-                    xt = torch.from_numpy(x).to(device)
-                    if channels_last:
-                        xt = xt.contiguous(memory_format=torch.channels_last)
-                    with _autocast(device, amp):
-                        out = model(xt)
-                    values = [
-                        out.susceptibility.float().cpu().numpy(),
-                        out.density.float().cpu().numpy(),
-                        out.hazard.float().cpu().numpy(),
-                    ]
-                    for j, (t, r0, c0) in enumerate(chunk):
-                        ra, rb = max(r0, 0), min(r0 + n, cy)
-                        ca, cb = max(c0, 0), min(c0 + n, cx)
-                        for q in range(3):
-                            sums[q, t, ra:rb, ca:cb] += values[q][
-                                j, ra - r0 : rb - r0, ca - c0 : cb - c0
-                            ]
-                        counts[t, ra:rb, ca:cb] += 1
+        task = bar.add_task("predict", total=sum(len(r) for r in rows)) if progress else None
+        if client is None:
+            was_training = model.training
+            model.eval()
+            try:
+                for row in rows:
+                    values = _predict_row(model, reader, norm, row, batch_size, device, amp)
+                    _accumulate(sums, counts, row, values)
                     if task is not None:
-                        bar.advance(task, len(chunk))
-    reader.release_rows()
-    model.train(was_training)
+                        bar.advance(task, len(row))
+            finally:
+                model.train(was_training)
+        else:
+            for row, values in _distributed_rows(
+                client, model, reader, norm, rows, batch_size, device, amp
+            ):
+                _accumulate(sums, counts, row, values)
+                if task is not None:
+                    bar.advance(task, len(row))
     with np.errstate(invalid="ignore", divide="ignore"):
         merged = (sums / counts[None]).astype(np.float32)
-    merged[:, :, ~valid] = np.nan
+    merged[:, :, ~reader.valid] = np.nan
     merged[:, counts == 0] = np.nan
     return dict(zip(QUANTITIES, merged, strict=True))
+
+
+# Worker-side state of distributed prediction: the reader of the job being run (one at a time
+# per worker process, so a worker holds one cube's cell-grid arrays, never its fine rasters).
+_WORKER_READER: dict[str, CubeReader] = {}
+
+
+def _worker_row(
+    job: dict[str, Any], model: torch.nn.Module, norm: Normalisation, dynamic, monsoons, row
+) -> np.ndarray:
+    """One row of patches on a dask worker: open the cube (once per job), predict the row."""
+    from .cube import open_cube
+
+    reader = _WORKER_READER.get(job["token"])
+    if reader is None:
+        _WORKER_READER.clear()
+        reader = CubeReader(
+            open_cube(job["cube"]), memory_budget_bytes=0, dynamic=dynamic, monsoons=monsoons
+        )
+        _WORKER_READER[job["token"]] = reader
+    device = torch.device(job["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device("cpu")
+    model.to(device)
+    model.eval()
+    return _predict_row(model, reader, norm, row, job["batch_size"], device, job["amp"])
+
+
+def _distributed_rows(client, model, reader, norm, rows, batch_size, device, amp):
+    """Yield (row, values) as the rows finish on the cluster's workers."""
+    import copy
+    import uuid
+
+    from distributed import as_completed
+
+    if not rows:
+        return
+    token = uuid.uuid4().hex[:12]  # unique keys: other runs may share the scheduler
+    job = {
+        "token": token,
+        "cube": str(Path(reader.cube.path).resolve()),
+        "device": str(device),
+        "batch_size": int(batch_size),
+        "amp": bool(amp),
+    }
+    cpu_model = copy.deepcopy(model).to("cpu").eval()
+    shared = client.scatter([cpu_model, norm, reader.dynamic, reader.monsoons], broadcast=True)
+    futures = {
+        client.submit(_worker_row, job, *shared, row, key=f"predict-{token}-{i}", pure=False): i
+        for i, row in enumerate(rows)
+    }
+    try:
+        for future in as_completed(futures):
+            yield rows[futures[future]], future.result()
+    finally:
+        client.cancel(list(futures))
+        client.cancel(shared)
 
 
 def _progress(enabled: bool):
@@ -353,6 +456,7 @@ def predict(
     progress: bool = True,
     *,
     mc_samples: int = 0,
+    scheduler: str | None = None,
 ) -> Path:
     """Wall-to-wall maps of a trained run; returns the folder written (RUN/maps or
     RUN/scenarios/<name>).
@@ -360,6 +464,11 @@ def predict(
     mc_samples > 0 also writes ``uncertainty.tif``: the per-cell standard deviation of the
     susceptibility over that many MC-dropout passes (dropout on, batch norm frozen; seeded with
     the run's seed), one band per period. It needs a run trained with ``model.dropout > 0``.
+
+    scheduler: run the rows of patches on dask.distributed - ``"local"`` / ``"local:N"`` for a
+    LocalCluster on this machine, or a scheduler address such as ``tcp://10.0.0.5:8786`` (None:
+    the environment variable ``LANDSLIDE_HAZARD_SCHEDULER`` if set, else in this process). The
+    MC-dropout passes always run in this process.
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir, "cpu")
@@ -386,18 +495,30 @@ def predict(
     cfg = run.cfg
     periods = cube.meta.period_names
     tags = {"run": run_dir.name, "model_preset": str(run.meta["preset"])}
+    if scheduler is None:
+        scheduler = os.environ.get(SCHEDULER_ENV) or None
+    # On a cluster the workers read the fine rasters; this process needs only the cell grids.
+    budget = 0 if scheduler is not None and not mc_samples else DEFAULT_MEMORY_BUDGET_BYTES
+
+    def run_arrays(reader: CubeReader, which: list[int] | None = None) -> dict[str, np.ndarray]:
+        kwargs = {
+            "periods": which,
+            "merge": cfg.model.lattice_merge,
+            "batch_size": cfg.training.batch_size,
+            "device": device,
+            "amp": cfg.training.amp,
+            "progress": progress,
+        }
+        if scheduler is None:
+            return predict_arrays(run.model, reader, run.norm, **kwargs)
+        from . import distributed as dist
+
+        with dist.client_for(scheduler) as client:
+            return predict_arrays(run.model, reader, run.norm, client=client, **kwargs)
+
     if scenario is None:
-        reader = CubeReader(cube)
-        arrays = predict_arrays(
-            run.model,
-            reader,
-            run.norm,
-            merge=cfg.model.lattice_merge,
-            batch_size=cfg.training.batch_size,
-            device=device,
-            amp=cfg.training.amp,
-            progress=progress,
-        )
+        reader = CubeReader(cube, memory_budget_bytes=budget)
+        arrays = run_arrays(reader)
         observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
         out_dir = run_dir / "maps"
         write_maps(
@@ -409,19 +530,9 @@ def predict(
 
     spec = load_scenario(scenario, periods)
     dynamic, monsoons = scenario_triggers(spec, cube)
-    reader = CubeReader(cube, dynamic=dynamic, monsoons=monsoons)
+    reader = CubeReader(cube, memory_budget_bytes=budget, dynamic=dynamic, monsoons=monsoons)
     apply_idx = [periods.index(p) for p in spec.periods]
-    arrays = predict_arrays(
-        run.model,
-        reader,
-        run.norm,
-        periods=apply_idx,
-        merge=cfg.model.lattice_merge,
-        batch_size=cfg.training.batch_size,
-        device=device,
-        amp=cfg.training.amp,
-        progress=progress,
-    )
+    arrays = run_arrays(reader, apply_idx)
     inside = applicability(dynamic, monsoons, run.norm, reader.valid)
     sub = {q: a[apply_idx] for q, a in arrays.items()}
     app = inside[apply_idx].astype(np.float32)

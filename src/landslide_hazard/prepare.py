@@ -56,6 +56,7 @@ from . import __version__
 from .bands import DYNAMIC_NAMES, STATIC_NAMES
 from .config import RunConfig
 from .cube import Cube, CubeMeta, PeriodInfo, create_cube
+from .distributed import SCHEDULER_ENV
 from .grid import StudyGrid
 from .io.atomic import atomic_write_text
 from .io.rasters import (
@@ -904,9 +905,6 @@ def _river_mask_from_file(path: Path, grid: StudyGrid, log: list[str]) -> np.nda
         return rasterize_rivers(vec.geometries, grid.fine_transform, grid.fine_shape)
     data = read_on_grid(path, grid, level="fine", kind="classes", bands=1, log=log)
     return np.isfinite(data) & (data > 0.5)
-
-
-SCHEDULER_ENV = "LANDSLIDE_HAZARD_SCHEDULER"
 
 
 def _write_static(
