@@ -99,7 +99,7 @@ def measure(size: str, workdir: Path, scheduler: str = "") -> list[dict]:
     from landslide_hazard.synthetic.spec import get_spec
 
     spec = get_spec(size)
-    pixels = spec.fine_shape[0] * spec.fine_shape[1]
+    pixels = spec.grid.fine_shape[0] * spec.grid.fine_shape[1]
     root = _scenario(size, workdir)
     config = root / "config.yaml"
     read_s, read_rss, _ = _child("read", config, workdir / "unused", scheduler)
@@ -107,7 +107,7 @@ def measure(size: str, workdir: Path, scheduler: str = "") -> list[dict]:
     prep_s, prep_rss, check = _child("prepare", config, out, scheduler)
     shutil.rmtree(out, ignore_errors=True)
     where = f"dask {scheduler}" if scheduler else "in-process"
-    shape = f"{spec.fine_shape[0]} x {spec.fine_shape[1]} px"
+    shape = f"{spec.grid.fine_shape[0]} x {spec.grid.fine_shape[1]} px"
     return [
         row(f"{size}_read_once_s", read_s, "s", note=f"{shape}; DEM, rain, PGA rasters once"),
         row(f"{size}_read_once_rss", read_rss, "MiB"),

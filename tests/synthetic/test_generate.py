@@ -55,7 +55,7 @@ def test_files_open_on_the_right_grids(tiny):
     spec = get_spec("tiny")
     with rasterio.open(out / "inputs" / "dem.tif") as ds:
         assert ds.crs.to_epsg() == 32645
-        assert (ds.height, ds.width) == spec.fine_shape == (128, 128)
+        assert (ds.height, ds.width) == spec.grid.fine_shape == (128, 128)
         assert ds.transform.a == 125.0 and (ds.transform.c, ds.transform.f) == spec.origin
         dem = ds.read(1)
     assert np.isfinite(dem).all() and 500 < dem.min() < dem.max() < 9000
@@ -65,7 +65,7 @@ def test_files_open_on_the_right_grids(tiny):
             with rasterio.open(out / "inputs" / f"{kind}_{event}.tif") as ds:
                 assert ds.crs.to_epsg() == 32645 and ds.transform.a == 1000.0
                 b = ds.bounds
-                x0, y0, x1, y1 = spec.bounds
+                x0, y0, x1, y1 = spec.grid.bounds
                 assert b.left < x0 and b.right > x1 and b.bottom < y0 and b.top > y1
                 values = ds.read(1)
             assert np.isfinite(values).all() and (values > 0).all()
@@ -142,11 +142,11 @@ def test_tiled_generation_equals_one_tile(tiny, tmp_path):
 
 def test_large_and_gorkha_sizes():
     large = SIZES["large"]
-    x0, y0, x1, y1 = large.bounds
+    x0, y0, x1, y1 = large.grid.bounds
     assert (x1 - x0) * (y1 - y0) / 1e6 >= 100_000
-    assert large.fine_shape[0] // (large.tile_cells * large.cell_pixels) >= 10  # tiled
+    assert large.grid.fine_shape[0] // (large.tile_cells * large.cell_pixels) >= 10  # tiled
     g = SIZES["gorkha"]
-    assert g.shape_cells == (196, 220) and g.cell_size_m == 1000.0 and g.n_periods == 8
+    assert g.shape_cells == (196, 220) and g.grid.cell_size_m == 1000.0 and g.n_periods == 8
     with pytest.raises(ValueError, match="unknown scenario size"):
         get_spec("huge")
 
@@ -160,7 +160,7 @@ def test_bad_seed_is_refused(tmp_path):
 def _cell_areas(polys, spec) -> np.ndarray:
     """Exact polygon area per cell (m2), by intersection with every cell box."""
     n_r, n_c = spec.shape_cells
-    cs = spec.cell_size_m
+    cs = spec.grid.cell_size_m
     x0, y1 = spec.origin
     out = np.zeros((n_r, n_c))
     if len(polys) == 0:
@@ -183,7 +183,7 @@ def test_new_density_is_the_positive_difference_of_cumulative_inventories(tiny):
     for t, period in enumerate(cfg.periods):
         cum = _cell_areas(_polygons(period.inventory)[1], spec)
         assert np.all(cum >= prev - 1e-6)  # cumulative inventories only grow
-        expect = np.maximum(cum - prev, 0.0) * 100.0 / spec.cell_area_m2
+        expect = np.maximum(cum - prev, 0.0) * 100.0 / spec.grid.cell_area_m2
         assert np.allclose(new[t], expect, rtol=1e-5, atol=1e-7)
         prev = cum
     assert summary["placement_area_lost_m2"] == 0.0

@@ -138,8 +138,8 @@ def _tiles(spec: ScenarioSpec):
 
 def _cell_centres(spec: ScenarioSpec) -> tuple[np.ndarray, np.ndarray]:
     n_r, n_c = spec.shape_cells
-    x = spec.origin[0] + (np.arange(n_c) + 0.5) * spec.cell_size_m
-    y = spec.origin[1] - (np.arange(n_r) + 0.5) * spec.cell_size_m
+    x = spec.origin[0] + (np.arange(n_c) + 0.5) * spec.grid.cell_size_m
+    y = spec.origin[1] - (np.arange(n_r) + 0.5) * spec.grid.cell_size_m
     return np.meshgrid(x, y)
 
 
@@ -182,7 +182,7 @@ class _TiledWriter:
         if block % 16:
             raise ValueError(f"tile of {tile_px} px cannot be written in 16-multiple blocks")
         tmp = stack.enter_context(atomic_path(path))
-        height, width = spec.fine_shape
+        height, width = spec.grid.fine_shape
         x0, y1 = spec.origin
         self.ds = stack.enter_context(
             rasterio.open(
@@ -302,14 +302,14 @@ def generate_scenario(
     periods = spec.periods
     n_t = len(periods)
     names = [name for name, _ in periods]
-    bounds = spec.bounds
+    bounds = spec.grid.bounds
     terrain_key = seed * 16 + 5
     timings: dict[str, float] = {}
 
     # Rivers and relief scale.
     network = make_river_network(bounds, _rng(seed, RIVER_STREAM), spec.pixel_size_m / 2)
     scale = relief_scale_for_mean_slope(
-        network, spec.origin, spec.pixel_size_m, spec.fine_shape, terrain_key
+        network, spec.origin, spec.pixel_size_m, spec.grid.fine_shape, terrain_key
     )
 
     def terrain(rs: slice, cs: slice):
@@ -408,7 +408,7 @@ def generate_scenario(
         timings["triggers_s"] = time.perf_counter() - started - timings["terrain_s"]
 
         # Rates: latent fields, covariate terms, calibrated intercepts and area laws.
-        cell_km = spec.cell_size_m / 1000.0
+        cell_km = spec.grid.cell_size_m / 1000.0
         latent = gaussian_field(
             spec.shape_cells, rm.corr_latent_km / cell_km, _rng(seed, LATENT_STREAM, 0)
         )
@@ -429,7 +429,7 @@ def generate_scenario(
                 + rm.sd_latent_period * latent_t[t]
                 + np.log(static_weight)
             )
-        cell_area = spec.cell_area_m2
+        cell_area = spec.grid.cell_area_m2
         area_hi = rm.area_hi_frac * cell_area
         scale_mult = np.exp(
             rm.sd_log_area_scale * _rng(seed, AREA_STREAM).standard_normal(log_base.shape)
@@ -518,11 +518,11 @@ def generate_scenario(
                             tw = terrain(rs, cs)
                             log_w = landslide_log_weight(tw)
                         lr, lc = (r - rs.start) * k, (c - cs.start) * k
-                        x0 = spec.origin[0] + c * spec.cell_size_m
-                        y1 = spec.origin[1] - r * spec.cell_size_m
+                        x0 = spec.origin[0] + c * spec.grid.cell_size_m
+                        y1 = spec.origin[1] - r * spec.grid.cell_size_m
                         w = log_w[lr : lr + k, lc : lc + k]
                         placer = CellPlacer(
-                            (x0, y1 - spec.cell_size_m, x0 + spec.cell_size_m, y1),
+                            (x0, y1 - spec.grid.cell_size_m, x0 + spec.grid.cell_size_m, y1),
                             spec.pixel_size_m,
                             np.exp(w - w.max()),
                             tw.downslope_rad[lr : lr + k, lc : lc + k],
@@ -564,9 +564,7 @@ def generate_scenario(
             geometry_type="LineString",
             crs=spec.crs,
         )
-    cell_transform = rasterio.Affine(
-        spec.cell_size_m, 0, spec.origin[0], 0, -spec.cell_size_m, spec.origin[1]
-    )
+    cell_transform = spec.grid.cell_transform
     truth = {
         "p_occurrence": (p_occ, "1"),
         "density_given_occurrence": (d_given, "% of cell area"),
@@ -617,8 +615,8 @@ def generate_scenario(
             "shape_cells": list(spec.shape_cells),
         },
         "n_cells": n_r * n_c,
-        "fine_shape": list(spec.fine_shape),
-        "mean_slope_deg": slope_sum / (spec.fine_shape[0] * spec.fine_shape[1]),
+        "fine_shape": list(spec.grid.fine_shape),
+        "mean_slope_deg": slope_sum / (spec.grid.fine_shape[0] * spec.grid.fine_shape[1]),
         "relief_scale": scale,
         "n_rivers": len(network.lines),
         "n_baseline_landslides": int(n_landslides[0]),
@@ -677,7 +675,7 @@ def scenario_config(spec: ScenarioSpec, seed: int, names: list[str]) -> RunConfi
     inv = "inputs/inventories"
     sus, dlog, dens, fine, patience = _EPOCHS.get(spec.size, (60, 20, 20, 5, 10))
     short_runs = ("tiny", "demo")
-    domain_km = min(spec.shape_cells) * spec.cell_size_m / 1000.0
+    domain_km = min(spec.shape_cells) * spec.grid.cell_size_m / 1000.0
     block_km = float(min(16.0, max(2.0, domain_km / 4)))
     data = {
         "name": f"synthetic-{spec.size}",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, replace
 
+from ..grid import StudyGrid
+
 # Inventory calendar modelled on Kincey et al. (2021) as used by the paper (gorkha2015/README.md):
 # a pre-event baseline, the co-seismic inventory, then pre-/post-monsoon inventories to 2018.
 BASELINE_NAME = "Pre-event 2014"
@@ -98,26 +100,16 @@ class ScenarioSpec:
     patch_cells: int = 4
 
     @property
-    def cell_size_m(self) -> float:
-        return self.pixel_size_m * self.cell_pixels
-
-    @property
-    def cell_area_m2(self) -> float:
-        return self.cell_size_m**2
-
-    @property
-    def fine_shape(self) -> tuple[int, int]:
-        return (self.shape_cells[0] * self.cell_pixels, self.shape_cells[1] * self.cell_pixels)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(x_min, y_min, x_max, y_max), m."""
-        x0, y1 = self.origin
-        return (
-            x0,
-            y1 - self.shape_cells[0] * self.cell_size_m,
-            x0 + self.shape_cells[1] * self.cell_size_m,
-            y1,
+    def grid(self) -> StudyGrid:
+        """The scenario's study grid: fine and cell shapes, sizes, bounds and transforms."""
+        return StudyGrid(
+            self.crs,
+            self.origin[0],
+            self.origin[1],
+            self.pixel_size_m,
+            self.cell_pixels,
+            *self.shape_cells,
+            patch_cells=self.patch_cells,
         )
 
     @property
