@@ -89,6 +89,9 @@ def evaluate_cmd(
         0.0, "--min-density", help="occurrence = observed > this (%)"
     ),
     out: Path = typer.Option(..., "--out", help="output folder for metrics.json"),
+    uncertainty: Path | None = typer.Option(
+        None, "--uncertainty", help="uncertainty GeoTIFF to show in the report (not scored)"
+    ),
 ) -> None:
     """Score maps against observed density: metrics.json + a table."""
     from .evaluation import evaluate_files
@@ -103,6 +106,7 @@ def evaluate_cmd(
             folds=folds,
             out_dir=out,
             min_density=min_density,
+            uncertainty=uncertainty,
         )
     except (OSError, ValueError) as exc:
         _fail(exc)
@@ -393,6 +397,9 @@ def demo_cmd(
     force: bool = typer.Option(
         False, "--force", help="start over instead of reusing finished stages"
     ),
+    mc_samples: int = typer.Option(
+        8, "--mc-samples", help="MC-dropout passes for the uncertainty map (0: none)"
+    ),
 ) -> None:
     """synth -> prepare -> train -> predict -> evaluate -> report on a synthetic scenario."""
     from .config import ConfigError
@@ -400,7 +407,9 @@ def demo_cmd(
     from .io import RasterError
 
     try:
-        summary = run_demo(out, size=size, seed=seed, force=force, console=console)
+        summary = run_demo(
+            out, size=size, seed=seed, force=force, console=console, mc_samples=mc_samples
+        )
     except (ConfigError, RasterError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
 

@@ -48,8 +48,12 @@ def run_demo(
     force: bool = False,
     progress: bool = True,
     console: Console | None = None,
+    mc_samples: int = 8,
 ) -> dict[str, Any]:
-    """Run the whole pipeline into ``out``; returns paths and the held-out headline numbers."""
+    """Run the whole pipeline into ``out``; returns paths and the held-out headline numbers.
+
+    mc_samples > 0 (and a run trained with dropout) also writes the MC-dropout uncertainty map
+    (``predict --mc-samples``), which the report shows as a layer."""
     from .config import load_config, save_config
     from .evaluation.evaluate import evaluate_files
     from .predict import predict
@@ -95,8 +99,13 @@ def run_demo(
         lambda: train(cfg, protocol, cfg.evaluation.test_fold, run_dir=run_dir, progress=progress),
     )
     maps = run_dir / "maps"
+    mc = mc_samples if cfg.model.dropout > 0 else 0
+    uncertainty = maps / "uncertainty.tif"
     stage(
-        4, "predict", (maps / "hazard.tif").is_file(), lambda: predict(run_dir, progress=progress)
+        4,
+        f"predict{f' ({mc} MC-dropout passes for the uncertainty map)' if mc else ''}",
+        (maps / "hazard.tif").is_file() and (uncertainty.is_file() or not mc),
+        lambda: predict(run_dir, progress=progress, mc_samples=mc),
     )
     evaluation = run_dir / "evaluation"
     held_out = json.loads((run_dir / "metrics.json").read_text())
@@ -113,6 +122,7 @@ def run_demo(
             out_dir=evaluation,
             min_density=cfg.inventory.min_density,
             show_table=progress,
+            uncertainty=uncertainty if uncertainty.is_file() else None,
         )
 
     stage(5, "evaluate", (evaluation / "metrics.json").is_file(), evaluate)

@@ -128,6 +128,20 @@ def test_evaluate_files_writes_strict_json_with_inputs(tmp_path):
     assert res["pooled"]["occurrence"]["n"] == data["pooled"]["occurrence"]["n"]
 
 
+def test_evaluate_files_names_but_does_not_score_an_uncertainty_map(tmp_path):
+    paths, (obs, sus, dens) = _write(tmp_path)
+    spread = write_raster(tmp_path / "u.tif", 0.1 * sus, TRANSFORM, "EPSG:32645", NAMES)
+    res = evaluate_files(**paths, uncertainty=spread, out_dir=tmp_path / "ev", show_table=False)
+    assert res["inputs"]["uncertainty"] == str(spread.resolve())
+    plain = evaluate_files(**paths, out_dir=tmp_path / "ev2", show_table=False)
+    assert res["pooled"] == plain["pooled"] and plain["inputs"]["uncertainty"] is None
+    shifted = write_raster(
+        tmp_path / "u_tr.tif", sus, TRANSFORM @ Affine.translation(1, 0), "EPSG:32645", NAMES
+    )
+    with pytest.raises(RasterError, match="u_tr.tif: transform"):
+        evaluate_files(**paths, uncertainty=shifted, out_dir=tmp_path / "x", show_table=False)
+
+
 def test_evaluate_files_rejects_mismatched_rasters(tmp_path):
     paths, (obs, sus, dens) = _write(tmp_path)
     bad_crs = write_raster(tmp_path / "s_crs.tif", sus, TRANSFORM, "EPSG:32644", NAMES)

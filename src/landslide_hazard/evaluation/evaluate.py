@@ -260,12 +260,15 @@ def evaluate_files(
     out_dir: str | Path = ".",
     min_density: float = 0.0,
     show_table: bool = True,
+    uncertainty: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate map GeoTIFFs (one band per period) and write ``out_dir/metrics.json``.
 
     The rasters must share CRS, transform, shape, band count and band names (the period
     names); a mismatch raises a RasterError naming both files. Returns the result dict
     (also written, with an ``inputs`` entry of absolute paths and a ``grid`` entry).
+    ``uncertainty`` (e.g. predict's ``uncertainty.tif``) is not scored: it is checked and
+    named in ``inputs`` so that the report draws it.
     """
     from .. import __version__
     from ..io import RasterError, atomic_write_text, raster_info, read_raster
@@ -276,6 +279,7 @@ def evaluate_files(
         "density": Path(density) if density is not None else None,
         "hazard": Path(hazard) if hazard is not None else None,
         "folds": Path(folds) if folds is not None else None,
+        "uncertainty": Path(uncertainty) if uncertainty is not None else None,
     }
     infos = {k: raster_info(p) for k, p in paths.items() if p is not None}
     ref = infos["observed"]
@@ -290,7 +294,8 @@ def evaluate_files(
             f"{paths['folds']}: a folds raster needs one band, not {infos['folds'].count}"
         )
 
-    arrays = {k: read_raster(p)[0] for k, p in paths.items() if p is not None and k != "folds"}
+    scored = ("observed", "susceptibility", "density", "hazard")
+    arrays = {k: read_raster(p)[0] for k, p in paths.items() if p is not None and k in scored}
     fold_arr = read_raster(paths["folds"], bands=1)[0] if paths["folds"] is not None else None
     names = [d if d else f"period {i + 1}" for i, d in enumerate(ref.descriptions)]
     result = evaluate_arrays(
