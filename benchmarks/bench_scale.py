@@ -1,4 +1,4 @@
-"""Benchmark: peak memory and time of ``prepare`` as the grid grows (docs/scale.md).
+"""Benchmark: peak memory and time of ``prepare`` and ``predict`` as the grid grows (docs/scale.md).
 
 For each size (``demo`` with ``--quick``; ``demo`` and ``large`` = 10,240 x 10,240 fine pixels,
 102,400 km2, otherwise) two phases run in their own fresh Python process, so each peak RSS
@@ -6,11 +6,16 @@ For each size (``demo`` with ``--quick``; ``demo`` and ``large`` = 10,240 x 10,2
 
 1. **read once**: read the DEM, the daily rain stack and every PGA / sigma raster once into
    memory (float32) - the floor for any preparation that looks at all the inputs;
-2. **prepare**: ``landslide_hazard.prepare.prepare`` from the raw inputs to the finished cube.
+2. **prepare**: ``landslide_hazard.prepare.prepare`` from the raw inputs to the finished cube;
+3. **predict**: ``landslide_hazard.predict.predict_arrays`` over that cube, every period and both
+   lattices, with the ``tiny`` preset (untrained weights: speed and memory do not depend on
+   them) and one torch thread; the static array is read row by row from Zarr when it exceeds
+   the reader's 2 GiB budget (always with ``--scheduler``, where the workers read their rows).
 
-Rows: seconds and peak RSS (MiB) of both phases, with the ratio of prepare to read-once, and
-prepare's peak RSS per fine pixel (bytes/px). Check while measuring: the cube's static bands
-are finite on every valid cell (the cube is complete).
+Rows: seconds and peak RSS (MiB) of each phase, with the ratios of prepare and predict to
+read-once, prepare's peak RSS per fine pixel (bytes/px) and predict's patches/s. Checks while
+measuring: the cube's static bands are finite on every valid cell (the cube is complete), and
+so are the predicted hazard maps.
 
 The scenarios are generated with ``landslide-hazard synth`` (not timed). ``large`` takes a long
 time to generate on 2 cores: set ``LANDSLIDE_BENCH_LARGE`` to the folder of an existing
@@ -53,7 +58,7 @@ if phase == "read":
         if eq.sigma_ln_pga is not None:
             read_raster(eq.sigma_ln_pga, bands=1)
     check = ""
-else:
+elif phase == "prepare":
     import numpy as np
     from landslide_hazard.cube import open_cube
     from landslide_hazard.prepare import prepare
@@ -65,6 +70,36 @@ else:
     # complete cube: the elevation band is finite on a valid cell's first pixel (strided read)
     ok = bool(np.isfinite(cube.static[0, ::k, ::k][valid]).all())
     check = "static finite on valid cells" if ok else "INCOMPLETE CUBE"
+if phase == "predict":
+    import numpy as np
+    import torch
+    from landslide_hazard.bands import INPUT_NAMES
+    from landslide_hazard.cube import open_cube
+    from landslide_hazard.models import build_enn
+    from landslide_hazard.predict import _patch_rows, predict_arrays
+    from landslide_hazard.sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
+    from landslide_hazard.sampling.normalisation import Normalisation
+    torch.set_num_threads(1)
+    cube = open_cube(out)
+    g = cube.grid
+    torch.manual_seed(0)
+    model = build_enn("tiny", in_channels=len(INPUT_NAMES), patch_cells=g.patch_cells,
+                      cell_pixels=g.cell_pixels)
+    nb = len(INPUT_NAMES)
+    norm = Normalisation(INPUT_NAMES, np.zeros(nb), np.ones(nb), np.zeros(nb), np.ones(nb),
+                         np.ones(nb, dtype=np.int64))
+    t0 = time.perf_counter()
+    reader = CubeReader(cube, memory_budget_bytes=0 if scheduler else DEFAULT_MEMORY_BUDGET_BYTES)
+    patches = sum(len(r) for r in _patch_rows(reader, "mean", list(range(reader.n_periods))))
+    if scheduler:
+        from landslide_hazard.distributed import client_for
+        with client_for(scheduler) as client:
+            maps = predict_arrays(model, reader, norm, client=client)
+    else:
+        maps = predict_arrays(model, reader, norm)
+    seconds = time.perf_counter() - t0
+    ok = bool(np.isfinite(maps["hazard"][:, reader.valid]).all())
+    check = f"{patches} patches; " + ("hazard finite on valid cells" if ok else "NAN IN MAPS")
 if phase == "read":
     seconds = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -105,7 +140,9 @@ def measure(size: str, workdir: Path, scheduler: str = "") -> list[dict]:
     read_s, read_rss, _ = _child("read", config, workdir / "unused", scheduler)
     out = workdir / f"{size}_cube.zarr"
     prep_s, prep_rss, check = _child("prepare", config, out, scheduler)
+    pred_s, pred_rss, pred_check = _child("predict", config, out, scheduler)
     shutil.rmtree(out, ignore_errors=True)
+    patches = int(pred_check.split()[0])
     where = f"dask {scheduler}" if scheduler else "in-process"
     shape = f"{spec.grid.fine_shape[0]} x {spec.grid.fine_shape[1]} px"
     return [
@@ -119,6 +156,15 @@ def measure(size: str, workdir: Path, scheduler: str = "") -> list[dict]:
             "B/px",
             note=f"{pixels / 1e6:.1f} Mpx fine grid",
         ),
+        row(
+            f"{size}_predict_s",
+            pred_s,
+            "s",
+            f"{size}_read_once_s",
+            f"{where}; tiny preset (untrained), all periods, both lattices; {pred_check}",
+        ),
+        row(f"{size}_predict_patches_per_s", patches / pred_s, "patches/s"),
+        row(f"{size}_predict_rss", pred_rss, "MiB", f"{size}_read_once_rss"),
     ]
 
 
