@@ -10,36 +10,17 @@ import yaml
 
 from landslide_hazard import predict as predict_mod
 from landslide_hazard.config import parse_config
-from landslide_hazard.cube import CubeMeta, PeriodInfo, create_cube, open_cube
-from landslide_hazard.grid import StudyGrid
 from landslide_hazard.models import ENNOutput
 from landslide_hazard.sampling.dataset import CubeReader
 from landslide_hazard.sampling.normalisation import compute_normalisation
+from landslide_hazard.testing import make_cube
 
 N = 4
 
 
-def _cube(path, shape=(9, 10), k=4, n_periods=3, seed=0):
-    rng = np.random.default_rng(seed)
-    grid = StudyGrid("EPSG:32645", 300000.0, 3100000.0, 250.0, k, *shape, patch_cells=N)
-    periods = [
-        PeriodInfo(f"P {i}", f"2015-0{i + 1}-01", f"2015-0{i + 2}-01") for i in range(n_periods)
-    ]
-    cube = create_cube(path, CubeMeta(grid, periods), chunk_px=16)
-    valid = np.ones(shape, dtype=bool)
-    valid[0, :3] = False
-    static = rng.normal(size=(8, *grid.fine_shape)).astype("float32")
-    cube.static[:] = static
-    cube.dynamic[:] = rng.gamma(2.0, 3.0, size=(n_periods, 4, *shape)).astype("float32")
-    cube.group["monsoons_since_eq"][:] = np.arange(n_periods, dtype="float32")
-    target = np.where(
-        rng.random((n_periods, *shape)) < 0.3, rng.exponential(1, (n_periods, *shape)), 0
-    )
-    target = target.astype("float32")
-    target[:, ~valid] = np.nan
-    cube.target_density[:] = target
-    cube.group["valid_cells"][:] = valid.astype("uint8")
-    return open_cube(path)
+def _cube(path, shape=(9, 10), n_periods=3, seed=0):
+    """A random cube of ``shape`` cells of 4 px, patches of N cells; periods P0, P1, ..."""
+    return make_cube(path, shape_cells=shape, k=4, n=N, n_periods=n_periods, seed=seed)
 
 
 class PositionModel(torch.nn.Module):
@@ -164,9 +145,9 @@ def test_predict_writes_cogs_and_gpkg(trained_run, monkeypatch):
     meta, _, geoms, fields = pyogrio.raw.read(maps / "cells.gpkg")
     assert len(geoms) == valid.sum()
     cols = list(meta["fields"])
-    assert "hazard_p_0" in cols and "susceptibility_p_2" in cols
+    assert "hazard_p0" in cols and "susceptibility_p2" in cols
     row, col = fields[cols.index("cell_row")], fields[cols.index("cell_col")]
-    np.testing.assert_allclose(fields[cols.index("susceptibility_p_1")], want[row, col], rtol=1e-6)
+    np.testing.assert_allclose(fields[cols.index("susceptibility_p1")], want[row, col], rtol=1e-6)
 
 
 def test_predict_real_model_and_scenario(trained_run, tmp_path):
@@ -192,14 +173,14 @@ def test_predict_real_model_and_scenario(trained_run, tmp_path):
         "pga_max": "five.tif",
         "pga_std": "five.tif",
     }
-    spec = {"name": "storm", "periods": ["P 2"], "rasters": rasters, "monsoons_since_eq": 1}
+    spec = {"name": "storm", "periods": ["P2"], "rasters": rasters, "monsoons_since_eq": 1}
     (tmp_path / "storm.yaml").write_text(yaml.safe_dump(spec))
     with pytest.warns(UserWarning, match="outside the training range"):
         out = predict_mod.predict(run, scenario=tmp_path / "storm.yaml", progress=False)
     assert out == run / "scenarios" / "storm"
     with rasterio.open(out / "applicability.tif") as ds:
         app = ds.read(1)
-        assert list(ds.descriptions) == ["P 2"]
+        assert list(ds.descriptions) == ["P2"]
     valid = cube.valid_cells
     want = np.ones(g.cell_shape)
     want[0, 5:] = 0
@@ -239,7 +220,7 @@ def test_scenario_triggers_from_rain_stack_and_earthquakes(tmp_path):
     write_raster(tmp_path / "late.tif", pga_g * 3, g.cell_transform, g.crs)
     spec = {
         "name": "wet",
-        "periods": ["P 1", "P 2"],
+        "periods": ["P1", "P2"],
         "rain": "rain.tif",
         "earthquakes": [
             {"name": "m", "date": "2015-01-15", "pga": "pga.tif", "pga_unit": "g"},
@@ -250,7 +231,7 @@ def test_scenario_triggers_from_rain_stack_and_earthquakes(tmp_path):
     s = predict_mod.load_scenario(tmp_path / "wet.yaml", cube.meta.period_names)
     dynamic, monsoons = predict_mod.scenario_triggers(s, cube)
     original = np.asarray(cube.dynamic[:])
-    np.testing.assert_array_equal(dynamic[0], original[0])  # P 0 untouched
+    np.testing.assert_array_equal(dynamic[0], original[0])  # P0 untouched
     np.testing.assert_array_equal(monsoons, cube.monsoons_since_eq)
     for t in (1, 2):
         info = cube.meta.periods[t]
@@ -260,7 +241,7 @@ def test_scenario_triggers_from_rain_stack_and_earthquakes(tmp_path):
         lo, hi = np.percentile(rain[sel].astype("float64"), [2.5, 97.5], axis=0)
         np.testing.assert_allclose(dynamic[t, 0], want_max, rtol=1e-5)
         np.testing.assert_allclose(dynamic[t, 1], hi - lo, rtol=1e-4, atol=1e-4)
-    # P 1 ends 2015-03-01: only the first event; P 2 ends 2015-04-01: the late one is the max
+    # P1 ends 2015-03-01: only the first event; P2 ends 2015-04-01: the late one is the max
     np.testing.assert_allclose(dynamic[1, 2], pga_g * 9.80665, rtol=1e-5)
     np.testing.assert_allclose(dynamic[2, 2], 3 * pga_g * 9.80665, rtol=1e-5)
     # no sigma rasters: the std over the events of ln PGA (ln 3 apart -> ln(3) / 2)
