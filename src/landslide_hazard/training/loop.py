@@ -17,6 +17,10 @@ epoch, best score and weights); a crashed run resumes exactly where it stopped, 
 order is a pure function of (seed, stage, epoch), so a resumed run ends with the same weights
 as an uninterrupted one. On CPU ``torch.use_deterministic_algorithms`` is on; on GPU, AMP
 (bf16, else fp16 with a grad scaler) and channels-last are used when ``training.amp``.
+
+Launched by ``torchrun`` with ``WORLD_SIZE > 1``, training is data-parallel (``training.ddp``):
+each rank trains on its share of every epoch's batches, gradients are averaged over the ranks,
+and rank 0 alone writes the run folder (docs/training.md, "Several GPUs / processes").
 """
 
 from __future__ import annotations
@@ -45,6 +49,14 @@ from ..sampling.dataset import (
 )
 from ..sampling.normalisation import Normalisation, compute_normalisation
 from ..sampling.splits import PROTOCOLS, Split, make_split
+from .ddp import (
+    DistContext,
+    all_reduce_sums,
+    average_gradients,
+    broadcast_module,
+    process_group,
+    shard_batches,
+)
 
 STAGES: tuple[str, ...] = ("susceptibility", "density_log", "density", "finetune")
 CHECKPOINT = "last.pt"
@@ -144,13 +156,17 @@ def _autocast(device: torch.device, amp: bool):
 
 
 class _Log:
-    """Per-epoch log lines to RUN/train.log (appended) and, with progress on, the console."""
+    """Per-epoch log lines to RUN/train.log (appended) and, with progress on, the console.
+    With ``write`` False (data-parallel ranks other than 0) it does nothing."""
 
-    def __init__(self, path: Path, echo: bool) -> None:
+    def __init__(self, path: Path, echo: bool, write: bool = True) -> None:
         self.path = path
         self.echo = echo
+        self.write = write
 
     def __call__(self, line: str) -> None:
+        if not self.write:
+            return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         with open(self.path, "a") as fh:
             fh.write(f"{stamp} {line}\n")
@@ -211,9 +227,12 @@ def run_training(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
 ) -> Path:
     """:func:`train` with hooks: ``epoch_callback(stage, epoch)`` runs after each epoch's
-    checkpoint (tests use it to simulate a crash)."""
-    from ..config import save_config
-    from ..cube import open_cube
+    checkpoint (tests use it to simulate a crash).
+
+    Under ``torchrun`` with ``WORLD_SIZE > 1`` every rank calls this; it joins the process group
+    (:func:`training.ddp.process_group`), trains data-parallel, and returns on every rank once
+    rank 0 has written ``metrics.json``.
+    """
     from ..predict import resolve_device
 
     protocol = protocol or cfg.evaluation.protocol
@@ -221,6 +240,46 @@ def run_training(
         raise ValueError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
     fold = cfg.evaluation.test_fold if fold is None else int(fold)
     cfg_run = _config_for_run(cfg, protocol, fold)
+    device = resolve_device(cfg.training.device)
+    with process_group(device) as dist:
+        if dist is not None and cfg_run.training.hparam_search_trials > 0:
+            raise ValueError(
+                f"training.hparam_search_trials = {cfg_run.training.hparam_search_trials} is "
+                f"not supported with {dist.world_size} data-parallel processes; run the search "
+                "in one process (set hparam_search_trials: 0 here and copy the chosen values "
+                "from that run's config.yaml)"
+            )
+        return _run_training(
+            cfg,
+            cfg_run,
+            protocol,
+            fold,
+            run_dir,
+            progress,
+            epoch_callback,
+            memory_budget_bytes,
+            dist.device if dist is not None else device,
+            dist,
+        )
+
+
+def _run_training(
+    cfg: RunConfig,
+    cfg_run: RunConfig,
+    protocol: str,
+    fold: int,
+    run_dir: Path | None,
+    progress: bool,
+    epoch_callback: Callable[[str, int], None] | None,
+    memory_budget_bytes: int,
+    device: torch.device,
+    dist: DistContext | None,
+) -> Path:
+    from ..config import save_config
+    from ..cube import open_cube
+
+    is_main = dist is None or dist.is_main
+    progress = progress and is_main
     run_dir = (
         Path(run_dir)
         if run_dir is not None
@@ -237,10 +296,11 @@ def run_training(
                 f"{run_dir}: holds a checkpoint of a different config; delete the folder or set "
                 "output.run_name to train a new run"
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir.mkdir(exist_ok=True)
-    save_config(cfg_run, run_dir / "config.yaml")
-    log = _Log(run_dir / "train.log", progress)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_dir.mkdir(exist_ok=True)
+        save_config(cfg_run, run_dir / "config.yaml")
+    log = _Log(run_dir / "train.log", progress, write=is_main)
 
     path = cube_path(cfg)
     cube = open_cube(path)
@@ -272,11 +332,12 @@ def run_training(
         val_fraction=cfg.training.val_fraction,
         seed=cfg.seed,
     )
-    split.save(run_dir / "splits.npz")
     norm = compute_normalisation(
         reader.static, reader.dynamic, reader.monsoons, split.train_cells, grid.cell_pixels
     )
-    norm.save(run_dir / "normalisation.json")
+    if is_main:
+        split.save(run_dir / "splits.npz")
+        norm.save(run_dir / "normalisation.json")
     summary = split.summary()
     log(
         f"run {run_dir.name}: protocol {protocol} fold {fold}{' (leaky, optimistic)' if split.leaky else ''}; "
@@ -284,7 +345,6 @@ def run_training(
         f"{summary['n_test_cells']} test cells; static in memory: {reader.static_in_memory}"
     )
 
-    device = resolve_device(cfg.training.device)
     prev_det = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -304,19 +364,23 @@ def run_training(
             log,
             progress,
             epoch_callback,
+            dist,
         )
     finally:
         torch.use_deterministic_algorithms(prev_det)
-    _save_model(run_dir / "model.pt", model, cfg_run, norm, grid, cube, path)
-    metrics = evaluate_run(model, reader, norm, split, cfg_run, device, progress)
-    from ..evaluation.evaluate import metrics_to_json
-    from ..io.atomic import atomic_write_text
+    if is_main:  # the held-out scoring is cheap next to training: rank 0 does it alone
+        _save_model(run_dir / "model.pt", model, cfg_run, norm, grid, cube, path)
+        metrics = evaluate_run(model, reader, norm, split, cfg_run, device, progress)
+        from ..evaluation.evaluate import metrics_to_json
+        from ..io.atomic import atomic_write_text
 
-    atomic_write_text(run_dir / "metrics.json", metrics_to_json(metrics))
-    log(
-        f"held-out AUC {_fmt(metrics['held_out_auc'])}, oracle AUC {_fmt(metrics['oracle_auc'])}, "
-        f"skill {_fmt(metrics['skill_pooled'])}"
-    )
+        atomic_write_text(run_dir / "metrics.json", metrics_to_json(metrics))
+        log(
+            f"held-out AUC {_fmt(metrics['held_out_auc'])}, oracle AUC "
+            f"{_fmt(metrics['oracle_auc'])}, skill {_fmt(metrics['skill_pooled'])}"
+        )
+    if dist is not None:  # every rank returns once model.pt and metrics.json exist
+        dist.barrier()
     return run_dir
 
 
@@ -480,8 +544,11 @@ def _fit(
     log: _Log,
     progress: bool,
     epoch_callback: Callable[[str, int], None] | None,
+    dist: DistContext | None = None,
 ) -> torch.nn.Module:
     from ..models import build_enn
+
+    is_main = dist is None or dist.is_main
 
     t = cfg.training
     grid = reader.grid
@@ -534,6 +601,16 @@ def _fit(
             f"resuming from {ckpt_path} at stage {STAGES[resume['stage_index']] if resume['stage_index'] < len(STAGES) else 'done'}, epoch {resume['epoch']}"
         )
     history: list[dict[str, Any]] = [] if resume is None else list(resume["history"])
+    world_size = 1 if dist is None else dist.world_size
+    if resume is not None and resume.get("world_size", 1) != world_size:
+        log(
+            f"warning: {ckpt_path} was written by {resume.get('world_size', 1)} process(es), "
+            f"resuming with {world_size}: batches are dealt differently from here on, so the "
+            "result will not match an uninterrupted run"
+        )
+    if dist is not None:
+        dist.barrier()  # every rank has read the checkpoint before rank 0 writes the next one
+        broadcast_module(model)  # the same start everywhere, whatever the device did on init
 
     for stage in stages_from_config(t):
         if resume is not None and stage.index < resume["stage_index"]:
@@ -580,12 +657,15 @@ def _fit(
             order = epoch_order(
                 len(train_ds), cfg.seed, stage.index, epoch, has_pos, augment=AUGMENT
             )
+            batches = batches_of(order, t.batch_size)
+            if dist is not None:
+                batches = _rank_batches(batches, stage, epoch, cfg.seed, t.batch_size, dist)
             train_loss = _train_epoch(
                 model,
                 part,
                 stage,
                 train_ds,
-                batches_of(order, t.batch_size),
+                batches,
                 optimizer,
                 scheduler,
                 scaler,
@@ -595,9 +675,12 @@ def _fit(
                 min_density,
                 progress,
                 epoch,
+                dist,
             )
+            if dist is not None:  # one model everywhere: rank 0's batch-norm statistics
+                broadcast_module(model)
             val_loss = (
-                _eval_loss(model, stage, val_ds, t, min_density, device, use_amp)
+                _eval_loss(model, stage, val_ds, t, min_density, device, use_amp, dist=dist)
                 if len(val_ds)
                 else train_loss
             )
@@ -623,44 +706,74 @@ def _fit(
                 f"val {val_loss:.5f} lr {lr_now:.2e} best {best:.5f} "
                 f"({'*' if improved else f'{bad}/{t.patience}'}) {time.perf_counter() - tic:.1f}s"
             )
-            _save_checkpoint(
-                ckpt_path,
-                {
-                    "config_hash": config_hash,
-                    "stage_index": stage.index,
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "best": best,
-                    "bad_epochs": bad,
-                    "best_state": best_state,
-                    "rng": _rng_state(),
-                    "history": history,
-                },
-            )
+            if is_main:
+                _save_checkpoint(
+                    ckpt_path,
+                    {
+                        "config_hash": config_hash,
+                        "world_size": world_size,
+                        "stage_index": stage.index,
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                        "best": best,
+                        "bad_epochs": bad,
+                        "best_state": best_state,
+                        "rng": _rng_state(),
+                        "history": history,
+                    },
+                )
             if epoch_callback is not None:
                 epoch_callback(stage.name, epoch)
         model.load_state_dict(best_state)
         log(f"{stage.name}: done, best validation loss {best:.5f}")
-        torch.save(
-            {"model": model.state_dict(), "stage": stage.name}, ckpt_dir / f"{stage.name}.pt"
-        )
-        _save_checkpoint(
-            ckpt_path,
-            {
-                "config_hash": config_hash,
-                "stage_index": stage.index + 1,
-                "epoch": 0,
-                "model": model.state_dict(),
-                "rng": _rng_state(),
-                "history": history,
-            },
-        )
+        if is_main:
+            torch.save(
+                {"model": model.state_dict(), "stage": stage.name},
+                ckpt_dir / f"{stage.name}.pt",
+            )
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "config_hash": config_hash,
+                    "world_size": world_size,
+                    "stage_index": stage.index + 1,
+                    "epoch": 0,
+                    "model": model.state_dict(),
+                    "rng": _rng_state(),
+                    "history": history,
+                },
+            )
     if resume is not None:  # every stage was already done
         _set_rng_state(resume["rng"])
     return model
+
+
+def _rank_batches(
+    batches: list[list[int]],
+    stage: Stage,
+    epoch: int,
+    seed: int,
+    batch_size: int,
+    dist: DistContext,
+) -> list[list[int]]:
+    """This rank's share of an epoch's batches; reseeds torch per (seed, stage, epoch, rank).
+
+    The reseed gives each rank its own dropout masks, and makes them independent of where a
+    resumed run restarted (the checkpoint holds rank 0's RNG state only).
+    """
+    if len(batches) < dist.world_size:
+        raise ValueError(
+            f"stage {stage.name}: {len(batches)} training batches of training.batch_size "
+            f"{batch_size} for {dist.world_size} processes; every process needs at least one "
+            "batch per epoch: lower training.batch_size (it is per process) or start fewer "
+            "processes"
+        )
+    entropy = [seed, stage.index, epoch, dist.rank]
+    torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) >> 1)
+    return shard_batches(batches, dist.rank, dist.world_size)
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device):
@@ -689,11 +802,14 @@ def _train_epoch(
     min_density: float,
     progress: bool,
     epoch: int,
+    dist: DistContext | None = None,
 ) -> float:
+    """Train one epoch over ``batches``; the mean training loss per patch (over every rank)."""
     from ..predict import _progress
 
     model.eval()
     part.train()
+    trained = list(part.parameters())
     total, count = 0.0, 0
     with _progress(progress) as bar:
         task = bar.add_task(f"{stage.name} {epoch + 1}/{stage.max_epochs}", total=len(batches))
@@ -703,19 +819,36 @@ def _train_epoch(
             with _autocast(device, use_amp):
                 loss = stage_loss(stage.name, model, x, target, mask, t, min_density)
             scaler.scale(loss).backward()
+            if dist is not None:  # scaled gradients: the scale is the same on every rank
+                average_gradients(trained, dist.world_size)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             total += float(loss.detach()) * len(x)
             count += len(x)
             bar.advance(task)
+    if dist is not None:
+        total, count = all_reduce_sums([total, count], device)
     return total / max(count, 1)
 
 
-def _eval_loss(model, stage: Stage, ds, t: TrainingConfig, min_density, device, use_amp) -> float:
+def _eval_loss(
+    model,
+    stage: Stage,
+    ds,
+    t: TrainingConfig,
+    min_density,
+    device,
+    use_amp,
+    dist: DistContext | None = None,
+) -> float:
+    """Mean loss per patch over ``ds``; data-parallel ranks score batches ``rank, rank + W, ...``
+    and add their sums, so every rank gets the same value."""
     model.eval()
     total, count = 0.0, 0
     batches = batches_of(np.arange(len(ds)), t.batch_size)
+    if dist is not None:
+        batches = batches[dist.rank :: dist.world_size]
     with torch.inference_mode():
         for batch in _loader(ds, batches, t.num_workers):
             x, target, mask = _to_device(batch, device)
@@ -723,6 +856,8 @@ def _eval_loss(model, stage: Stage, ds, t: TrainingConfig, min_density, device, 
                 loss = stage_loss(stage.name, model, x, target, mask, t, min_density)
             total += float(loss) * len(x)
             count += len(x)
+    if dist is not None:
+        total, count = all_reduce_sums([total, count], device)
     return total / max(count, 1)
 
 
