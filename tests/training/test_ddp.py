@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 
 import pytest
 import torch
@@ -44,12 +45,23 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+LAUNCH_TIMEOUT_S = 180.0  # a collective that one rank never reaches would otherwise hang
+
+
 def _launch(worker, *args) -> None:
-    """Run ``worker(rank, port, *args)`` on WORLD forked processes with torchrun's variables."""
+    """Run ``worker(rank, port, *args)`` on WORLD forked processes with torchrun's variables;
+    a rank's exception is raised here, and ranks still running after LAUNCH_TIMEOUT_S fail."""
     (port,) = _free_ports(1)
-    mp.start_processes(
-        _as_torchrun_rank, args=(port, worker, args), nprocs=WORLD, join=True, start_method="fork"
+    ctx = mp.start_processes(
+        _as_torchrun_rank, args=(port, worker, args), nprocs=WORLD, join=False, start_method="fork"
     )
+    deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+            pytest.fail(f"{worker.__name__}: ranks still running after {LAUNCH_TIMEOUT_S} s")
 
 
 def _as_torchrun_rank(rank, port, worker, args) -> None:
