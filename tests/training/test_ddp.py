@@ -224,16 +224,25 @@ def test_ddp_run_writes_once_and_ranks_agree(ddp_run):
 
 
 def test_ddp_run_folder_resumes_in_one_process(ddp_run, tmp_path):
-    """A finished 2-rank run opened again by one process: the same model, and a warning that
-    the process count changed."""
-    cfg, run, (rank0, _), _ = ddp_run
-    copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
-    loop.run_training(cfg, progress=False, run_dir=copy)
-    assert "written by 2 process(es), resuming with 1" in (copy / "train.log").read_text()
-    again = torch.load(copy / "model.pt", weights_only=False)["state_dict"]
+    """A 2-rank run folder opened again by one process: a finished run gives the same model
+    again; a run stopped mid-way finishes, with a warning that the process count changed."""
+    cfg, run, (rank0, _), out = ddp_run
+    finished = tmp_path / "finished"
+    shutil.copytree(run, finished)
+    loop.run_training(cfg, progress=False, run_dir=finished)
+    assert "process(es)" not in (finished / "train.log").read_text()  # nothing left to train
+    again = torch.load(finished / "model.pt", weights_only=False)["state_dict"]
     for k, v in rank0["weights"].items():
         assert torch.equal(again[k], v), k
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run, stopped)
+    (stopped / "model.pt").unlink()
+    shutil.copy(out / "density-epoch1.pt", stopped / "checkpoints" / loop.CHECKPOINT)
+    loop.run_training(cfg, progress=False, run_dir=stopped)
+    log = (stopped / "train.log").read_text()
+    assert "written by 2 process(es), resuming with 1" in log
+    assert log.count("finetune epoch 1/1") == 2 and (stopped / "model.pt").is_file()
 
 
 def _stage_items(ds, batch):

@@ -602,7 +602,8 @@ def _fit(
         )
     history: list[dict[str, Any]] = [] if resume is None else list(resume["history"])
     world_size = 1 if dist is None else dist.world_size
-    if resume is not None and resume.get("world_size", 1) != world_size:
+    unfinished = resume is not None and resume["stage_index"] < len(STAGES)
+    if unfinished and resume.get("world_size", 1) != world_size:
         log(
             f"warning: {ckpt_path} was written by {resume.get('world_size', 1)} process(es), "
             f"resuming with {world_size}: batches are dealt differently from here on, so the "
