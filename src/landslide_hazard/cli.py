@@ -261,6 +261,11 @@ def train_cmd(
     except (ConfigError, OSError, ValueError) as exc:
         _fail(exc)
 
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports, once
+        return
+
     def fmt(v) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 

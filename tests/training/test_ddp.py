@@ -449,3 +449,19 @@ def test_rank_batches_reseed_per_rank_not_per_history():
     assert torch.equal(a0, b0) and not torch.equal(a0, a1)
     with pytest.raises(ValueError, match="lower training.batch_size"):
         loop._rank_batches([[0, 1]], stage, 0, 3, 2, DistContext(0, WORLD, torch.device("cpu")))
+
+
+def test_every_stage_is_checked_for_a_batch_per_process_before_training(config_factory, tmp_path):
+    """density_log gets 3 patches = 1 batch of 4 for 2 processes: refused, naming that stage,
+    although susceptibility (40 patches, 10 batches) would have trained first."""
+    t = config_factory(tmp_path).training  # batch_size 4, every stage with epochs
+    sizes = {"susceptibility": 40, "density_log": 3, "density": 3, "finetune": 40}
+    with pytest.raises(ValueError, match="stage density_log: 1 training batch"):
+        loop.check_stage_batches(sizes, t, WORLD)
+    loop.check_stage_batches(sizes, t, 1)  # one process: always fine
+    loop.check_stage_batches({**sizes, "density_log": 5, "density": 8}, t, WORLD)
+    no_density = t.model_copy(update={"max_epochs_density_log": 0, "max_epochs_density": 0})
+    loop.check_stage_batches(sizes, no_density, WORLD)  # stages that do not train are skipped
+    loop.check_stage_batches(
+        {**sizes, "density_log": 0}, t.model_copy(update={"max_epochs_density": 0}), WORLD
+    )  # no positive patch: the stage is skipped

@@ -610,6 +610,12 @@ def _fit(
             "result will not match an uninterrupted run"
         )
     if dist is not None:
+        # before any stage trains: every stage must give each process at least one batch
+        check_stage_batches(
+            {s.name: len(dataset("train", s.positive_only)) for s in stages_from_config(t)},
+            t,
+            dist.world_size,
+        )
         dist.barrier()  # every rank has read the checkpoint before rank 0 writes the next one
         broadcast_module(model)  # the same start everywhere, whatever the device did on init
 
@@ -752,6 +758,25 @@ def _fit(
     return model
 
 
+def _check_batches_per_rank(n_batches: int, stage: str, batch_size: int, world_size: int) -> None:
+    if n_batches < world_size:
+        raise ValueError(
+            f"stage {stage}: {n_batches} training batch(es) of training.batch_size "
+            f"{batch_size} for {world_size} processes; every process needs at least one "
+            "batch per epoch: lower training.batch_size (it is per process) or start fewer "
+            "processes"
+        )
+
+
+def check_stage_batches(n_train: dict[str, int], t: TrainingConfig, world_size: int) -> None:
+    """Raise if a stage that will train (epochs > 0, training patches > 0) has fewer batches
+    per epoch than data-parallel processes. ``n_train``: training patches per stage name."""
+    for stage in stages_from_config(t):
+        n = n_train.get(stage.name, 0)
+        if stage.max_epochs and n:
+            _check_batches_per_rank(-(-n // t.batch_size), stage.name, t.batch_size, world_size)
+
+
 def _rank_batches(
     batches: list[list[int]],
     stage: Stage,
@@ -765,13 +790,7 @@ def _rank_batches(
     The reseed gives each rank its own dropout masks, and makes them independent of where a
     resumed run restarted (the checkpoint holds rank 0's RNG state only).
     """
-    if len(batches) < dist.world_size:
-        raise ValueError(
-            f"stage {stage.name}: {len(batches)} training batches of training.batch_size "
-            f"{batch_size} for {dist.world_size} processes; every process needs at least one "
-            "batch per epoch: lower training.batch_size (it is per process) or start fewer "
-            "processes"
-        )
+    _check_batches_per_rank(len(batches), stage.name, batch_size, dist.world_size)
     entropy = [seed, stage.index, epoch, dist.rank]
     torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) >> 1)
     return shard_batches(batches, dist.rank, dist.world_size)
