@@ -281,3 +281,15 @@ def test_format_value(harness):
     assert harness.format_value(None, "s") == ("n/a", "s")
     assert harness.format_value(12345.6, "MiB") == ("12,346", "MiB")
     assert harness.format_value(3.14159, "patches/s") == ("3.142", "patches/s")
+
+
+def test_predict_benchmark_quick_rows_and_layouts_agree(common):
+    """bench_predict --quick: well-formed rows, channels-last maps equal NCHW ones (rounding)."""
+    rows = _load("bench_predict").run(quick=True)
+    common.validate_rows(rows, "bench_predict")
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {"predict nchw", "predict channels_last"}
+    assert all(r["value"] > 0 for r in rows)
+    assert by_name["predict channels_last"]["ratio_to"] == "predict nchw"
+    diff = float(by_name["predict channels_last"]["note"].split("NCHW ")[1].split()[0])
+    assert diff < 1e-4

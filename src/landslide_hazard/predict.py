@@ -83,10 +83,12 @@ def _predict_row(
     batch_size: int,
     device: torch.device,
     amp: bool,
+    channels_last: bool = True,
 ) -> np.ndarray:
     """(len(row), 3, n, n) float32: susceptibility, density and hazard of each patch of a row.
 
     The model must be in eval mode (or in the MC-dropout mode the caller chose)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     n = reader.grid.patch_cells
     out_rows = np.empty((len(row), 3, n, n), dtype=np.float32)
     reader.hold_rows(row[0][1], n)  # one row of patches: read its static rows once
@@ -95,9 +97,7 @@ def _predict_row(
             for i in range(0, len(row), batch_size):
                 chunk = row[i : i + batch_size]
                 x = np.stack([reader.patch_input(norm, t, r0, c0) for t, r0, c0 in chunk])
-                xt = torch.from_numpy(x).to(device)
-                if device.type == "cuda":
-                    xt = xt.contiguous(memory_format=torch.channels_last)
+                xt = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
                 with _autocast(device, amp):
                     out = model(xt)
                 for q, value in enumerate((out.susceptibility, out.density, out.hazard)):
@@ -131,6 +131,7 @@ def predict_arrays(
     amp: bool = False,
     progress: bool = False,
     client: Any = None,
+    channels_last: bool = True,
 ) -> dict[str, np.ndarray]:
     """Per-cell susceptibility, density and hazard for the given periods (default all).
 
@@ -143,6 +144,10 @@ def predict_arrays(
     workers can read) and only the per-cell values come back. Each cell gets at most one value
     per lattice and addition of two numbers is commutative, so the result does not depend on
     the order in which rows finish.
+
+    ``channels_last``: model and inputs in channels-last layout (the model is converted in
+    place). The same values; faster convolutions and pooling on CPU and GPU
+    (``benchmarks/bench_predict.py``). False keeps the model's layout, NCHW inputs.
     """
     if merge not in ("mean", "lattice0"):
         raise ValueError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")
@@ -160,9 +165,13 @@ def predict_arrays(
         if client is None:
             was_training = model.training
             model.eval()
+            if channels_last:
+                model.to(memory_format=torch.channels_last)
             try:
                 for row in rows:
-                    values = _predict_row(model, reader, norm, row, batch_size, device, amp)
+                    values = _predict_row(
+                        model, reader, norm, row, batch_size, device, amp, channels_last
+                    )
                     _accumulate(sums, counts, row, values)
                     if task is not None:
                         bar.advance(task, len(row))
@@ -170,7 +179,7 @@ def predict_arrays(
                 model.train(was_training)
         else:
             for row, values in _distributed_rows(
-                client, model, reader, norm, rows, batch_size, device, amp
+                client, model, reader, norm, rows, batch_size, device, amp, channels_last
             ):
                 _accumulate(sums, counts, row, values)
                 if task is not None:
@@ -203,12 +212,15 @@ def _worker_row(
     device = torch.device(job["device"])
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")
-    model.to(device)
+    layout = torch.channels_last if job["channels_last"] else torch.contiguous_format
+    model.to(device, memory_format=layout)
     model.eval()
-    return _predict_row(model, reader, norm, row, job["batch_size"], device, job["amp"])
+    return _predict_row(
+        model, reader, norm, row, job["batch_size"], device, job["amp"], job["channels_last"]
+    )
 
 
-def _distributed_rows(client, model, reader, norm, rows, batch_size, device, amp):
+def _distributed_rows(client, model, reader, norm, rows, batch_size, device, amp, channels_last):
     """Yield (row, values) as the rows finish on the cluster's workers."""
     import copy
     import uuid
@@ -224,6 +236,7 @@ def _distributed_rows(client, model, reader, norm, rows, batch_size, device, amp
         "device": str(device),
         "batch_size": int(batch_size),
         "amp": bool(amp),
+        "channels_last": bool(channels_last),
     }
     cpu_model = copy.deepcopy(model).to("cpu").eval()
     shared = client.scatter([cpu_model, norm, reader.dynamic, reader.monsoons], broadcast=True)
@@ -488,9 +501,7 @@ def predict(
             stacklevel=2,
         )
         device = torch.device("cpu")
-    run.model.to(device)
-    if device.type == "cuda":
-        run.model.to(memory_format=torch.channels_last)
+    run.model.to(device, memory_format=torch.channels_last)
     cube = _cube_of(run)
     cfg = run.cfg
     periods = cube.meta.period_names

@@ -1,0 +1,107 @@
+"""Benchmark: wall-to-wall ``predict_arrays`` in channels-last against NCHW layout (CPU).
+
+One random cube (``landslide_hazard.testing.make_cube``) at the paper's cell size in pixels
+(k = 32, patches of 4 x 4 cells = 128 x 128 px; ``--quick``: k = 16), every period and both
+lattices, the ``tiny`` preset (untrained weights: speed does not depend on them) at batch 16 and
+one torch thread. The two layouts are timed in alternating rounds (best of ``rounds``), so a
+noisy phase of the shared machine hits both; the rows give patches/s and the speed-up of
+channels-last over NCHW, plus the largest difference between the two maps (the same model, so
+it should be rounding only).
+
+This is the before/after of making channels-last predict's default on every device (it had
+been GPU-only).
+
+Usage: ``python benchmarks/bench_predict.py [--quick]``, or through the harness:
+``python benchmarks/run.py --only predict [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import interleaved_best, row  # noqa: E402
+
+
+def run(quick: bool) -> list[dict]:
+    from landslide_hazard.bands import INPUT_NAMES
+    from landslide_hazard.models import build_enn
+    from landslide_hazard.predict import _patch_rows, predict_arrays
+    from landslide_hazard.sampling.dataset import CubeReader
+    from landslide_hazard.sampling.normalisation import compute_normalisation
+    from landslide_hazard.testing import make_cube
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    k, shape, periods, rounds = (16, (8, 8), 2, 2) if quick else (32, (16, 16), 8, 3)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
+            cube = make_cube(
+                Path(tmp) / "cube.zarr", shape_cells=shape, k=k, n=4, n_periods=periods
+            )
+            reader = CubeReader(cube)
+            norm = compute_normalisation(
+                reader.static, reader.dynamic, reader.monsoons, reader.label_mask, k
+            )
+            patches = sum(len(r) for r in _patch_rows(reader, "mean", list(range(periods))))
+            torch.manual_seed(0)
+            models = {
+                layout: build_enn(
+                    "tiny", in_channels=len(INPUT_NAMES), patch_cells=4, cell_pixels=k
+                )
+                for layout in ("nchw", "channels_last")
+            }
+            models["channels_last"].load_state_dict(models["nchw"].state_dict())
+            maps: dict[str, dict[str, np.ndarray]] = {}
+
+            def call(layout: str):
+                def go():
+                    maps[layout] = predict_arrays(
+                        models[layout],
+                        reader,
+                        norm,
+                        batch_size=16,
+                        channels_last=layout == "channels_last",
+                    )
+
+                return go
+
+            best = interleaved_best({lay: call(lay) for lay in models}, rounds)
+    finally:
+        torch.set_num_threads(threads)
+    diff = float(np.nanmax(np.abs(maps["channels_last"]["hazard"] - maps["nchw"]["hazard"])))
+    setting = f"k={k}, {shape[0]}x{shape[1]} cells, {periods} periods, {patches} patches, b16 t1"
+    return [
+        row("predict nchw", patches / best["nchw"], "patches/s", note=setting),
+        row(
+            "predict channels_last",
+            patches / best["channels_last"],
+            "patches/s",
+            ratio_to="predict nchw",
+            note=f"max |hazard diff| vs NCHW {diff:.1e} %",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    rows = run(parser.parse_args().quick)
+    for r in rows:
+        print(f"{r['name']:24s} {r['value']:10.1f} {r['unit']:10s} {r['note']}")
+    print(json.dumps(rows))
+    if os.environ.get("LANDSLIDE_BENCH_JSON"):
+        with open(os.environ["LANDSLIDE_BENCH_JSON"], "w") as f:
+            json.dump(rows, f)
+
+
+if __name__ == "__main__":
+    main()
