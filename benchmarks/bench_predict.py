@@ -11,6 +11,11 @@ it should be rounding only).
 This is the before/after of making channels-last predict's default on every device (it had
 been GPU-only).
 
+Second pair, each in fresh processes (the setting is process-wide), alternating, best of
+``rounds``: the same channels-last prediction with glibc's default heap thresholds
+(``LANDSLIDE_HAZARD_NO_MALLOC_TUNING=1``) and with ``landslide_hazard.malloc.tune_malloc``
+(what the CLI, ``predict`` and ``train`` do): wall time and its system-time share.
+
 Usage: ``python benchmarks/bench_predict.py [--quick]``, or through the harness:
 ``python benchmarks/run.py --only predict [--quick]``.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +35,47 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved_best, row  # noqa: E402
+
+_CHILD = r"""
+import json, resource, sys, time
+import torch
+from landslide_hazard.malloc import tune_malloc
+print("tuned", tune_malloc(), file=sys.stderr)
+torch.set_num_threads(1)
+from landslide_hazard.models import build_enn
+from landslide_hazard.predict import predict_arrays
+from landslide_hazard.sampling.dataset import CubeReader
+from landslide_hazard.sampling.normalisation import compute_normalisation
+from landslide_hazard.cube import open_cube
+cube = open_cube(sys.argv[1])
+g = cube.grid
+reader = CubeReader(cube)
+norm = compute_normalisation(reader.static, reader.dynamic, reader.monsoons, reader.label_mask,
+                             g.cell_pixels)
+torch.manual_seed(0)
+model = build_enn("tiny", in_channels=13, patch_cells=g.patch_cells, cell_pixels=g.cell_pixels)
+predict_arrays(model, reader, norm, periods=[0])  # warm-up
+r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+predict_arrays(model, reader, norm, batch_size=16)
+r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+print(json.dumps([t1 - t0, r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt]))
+"""
+
+
+def _child(cube: Path, tuned: bool) -> tuple[float, float, int]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("LANDSLIDE_HAZARD_NO_MALLOC_TUNING", None)
+    if not tuned:
+        env["LANDSLIDE_HAZARD_NO_MALLOC_TUNING"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(cube)], capture_output=True, text=True, env=env
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"predict child failed:\n{done.stderr[-3000:]}")
+    wall, system, faults = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(wall), float(system), int(faults)
 
 
 def run(quick: bool) -> list[dict]:
@@ -75,11 +122,17 @@ def run(quick: bool) -> list[dict]:
                 return go
 
             best = interleaved_best({lay: call(lay) for lay in models}, rounds)
+            heap: dict[bool, tuple[float, float, int]] = {}
+            for _ in range(1 if quick else rounds):
+                for tuned in (False, True):
+                    got = _child(Path(tmp) / "cube.zarr", tuned)
+                    if tuned not in heap or got[0] < heap[tuned][0]:
+                        heap[tuned] = got
     finally:
         torch.set_num_threads(threads)
     diff = float(np.nanmax(np.abs(maps["channels_last"]["hazard"] - maps["nchw"]["hazard"])))
     setting = f"k={k}, {shape[0]}x{shape[1]} cells, {periods} periods, {patches} patches, b16 t1"
-    return [
+    rows = [
         row("predict nchw", patches / best["nchw"], "patches/s", note=setting),
         row(
             "predict channels_last",
@@ -89,6 +142,19 @@ def run(quick: bool) -> list[dict]:
             note=f"max |hazard diff| vs NCHW {diff:.1e} %",
         ),
     ]
+    for tuned, label in ((False, "glibc default heap"), (True, "tuned heap")):
+        wall, system, faults = heap[tuned]
+        rows.append(
+            row(
+                f"predict channels_last {label}",
+                patches / wall,
+                "patches/s",
+                ratio_to=None if not tuned else "predict channels_last glibc default heap",
+                note=f"fresh process; system time {100 * system / wall:.0f} % of wall, "
+                f"{faults:,} minor page faults",
+            )
+        )
+    return rows
 
 
 def main() -> None:

@@ -288,7 +288,12 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
     rows = _load("bench_predict").run(quick=True)
     common.validate_rows(rows, "bench_predict")
     by_name = {r["name"]: r for r in rows}
-    assert set(by_name) == {"predict nchw", "predict channels_last"}
+    assert set(by_name) == {
+        "predict nchw",
+        "predict channels_last",
+        "predict channels_last glibc default heap",
+        "predict channels_last tuned heap",
+    }
     assert all(r["value"] > 0 for r in rows)
     assert by_name["predict channels_last"]["ratio_to"] == "predict nchw"
     diff = float(by_name["predict channels_last"]["note"].split("NCHW ")[1].split()[0])

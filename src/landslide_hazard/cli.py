@@ -25,6 +25,9 @@ def main(
     version: bool = typer.Option(False, "--version", help="print the version and exit"),
 ) -> None:
     """Space-time landslide hazard: prepare -> train -> predict -> evaluate -> report."""
+    from .malloc import tune_malloc
+
+    tune_malloc()
     if version:
         from . import __version__
 

@@ -201,7 +201,9 @@ def _worker_row(
 ) -> np.ndarray:
     """One row of patches on a dask worker: open the cube (once per job), predict the row."""
     from .cube import open_cube
+    from .malloc import tune_malloc
 
+    tune_malloc()
     reader = _WORKER_READER.get(job["token"])
     if reader is None:
         _WORKER_READER.clear()
@@ -483,6 +485,9 @@ def predict(
     the environment variable ``LANDSLIDE_HAZARD_SCHEDULER`` if set, else in this process). The
     MC-dropout passes always run in this process.
     """
+    from .malloc import tune_malloc
+
+    tune_malloc()
     run_dir = Path(run_dir)
     run = load_run(run_dir, "cpu")
     if mc_samples < 0:
