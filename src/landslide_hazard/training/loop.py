@@ -233,8 +233,10 @@ def run_training(
     (:func:`training.ddp.process_group`), trains data-parallel, and returns on every rank once
     rank 0 has written ``metrics.json``.
     """
+    from ..malloc import tune_malloc
     from ..predict import resolve_device
 
+    tune_malloc()  # batch-sized activations reused, not re-mapped (landslide_hazard.malloc)
     protocol = protocol or cfg.evaluation.protocol
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
