@@ -9,6 +9,7 @@ in the same run (``ratio_to`` names the reference row) rather than absolute time
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -189,3 +190,16 @@ def machine_info() -> dict[str, Any]:
         "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     return info
+
+
+def emit(rows: list[dict[str, Any]]) -> None:
+    """A standalone run's output: one line per row, the rows as JSON on the last line, and the
+    JSON file named by ``LANDSLIDE_BENCH_JSON`` when set (what the harness reads)."""
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        value = "n/a" if r["value"] is None else f"{r['value']:12.2f}"
+        print(f"{r['name']:{width}s} {value} {r['unit']:9s} {r['note']}")
+    print(json.dumps(rows))
+    if os.environ.get("LANDSLIDE_BENCH_JSON"):
+        with open(os.environ["LANDSLIDE_BENCH_JSON"], "w") as f:
+            json.dump(rows, f)

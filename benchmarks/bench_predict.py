@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved_best, row  # noqa: E402
+from _common import emit, interleaved_best, row  # noqa: E402
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -161,12 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     rows = run(parser.parse_args().quick)
-    for r in rows:
-        print(f"{r['name']:24s} {r['value']:10.1f} {r['unit']:10s} {r['note']}")
-    print(json.dumps(rows))
-    if os.environ.get("LANDSLIDE_BENCH_JSON"):
-        with open(os.environ["LANDSLIDE_BENCH_JSON"], "w") as f:
-            json.dump(rows, f)
+    emit(rows)
 
 
 if __name__ == "__main__":

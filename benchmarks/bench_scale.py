@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import row  # noqa: E402
+from _common import emit, row  # noqa: E402
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -186,12 +186,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = args.sizes.split(",") if args.sizes else None
     rows = run(args.quick, sizes, args.scheduler)
-    for r in rows:
-        print(f"{r['name']:32s} {r['value']:12.2f} {r['unit']:5s} {r['note']}")
-    print(json.dumps(rows))
-    if os.environ.get("LANDSLIDE_BENCH_JSON"):
-        with open(os.environ["LANDSLIDE_BENCH_JSON"], "w") as f:
-            json.dump(rows, f)
+    emit(rows)
 
 
 if __name__ == "__main__":
