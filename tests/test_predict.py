@@ -341,3 +341,16 @@ def test_predict_on_a_local_cluster_of_processes_writes_the_same_maps(trained_ru
     for q, want in serial.items():
         with rasterio.open(maps / f"{q}.tif") as ds:
             np.testing.assert_allclose(ds.read(), want, rtol=1e-6, atol=1e-7, err_msg=q)
+
+
+def test_cli_predict_bad_scheduler_is_a_clean_error(trained_run):
+    from typer.testing import CliRunner
+
+    from landslide_hazard.cli import app
+
+    run, _ = trained_run
+    result = CliRunner().invoke(
+        app, ["predict", str(run), "--no-progress", "--scheduler", "local:0"]
+    )
+    assert result.exit_code == 2
+    assert "local:N" in result.output and "Traceback" not in result.output

@@ -208,7 +208,7 @@ def prepare_cmd(
                 tile_px=tile_px,
                 scheduler=scheduler,
             )
-    except (ConfigError, OSError, ValueError) as exc:
+    except (ConfigError, OSError, ValueError, ModuleNotFoundError) as exc:
         _fail(exc)
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
@@ -313,7 +313,7 @@ def predict_cmd(
                 mc_samples=mc_samples,
                 scheduler=scheduler,
             )
-    except (ConfigError, OSError, ValueError) as exc:
+    except (ConfigError, OSError, ValueError, ModuleNotFoundError) as exc:
         _fail(exc)
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
