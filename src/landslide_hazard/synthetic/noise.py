@@ -11,6 +11,8 @@ Two kinds:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
@@ -76,6 +78,27 @@ def _octave_coords(x, y, wavelength_m: float, key: int, octave: int):
     return (x * ca - y * sa) / wavelength_m + off_u, (x * sa + y * ca) / wavelength_m + off_v
 
 
+def _octaves(
+    x: np.ndarray,
+    y: np.ndarray,
+    wavelength_m: float,
+    octaves: int,
+    key: int,
+    coord_key: int,
+    gain: float,
+    lacunarity: float,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """(amplitude, gradient noise) of each octave: the wavelength shrinks by ``lacunarity`` and
+    the amplitude by ``gain`` from one octave to the next."""
+    amp = 1.0
+    wl = wavelength_m
+    for o in range(octaves):
+        u, v = _octave_coords(x, y, wl, coord_key, o)
+        yield amp, gradient_noise(u, v, key * 1000 + o)
+        amp *= gain
+        wl /= lacunarity
+
+
 def fbm(
     x: np.ndarray,
     y: np.ndarray,
@@ -87,13 +110,8 @@ def fbm(
 ) -> np.ndarray:
     """Fractional Brownian motion: sum of noise octaves, amplitude ``gain**o``, in about [-2, 2]."""
     total = np.zeros(np.broadcast(x, y).shape)
-    amp = 1.0
-    wl = wavelength_m
-    for o in range(octaves):
-        u, v = _octave_coords(x, y, wl, key, o)
-        total += amp * gradient_noise(u, v, key * 1000 + o)
-        amp *= gain
-        wl /= lacunarity
+    for amp, noise in _octaves(x, y, wavelength_m, octaves, key, key, gain, lacunarity):
+        total += amp * noise
     return total
 
 
@@ -113,16 +131,11 @@ def ridged(
     """
     total = np.zeros(np.broadcast(x, y).shape)
     weight = np.ones_like(total)
-    amp = 1.0
-    wl = wavelength_m
-    for o in range(octaves):
-        u, v = _octave_coords(x, y, wl, key + 7919, o)
-        signal = 1.0 - np.abs(gradient_noise(u, v, key * 1000 + o))
+    for amp, noise in _octaves(x, y, wavelength_m, octaves, key, key + 7919, gain, lacunarity):
+        signal = 1.0 - np.abs(noise)
         signal = signal * signal * weight
         weight = np.clip(signal * 2.0, 0.0, 1.0)
         total += amp * signal
-        amp *= gain
-        wl /= lacunarity
     return total
 
 
