@@ -291,6 +291,8 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
     assert set(by_name) == {
         "predict nchw",
         "predict channels_last",
+        "predict channels_last + 1 input thread",
+        "input assembly alone",
         "predict channels_last glibc default heap",
         "predict channels_last tuned heap",
     }
@@ -298,3 +300,4 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
     assert by_name["predict channels_last"]["ratio_to"] == "predict nchw"
     diff = float(by_name["predict channels_last"]["note"].split("NCHW ")[1].split()[0])
     assert diff < 1e-4
+    assert by_name["predict channels_last + 1 input thread"]["note"].endswith("maps identical")

@@ -248,7 +248,7 @@ def test_scenario_triggers_from_rain_stack_and_earthquakes(tmp_path):
     np.testing.assert_allclose(dynamic[2, 3], np.log(3.0) / 2, rtol=1e-4)
 
 
-def test_zarr_backed_prediction_equals_in_memory(tmp_path):
+def test_zarr_backed_and_threaded_prediction_equal_in_memory(tmp_path):
     cube = _cube(tmp_path / "cube.zarr")
     mem = CubeReader(cube)
     lazy = CubeReader(cube, memory_budget_bytes=0)
@@ -260,8 +260,10 @@ def test_zarr_backed_prediction_equals_in_memory(tmp_path):
     model = build_enn("tiny", patch_cells=N, cell_pixels=4)
     a = predict_mod.predict_arrays(model, mem, norm, batch_size=7)
     b = predict_mod.predict_arrays(model, lazy, norm, batch_size=7)
+    c = predict_mod.predict_arrays(model, lazy, norm, batch_size=3, input_threads=2)
     for q in predict_mod.QUANTITIES:
         np.testing.assert_array_equal(a[q], b[q])
+        np.testing.assert_allclose(c[q], a[q], rtol=1e-6, atol=1e-7)  # other batches, threads
     assert lazy._row_cache is None  # released after the pass
 
 

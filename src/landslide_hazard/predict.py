@@ -22,6 +22,7 @@ import datetime as dt
 import os
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,19 +85,26 @@ def _predict_row(
     device: torch.device,
     amp: bool,
     channels_last: bool = True,
+    pool: ThreadPoolExecutor | None = None,
 ) -> np.ndarray:
     """(len(row), 3, n, n) float32: susceptibility, density and hazard of each patch of a row.
 
-    The model must be in eval mode (or in the MC-dropout mode the caller chose)."""
+    The model must be in eval mode (or in the MC-dropout mode the caller chose). ``pool``: build
+    the next batches' inputs in these threads while the model runs (same inputs, same order)."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
     n = reader.grid.patch_cells
     out_rows = np.empty((len(row), 3, n, n), dtype=np.float32)
+    chunks = [row[i : i + batch_size] for i in range(0, len(row), batch_size)]
+
+    def assemble(chunk: list[tuple[int, int, int]]) -> np.ndarray:
+        return np.stack([reader.patch_input(norm, t, r0, c0) for t, r0, c0 in chunk])
+
     reader.hold_rows(row[0][1], n)  # one row of patches: read its static rows once
     try:
         with torch.inference_mode():
-            for i in range(0, len(row), batch_size):
+            batches = map(assemble, chunks) if pool is None else _prefetch(pool, assemble, chunks)
+            for i, x in zip(range(0, len(row), batch_size), batches, strict=True):
                 chunk = row[i : i + batch_size]
-                x = np.stack([reader.patch_input(norm, t, r0, c0) for t, r0, c0 in chunk])
                 xt = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
                 with _autocast(device, amp):
                     out = model(xt)
@@ -105,6 +113,25 @@ def _predict_row(
     finally:
         reader.release_rows()
     return out_rows
+
+
+def default_input_threads(device: torch.device) -> int:
+    """Threads to build inputs in while the model runs: up to 4 of the cores the model leaves
+    free (on a GPU, all but one core are free; on the CPU, those beyond torch's threads)."""
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(1, min(4, cores - 1))
+    return max(0, min(4, cores - torch.get_num_threads()))
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn, items: list, ahead: int = 2):
+    """fn(item) for each item, in order, computed up to ``ahead`` items early in ``pool``."""
+    pending = [pool.submit(fn, item) for item in items[:ahead]]
+    for i in range(len(items)):
+        result = pending.pop(0).result()
+        if i + ahead < len(items):
+            pending.append(pool.submit(fn, items[i + ahead]))
+        yield result
 
 
 def _accumulate(
@@ -132,6 +159,7 @@ def predict_arrays(
     progress: bool = False,
     client: Any = None,
     channels_last: bool = True,
+    input_threads: int = 0,
 ) -> dict[str, np.ndarray]:
     """Per-cell susceptibility, density and hazard for the given periods (default all).
 
@@ -148,6 +176,10 @@ def predict_arrays(
     ``channels_last``: model and inputs in channels-last layout (the model is converted in
     place). The same values; faster convolutions and pooling on CPU and GPU
     (``benchmarks/bench_predict.py``). False keeps the model's layout, NCHW inputs.
+
+    ``input_threads`` > 0: that many threads build the next batches' inputs (static windows,
+    upsampled triggers, normalisation) while the model runs the current one - worth it when the
+    model runs elsewhere (a GPU) or on fewer threads than there are cores. Same results.
     """
     if merge not in ("mean", "lattice0"):
         raise ValueError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")
@@ -167,16 +199,19 @@ def predict_arrays(
             model.eval()
             if channels_last:
                 model.to(memory_format=torch.channels_last)
+            pool = ThreadPoolExecutor(input_threads) if input_threads > 0 else None
             try:
                 for row in rows:
                     values = _predict_row(
-                        model, reader, norm, row, batch_size, device, amp, channels_last
+                        model, reader, norm, row, batch_size, device, amp, channels_last, pool
                     )
                     _accumulate(sums, counts, row, values)
                     if task is not None:
                         bar.advance(task, len(row))
             finally:
                 model.train(was_training)
+                if pool is not None:
+                    pool.shutdown()
         else:
             for row, values in _distributed_rows(
                 client, model, reader, norm, rows, batch_size, device, amp, channels_last
@@ -524,6 +559,7 @@ def predict(
             "device": device,
             "amp": cfg.training.amp,
             "progress": progress,
+            "input_threads": default_input_threads(device),
         }
         if scheduler is None:
             return predict_arrays(run.model, reader, run.norm, **kwargs)

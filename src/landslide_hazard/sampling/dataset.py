@@ -9,6 +9,8 @@ or outside the role's cell mask are masked.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -25,8 +27,10 @@ _DYNAMIC = slice(len(STATIC_NAMES), len(STATIC_NAMES) + len(DYNAMIC_NAMES))
 _MONSOON = slice(len(STATIC_NAMES) + len(DYNAMIC_NAMES), len(STATIC_NAMES) + len(DYNAMIC_NAMES) + 1)
 
 
+@functools.lru_cache(maxsize=32)
 def _bilinear_weights(n_cells: int, cell_pixels: int) -> np.ndarray:
-    """(n*k, n+2) weights of the halo-window cells for each fine pixel along one axis."""
+    """(n*k, n+2) weights of the halo-window cells for each fine pixel along one axis
+    (cached: every patch of a grid uses the same few; read-only)."""
     k = cell_pixels
     u = (np.arange(n_cells * k) + 0.5) / k + 0.5  # pixel centre in halo-window cell units
     i0 = np.floor(u).astype(np.int64)
@@ -35,7 +39,9 @@ def _bilinear_weights(n_cells: int, cell_pixels: int) -> np.ndarray:
     rows = np.arange(n_cells * k)
     w[rows, i0] = 1.0 - frac
     w[rows, i0 + 1] += frac
-    return w.astype(np.float32)
+    w = w.astype(np.float32)
+    w.flags.writeable = False
+    return w
 
 
 def upsample_cells_bilinear(cells_with_halo: np.ndarray, cell_pixels: int) -> np.ndarray:
@@ -168,7 +174,8 @@ class CubeReader:
         x[_STATIC] = norm.scale(self.static_window(row0, col0, s, s), _STATIC)
         x[_DYNAMIC] = norm.scale(self.dynamic_window(period, row0, col0, s, s), _DYNAMIC)
         x[_MONSOON] = norm.scale(np.array([self.monsoons[period]], dtype=np.float32), _MONSOON)[0]
-        return np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.copyto(x, np.float32(0.0), where=~np.isfinite(x))  # NaN, +-inf -> 0 in one pass
+        return x
 
 
 N_AUGMENTATIONS = 8  # the dihedral group of the square: identity, flips, rotations
