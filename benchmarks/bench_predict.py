@@ -3,14 +3,16 @@
 One random cube (``landslide_hazard.testing.make_cube``) at the paper's cell size in pixels
 (k = 32, patches of 4 x 4 cells = 128 x 128 px; ``--quick``: k = 16), every period and both
 lattices, the ``tiny`` preset (untrained weights: speed does not depend on them) at batch 16 and
-one torch thread. The two layouts are timed in alternating rounds (best of ``rounds``), so a
+one torch thread, with the heap tuning the CLI applies (``landslide_hazard.malloc``). The two
+layouts are timed in alternating rounds (best of ``rounds``), so a
 noisy phase of the shared machine hits both; the rows give patches/s and the speed-up of
 channels-last over NCHW, plus the largest difference between the two maps (the same model, so
 it should be rounding only).
 
 This is the before/after of making channels-last predict's default on every device (it had
 been GPU-only). A third variant builds the next batches' inputs in one extra thread
-(``predict_arrays(input_threads=1)``) while the model runs.
+(``predict_arrays(input_threads=1)``) while the model runs; a fourth runs the model under
+bf16 autocast (``predict --bf16``; fast on CPUs with AMX or AVX512-BF16).
 
 Second pair, each in fresh processes (the setting is process-wide), alternating, best of
 ``rounds``: the same channels-last prediction with glibc's default heap thresholds
@@ -81,12 +83,14 @@ def _child(cube: Path, tuned: bool) -> tuple[float, float, int]:
 
 def run(quick: bool) -> list[dict]:
     from landslide_hazard.bands import INPUT_NAMES
+    from landslide_hazard.malloc import tune_malloc
     from landslide_hazard.models import build_enn
     from landslide_hazard.predict import _patch_rows, predict_arrays
     from landslide_hazard.sampling.dataset import CubeReader
     from landslide_hazard.sampling.normalisation import compute_normalisation
     from landslide_hazard.testing import make_cube
 
+    tune_malloc()  # in-process rows run with the heap settings the CLI uses
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     k, shape, periods, rounds = (16, (8, 8), 2, 2) if quick else (32, (16, 16), 8, 3)
@@ -110,21 +114,23 @@ def run(quick: bool) -> list[dict]:
             models["channels_last"].load_state_dict(models["nchw"].state_dict())
             maps: dict[str, dict[str, np.ndarray]] = {}
 
-            def call(layout: str, threads: int = 0):
+            def call(layout: str, threads: int = 0, bf16: bool = False):
                 def go():
-                    maps[f"{layout}{threads}"] = predict_arrays(
+                    maps[f"{layout}{threads}{'bf16' if bf16 else ''}"] = predict_arrays(
                         models[layout],
                         reader,
                         norm,
                         batch_size=16,
                         channels_last=layout == "channels_last",
                         input_threads=threads,
+                        cpu_bf16=bf16,
                     )
 
                 return go
 
             variants = {lay: call(lay) for lay in models}
             variants["prefetch"] = call("channels_last", 1)
+            variants["bf16"] = call("channels_last", 0, bf16=True)
             best = interleaved_best(variants, rounds)
             rows_of_patches = _patch_rows(reader, "mean", list(range(periods)))
 
@@ -145,6 +151,14 @@ def run(quick: bool) -> list[dict]:
     finally:
         torch.set_num_threads(threads)
     diff = float(np.nanmax(np.abs(maps["channels_last0"]["hazard"] - maps["nchw0"]["hazard"])))
+    bf16_diff = float(
+        np.nanmax(
+            np.abs(
+                maps["channels_last0bf16"]["susceptibility"]
+                - maps["channels_last0"]["susceptibility"]
+            )
+        )
+    )
     same = all(
         np.array_equal(maps["channels_last1"][q], maps["channels_last0"][q], equal_nan=True)
         for q in maps["channels_last0"]
@@ -158,6 +172,13 @@ def run(quick: bool) -> list[dict]:
             "patches/s",
             ratio_to="predict nchw",
             note=f"max |hazard diff| vs NCHW {diff:.1e} %",
+        ),
+        row(
+            "predict channels_last bf16",
+            patches / best["bf16"],
+            "patches/s",
+            ratio_to="predict channels_last",
+            note=f"cpu_bf16 autocast (AMX here); max |susceptibility diff| vs fp32 {bf16_diff:.1e}",
         ),
         row(
             "input assembly alone",

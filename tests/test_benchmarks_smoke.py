@@ -293,6 +293,7 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
         "predict channels_last",
         "predict channels_last + 1 input thread",
         "input assembly alone",
+        "predict channels_last bf16",
         "predict channels_last glibc default heap",
         "predict channels_last tuned heap",
     }

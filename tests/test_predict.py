@@ -356,3 +356,18 @@ def test_cli_predict_bad_scheduler_is_a_clean_error(trained_run):
     )
     assert result.exit_code == 2
     assert "local:N" in result.output and "Traceback" not in result.output
+
+
+def test_cpu_bf16_prediction_is_close_to_fp32(trained_run):
+    """predict(cpu_bf16=True): bf16 autocast on the CPU; the maps stay within bf16 rounding."""
+    run, cube = trained_run
+    maps = predict_mod.predict(run, progress=False)
+    with rasterio.open(maps / "susceptibility.tif") as ds:
+        fp32 = ds.read()
+    maps = predict_mod.predict(run, progress=False, cpu_bf16=True)
+    with rasterio.open(maps / "susceptibility.tif") as ds:
+        bf16 = ds.read()
+    valid = cube.valid_cells
+    diff = np.abs(bf16[:, valid] - fp32[:, valid])
+    assert diff.max() < 0.02  # bf16 keeps 8 bits of mantissa
+    assert diff.max() > 0  # it did run in bf16
