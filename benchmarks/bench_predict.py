@@ -56,16 +56,17 @@ reader = CubeReader(cube)
 norm = compute_normalisation(reader.static, reader.dynamic, reader.monsoons, reader.label_mask,
                              g.cell_pixels)
 torch.manual_seed(0)
-model = build_enn("tiny", in_channels=13, patch_cells=g.patch_cells, cell_pixels=g.cell_pixels)
+model = build_enn(sys.argv[2], in_channels=13, patch_cells=g.patch_cells,
+                  cell_pixels=g.cell_pixels)
 predict_arrays(model, reader, norm, periods=[0])  # warm-up
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-predict_arrays(model, reader, norm, batch_size=16)
+predict_arrays(model, reader, norm, batch_size=int(sys.argv[3]))
 r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 print(json.dumps([t1 - t0, r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt]))
 """
 
 
-def _child(cube: Path, tuned: bool) -> tuple[float, float, int]:
+def _child(cube: Path, tuned: bool, preset: str, batch: int) -> tuple[float, float, int]:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
@@ -73,7 +74,10 @@ def _child(cube: Path, tuned: bool) -> tuple[float, float, int]:
     if not tuned:
         env["LANDSLIDE_HAZARD_NO_MALLOC_TUNING"] = "1"
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(cube)], capture_output=True, text=True, env=env
+        [sys.executable, "-c", _CHILD, str(cube), preset, str(batch)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if done.returncode != 0:
         raise RuntimeError(f"predict child failed:\n{done.stderr[-3000:]}")
@@ -81,11 +85,27 @@ def _child(cube: Path, tuned: bool) -> tuple[float, float, int]:
     return float(wall), float(system), int(faults)
 
 
-def run(quick: bool) -> list[dict]:
+def run(
+    quick: bool,
+    device: str = "cpu",
+    preset: str = "tiny",
+    cells: tuple[int, int] | None = None,
+    batch: int = 16,
+) -> list[dict]:
+    """The rows (module doc). ``device`` / ``preset`` / ``cells`` / ``batch`` are for a GPU
+    session: e.g. ``--device cuda --preset paper --cells 196x220 --batch 64`` times the
+    Gorkha-size grid (43,960 patch-periods) and the writing of its maps; on CUDA the bf16 row
+    uses autocast (``training.amp``), the heap rows (CPU only) are left out and the input
+    threads default to :func:`landslide_hazard.predict.default_input_threads`."""
     from landslide_hazard.bands import INPUT_NAMES
     from landslide_hazard.malloc import tune_malloc
     from landslide_hazard.models import build_enn
-    from landslide_hazard.predict import _patch_rows, predict_arrays
+    from landslide_hazard.predict import (
+        _patch_rows,
+        default_input_threads,
+        predict_arrays,
+        write_maps,
+    )
     from landslide_hazard.sampling.dataset import CubeReader
     from landslide_hazard.sampling.normalisation import compute_normalisation
     from landslide_hazard.testing import make_cube
@@ -94,6 +114,10 @@ def run(quick: bool) -> list[dict]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     k, shape, periods, rounds = (16, (8, 8), 2, 2) if quick else (32, (16, 16), 8, 3)
+    shape = cells or shape
+    dev = torch.device(device)
+    gpu = dev.type == "cuda"
+    prefetch_threads = default_input_threads(dev) if gpu else 1
     try:
         with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
             cube = make_cube(
@@ -107,8 +131,8 @@ def run(quick: bool) -> list[dict]:
             torch.manual_seed(0)
             models = {
                 layout: build_enn(
-                    "tiny", in_channels=len(INPUT_NAMES), patch_cells=4, cell_pixels=k
-                )
+                    preset, in_channels=len(INPUT_NAMES), patch_cells=4, cell_pixels=k
+                ).to(dev)
                 for layout in ("nchw", "channels_last")
             }
             models["channels_last"].load_state_dict(models["nchw"].state_dict())
@@ -120,16 +144,18 @@ def run(quick: bool) -> list[dict]:
                         models[layout],
                         reader,
                         norm,
-                        batch_size=16,
+                        batch_size=batch,
+                        device=dev,
                         channels_last=layout == "channels_last",
                         input_threads=threads,
-                        cpu_bf16=bf16,
+                        amp=bf16 and gpu,
+                        cpu_bf16=bf16 and not gpu,
                     )
 
                 return go
 
             variants = {lay: call(lay) for lay in models}
-            variants["prefetch"] = call("channels_last", 1)
+            variants["prefetch"] = call("channels_last", prefetch_threads)
             variants["bf16"] = call("channels_last", 0, bf16=True)
             best = interleaved_best(variants, rounds)
             rows_of_patches = _patch_rows(reader, "mean", list(range(periods)))
@@ -142,10 +168,25 @@ def run(quick: bool) -> list[dict]:
                 reader.release_rows()
 
             assembly = interleaved_best({"inputs": inputs_only}, rounds)["inputs"]
+            out_maps = Path(tmp) / "maps"
+            write_s = interleaved_best(
+                {
+                    "write": lambda: write_maps(
+                        out_maps,
+                        maps["channels_last0"],
+                        cube.grid,
+                        cube.meta.period_names,
+                        [0.01, 0.1, 1.0],
+                        reader.target,
+                    )
+                },
+                1,
+                warmup=0,
+            )["write"]
             heap: dict[bool, tuple[float, float, int]] = {}
-            for _ in range(1 if quick else rounds):
+            for _ in range(0 if gpu else 1 if quick else rounds):
                 for tuned in (False, True):
-                    got = _child(Path(tmp) / "cube.zarr", tuned)
+                    got = _child(Path(tmp) / "cube.zarr", tuned, preset, batch)
                     if tuned not in heap or got[0] < heap[tuned][0]:
                         heap[tuned] = got
     finally:
@@ -163,7 +204,10 @@ def run(quick: bool) -> list[dict]:
         np.array_equal(maps["channels_last1"][q], maps["channels_last0"][q], equal_nan=True)
         for q in maps["channels_last0"]
     )
-    setting = f"k={k}, {shape[0]}x{shape[1]} cells, {periods} periods, {patches} patches, b16 t1"
+    setting = (
+        f"{preset}, k={k}, {shape[0]}x{shape[1]} cells, {periods} periods, {patches} patches, "
+        f"b{batch}, {device}" + ("" if gpu else " t1")
+    )
     rows = [
         row("predict nchw", patches / best["nchw"], "patches/s", note=setting),
         row(
@@ -178,7 +222,8 @@ def run(quick: bool) -> list[dict]:
             patches / best["bf16"],
             "patches/s",
             ratio_to="predict channels_last",
-            note=f"cpu_bf16 autocast (AMX here); max |susceptibility diff| vs fp32 {bf16_diff:.1e}",
+            note=("autocast" if gpu else "cpu_bf16 autocast")
+            + f"; max |susceptibility diff| vs fp32 {bf16_diff:.1e}",
         ),
         row(
             "input assembly alone",
@@ -188,7 +233,13 @@ def run(quick: bool) -> list[dict]:
             "GPU-bound predict needs its input threads to reach",
         ),
         row(
-            "predict channels_last + 1 input thread",
+            "write maps",
+            write_s,
+            "s",
+            note="COGs (5 quantities x periods) + the per-cell GPKG, once",
+        ),
+        row(
+            f"predict channels_last + {prefetch_threads} input thread(s)",
             patches / best["prefetch"],
             "patches/s",
             ratio_to="predict channels_last",
@@ -197,6 +248,8 @@ def run(quick: bool) -> list[dict]:
         ),
     ]
     for tuned, label in ((False, "glibc default heap"), (True, "tuned heap")):
+        if tuned not in heap:
+            continue
         wall, system, faults = heap[tuned]
         rows.append(
             row(
@@ -214,7 +267,13 @@ def run(quick: bool) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    rows = run(parser.parse_args().quick)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--preset", default="tiny", help="tiny, paper, resnet18, resnet34")
+    parser.add_argument("--cells", default=None, help="cell grid ROWSxCOLS, e.g. 196x220")
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    cells = tuple(int(v) for v in args.cells.lower().split("x")) if args.cells else None
+    rows = run(args.quick, args.device, args.preset, cells, args.batch)
     emit(rows)
 
 

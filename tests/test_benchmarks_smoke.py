@@ -291,8 +291,9 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
     assert set(by_name) == {
         "predict nchw",
         "predict channels_last",
-        "predict channels_last + 1 input thread",
+        "predict channels_last + 1 input thread(s)",
         "input assembly alone",
+        "write maps",
         "predict channels_last bf16",
         "predict channels_last glibc default heap",
         "predict channels_last tuned heap",
@@ -301,4 +302,4 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
     assert by_name["predict channels_last"]["ratio_to"] == "predict nchw"
     diff = float(by_name["predict channels_last"]["note"].split("NCHW ")[1].split()[0])
     assert diff < 1e-4
-    assert by_name["predict channels_last + 1 input thread"]["note"].endswith("maps identical")
+    assert by_name["predict channels_last + 1 input thread(s)"]["note"].endswith("maps identical")
