@@ -202,10 +202,11 @@ def test_stage_losses_hand_computed():
     assert float(
         stage_loss("susceptibility", m, x, target, mask, t, 0.5).detach()
     ) == pytest.approx(np.mean(bce2), rel=1e-5)
-    # fine-tune: MAE of hazard (0.25 x 1) against the observed density with zeros, plus the BCE
-    mae = np.mean([0.25, 1.75, 0.25])
+    # fine-tune: squared error of hazard (0.25 x 1) against the observed density with zeros,
+    # plus the BCE
+    mse = np.mean([0.25**2, 1.75**2, 0.25**2])
     assert float(stage_loss("finetune", m, x, target, mask, t, 0.0).detach()) == pytest.approx(
-        mae + np.mean(bce), rel=1e-5
+        mse + np.mean(bce), rel=1e-5
     )
 
 

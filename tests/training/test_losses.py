@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.metrics import log_loss
 
-from landslide_hazard.training.losses import focal_tversky_loss, masked_mae, weighted_bce
+from landslide_hazard.training.losses import (
+    focal_tversky_loss,
+    masked_mae,
+    masked_mse,
+    weighted_bce,
+)
 
 NAN = float("nan")
 
@@ -95,6 +100,34 @@ def test_masked_mae_equals_numpy():
     loss.backward()
     assert torch.all(t_pred.grad[torch.tensor(~valid)] == 0)
     assert masked_mae(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 1.0])).item() == 1.5
+
+
+def test_masked_mse_equals_numpy():
+    rng = np.random.default_rng(2)
+    pred = rng.gamma(1.0, 2.0, (4, 4, 4))
+    target = rng.gamma(1.0, 2.0, (4, 4, 4))
+    target[0, 0, :2] = np.nan
+    mask = rng.uniform(size=target.shape) < 0.7
+    valid = mask & np.isfinite(target)
+    expected = ((pred - target) ** 2)[valid].mean()
+    t_pred = torch.tensor(pred, requires_grad=True)
+    loss = masked_mse(t_pred, torch.tensor(target), torch.tensor(mask))
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    loss.backward()
+    assert torch.all(t_pred.grad[torch.tensor(~valid)] == 0)
+    assert masked_mse(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 1.0])).item() == 2.5
+    assert masked_mse(torch.tensor([1.0]), torch.tensor([float("nan")])).item() == 0.0
+
+
+def test_zero_inflated_target_mae_picks_zero_mse_picks_mean():
+    # why the fine-tune stage uses the MSE for E[D]: with 80 % zeros the best constant under
+    # the MAE is the median (0), under the MSE the mean
+    target = torch.tensor([0.0] * 8 + [1.0, 9.0])
+    grid = torch.linspace(0.0, 3.0, 301)
+    mae = torch.stack([masked_mae(torch.full_like(target, c), target) for c in grid])
+    mse = torch.stack([masked_mse(torch.full_like(target, c), target) for c in grid])
+    assert grid[mae.argmin()].item() == 0.0
+    assert grid[mse.argmin()].item() == pytest.approx(target.mean().item(), abs=1e-6)
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,8 +9,11 @@ weights kept:
 2. ``density_log``: the density block on positive cells only, MAE against log1p(density);
 3. ``density``: the density block on positive cells, MAE on the original scale (% of cell);
    both with lr ``lr_density``;
-4. ``finetune``: the whole ENN on all cells with the zeros back in: MAE of hazard = S x D
-   against the observed density plus the susceptibility loss, lr ``lr_finetune``.
+4. ``finetune``: the whole ENN on all cells with the zeros back in: mean squared error of
+   hazard = S x D against the observed density plus the susceptibility loss, lr
+   ``lr_finetune``. (The paper's code uses the MAE here; its minimiser on a zero-inflated target
+   is the conditional median, 0 almost everywhere, and it shrank E[D|D>0] to 0.4-6 % of the
+   truth's mean on the demo: docs/decisions.md.)
 
 Every epoch writes ``checkpoints/last.pt`` (model, optimiser, scheduler, RNG states, stage,
 epoch, best score and weights); a crashed run resumes exactly where it stopped, and the epoch
@@ -127,7 +130,7 @@ def stage_loss(
     min_density: float,
 ) -> torch.Tensor:
     """Loss of one batch in one stage. target: density (%), mask: cells that count."""
-    from .losses import masked_mae
+    from .losses import masked_mae, masked_mse
 
     occurrence = (target > min_density).to(torch.float32)
     if stage == "susceptibility":
@@ -139,8 +142,10 @@ def stage_loss(
         return masked_mae(model.density(x).float(), target, mask)
     if stage == "finetune":
         out = model(x)
-        hazard_mae = masked_mae(out.hazard.float(), target, mask)
-        return hazard_mae + susceptibility_loss(out.susceptibility.float(), occurrence, mask, t)
+        # MSE, not the paper code's MAE: E[D] is a conditional mean, and the MAE's minimiser
+        # (the median, 0 wherever P < 0.5) drove the density block to ~0 (docs/decisions.md)
+        hazard_mse = masked_mse(out.hazard.float(), target, mask)
+        return hazard_mse + susceptibility_loss(out.susceptibility.float(), occurrence, mask, t)
     raise ValueError(f"unknown stage '{stage}'")
 
 

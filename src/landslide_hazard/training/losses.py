@@ -100,3 +100,19 @@ def masked_mae(
     zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
     err = torch.where(valid, (pred - torch.where(valid, target, zero).to(pred.dtype)).abs(), zero)
     return err.sum() / torch.clamp(valid.sum(), min=1).to(pred.dtype)
+
+
+def masked_mse(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error over valid cells (mask True and target finite), in target units squared.
+
+    Its minimiser is the conditional mean, which is why the fine-tune stage scores the hazard
+    E[D] with it: on the zero-inflated observed density the MAE's minimiser, the conditional
+    median, is 0 wherever P(D > 0) < 0.5 (docs/decisions.md).
+    """
+    valid = _valid(target, mask, pred)
+    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    diff = pred - torch.where(valid, target, zero).to(pred.dtype)
+    err = torch.where(valid, diff * diff, zero)
+    return err.sum() / torch.clamp(valid.sum(), min=1).to(pred.dtype)
