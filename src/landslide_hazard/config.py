@@ -140,6 +140,11 @@ class TrainingConfig(_Model):
         "power", description="(1-TI)^gamma as in the code, or (1-TI)^(1/gamma) as in the text"
     )
     bce_pos_weight: float = Field(5.0, gt=0, description="class weight of positives (paper 1:5)")
+    hazard_loss: Literal["mse", "mae"] = Field(
+        "mse",
+        description="fine-tune stage's hazard term: mse (fits E[D]) or mae (the paper code's; "
+        "its median collapses the density on zero-inflated targets, docs/decisions.md)",
+    )
     balance_patches: bool = False
     val_fraction: float = Field(0.3, gt=0, lt=1)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")

@@ -208,6 +208,12 @@ def test_stage_losses_hand_computed():
     assert float(stage_loss("finetune", m, x, target, mask, t, 0.0).detach()) == pytest.approx(
         mse + np.mean(bce), rel=1e-5
     )
+    # training.hazard_loss = mae: the paper code's absolute error instead
+    paper = t.model_copy(update={"hazard_loss": "mae"})
+    mae = np.mean([0.25, 1.75, 0.25])
+    assert float(stage_loss("finetune", m, x, target, mask, paper, 0.0).detach()) == pytest.approx(
+        mae + np.mean(bce), rel=1e-5
+    )
 
 
 def test_oracle_and_skill_on_synthetic_truth(tmp_path, config_factory):
