@@ -324,9 +324,23 @@ def test_distributed_prediction_equals_in_process(tmp_path):
         remote = predict_mod.predict_arrays(
             model, lean, norm, periods=[0, 2], batch_size=5, client=client
         )
+        # what-if triggers: the overriding arrays travel to the workers (scattered), not the cube's
+        storm = reader.dynamic * 3.0
+        what_if = CubeReader(cube, memory_budget_bytes=0, dynamic=storm)
+        remote_storm = predict_mod.predict_arrays(
+            model, what_if, norm, periods=[1], batch_size=5, client=client
+        )
+    local_storm = predict_mod.predict_arrays(
+        model, CubeReader(cube, dynamic=storm), norm, periods=[1], batch_size=5
+    )
     for q in predict_mod.QUANTITIES:
         np.testing.assert_allclose(remote[q], local[q], rtol=1e-6, atol=1e-7)
         assert np.isnan(remote[q][1]).all()  # period not asked for
+        np.testing.assert_allclose(remote_storm[q], local_storm[q], rtol=1e-6, atol=1e-7)
+    plain = predict_mod.predict_arrays(model, reader, norm, periods=[1], batch_size=5)
+    valid = reader.valid
+    assert np.isfinite(plain["hazard"][1][valid]).all()
+    assert not np.allclose(remote_storm["hazard"][1][valid], plain["hazard"][1][valid])
     assert model.training  # the caller's mode is kept
 
 
