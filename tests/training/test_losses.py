@@ -86,37 +86,28 @@ def test_weighted_bce_hand_computed_with_mask():
     assert np.isfinite(weighted_bce(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])).item())
 
 
-def test_masked_mae_equals_numpy():
-    rng = np.random.default_rng(1)
+@pytest.mark.parametrize(
+    ("loss_fn", "error", "seed", "hand"),
+    [
+        (masked_mae, lambda d: np.abs(d), 1, 1.5),  # |1-2|, |3-1| -> 1.5
+        (masked_mse, lambda d: d**2, 2, 2.5),  # 1, 4 -> 2.5
+    ],
+)
+def test_masked_errors_equal_numpy(loss_fn, error, seed, hand):
+    rng = np.random.default_rng(seed)
     pred = rng.gamma(1.0, 2.0, (4, 4, 4))
     target = rng.gamma(1.0, 2.0, (4, 4, 4))
     target[0, 0, :2] = np.nan
     mask = rng.uniform(size=target.shape) < 0.7
     valid = mask & np.isfinite(target)
-    expected = np.abs(pred - target)[valid].mean()
+    expected = error(pred - target)[valid].mean()
     t_pred = torch.tensor(pred, requires_grad=True)
-    loss = masked_mae(t_pred, torch.tensor(target), torch.tensor(mask))
+    loss = loss_fn(t_pred, torch.tensor(target), torch.tensor(mask))
     assert loss.item() == pytest.approx(expected, rel=1e-12)
     loss.backward()
     assert torch.all(t_pred.grad[torch.tensor(~valid)] == 0)
-    assert masked_mae(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 1.0])).item() == 1.5
-
-
-def test_masked_mse_equals_numpy():
-    rng = np.random.default_rng(2)
-    pred = rng.gamma(1.0, 2.0, (4, 4, 4))
-    target = rng.gamma(1.0, 2.0, (4, 4, 4))
-    target[0, 0, :2] = np.nan
-    mask = rng.uniform(size=target.shape) < 0.7
-    valid = mask & np.isfinite(target)
-    expected = ((pred - target) ** 2)[valid].mean()
-    t_pred = torch.tensor(pred, requires_grad=True)
-    loss = masked_mse(t_pred, torch.tensor(target), torch.tensor(mask))
-    assert loss.item() == pytest.approx(expected, rel=1e-12)
-    loss.backward()
-    assert torch.all(t_pred.grad[torch.tensor(~valid)] == 0)
-    assert masked_mse(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 1.0])).item() == 2.5
-    assert masked_mse(torch.tensor([1.0]), torch.tensor([float("nan")])).item() == 0.0
+    assert loss_fn(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 1.0])).item() == hand
+    assert loss_fn(torch.tensor([1.0]), torch.tensor([float("nan")])).item() == 0.0
 
 
 def test_zero_inflated_target_mae_picks_zero_mse_picks_mean():

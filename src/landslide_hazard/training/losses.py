@@ -28,6 +28,23 @@ def _valid(target: torch.Tensor, mask: torch.Tensor | None, pred: torch.Tensor) 
     return valid
 
 
+def _masked_mean(per_cell: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``per_cell`` over the valid cells (0 when there is none); invalid cells give
+    no value and no gradient."""
+    zero = torch.zeros((), dtype=per_cell.dtype, device=per_cell.device)
+    total = torch.where(valid, per_cell, zero).sum()
+    return total / torch.clamp(valid.sum(), min=1).to(per_cell.dtype)
+
+
+def _masked_residual(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pred - target, with 0 for the target of invalid cells; the valid cells)."""
+    valid = _valid(target, mask, pred)
+    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    return pred - torch.where(valid, target, zero).to(pred.dtype), valid
+
+
 def focal_tversky_loss(
     p: torch.Tensor,
     g: torch.Tensor,
@@ -87,19 +104,15 @@ def weighted_bce(
     pc = torch.clamp(torch.where(valid, p, zero + 0.5), eps, 1 - eps)
     gv = torch.where(valid, g, zero).to(p.dtype)
     per_cell = -(pos_weight * gv * torch.log(pc) + (1 - gv) * torch.log1p(-pc))
-    n = valid.sum()
-    total = torch.where(valid, per_cell, zero).sum()
-    return total / torch.clamp(n, min=1).to(p.dtype)
+    return _masked_mean(per_cell, valid)
 
 
 def masked_mae(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Mean absolute error over valid cells (mask True and target finite), in target units."""
-    valid = _valid(target, mask, pred)
-    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
-    err = torch.where(valid, (pred - torch.where(valid, target, zero).to(pred.dtype)).abs(), zero)
-    return err.sum() / torch.clamp(valid.sum(), min=1).to(pred.dtype)
+    diff, valid = _masked_residual(pred, target, mask)
+    return _masked_mean(diff.abs(), valid)
 
 
 def masked_mse(
@@ -111,8 +124,5 @@ def masked_mse(
     E[D] with it: on the zero-inflated observed density the MAE's minimiser, the conditional
     median, is 0 wherever P(D > 0) < 0.5 (docs/decisions.md).
     """
-    valid = _valid(target, mask, pred)
-    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
-    diff = pred - torch.where(valid, target, zero).to(pred.dtype)
-    err = torch.where(valid, diff * diff, zero)
-    return err.sum() / torch.clamp(valid.sum(), min=1).to(pred.dtype)
+    diff, valid = _masked_residual(pred, target, mask)
+    return _masked_mean(diff * diff, valid)
