@@ -383,23 +383,6 @@ def test_undeclared_fill_collar_makes_cells_invalid_not_an_error(copy):
     assert any("undeclared fill value -9999" in s for s in cube.meta.provenance["log"])
 
 
-def test_lean_distance_equals_the_reference_edt():
-    from landslide_hazard.predictors.hydrology import distance_to_river
-    from landslide_hazard.prepare import distance_to_river_lean
-
-    rng = np.random.default_rng(1)
-    mask = rng.random((70, 53)) < 0.01
-    mask[5, 5] = True
-    ref = distance_to_river(mask, 31.25).astype(np.float32)
-    np.testing.assert_array_equal(distance_to_river_lean(mask, 31.25, block_rows=16), ref)
-    # a hand value: one river pixel, 3 rows and 4 columns away -> 5 pixels = 156.25 m
-    one = np.zeros((8, 8), dtype=bool)
-    one[0, 0] = True
-    assert distance_to_river_lean(one, 31.25)[3, 4] == pytest.approx(156.25)
-    with pytest.raises(ValueError, match="no river pixel"):
-        distance_to_river_lean(np.zeros((4, 4), dtype=bool), 30.0)
-
-
 def test_river_raster_and_derived_rivers(copy, cube_path):
     from landslide_hazard.predictors.hydrology import rasterize_rivers
     from landslide_hazard.predictors.static import compute_static_bands

@@ -497,43 +497,6 @@ def _on_cell_grid(crs, transform, shape: tuple[int, int], grid: StudyGrid) -> bo
     return True
 
 
-def distance_to_river_lean(
-    river_mask: np.ndarray, pixel_size_m: float, block_rows: int = 512
-) -> np.ndarray:
-    """Euclidean distance (m, float32) to the nearest river pixel, with a small memory peak.
-
-    The same exact EDT as ``predictors.hydrology.distance_to_river`` (scipy's feature
-    transform, the same float64 arithmetic, so equal values), but the distances are computed
-    from the nearest-river indices block by block: the peak is the int32 index array (8 bytes
-    per pixel) instead of the ~40 bytes per pixel of scipy's whole-array distance step.
-    """
-    from scipy import ndimage
-
-    mask = np.asarray(river_mask, dtype=bool)
-    if not mask.any():
-        raise ValueError(
-            "the river mask holds no river pixel, so distance to river is undefined; lower "
-            "rivers.accumulation_km2, or give river lines or a river raster"
-        )
-    p = float(pixel_size_m)
-    nearest = ndimage.distance_transform_edt(
-        ~mask, sampling=(p, p), return_distances=False, return_indices=True
-    )
-    rows, cols = mask.shape
-    out = np.empty(mask.shape, dtype=np.float32)
-    col_index = np.arange(cols, dtype=np.int32)[None, :]
-    for r0 in range(0, rows, block_rows):
-        r1 = min(r0 + block_rows, rows)
-        dr = (nearest[0, r0:r1] - np.arange(r0, r1, dtype=np.int32)[:, None]).astype(np.float64)
-        dc = (nearest[1, r0:r1] - col_index).astype(np.float64)
-        dr *= p
-        dc *= p
-        dr *= dr
-        dc *= dc
-        out[r0:r1] = np.sqrt(dr + dc)
-    return out
-
-
 def static_tiles(shape: tuple[int, int], tile: int) -> list[tuple[slice, slice]]:
     """Row-major tiles of at most ``tile`` x ``tile`` pixels covering ``shape``."""
     return [

@@ -383,11 +383,6 @@ def counts_to_float32(counts: np.ndarray, directions: np.ndarray) -> np.ndarray:
     return _counts_to_float32(counts.ravel(), codes.ravel()).reshape(counts.shape)
 
 
-def accumulate_d8_lean(directions: np.ndarray) -> np.ndarray:
-    """``accumulate_d8(directions).astype(np.float32)`` with 5 bytes per pixel of memory."""
-    return counts_to_float32(accumulate_d8_counts(directions), directions)
-
-
 def d8_flow_accumulation(filled: np.ndarray) -> np.ndarray:
     """Upslope pixel count including the pixel itself, by D8 on a pit-filled DEM.
 
@@ -486,8 +481,8 @@ def river_mask_from_counts(
 def _edt_from_indices(nearest: np.ndarray, r0: int, c0: int, p: float) -> np.ndarray:
     """Distances (float64, m) of a block from scipy's nearest-feature indices.
 
-    The arithmetic of ``prepare.distance_to_river_lean``: (row, col) offsets times the pixel
-    size, squared and summed in float64, square root (that function then rounds to float32).
+    (row, col) offsets times the pixel size, squared and summed in float64, square root: the
+    values of :func:`distance_to_river` (the caller rounds them to float32).
     """
     rows, cols = nearest.shape[1:]
     dr = (nearest[0] - np.arange(r0, r0 + rows, dtype=np.int64)[:, None]).astype(np.float64)
@@ -513,8 +508,8 @@ def distance_to_river_tile(
     are read). The EDT runs on the tile plus ``margin`` pixels. A tile pixel's distance d
     found in that window is exact when every pixel outside the window is at least d away (the
     window reaches the grid's edge on that side, or the gap to it is >= d); otherwise the
-    margin doubles until it is, up to the whole grid. Equals
-    ``prepare.distance_to_river_lean`` (and ``distance_to_river`` as float32) on the tile.
+    margin doubles until it is, up to the whole grid. Equals ``distance_to_river`` as float32
+    on the tile.
     where: optional bool (tile shape) of the pixels that need a distance; the others are NaN
     and do not widen the window (e.g. a wide nodata collar far from any river).
     """
