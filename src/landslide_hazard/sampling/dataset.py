@@ -165,13 +165,24 @@ class CubeReader:
         return t
 
     def patch_input(
-        self, norm: Normalisation, period: int, row0: int, col0: int, size: int | None = None
+        self,
+        norm: Normalisation,
+        period: int,
+        row0: int,
+        col0: int,
+        size: int | None = None,
+        static: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The normalised model input (13, s*k, s*k) of the ``s x s``-cell patch at (row0, col0)."""
+        """The normalised model input (13, s*k, s*k) of the ``s x s``-cell patch at (row0, col0).
+
+        ``static``: its 8 static bands already normalised (e.g. from a
+        :class:`StaticPatchCache`), used instead of reading them."""
         s = self.grid.patch_cells if size is None else size
         k = self.grid.cell_pixels
         x = np.empty((_MONSOON.stop, s * k, s * k), dtype=np.float32)
-        x[_STATIC] = norm.scale(self.static_window(row0, col0, s, s), _STATIC)
+        if static is None:
+            static = norm.scale(self.static_window(row0, col0, s, s), _STATIC)
+        x[_STATIC] = static
         x[_DYNAMIC] = norm.scale(self.dynamic_window(period, row0, col0, s, s), _DYNAMIC)
         x[_MONSOON] = norm.scale(np.array([self.monsoons[period]], dtype=np.float32), _MONSOON)[0]
         np.copyto(x, np.float32(0.0), where=~np.isfinite(x))  # NaN, +-inf -> 0 in one pass
@@ -255,15 +266,9 @@ class StaticPatchCache:
 
     def patch_input(self, period: int, row0: int, col0: int) -> np.ndarray:
         """Equal to ``reader.patch_input(norm, period, row0, col0)``, static part cached."""
-        reader, norm = self.reader, self.norm
-        s = reader.grid.patch_cells
-        k = reader.grid.cell_pixels
-        x = np.empty((_MONSOON.stop, s * k, s * k), dtype=np.float32)
-        x[_STATIC] = self.static_input(row0, col0, s)
-        x[_DYNAMIC] = norm.scale(reader.dynamic_window(period, row0, col0, s, s), _DYNAMIC)
-        x[_MONSOON] = norm.scale(np.array([reader.monsoons[period]], dtype=np.float32), _MONSOON)[0]
-        np.nan_to_num(x[_STATIC.stop :], copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        return x
+        s = self.reader.grid.patch_cells
+        static = self.static_input(row0, col0, s)
+        return self.reader.patch_input(self.norm, period, row0, col0, static=static)
 
 
 class PatchDataset(Dataset):
