@@ -42,6 +42,7 @@ import torch
 
 from ..bands import INPUT_NAMES, UNITS
 from ..config import RunConfig, TrainingConfig
+from ..predict import _autocast
 from ..sampling.dataset import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     CubeReader,
@@ -153,13 +154,6 @@ def stage_loss(
 
 def _part(model: torch.nn.Module, part: str) -> torch.nn.Module:
     return model if part == "all" else getattr(model, part)
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return torch.autocast(device_type="cpu", enabled=False)
 
 
 class _Log:
