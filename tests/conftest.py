@@ -27,3 +27,14 @@ def tiny_cube(tmp_path):
     from landslide_hazard.testing import make_cube
 
     return make_cube(tmp_path / "cube.zarr")
+
+
+@pytest.fixture(scope="session")
+def tiny_scenario(tmp_path_factory):
+    """``synth --size tiny --seed 0``, generated once per test process. Read-only: a test that
+    changes files works on a copy."""
+    from landslide_hazard.synthetic import generate_scenario
+
+    root = tmp_path_factory.mktemp("tiny_scenario")
+    generate_scenario("tiny", 0, root, progress=False)
+    return root

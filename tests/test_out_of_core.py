@@ -107,12 +107,8 @@ def test_tiled_distance_only_where_needed():
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory) -> Path:
-    from landslide_hazard.synthetic import generate_scenario
-
-    root = tmp_path_factory.mktemp("tiny_ooc")
-    generate_scenario("tiny", 0, root, progress=False)
-    return root
+def scenario(tiny_scenario) -> Path:
+    return tiny_scenario
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,8 @@ G = 9.80665
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory) -> Path:
-    from landslide_hazard.synthetic import generate_scenario
-
-    root = tmp_path_factory.mktemp("tiny")
-    generate_scenario("tiny", 0, root, progress=False)
-    return root
+def scenario(tiny_scenario) -> Path:
+    return tiny_scenario
 
 
 @pytest.fixture(scope="module")

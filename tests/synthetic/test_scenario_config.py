@@ -8,15 +8,8 @@ import pytest
 from landslide_hazard.config import load_config
 from landslide_hazard.io import read_raster
 from landslide_hazard.sampling.splits import make_split
-from landslide_hazard.synthetic import generate_scenario, get_spec
+from landslide_hazard.synthetic import get_spec
 from landslide_hazard.synthetic.generate import scenario_config
-
-
-@pytest.fixture(scope="module")
-def tiny0(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny0")
-    generate_scenario("tiny", 0, out, progress=False)
-    return out
 
 
 def _split(cfg, target, fold, buffer_cells):
@@ -36,11 +29,11 @@ def _split(cfg, target, fold, buffer_cells):
     )
 
 
-def test_tiny_seed0_spatial_split_works_on_every_fold(tiny0):
-    cfg = load_config(tiny0 / "config.yaml")
+def test_tiny_seed0_spatial_split_works_on_every_fold(tiny_scenario):
+    cfg = load_config(tiny_scenario / "config.yaml")
     assert cfg.evaluation.buffer_cells == 1 and cfg.model.dropout == pytest.approx(0.3)
     # the pipeline's target is exactly the truth's new density (docs/synthetic.md)
-    target, _ = read_raster(tiny0 / "truth" / "new_density.tif")
+    target, _ = read_raster(tiny_scenario / "truth" / "new_density.tif")
     for fold in range(cfg.evaluation.n_folds):
         split = _split(cfg, target, fold, cfg.evaluation.buffer_cells)
         summary = split.summary()
