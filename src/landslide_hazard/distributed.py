@@ -19,6 +19,11 @@ from typing import Any
 SCHEDULER_ENV = "LANDSLIDE_HAZARD_SCHEDULER"
 
 
+def resolve_scheduler(scheduler: str | None) -> str | None:
+    """``scheduler`` if given, else ``$LANDSLIDE_HAZARD_SCHEDULER``, else None (in process)."""
+    return scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
+
+
 def _local_workers(scheduler: str) -> int:
     if scheduler == "local":
         return max(1, os.cpu_count() or 1)

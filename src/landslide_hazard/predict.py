@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .bands import DYNAMIC_NAMES, INPUT_NAMES, TARGET_UNIT, UNITS
-from .distributed import SCHEDULER_ENV
+from .distributed import resolve_scheduler
 from .sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
 from .sampling.lattice import LATTICES, lattice_origins, read_window
 from .sampling.normalisation import Normalisation
@@ -578,8 +578,7 @@ def predict(
     cfg = run.cfg
     periods = cube.meta.period_names
     tags = {"run": run_dir.name, "model_preset": str(run.meta["preset"])}
-    if scheduler is None:
-        scheduler = os.environ.get(SCHEDULER_ENV) or None
+    scheduler = resolve_scheduler(scheduler)
     # On a cluster the workers read the fine rasters; this process needs only the cell grids.
     budget = 0 if scheduler is not None and not mc_samples else DEFAULT_MEMORY_BUDGET_BYTES
 

@@ -56,7 +56,7 @@ from . import __version__
 from .bands import DYNAMIC_NAMES, STATIC_NAMES
 from .config import RunConfig
 from .cube import Cube, CubeMeta, PeriodInfo, create_cube
-from .distributed import SCHEDULER_ENV
+from .distributed import resolve_scheduler
 from .grid import StudyGrid
 from .io.atomic import atomic_write_text
 from .io.rasters import (
@@ -604,8 +604,7 @@ def prepare(
     ``LANDSLIDE_HAZARD_SCHEDULER`` if set, else in this process). The cube is the same either
     way (docs/scale.md).
     """
-    if scheduler is None:
-        scheduler = os.environ.get(SCHEDULER_ENV) or None
+    scheduler = resolve_scheduler(scheduler)
     out = Path(out) if out is not None else Path(cfg.output.dir) / CUBE_NAME
     if out.exists() and not overwrite:
         raise PrepareError(f"{out}: a cube already exists; pass --overwrite to replace it")
