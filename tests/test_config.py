@@ -10,7 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from landslide_hazard.cli import app
-from landslide_hazard.config import ConfigError, RunConfig, defaults_yaml, load_config, save_config
+from landslide_hazard.config import RunConfig, defaults_yaml, load_config, save_config
+from landslide_hazard.errors import ConfigError
 
 
 def _minimal(tmp_path: Path) -> dict:

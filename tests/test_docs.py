@@ -166,7 +166,7 @@ def test_example_config_validates(tmp_path):
 
 def test_example_config_rejects_a_typo(tmp_path):
     """The check above is not vacuous: a misspelt field in the same example fails."""
-    from landslide_hazard.config import ConfigError
+    from landslide_hazard.errors import ConfigError
 
     data = yaml.safe_load(example_config(_guide()))
     data["training"]["batch_sise"] = data["training"].pop("batch_size")

@@ -7,13 +7,55 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+from .errors import LandslideHazardError
+
+#: Exit code of a foreseen failure (bad input, config, run folder); an unforeseen one exits 1.
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+
+
+class _ErrorBoundary(TyperGroup):
+    """The one place where failures become messages.
+
+    A :class:`LandslideHazardError` or an ``OSError`` (a file the system refuses) is foreseen:
+    one ``error: ...`` line, exit 2. Anything else is a bug: one line naming the exception and
+    a hint to re-run with ``--debug``, which lets the traceback through instead.
+    """
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except (LandslideHazardError, OSError) as exc:
+            if ctx.params.get("debug"):
+                raise
+            _fail(exc)
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            from rich.markup import escape
+
+            console.print(
+                f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))} "
+                f"(a bug; re-run as `landslide-hazard --debug {escape(ctx.invoked_subcommand or 'CMD')} ...` "
+                "for the traceback and report it)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=EXIT_BUG) from None
+
 
 app = typer.Typer(
     name="landslide-hazard",
     help="Space-time landslide hazard modelling with an Ensemble Neural Network (Dahal et al. 2024).",
+    cls=_ErrorBoundary,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
@@ -23,6 +65,9 @@ console = Console(stderr=True)
 @app.callback()
 def main(
     version: bool = typer.Option(False, "--version", help="print the version and exit"),
+    debug: bool = typer.Option(
+        False, "--debug", help="show the full traceback of an unexpected error"
+    ),
 ) -> None:
     """Space-time landslide hazard: prepare -> train -> predict -> evaluate -> report."""
     from .malloc import tune_malloc
@@ -44,7 +89,7 @@ def _fail(exc: Exception) -> None:
     from rich.markup import escape
 
     console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=EXIT_USER_ERROR)
 
 
 @app.command("config")
@@ -53,16 +98,13 @@ def config_cmd(
     check: Path | None = typer.Option(None, "--check", help="validate a config file"),
 ) -> None:
     """Show the config defaults, or validate a config file."""
-    from .config import ConfigError, defaults_yaml, load_config
+    from .config import defaults_yaml, load_config
 
     if show_defaults:
         typer.echo(defaults_yaml())
         return
     if check is not None:
-        try:
-            cfg = load_config(check)
-        except ConfigError as exc:
-            _fail(exc)
+        cfg = load_config(check)
         typer.echo(f"{check}: valid ({len(cfg.periods)} periods, grid {cfg.grid.shape_cells})")
         return
     typer.echo("use --show-defaults or --check CONFIG")
@@ -99,20 +141,17 @@ def evaluate_cmd(
     """Score maps against observed density: metrics.json + a table."""
     from .evaluation import evaluate_files
 
-    try:
-        evaluate_files(
-            observed,
-            susceptibility,
-            density,
-            hazard,
-            threshold=threshold,
-            folds=folds,
-            out_dir=out,
-            min_density=min_density,
-            uncertainty=uncertainty,
-        )
-    except (OSError, ValueError) as exc:
-        _fail(exc)
+    evaluate_files(
+        observed,
+        susceptibility,
+        density,
+        hazard,
+        threshold=threshold,
+        folds=folds,
+        out_dir=out,
+        min_density=min_density,
+        uncertainty=uncertainty,
+    )
     console.print(f"wrote {out / 'metrics.json'}")
 
 
@@ -138,24 +177,21 @@ def terrain_cmd(
     from .predictors.static import write_terrain
 
     steps = ("read", "terrain", "write")
-    try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"terrain {dem.name}", total=len(steps))
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"terrain {dem.name}", total=len(steps))
 
-            def advance(name: str) -> None:
-                progress.update(task, completed=steps.index(name), description=f"terrain: {name}")
+        def advance(name: str) -> None:
+            progress.update(task, completed=steps.index(name), description=f"terrain: {name}")
 
-            summary = write_terrain(
-                dem,
-                out,
-                nodata=nodata,
-                detect_collar=not no_collar,
-                curvature_method=curvature,
-                progress=advance,  # type: ignore[arg-type]
-            )
-            progress.update(task, completed=len(steps))
-    except (OSError, ValueError) as exc:
-        _fail(exc)
+        summary = write_terrain(
+            dem,
+            out,
+            nodata=nodata,
+            detect_collar=not no_collar,
+            curvature_method=curvature,
+            progress=advance,  # type: ignore[arg-type]
+        )
+        progress.update(task, completed=len(steps))
     how = {
         "declared": "the file's declared nodata",
         "--nodata": f"--nodata {nodata:g}" if nodata is not None else "--nodata",
@@ -193,23 +229,20 @@ def prepare_cmd(
     """Validate the inputs and write the predictor cube (<output.dir>/cube.zarr)."""
     import warnings
 
-    from .config import ConfigError, load_config
+    from .config import load_config
     from .prepare import prepare
 
-    try:
-        cfg = load_config(config)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            path = prepare(
-                cfg,
-                out=out,
-                progress=not no_progress,
-                overwrite=overwrite,
-                tile_px=tile_px,
-                scheduler=scheduler,
-            )
-    except (ConfigError, OSError, ValueError, ModuleNotFoundError) as exc:
-        _fail(exc)
+    cfg = load_config(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = prepare(
+            cfg,
+            out=out,
+            progress=not no_progress,
+            overwrite=overwrite,
+            tile_px=tile_px,
+            scheduler=scheduler,
+        )
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
     from .cube import open_cube
@@ -234,10 +267,7 @@ def report_cmd(
     """Write DIR/report.html: maps, plots, tables and an offline map viewer in one file."""
     from .report import build_report
 
-    try:
-        out = build_report(directory, show_progress=True)
-    except (OSError, ValueError) as exc:
-        _fail(exc)
+    out = build_report(directory, show_progress=True)
     console.print(f"wrote {out}")
 
 
@@ -254,15 +284,12 @@ def train_cmd(
     """Train a run (<output.dir>/runs/<name>/) and print its held-out scores."""
     import json
 
-    from .config import ConfigError, load_config
+    from .config import load_config
     from .training import train
 
-    try:
-        cfg = load_config(config)
-        run = train(cfg, protocol=protocol, fold=fold, progress=not no_progress)
-        metrics = json.loads((run / "metrics.json").read_text())
-    except (ConfigError, OSError, ValueError) as exc:
-        _fail(exc)
+    cfg = load_config(config)
+    run = train(cfg, protocol=protocol, fold=fold, progress=not no_progress)
+    metrics = json.loads((run / "metrics.json").read_text())
 
     import os
 
@@ -305,22 +332,19 @@ def predict_cmd(
     """Wall-to-wall maps of a trained run (RUN/maps/ or RUN/scenarios/<name>/)."""
     import warnings
 
-    from .config import ConfigError
+    pass
     from .predict import predict
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            out = predict(
-                run,
-                scenario=scenario,
-                progress=not no_progress,
-                mc_samples=mc_samples,
-                scheduler=scheduler,
-                cpu_bf16=bf16,
-            )
-    except (ConfigError, OSError, ValueError, ModuleNotFoundError) as exc:
-        _fail(exc)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        out = predict(
+            run,
+            scenario=scenario,
+            progress=not no_progress,
+            mc_samples=mc_samples,
+            scheduler=scheduler,
+            cpu_bf16=bf16,
+        )
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
     console.print(f"wrote {out}")
@@ -336,10 +360,7 @@ def synth_cmd(
     """Write a synthetic scenario: the inputs a user brings, config.yaml, and truth/."""
     from .synthetic import generate_scenario
 
-    try:
-        summary = generate_scenario(size, seed, out, progress=not no_progress)
-    except (OSError, ValueError) as exc:
-        _fail(exc)
+    summary = generate_scenario(size, seed, out, progress=not no_progress)
     console.print(
         f"wrote {out}: {summary['n_cells']} cells x {len(summary['periods'])} periods "
         f"({summary['timings_s']['total_s']:.1f} s); run `landslide-hazard prepare "
@@ -362,20 +383,16 @@ def validate_cmd(
     """The protocol x model table: ENN, baselines and (synthetic data) the oracle."""
     from rich.table import Table
 
-    from .config import ConfigError, load_config
-    from .io import RasterError
+    from .config import load_config
     from .validate import render_markdown, validate
 
-    try:
-        cfg = load_config(config)
-        result = validate(
-            cfg,
-            [p.strip() for p in protocols.split(",") if p.strip()],
-            max_folds=max_folds,
-            out_dir=out,
-        )
-    except (ConfigError, RasterError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    cfg = load_config(config)
+    result = validate(
+        cfg,
+        [p.strip() for p in protocols.split(",") if p.strip()],
+        max_folds=max_folds,
+        out_dir=out,
+    )
     table = Table(title="validation (pooled test cells, mean over folds)")
     columns = ["auc", "skill", "pr_auc", "f1", "iou", "ece", "hazard_mae", "hazard_r"]
     for name in ["protocol", "model", *columns]:
@@ -416,16 +433,12 @@ def demo_cmd(
     ),
 ) -> None:
     """synth -> prepare -> train -> predict -> evaluate -> report on a synthetic scenario."""
-    from .config import ConfigError
+    pass
     from .demo import run_demo
-    from .io import RasterError
 
-    try:
-        summary = run_demo(
-            out, size=size, seed=seed, force=force, console=console, mc_samples=mc_samples
-        )
-    except (ConfigError, RasterError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    summary = run_demo(
+        out, size=size, seed=seed, force=force, console=console, mc_samples=mc_samples
+    )
 
     def fmt(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"

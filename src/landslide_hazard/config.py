@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ConfigError
 from .grid import StudyGrid
 
 
@@ -219,10 +220,6 @@ class RunConfig(_Model):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(_plain(self.model_dump(mode="json")), sort_keys=False)
-
-
-class ConfigError(ValueError):
-    """A config file that does not validate; the message names the field and the fix."""
 
 
 def _resolve(obj: Any, base: Path) -> None:

@@ -20,6 +20,7 @@ import zarr
 
 from . import __version__
 from .bands import DYNAMIC_NAMES, STATIC_NAMES, TARGET_UNIT, UNITS
+from .errors import MissingFileError
 from .grid import StudyGrid
 
 CUBE_FORMAT_VERSION = 1
@@ -82,7 +83,7 @@ class Cube:
     def __init__(self, path: str | Path, mode: str = "r") -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{self.path}: no cube here; run `landslide-hazard prepare CONFIG` first"
             )
         self.group = zarr.open_group(str(self.path), mode=mode)

@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from .errors import InputError, MissingDependencyError
+
 # The scheduler prepare and predict use when none is passed (unset: run in this process).
 SCHEDULER_ENV = "LANDSLIDE_HAZARD_SCHEDULER"
 
@@ -33,7 +35,7 @@ def _local_workers(scheduler: str) -> int:
     except ValueError:
         workers = 0
     if workers < 1:
-        raise ValueError(
+        raise InputError(
             f"scheduler '{scheduler}': write 'local', 'local:N' with N >= 1 workers, or a "
             "scheduler address such as tcp://10.0.0.5:8786"
         )
@@ -51,7 +53,7 @@ def client_for(scheduler: str, *, processes: bool = True) -> Iterator[Any]:
     try:
         from distributed import Client, LocalCluster
     except ModuleNotFoundError:
-        raise ModuleNotFoundError(
+        raise MissingDependencyError(
             "a dask scheduler was asked for, but dask.distributed is not installed; install it "
             "with `pip install 'landslide-hazard[distributed]'` (or drop --scheduler)"
         ) from None
@@ -72,7 +74,7 @@ def client_for(scheduler: str, *, processes: bool = True) -> Iterator[Any]:
     try:
         client = Client(scheduler, timeout="30s")
     except OSError as exc:
-        raise ValueError(
+        raise InputError(
             f"cannot reach the dask scheduler at {scheduler} ({exc}); start one (`dask "
             "scheduler`) and workers (`dask worker ADDRESS --nthreads 1`), check the address, "
             "or use --scheduler local"

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from affine import Affine
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class StudyGrid:
@@ -33,11 +35,11 @@ class StudyGrid:
 
     def __post_init__(self) -> None:
         if self.pixel_size_m <= 0:
-            raise ValueError(f"pixel_size_m must be > 0, got {self.pixel_size_m}")
+            raise InputError(f"pixel_size_m must be > 0, got {self.pixel_size_m}")
         if self.cell_pixels < 1 or self.patch_cells < 1:
-            raise ValueError("cell_pixels (k) and patch_cells (n) must be >= 1")
+            raise InputError("cell_pixels (k) and patch_cells (n) must be >= 1")
         if self.n_cell_rows < 1 or self.n_cell_cols < 1:
-            raise ValueError("the cell grid needs at least one row and one column")
+            raise InputError("the cell grid needs at least one row and one column")
 
     @property
     def cell_size_m(self) -> float:

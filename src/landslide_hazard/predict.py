@@ -32,6 +32,7 @@ import torch
 
 from .bands import DYNAMIC_NAMES, INPUT_NAMES, TARGET_UNIT, UNITS
 from .distributed import resolve_scheduler
+from .errors import InputError, MissingFileError, RunFolderError
 from .sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
 from .sampling.lattice import LATTICES, lattice_origins, read_window
 from .sampling.normalisation import Normalisation
@@ -190,7 +191,7 @@ def predict_arrays(
     CPUs with AMX or AVX512-BF16, slow elsewhere); probabilities move by ~1e-3.
     """
     if merge not in ("mean", "lattice0"):
-        raise ValueError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")
+        raise InputError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")
     device = torch.device(device)
     cy, cx = reader.grid.cell_shape
     n_periods = reader.n_periods
@@ -341,7 +342,7 @@ def hazard_classes(hazard: np.ndarray, breaks: list[float]) -> np.ndarray:
     NaN stays NaN. Breaks must increase."""
     b = np.asarray(breaks, dtype=np.float64)
     if b.ndim != 1 or np.any(np.diff(b) <= 0):
-        raise ValueError(f"hazard class breaks {breaks} must be strictly increasing")
+        raise InputError(f"hazard class breaks {breaks} must be strictly increasing")
     classes = np.digitize(hazard, b).astype(np.float32)
     classes[~np.isfinite(hazard)] = np.nan
     return classes
@@ -349,6 +350,12 @@ def hazard_classes(hazard: np.ndarray, breaks: list[float]) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # run loading
+
+
+#: The keys every model.pt holds (anything else is a foreign file).
+MODEL_FILE_KEYS = frozenset(
+    {"bands", "units", "preset", "patch_cells", "cell_pixels", "state_dict", "normalisation"}
+)
 
 
 @dataclass
@@ -368,19 +375,31 @@ def load_model_file(
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path}: no model here; train the run first (landslide-hazard train)"
         )
-    meta = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated zip, a foreign pickle, ...: all mean "not our file"
+        raise RunFolderError(
+            f"{path}: not a readable model file ({type(exc).__name__}: {exc}); it is truncated "
+            "or was not written by `landslide-hazard train`; train the run again"
+        ) from exc
+    if not isinstance(meta, dict) or not MODEL_FILE_KEYS <= meta.keys():
+        raise RunFolderError(
+            f"{path}: not a landslide-hazard model file (it lacks "
+            f"{sorted(MODEL_FILE_KEYS - (meta.keys() if isinstance(meta, dict) else set()))}); "
+            "train the run again with `landslide-hazard train`"
+        )
     if tuple(meta.get("bands", ())) != INPUT_NAMES:
-        raise ValueError(
+        raise RunFolderError(
             f"{path}: trained on bands {meta.get('bands')}, this package uses {list(INPUT_NAMES)}; "
             "retrain the run with this version"
         )
     units = meta.get("units", {})
     for b in INPUT_NAMES:
         if units.get(b) != UNITS[b]:
-            raise ValueError(
+            raise RunFolderError(
                 f"{path}: band '{b}' was in {units.get(b)!r}, the cube holds {UNITS[b]!r}; retrain"
             )
     model = build_enn(
@@ -391,7 +410,13 @@ def load_model_file(
         dropout=float(meta.get("dropout", 0.0)),
         density_activation=str(meta.get("density_activation", "relu")),
     )
-    model.load_state_dict(meta["state_dict"])
+    try:
+        model.load_state_dict(meta["state_dict"])
+    except RuntimeError as exc:
+        raise RunFolderError(
+            f"{path}: its weights do not fit the {meta['preset']} preset ({exc}); the file is "
+            "damaged or foreign; train the run again"
+        ) from exc
     model.to(device)
     norm = Normalisation.from_dict(meta["normalisation"])
     norm.check_bands(INPUT_NAMES, str(path))
@@ -402,13 +427,13 @@ def check_model_grid(meta: dict, grid, what: str) -> None:
     """Raise if the cube's cell size, k or n differ from what the model was trained on."""
     for key in ("cell_pixels", "patch_cells"):
         if int(meta[key]) != int(getattr(grid, key)):
-            raise ValueError(
+            raise InputError(
                 f"{what}: {key} = {getattr(grid, key)} but the model was trained with "
                 f"{meta[key]}; prepare the cube with the run's grid settings"
             )
     trained = float(meta["grid"]["pixel_size_m"])
     if not np.isclose(trained, grid.pixel_size_m, rtol=1e-6):
-        raise ValueError(
+        raise InputError(
             f"{what}: pixel size {grid.pixel_size_m} m but the model was trained on {trained} m; "
             "prepare the cube on the run's pixel size"
         )
@@ -420,7 +445,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{run_dir}: not a run folder (no config.yaml); pass RUN = <output>/runs/<name>"
         )
     cfg = load_config(cfg_path)
@@ -439,7 +464,7 @@ def _cube_of(run: LoadedRun):
             cube = open_cube(c)
             check_model_grid(run.meta, cube.grid, str(c))
             return cube
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{run.run_dir}: the run's cube is missing ({candidates[0]}); run "
         "`landslide-hazard prepare` with the run's config.yaml"
     )
@@ -451,7 +476,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise InputError(
             f"training.device = {name} but no CUDA device is available; use auto or cpu"
         )
     return dev
@@ -558,9 +583,9 @@ def predict(
     run_dir = Path(run_dir)
     run = load_run(run_dir, "cpu")
     if mc_samples < 0:
-        raise ValueError(f"mc_samples must be >= 0, got {mc_samples}")
+        raise InputError(f"mc_samples must be >= 0, got {mc_samples}")
     if mc_samples and float(run.meta.get("dropout", 0.0)) <= 0:
-        raise ValueError(
+        raise InputError(
             f"{run_dir}: trained with model.dropout = 0, so MC dropout gives no spread; retrain "
             "with model.dropout > 0 (e.g. 0.3) or use a deep ensemble of runs"
         )
@@ -713,10 +738,10 @@ def load_scenario(path: str | Path, period_names: list[str]) -> ScenarioSpec:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: scenario file not found")
+        raise MissingFileError(f"{path}: scenario file not found")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a scenario is a mapping (name, periods, rain, earthquakes, ...)")
+        raise InputError(f"{path}: a scenario is a mapping (name, periods, rain, earthquakes, ...)")
     allowed = {
         "name",
         "periods",
@@ -728,7 +753,7 @@ def load_scenario(path: str | Path, period_names: list[str]) -> ScenarioSpec:
     }
     unknown = set(data) - allowed
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{path}: unknown scenario field(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
         )
     base = path.parent
@@ -739,15 +764,15 @@ def load_scenario(path: str | Path, period_names: list[str]) -> ScenarioSpec:
 
     name = str(data.get("name") or path.stem)
     if not re.fullmatch(r"[0-9A-Za-z._-]+", name):
-        raise ValueError(f"{path}: scenario name '{name}' must use letters, digits, '.', '_', '-'")
+        raise InputError(f"{path}: scenario name '{name}' must use letters, digits, '.', '_', '-'")
     periods = data.get("periods") or list(period_names)
     if isinstance(periods, str):
         periods = [periods]
     missing = [p for p in periods if p not in period_names]
     if missing:
-        raise ValueError(f"{path}: period(s) {missing} not in the cube's periods {period_names}")
+        raise InputError(f"{path}: period(s) {missing} not in the cube's periods {period_names}")
     if not any(k in data for k in ("rain", "earthquakes", "rasters", "monsoons_since_eq")):
-        raise ValueError(
+        raise InputError(
             f"{path}: the scenario changes nothing; give rain, earthquakes, rasters or monsoons_since_eq"
         )
     window = None
@@ -771,7 +796,7 @@ def load_scenario(path: str | Path, period_names: list[str]) -> ScenarioSpec:
         rasters = {}
         for band, p in data["rasters"].items():
             if band not in DYNAMIC_NAMES:
-                raise ValueError(
+                raise InputError(
                     f"{path}: rasters: '{band}' is not a dynamic band {list(DYNAMIC_NAMES)}"
                 )
             rasters[band] = _p(p)
@@ -843,7 +868,7 @@ def scenario_triggers(spec: ScenarioSpec, cube) -> tuple[np.ndarray, np.ndarray]
         data = read_on_grid(path, grid, "cell", "continuous")
         data = data[None] if data.ndim == 2 else data
         if data.shape[0] not in (1, len(idx)):
-            raise ValueError(
+            raise InputError(
                 f"{path}: {data.shape[0]} bands; give one band or one per applied period ({len(idx)})"
             )
         for j, t in enumerate(idx):

@@ -57,6 +57,7 @@ from .bands import DYNAMIC_NAMES, STATIC_NAMES
 from .config import RunConfig
 from .cube import Cube, CubeMeta, PeriodInfo, create_cube
 from .distributed import resolve_scheduler
+from .errors import InputError
 from .grid import StudyGrid
 from .io.atomic import atomic_write_text
 from .io.rasters import (
@@ -98,7 +99,7 @@ _PGA_UNIT_ALIASES = {
 }
 
 
-class PrepareError(ValueError):
+class PrepareError(InputError):
     """An input that prepare cannot use; the message names the file, the problem and the fix."""
 
 

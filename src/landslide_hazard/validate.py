@@ -20,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from .config import RunConfig
+from .errors import InputError
 
 ENN = "enn"
 ORACLE = "oracle"
@@ -110,7 +111,7 @@ def validate(
 
     for p in protocols:
         if p not in PROTOCOLS:
-            raise ValueError(f"unknown protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
+            raise InputError(f"unknown protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
     out_dir = Path(out_dir) if out_dir is not None else Path(cfg.output.dir) / "validation"
     reader = CubeReader(open_cube(cube_path(cfg)))
     static = reader.static if reader.static_in_memory else np.asarray(reader.static[:])

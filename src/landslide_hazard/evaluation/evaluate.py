@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .metrics import best_f1_threshold, density_metrics, occurrence_metrics
 
 METRICS_FILE = "metrics.json"
@@ -39,7 +40,7 @@ def _as_stack(a: Any, name: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise ValueError(f"{name}: expected a (period, y, x) array, got shape {arr.shape}")
+        raise InputError(f"{name}: expected a (period, y, x) array, got shape {arr.shape}")
     return arr
 
 
@@ -93,7 +94,7 @@ def evaluate_arrays(
     named = {"observed": obs, "susceptibility": sus, "density": dens, "hazard": haz}
     for name, arr in named.items():
         if arr is not None and arr.shape != obs.shape:
-            raise ValueError(
+            raise InputError(
                 f"{name}: shape {arr.shape} differs from observed {obs.shape}; every input needs "
                 "the same (period, y, x) grid"
             )
@@ -107,7 +108,7 @@ def evaluate_arrays(
         period_names = [f"period {i + 1}" for i in range(n_periods)]
     period_names = [str(p) for p in period_names]
     if len(period_names) != n_periods:
-        raise ValueError(f"{len(period_names)} period names for {n_periods} periods")
+        raise InputError(f"{len(period_names)} period names for {n_periods} periods")
 
     valid = np.ones(obs.shape, dtype=bool)
     for arr in named.values():
@@ -162,13 +163,13 @@ def evaluate_arrays(
     if folds is not None:
         fold_arr = np.asarray(folds, dtype="float64")
         if fold_arr.shape != obs.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"folds: shape {fold_arr.shape} differs from the map shape {obs.shape[1:]}; "
                 "give one fold id per cell"
             )
         fold_ids = np.where(np.isfinite(fold_arr), fold_arr, -1)
         if np.any(fold_ids != np.round(fold_ids)):
-            raise ValueError("folds: fold ids must be integers (negative = in no fold)")
+            raise InputError("folds: fold ids must be integers (negative = in no fold)")
         fold_ids = fold_ids.astype("int64")
         for k in np.unique(fold_ids[fold_ids >= 0]):
             m = valid & (fold_ids == k)[None]

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from ..errors import InputError
+
 N_BINS_DEFAULT = 15
 _PROB_TOL = 1e-6
 
@@ -41,7 +43,7 @@ def _binary_labels(y: np.ndarray, name: str = "y_true") -> np.ndarray:
     bad = (y != 0) & (y != 1)
     if bad.any():
         example = y[bad][:3].tolist()
-        raise ValueError(
+        raise InputError(
             f"{name}: occurrence labels must be 0/1 or bool, got values such as {example}; "
             "threshold the density first (e.g. observed > min_density)"
         )
@@ -52,7 +54,7 @@ def _drop_nan(*arrays: np.ndarray) -> tuple[list[np.ndarray], int]:
     """Keep the positions finite in every array; return the kept arrays and how many dropped."""
     if len({a.size for a in arrays}) != 1:
         sizes = ", ".join(str(a.size) for a in arrays)
-        raise ValueError(f"inputs differ in size ({sizes}); pass arrays of the same shape")
+        raise InputError(f"inputs differ in size ({sizes}); pass arrays of the same shape")
     keep = np.ones(arrays[0].size, dtype=bool)
     for a in arrays:
         keep &= np.isfinite(a)
@@ -159,10 +161,10 @@ def reliability_curve(y: Any, p: Any, n_bins: int = N_BINS_DEFAULT) -> dict[str,
     Probabilities outside [0, 1] raise a ValueError.
     """
     if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        raise InputError(f"n_bins must be >= 1, got {n_bins}")
     yy, pp, _ = _prepare_occurrence(y, p)
     if pp.size and (pp.min() < -_PROB_TOL or pp.max() > 1 + _PROB_TOL):
-        raise ValueError(
+        raise InputError(
             f"scores span [{pp.min():.4g}, {pp.max():.4g}]: a reliability curve needs "
             "probabilities in [0, 1]"
         )

@@ -20,6 +20,8 @@ import numpy as np
 import shapely
 from affine import Affine
 
+from ..errors import InputError
+
 # Pairs (polygon part, grid box) handled per vectorised batch: bounds memory to a few 10 MB.
 PAIR_BATCH = 200_000
 
@@ -78,7 +80,7 @@ class SparseFractions:
 
 def _check_north_up(transform: Affine) -> tuple[float, float, float, float]:
     if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
-        raise ValueError(f"expected a north-up grid transform, got {tuple(transform)[:6]}")
+        raise InputError(f"expected a north-up grid transform, got {tuple(transform)[:6]}")
     return transform.c, transform.f, transform.a, -transform.e
 
 
@@ -254,7 +256,7 @@ def fractions_to_cell_density(fractions: SparseFractions, k: int) -> np.ndarray:
     """Sum pixel fractions over k x k blocks: density (% of cell area) per cell, float64."""
     rows, cols = fractions.shape
     if rows % k or cols % k:
-        raise ValueError(f"fine grid {fractions.shape} is not a multiple of k = {k}")
+        raise InputError(f"fine grid {fractions.shape} is not a multiple of k = {k}")
     cell_rows, cell_cols = rows // k, cols // k
     r = fractions.index // cols
     c = fractions.index % cols
@@ -268,14 +270,14 @@ def dense_fractions_to_cell_density(fractions: np.ndarray, k: int) -> np.ndarray
     f = np.asarray(fractions, dtype=np.float64)
     rows, cols = f.shape
     if rows % k or cols % k:
-        raise ValueError(f"fine grid {f.shape} is not a multiple of k = {k}")
+        raise InputError(f"fine grid {f.shape} is not a multiple of k = {k}")
     return f.reshape(rows // k, k, cols // k, k).mean(axis=(1, 3)) * 100.0
 
 
 def new_failed_fractions(current: SparseFractions, previous: SparseFractions) -> SparseFractions:
     """Per pixel max(0, current - previous): the area fraction that failed in between."""
     if current.shape != previous.shape:
-        raise ValueError(f"fraction grids differ: {current.shape} vs {previous.shape}")
+        raise InputError(f"fraction grids differ: {current.shape} vs {previous.shape}")
     before = np.zeros(len(current.index), dtype=np.float64)
     if len(previous.index):
         pos = np.minimum(np.searchsorted(previous.index, current.index), len(previous.index) - 1)
@@ -296,7 +298,7 @@ def new_failed_density(cumulative: np.ndarray, baseline: np.ndarray) -> np.ndarr
     cum = np.asarray(cumulative, dtype=np.float64)
     base = np.asarray(baseline, dtype=np.float64)
     if cum.ndim != 3 or base.shape != cum.shape[1:]:
-        raise ValueError(
+        raise InputError(
             f"expected cumulative (period, cy, cx) and baseline (cy, cx), got {cum.shape} and "
             f"{base.shape}"
         )

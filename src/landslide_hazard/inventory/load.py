@@ -30,6 +30,7 @@ import rasterio
 from rasterio.windows import Window
 
 from ..config import InventoryDate, RunConfig
+from ..errors import InputError
 from ..grid import StudyGrid
 from ..io.rasters import (
     RasterError,
@@ -65,7 +66,7 @@ BLOCK_CELL_ROWS = 32
 Level = Literal["fine", "cell"]
 
 
-class InventoryError(ValueError):
+class InventoryError(InputError):
     """An inventory that cannot be used as given; the message names the file and the fix."""
 
 

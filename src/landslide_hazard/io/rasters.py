@@ -22,6 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.warp import reproject
 
+from ..errors import InputError
 from ..grid import StudyGrid
 from .atomic import atomic_path
 
@@ -33,7 +34,7 @@ _RESAMPLING = {
 }
 
 
-class RasterError(ValueError):
+class RasterError(InputError):
     """A raster input that cannot be used as given; the message names the file and the fix."""
 
 
@@ -220,7 +221,7 @@ def write_raster(
         arr = arr[None]
     count, height, width = arr.shape
     if band_names is not None and len(band_names) != count:
-        raise ValueError(f"{path}: {len(band_names)} band names for {count} bands")
+        raise InputError(f"{path}: {len(band_names)} band names for {count} bands")
     profile = {
         "driver": "COG" if cog else "GTiff",
         "height": height,

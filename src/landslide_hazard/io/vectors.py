@@ -19,6 +19,8 @@ import shapely
 from pyogrio.errors import DataLayerError, DataSourceError
 from rasterio.crs import CRS
 
+from ..errors import InputError
+
 VECTOR_SUFFIXES: tuple[str, ...] = (".gpkg", ".geojson", ".json", ".shp", ".fgb")
 _DRIVERS = {
     ".gpkg": "GPKG",
@@ -29,7 +31,7 @@ _DRIVERS = {
 }
 
 
-class VectorError(ValueError):
+class VectorError(InputError):
     """A vector input that cannot be used as given; the message names the file and the fix."""
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from affine import Affine
 from scipy import ndimage
 
+from ..errors import InputError
 from .terrain import zevenbergen_thorne
 
 #: Row and column offsets of the D8 codes 0..7 (N, NE, E, SE, S, SW, W, NW); numba freezes
@@ -38,9 +39,9 @@ MIN_TWI_SLOPE_DEG = 0.1
 def _as_dem(dem: np.ndarray) -> np.ndarray:
     z = np.ascontiguousarray(dem, dtype=np.float64)
     if z.ndim != 2:
-        raise ValueError(f"the DEM must be a 2-D array (rows, cols), got shape {z.shape}")
+        raise InputError(f"the DEM must be a 2-D array (rows, cols), got shape {z.shape}")
     if np.isinf(z).any():
-        raise ValueError("the DEM holds +-inf values; mark nodata as NaN")
+        raise InputError("the DEM holds +-inf values; mark nodata as NaN")
     return z
 
 
@@ -170,7 +171,7 @@ def fill_pits(dem: np.ndarray, *, drain_flats: bool = True, in_place: bool = Fal
             and dem.flags.c_contiguous
             and dem.flags.writeable
         ):
-            raise ValueError("in_place=True needs a writeable C-contiguous 2-D float64 array")
+            raise InputError("in_place=True needs a writeable C-contiguous 2-D float64 array")
         z = _as_dem(dem)
     else:
         z = _as_dem(dem).copy()
@@ -275,13 +276,13 @@ def accumulate_d8(directions: np.ndarray) -> np.ndarray:
     """
     codes = np.ascontiguousarray(directions, dtype=np.int8)
     if codes.ndim != 2:
-        raise ValueError(f"directions must be 2-D, got shape {codes.shape}")
+        raise InputError(f"directions must be 2-D, got shape {codes.shape}")
     index = _index_dtype(codes.size)
     acc, ok = _accumulate(
         codes, np.full(codes.size, -1, dtype=index), np.empty(codes.size, dtype=index)
     )
     if not ok:
-        raise ValueError("the D8 directions contain a cycle; derive them with d8_flow_directions")
+        raise InputError("the D8 directions contain a cycle; derive them with d8_flow_directions")
     acc = acc.reshape(codes.shape)
     acc[codes == D8_NODATA] = np.nan
     return acc
@@ -360,12 +361,12 @@ def accumulate_d8_counts(directions: np.ndarray) -> np.ndarray:
     """
     codes = np.ascontiguousarray(directions, dtype=np.int8)
     if codes.ndim != 2:
-        raise ValueError(f"directions must be 2-D, got shape {codes.shape}")
+        raise InputError(f"directions must be 2-D, got shape {codes.shape}")
     if codes.size >= 2**32:
-        raise ValueError(f"{codes.size} pixels: uint32 counts need fewer than 2**32 pixels")
+        raise InputError(f"{codes.size} pixels: uint32 counts need fewer than 2**32 pixels")
     acc, ok = _accumulate_counts(codes)
     if not ok:
-        raise ValueError("the D8 directions contain a cycle; derive them with d8_flow_directions")
+        raise InputError("the D8 directions contain a cycle; derive them with d8_flow_directions")
     return acc.reshape(codes.shape)
 
 
@@ -376,10 +377,10 @@ def counts_to_float32(counts: np.ndarray, directions: np.ndarray) -> np.ndarray:
     once, so the result equals ``accumulate_d8(directions).astype(np.float32)``.
     """
     if counts.dtype != np.uint32 or not counts.flags.c_contiguous:
-        raise ValueError("counts must be a C-contiguous uint32 array (accumulate_d8_counts)")
+        raise InputError("counts must be a C-contiguous uint32 array (accumulate_d8_counts)")
     codes = np.ascontiguousarray(directions, dtype=np.int8)
     if codes.shape != counts.shape:
-        raise ValueError(f"counts {counts.shape} and directions {codes.shape} differ in shape")
+        raise InputError(f"counts {counts.shape} and directions {codes.shape} differ in shape")
     return _counts_to_float32(counts.ravel(), codes.ravel()).reshape(counts.shape)
 
 
@@ -437,7 +438,7 @@ def river_mask_from_accumulation(
     Returns a bool mask; nodata pixels are False.
     """
     if threshold_km2 <= 0:
-        raise ValueError(f"threshold_km2 must be > 0 km2, got {threshold_km2}")
+        raise InputError(f"threshold_km2 must be > 0 km2, got {threshold_km2}")
     if accumulation is None:
         accumulation = d8_flow_accumulation(fill_pits(dem))
     area_km2 = np.asarray(accumulation, dtype=np.float64) * float(pixel_size_m) ** 2 / 1e6
@@ -451,9 +452,9 @@ def distance_to_river(river_mask: np.ndarray, pixel_size_m: float) -> np.ndarray
     """
     mask = np.asarray(river_mask, dtype=bool)
     if mask.ndim != 2:
-        raise ValueError(f"river_mask must be 2-D, got shape {mask.shape}")
+        raise InputError(f"river_mask must be 2-D, got shape {mask.shape}")
     if not mask.any():
-        raise ValueError(
+        raise InputError(
             "the river mask holds no river pixel, so distance to river is undefined; lower the "
             "accumulation threshold (threshold_km2), or give river lines or a river raster"
         )
@@ -469,7 +470,7 @@ def river_mask_from_counts(
     temporaries: 1 byte per pixel for the result.
     """
     if threshold_km2 <= 0:
-        raise ValueError(f"threshold_km2 must be > 0 km2, got {threshold_km2}")
+        raise InputError(f"threshold_km2 must be > 0 km2, got {threshold_km2}")
     acc = np.asarray(accumulation)
     out = np.empty(acc.shape, dtype=bool)
     for r0 in range(0, acc.shape[0], block_rows):
@@ -521,7 +522,7 @@ def distance_to_river_tile(
     if where is not None:
         where = np.asarray(where, dtype=bool)
         if where.shape != (r_hi - r_lo, c_hi - c_lo):
-            raise ValueError(
+            raise InputError(
                 f"where has shape {where.shape}, the tile {(r_hi - r_lo, c_hi - c_lo)}"
             )
         if not where.any():
@@ -562,7 +563,7 @@ def distance_to_river_tile(
             if not np.any(dist > gap):  # NaN (not needed) pixels pass
                 return dist.astype(np.float32)
         elif whole:
-            raise ValueError(
+            raise InputError(
                 "the river mask holds no river pixel, so distance to river is undefined; lower "
                 "the accumulation threshold (threshold_km2), or give river lines or a river raster"
             )

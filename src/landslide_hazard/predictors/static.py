@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..bands import STATIC_NAMES, TERRAIN_BANDS, UNITS
+from ..errors import InputError
 from .hydrology import (
     d8_flow_accumulation,
     distance_to_river,
@@ -51,7 +52,7 @@ STATIC_STEPS: tuple[str, ...] = ("collar", "local", "flow", "rivers", "distance"
 LOCAL_STATIC_NAMES: tuple[str, ...] = tuple(n for n in LOCAL_BAND_NAMES if n in STATIC_NAMES)
 
 
-class DemError(ValueError):
+class DemError(InputError):
     """A DEM that cannot be used as given; the message says what to fix."""
 
 
@@ -112,7 +113,7 @@ def find_nodata_collar(dem: np.ndarray, fill_value: float | None = None) -> np.n
     """
     z = np.asarray(dem, dtype=np.float64)
     if z.ndim != 2:
-        raise ValueError(f"the DEM must be 2-D (rows, cols), got shape {z.shape}")
+        raise InputError(f"the DEM must be 2-D (rows, cols), got shape {z.shape}")
     if fill_value is None:
         fill_value = detect_fill_value(z)
     candidate = np.isnan(z)
@@ -158,7 +159,7 @@ def prepare_dem(
 def _as_chunk(chunk: int | tuple[int, int]) -> tuple[int, int]:
     size = (chunk, chunk) if isinstance(chunk, int | np.integer) else tuple(chunk)
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"chunk must be a positive int or (rows, cols), got {chunk}")
+        raise InputError(f"chunk must be a positive int or (rows, cols), got {chunk}")
     return int(size[0]), int(size[1])
 
 
@@ -175,7 +176,7 @@ def iter_chunks(
 def _check_names(names: tuple[str, ...]) -> None:
     unknown = [n for n in names if n not in LOCAL_BAND_NAMES]
     if unknown:
-        raise ValueError(f"unknown local band(s) {unknown}; choose from {LOCAL_BAND_NAMES}")
+        raise InputError(f"unknown local band(s) {unknown}; choose from {LOCAL_BAND_NAMES}")
 
 
 def compute_local_bands_chunked(
@@ -194,7 +195,7 @@ def compute_local_bands_chunked(
     """
     z = np.asarray(dem)
     if z.ndim != 2:
-        raise ValueError(f"the DEM must be 2-D (rows, cols), got shape {z.shape}")
+        raise InputError(f"the DEM must be 2-D (rows, cols), got shape {z.shape}")
     _check_names(names)
     out = {name: np.full(z.shape, np.nan, dtype=np.float32) for name in names}
     height, width = z.shape
@@ -228,7 +229,7 @@ def local_bands_dask(
     import dask.array as da
 
     if dem.ndim != 2:
-        raise ValueError(f"the DEM must be 2-D (rows, cols), got shape {dem.shape}")
+        raise InputError(f"the DEM must be 2-D (rows, cols), got shape {dem.shape}")
     _check_names(names)
     dem = dem.astype(np.float64)
     overlapped = da.overlap.overlap(dem, depth={0: 1, 1: 1}, boundary={0: np.nan, 1: np.nan})
@@ -280,7 +281,7 @@ def compute_static_bands(
     if river_mask is not None:
         river_mask = np.asarray(river_mask, dtype=bool)
         if river_mask.shape != z.shape:
-            raise ValueError(
+            raise InputError(
                 f"river_mask shape {river_mask.shape} differs from the DEM {z.shape}; "
                 "rasterize the rivers onto the DEM grid"
             )
@@ -301,7 +302,7 @@ def compute_static_bands(
         )
         if not river_mask.any():
             largest_km2 = np.nanmax(accumulation) * pixel_size_m**2 / 1e6
-            raise ValueError(
+            raise InputError(
                 f"no pixel drains {accumulation_km2:g} km2 (the largest catchment in this DEM "
                 f"is {largest_km2:.3g} km2), so there is no river to measure distance to; "
                 "lower accumulation_km2 or give river lines or a river raster"

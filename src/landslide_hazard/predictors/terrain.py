@@ -44,6 +44,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..errors import InputError
+
 CurvatureMethod = Literal["zevenbergen_thorne", "heerdegen_beran"]
 EdgeMode = Literal["extrapolate", "nan"]
 
@@ -61,11 +63,11 @@ LOCAL_BAND_NAMES: tuple[str, ...] = (
 def _check_dem(dem: np.ndarray, pixel_size_m: float) -> np.ndarray:
     z = np.asarray(dem, dtype=np.float64)
     if z.ndim != 2:
-        raise ValueError(f"the DEM must be a 2-D array (rows, cols), got shape {z.shape}")
+        raise InputError(f"the DEM must be a 2-D array (rows, cols), got shape {z.shape}")
     if not np.isfinite(pixel_size_m) or pixel_size_m <= 0:
-        raise ValueError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m}")
+        raise InputError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m}")
     if np.isinf(z).any():
-        raise ValueError("the DEM holds +-inf values; mark nodata as NaN")
+        raise InputError("the DEM holds +-inf values; mark nodata as NaN")
     return z
 
 
@@ -156,12 +158,12 @@ def zevenbergen_thorne(
     where the DEM is NaN.
     """
     if curvature_method not in ("zevenbergen_thorne", "heerdegen_beran"):
-        raise ValueError(
+        raise InputError(
             f"curvature_method {curvature_method!r} unknown; use 'zevenbergen_thorne' or "
             "'heerdegen_beran'"
         )
     if edge not in ("extrapolate", "nan"):
-        raise ValueError(f"edge {edge!r} unknown; use 'extrapolate' or 'nan'")
+        raise InputError(f"edge {edge!r} unknown; use 'extrapolate' or 'nan'")
     z = _check_dem(dem, pixel_size_m)
     w = _window(z, edge)
     d, e, f, g, h = _partials_zt(w, float(pixel_size_m))

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import InputError
+
 G_MS2 = 9.80665  # standard gravity, m/s2
 PGA_UNITS: tuple[str, ...] = ("g", "%g", "m/s2")
 _PGA_TO_MS2 = {"g": G_MS2, "%g": G_MS2 / 100.0, "m/s2": 1.0}
@@ -41,14 +43,14 @@ def rain_period_stats(
     """
     data = np.asarray(stack)
     if data.ndim != 3:
-        raise ValueError(f"rain stack must be (day, y, x), got shape {data.shape}")
+        raise InputError(f"rain stack must be (day, y, x), got shape {data.shape}")
     if days is not None:
         days = np.asarray(days, dtype=np.int64)
         if days.size == 0:
-            raise ValueError("a period needs at least one day of rain")
+            raise InputError("a period needs at least one day of rain")
         data = data[days]
     if data.shape[0] == 0:
-        raise ValueError("a period needs at least one day of rain")
+        raise InputError("a period needs at least one day of rain")
     data = data.astype(np.float64, copy=False)
     rain_max = data.max(axis=0)
     lo, hi = np.percentile(data, [2.5, 97.5], axis=0)
@@ -58,7 +60,7 @@ def rain_period_stats(
 def pga_to_ms2(values: np.ndarray | float, unit: str) -> np.ndarray:
     """Convert PGA from ``unit`` (``g``, ``%g`` or ``m/s2``) to m/s2 (g = 9.80665 m/s2)."""
     if unit not in _PGA_TO_MS2:
-        raise ValueError(f"unknown PGA unit {unit!r}; use one of {', '.join(PGA_UNITS)}")
+        raise InputError(f"unknown PGA unit {unit!r}; use one of {', '.join(PGA_UNITS)}")
     return np.asarray(values, dtype=np.float64) * _PGA_TO_MS2[unit]
 
 
@@ -79,16 +81,16 @@ def pga_stats(
     """
     if len(pga_list_ms2) == 0:
         if shape is None:
-            raise ValueError("pga_stats needs `shape` when no event happened by the period end")
+            raise InputError("pga_stats needs `shape` when no event happened by the period end")
         zeros = np.zeros(shape, dtype=np.float32)
         return zeros, zeros.copy()
     pga = np.stack([np.asarray(p, dtype=np.float64) for p in pga_list_ms2])
     if sigma_list is None:
         sigma_list = [None] * len(pga)
     if len(sigma_list) != len(pga):
-        raise ValueError(f"{len(sigma_list)} sigma rasters for {len(pga)} PGA rasters")
+        raise InputError(f"{len(sigma_list)} sigma rasters for {len(pga)} PGA rasters")
     if np.nanmin(pga, initial=np.inf) < 0:
-        raise ValueError("negative PGA values; PGA must be >= 0")
+        raise InputError("negative PGA values; PGA must be >= 0")
     missing = np.isnan(pga)
     all_missing = missing.all(axis=0)
     filled = np.where(missing, -np.inf, pga)
@@ -105,7 +107,7 @@ def pga_stats(
             continue
         sigma = np.asarray(sigma, dtype=np.float64)
         if sigma.shape != pga.shape[1:]:
-            raise ValueError(f"sigma raster {i} has shape {sigma.shape}, PGA {pga.shape[1:]}")
+            raise InputError(f"sigma raster {i} has shape {sigma.shape}, PGA {pga.shape[1:]}")
         use = (best == i) & np.isfinite(sigma)
         pga_std[use] = sigma[use]
     pga_max[all_missing] = np.nan

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ..bands import DYNAMIC_NAMES, STATIC_NAMES
 from ..cube import Cube
+from ..errors import InputError
 from ..grid import StudyGrid
 from .lattice import PatchIndex, read_window
 from .normalisation import Normalisation
@@ -88,12 +89,12 @@ class CubeReader:
         self.grid: StudyGrid = cube.grid
         self.period_names: list[str] = cube.meta.period_names
         if tuple(cube.meta.static_bands) != STATIC_NAMES:
-            raise ValueError(
+            raise InputError(
                 f"{cube.path}: static bands {cube.meta.static_bands} differ from {STATIC_NAMES}; "
                 "re-run prepare with this package version"
             )
         if tuple(cube.meta.dynamic_bands) != DYNAMIC_NAMES:
-            raise ValueError(
+            raise InputError(
                 f"{cube.path}: dynamic bands {cube.meta.dynamic_bands} differ from {DYNAMIC_NAMES}; "
                 "re-run prepare with this package version"
             )
@@ -113,7 +114,7 @@ class CubeReader:
         self.valid = cube.valid_cells
         n_p = len(self.period_names)
         if self.dynamic.shape != (n_p, len(DYNAMIC_NAMES), *self.grid.cell_shape):
-            raise ValueError(
+            raise InputError(
                 f"dynamic triggers of shape {self.dynamic.shape}, expected "
                 f"{(n_p, len(DYNAMIC_NAMES), *self.grid.cell_shape)}"
             )

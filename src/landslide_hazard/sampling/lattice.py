@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
+
 LATTICES: tuple[int, ...] = (0, 1)
 
 
 def lattice_offset(patch_cells: int, lattice: int) -> int:
     """Row/column shift (cells) of a lattice: 0 for lattice 0, ``n // 2`` for lattice 1."""
     if lattice not in LATTICES:
-        raise ValueError(f"lattice must be 0 or 1, got {lattice}")
+        raise InputError(f"lattice must be 0 or 1, got {lattice}")
     return lattice * (patch_cells // 2)
 
 

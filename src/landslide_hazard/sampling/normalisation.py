@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bands import DYNAMIC_NAMES, INPUT_NAMES, STATIC_NAMES, UNITS
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Normalisation:
 
     def check_bands(self, names: tuple[str, ...] = INPUT_NAMES, what: str = "model") -> None:
         if tuple(self.names) != tuple(names):
-            raise ValueError(
+            raise InputError(
                 f"{what}: normalisation bands {list(self.names)} differ from the input bands "
                 f"{list(names)}; the run was trained on another band order, retrain it"
             )
@@ -126,7 +127,7 @@ def compute_normalisation(
     """
     train_cells = np.asarray(train_cells, dtype=bool)
     if not train_cells.any():
-        raise ValueError("no training cell to compute the normalisation from")
+        raise InputError("no training cell to compute the normalisation from")
     k = cell_pixels
     n_static, n_dyn = len(STATIC_NAMES), len(DYNAMIC_NAMES)
     stats = _Stats(n_static + n_dyn + 1)

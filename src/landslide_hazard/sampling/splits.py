@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..errors import InputError
 from .lattice import (
     LATTICES,
     PatchIndex,
@@ -132,7 +133,7 @@ def assign_block_folds(valid: np.ndarray, block_cells: int, n_folds: int, seed: 
     ids = block_ids(valid.shape, block_cells)
     used = np.unique(ids[valid])
     if len(used) < n_folds:
-        raise ValueError(
+        raise InputError(
             f"only {len(used)} blocks of {block_cells} cells hold valid cells, fewer than the "
             f"{n_folds} folds; lower evaluation.block_km or evaluation.n_folds"
         )
@@ -162,7 +163,7 @@ def choose_val_blocks(
     ids = block_ids(region.shape, block_cells)
     used = np.unique(ids[region])
     if len(used) < 2:
-        raise ValueError(
+        raise InputError(
             f"the training region spans {len(used)} block(s) of {block_cells} cells: too few to "
             "set whole blocks aside for validation; lower evaluation.block_km"
         )
@@ -203,12 +204,12 @@ def make_split(
     a given seed.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+        raise InputError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
     target_density = np.asarray(target_density)
     n_periods = target_density.shape[0]
     label = np.isfinite(target_density) & np.asarray(valid_cells, dtype=bool)[None]
     if not label.any():
-        raise ValueError("the cube holds no labelled cell (target_density is NaN everywhere)")
+        raise InputError("the cube holds no labelled cell (target_density is NaN everywhere)")
     n = patch_cells
     buffer_cells = n if buffer_cells is None else buffer_cells
     block_cells = block_cells_for(block_km, cell_size_m)
@@ -255,7 +256,7 @@ def make_split(
     spatial = protocol in ("spatial", "spacetime")
     temporal = protocol in ("temporal", "spacetime")
     if temporal and n_periods <= temporal_test_periods:
-        raise ValueError(
+        raise InputError(
             f"protocol '{protocol}' tests on the last {temporal_test_periods} periods but the cube "
             f"has {n_periods}; lower evaluation.temporal_test_periods or add periods"
         )
@@ -267,7 +268,7 @@ def make_split(
     fold_map = assign_block_folds(any_label, block_cells, n_folds, seed)
     if spatial:
         if not 0 <= test_fold < n_folds:
-            raise ValueError(f"fold {test_fold} out of range 0..{n_folds - 1}")
+            raise InputError(f"fold {test_fold} out of range 0..{n_folds - 1}")
         test_region = fold_map == test_fold
         buffer = buffer_around(test_region, buffer_cells)
         train_region = any_label & ~test_region & ~buffer
@@ -291,12 +292,12 @@ def make_split(
     train_cells &= patch_cells_mask(train_p, label.shape, n)
     val_cells &= patch_cells_mask(val_p, label.shape, n)
     if not len(train_p):
-        raise ValueError(
+        raise InputError(
             f"protocol '{protocol}' fold {test_fold}: no training patch left (every patch "
             "straddles a test block or the buffer); raise evaluation.block_km"
         )
     if not test_cells.any():
-        raise ValueError(f"protocol '{protocol}' fold {test_fold}: no labelled test cell")
+        raise InputError(f"protocol '{protocol}' fold {test_fold}: no labelled test cell")
     if spatial:
         notes.append(
             f"{block_cells}-cell blocks in {n_folds} folds, test fold {test_fold}, buffer "

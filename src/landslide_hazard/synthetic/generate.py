@@ -42,6 +42,7 @@ from rasterio.windows import Window
 from scipy.ndimage import map_coordinates
 
 from ..config import RunConfig, save_config
+from ..errors import InputError
 from ..io import atomic_path, atomic_write_text, write_rain_stack, write_raster
 from .calibration import (
     REAL_GORKHA_TABLE,
@@ -291,7 +292,7 @@ def generate_scenario(
     started = time.perf_counter()
     spec = spec or get_spec(size)
     if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     out = Path(out)
     inputs = out / "inputs"
     (inputs / "inventories").mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, replace
 
+from ..errors import InputError
 from ..grid import StudyGrid
 
 # Inventory calendar modelled on Kincey et al. (2021) as used by the paper (gorkha2015/README.md):
@@ -141,7 +142,7 @@ def get_spec(size: str) -> ScenarioSpec:
     try:
         return SIZES[size]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown scenario size '{size}'; choose one of {', '.join(SIZES)}"
         ) from None
 

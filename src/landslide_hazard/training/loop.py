@@ -42,6 +42,7 @@ import torch
 
 from ..bands import INPUT_NAMES, UNITS
 from ..config import RunConfig, TrainingConfig
+from ..errors import InputError, ResumeError
 from ..predict import _autocast
 from ..sampling.dataset import (
     DEFAULT_MEMORY_BUDGET_BYTES,
@@ -240,13 +241,13 @@ def run_training(
     tune_malloc()  # batch-sized activations reused, not re-mapped (landslide_hazard.malloc)
     protocol = protocol or cfg.evaluation.protocol
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+        raise InputError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
     fold = cfg.evaluation.test_fold if fold is None else int(fold)
     cfg_run = _config_for_run(cfg, protocol, fold)
     device = resolve_device(cfg.training.device)
     with process_group(device) as dist:
         if dist is not None and cfg_run.training.hparam_search_trials > 0:
-            raise ValueError(
+            raise InputError(
                 f"training.hparam_search_trials = {cfg_run.training.hparam_search_trials} is "
                 f"not supported with {dist.world_size} data-parallel processes; run the search "
                 "in one process (set hparam_search_trials: 0 here and copy the chosen values "
@@ -295,7 +296,7 @@ def _run_training(
     if ckpt_path.is_file():
         old = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if old.get("config_hash") != config_hash:
-            raise ValueError(
+            raise ResumeError(
                 f"{run_dir}: holds a checkpoint of a different config; delete the folder or set "
                 "output.run_name to train a new run"
             )
@@ -314,7 +315,7 @@ def _run_training(
         want.patch_cells,
         want.cell_shape,
     ):
-        raise ValueError(
+        raise InputError(
             f"{path}: cube grid (k={grid.cell_pixels}, n={grid.patch_cells}, {grid.cell_shape} "
             f"cells) differs from the config (k={want.cell_pixels}, n={want.patch_cells}, "
             f"{want.cell_shape}); re-run `landslide-hazard prepare` with this config"
@@ -763,7 +764,7 @@ def _fit(
 
 def _check_batches_per_rank(n_batches: int, stage: str, batch_size: int, world_size: int) -> None:
     if n_batches < world_size:
-        raise ValueError(
+        raise InputError(
             f"stage {stage}: {n_batches} training batch(es) of training.batch_size "
             f"{batch_size} for {world_size} processes; every process needs at least one "
             "batch per epoch: lower training.batch_size (it is per process) or start fewer "
@@ -903,7 +904,7 @@ def read_truth(truth_dir: Path, grid, n_periods: int) -> dict[str, np.ndarray]:
         check_grid(info, grid.crs, grid.cell_transform, grid.cell_shape, "cell")
         data = data[None] if data.ndim == 2 else data
         if data.shape[0] != n_periods:
-            raise ValueError(
+            raise InputError(
                 f"{Path(truth_dir) / name}: {data.shape[0]} bands for {n_periods} periods; "
                 "the truth must have one band per period of the cube"
             )
