@@ -140,6 +140,7 @@ def evaluate_cmd(
 ) -> None:
     """Score maps against observed density: metrics.json + a table."""
     from .evaluation import evaluate_files
+    from .run import METRICS_FILE
 
     evaluate_files(
         observed,
@@ -152,7 +153,7 @@ def evaluate_cmd(
         min_density=min_density,
         uncertainty=uncertainty,
     )
-    console.print(f"wrote {out / 'metrics.json'}")
+    console.print(f"wrote {out / METRICS_FILE}")
 
 
 # ---- terrain (owner: predictors) -------------------------------------------------------------
@@ -285,11 +286,12 @@ def train_cmd(
     import json
 
     from .config import load_config
+    from .run import RunFolder
     from .training import train
 
     cfg = load_config(config)
     run = train(cfg, protocol=protocol, fold=fold, progress=not no_progress)
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads(RunFolder(run).metrics.read_text())
 
     import os
 

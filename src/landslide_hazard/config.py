@@ -165,6 +165,9 @@ class EvaluationConfig(_Model):
     threshold: float | None = Field(
         None, gt=0, lt=1, description="None: the maximal-F1 threshold on validation data"
     )
+    truth_dir: Path | None = Field(
+        None, description="synthetic scenarios: the truth/ folder the oracle is scored from"
+    )
 
 
 class OutputConfig(_Model):

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from .run import CONFIG_FILE, METRICS_FILE, TRUTH_DIR, RunFolder, cube_path, run_dir_for
+
 ROLE_NAMES = {0: "train", 1: "validation", 2: "test"}
 
 
@@ -29,7 +31,7 @@ def write_roles(run_dir: Path, like: Path, path: Path) -> Path:
     from .io import raster_info, write_raster
     from .sampling.splits import Split
 
-    split = Split.load(run_dir / "splits.npz")
+    split = Split.load(RunFolder(run_dir).splits)
     info = raster_info(like)
     roles = np.full(split.test_cells.shape[1:], np.nan, dtype="float32")
     roles[split.train_cells.any(axis=0)] = 0
@@ -83,22 +85,23 @@ def run_demo(
     stage(
         1,
         f"synth ({size}, seed {seed})",
-        (scenario / "config.yaml").is_file() and (scenario / "truth").is_dir(),
+        (scenario / CONFIG_FILE).is_file() and (scenario / TRUTH_DIR).is_dir(),
         lambda: generate_scenario(size, seed, scenario, progress=progress),
     )
-    cfg = load_config(scenario / "config.yaml")
+    cfg = load_config(scenario / CONFIG_FILE)
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": out.resolve()})})
-    save_config(cfg, out / "config.yaml")
-    cube = out / "cube.zarr"
+    save_config(cfg, out / CONFIG_FILE)
+    cube = cube_path(cfg)
     stage(2, "prepare", cube.is_dir(), lambda: prepare(cfg, progress=progress))
-    run_dir = out / "runs" / f"{protocol}-fold{cfg.evaluation.test_fold}"
+    run_dir = run_dir_for(cfg, protocol, cfg.evaluation.test_fold)
+    run = RunFolder(run_dir)
     stage(
         3,
         f"train ({cfg.model.preset} preset, {protocol} protocol)",
-        (run_dir / "metrics.json").is_file(),
+        run.metrics.is_file(),
         lambda: train(cfg, protocol, cfg.evaluation.test_fold, run_dir=run_dir, progress=progress),
     )
-    maps = run_dir / "maps"
+    maps = run.maps
     mc = mc_samples if cfg.model.dropout > 0 else 0
     uncertainty = maps / "uncertainty.tif"
     stage(
@@ -108,7 +111,7 @@ def run_demo(
         lambda: predict(run_dir, progress=progress, mc_samples=mc),
     )
     evaluation = run_dir / "evaluation"
-    held_out = json.loads((run_dir / "metrics.json").read_text())
+    held_out = json.loads(run.metrics.read_text())
 
     def evaluate() -> None:
         roles = write_roles(run_dir, maps / "observed.tif", maps / "roles.tif")
@@ -125,7 +128,7 @@ def run_demo(
             uncertainty=uncertainty if uncertainty.is_file() else None,
         )
 
-    stage(5, "evaluate", (evaluation / "metrics.json").is_file(), evaluate)
+    stage(5, "evaluate", (evaluation / METRICS_FILE).is_file(), evaluate)
     report = evaluation / "report.html"
     stage(6, "report", report.is_file(), lambda: build_report(evaluation, show_progress=progress))
     summary = {

@@ -33,6 +33,7 @@ import torch
 from .bands import DYNAMIC_NAMES, INPUT_NAMES, TARGET_UNIT, UNITS
 from .distributed import resolve_scheduler
 from .errors import InputError, MissingFileError, RunFolderError
+from .run import RunFolder, check_run_folder, cube_path, read_model_payload
 from .sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
 from .sampling.lattice import LATTICES, lattice_origins, read_window
 from .sampling.normalisation import Normalisation
@@ -352,12 +353,6 @@ def hazard_classes(hazard: np.ndarray, breaks: list[float]) -> np.ndarray:
 # run loading
 
 
-#: The keys every model.pt holds (anything else is a foreign file).
-MODEL_FILE_KEYS = frozenset(
-    {"bands", "units", "preset", "patch_cells", "cell_pixels", "state_dict", "normalisation"}
-)
-
-
 @dataclass
 class LoadedRun:
     run_dir: Path
@@ -374,23 +369,7 @@ def load_model_file(
     from .models import build_enn
 
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(
-            f"{path}: no model here; train the run first (landslide-hazard train)"
-        )
-    try:
-        meta = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated zip, a foreign pickle, ...: all mean "not our file"
-        raise RunFolderError(
-            f"{path}: not a readable model file ({type(exc).__name__}: {exc}); it is truncated "
-            "or was not written by `landslide-hazard train`; train the run again"
-        ) from exc
-    if not isinstance(meta, dict) or not MODEL_FILE_KEYS <= meta.keys():
-        raise RunFolderError(
-            f"{path}: not a landslide-hazard model file (it lacks "
-            f"{sorted(MODEL_FILE_KEYS - (meta.keys() if isinstance(meta, dict) else set()))}); "
-            "train the run again with `landslide-hazard train`"
-        )
+    meta = read_model_payload(path)
     if tuple(meta.get("bands", ())) != INPUT_NAMES:
         raise RunFolderError(
             f"{path}: trained on bands {meta.get('bands')}, this package uses {list(INPUT_NAMES)}; "
@@ -443,20 +422,17 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
     from .config import load_config
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise MissingFileError(
-            f"{run_dir}: not a run folder (no config.yaml); pass RUN = <output>/runs/<name>"
-        )
-    cfg = load_config(cfg_path)
-    model, norm, meta = load_model_file(run_dir / "model.pt", device)
+    folder = RunFolder(run_dir)
+    check_run_folder(folder)
+    cfg = load_config(folder.config)
+    model, norm, meta = load_model_file(folder.model, device)
     return LoadedRun(run_dir, cfg, model, norm, meta)
 
 
 def _cube_of(run: LoadedRun):
     from .cube import open_cube
 
-    candidates = [Path(run.cfg.output.dir) / "cube.zarr"]
+    candidates = [cube_path(run.cfg)]
     if run.meta.get("cube_path"):
         candidates.append(Path(run.meta["cube_path"]))
     for c in candidates:
@@ -629,7 +605,7 @@ def predict(
         reader = CubeReader(cube, memory_budget_bytes=budget)
         arrays = run_arrays(reader)
         observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
-        out_dir = run_dir / "maps"
+        out_dir = RunFolder(run_dir).maps
         write_maps(
             out_dir, arrays, cube.grid, periods, cfg.output.hazard_class_breaks, observed, tags=tags
         )
@@ -653,7 +629,7 @@ def predict(
             "outside the training range; see applicability.tif (0 = extrapolating)",
             stacklevel=2,
         )
-    out_dir = run_dir / "scenarios" / spec.name
+    out_dir = RunFolder(run_dir).scenario(spec.name)
     write_maps(
         out_dir,
         sub,

@@ -72,10 +72,10 @@ from .io.rasters import (
 )
 from .io.vectors import check_vector_crs, is_vector_path, read_vectors, vector_info
 from .predictors.triggers import PGA_UNITS, monsoons_since, pga_stats, pga_to_ms2, rain_period_stats
+from .run import cube_path
 
 logger = logging.getLogger(__name__)
 
-CUBE_NAME = "cube.zarr"
 PROGRESS_FILE = "prepare_progress.json"
 #: Files up to this size get a sha256 in the provenance; bigger ones size + mtime.
 HASH_MAX_BYTES = 64 * 2**20
@@ -606,7 +606,7 @@ def prepare(
     way (docs/scale.md).
     """
     scheduler = resolve_scheduler(scheduler)
-    out = Path(out) if out is not None else Path(cfg.output.dir) / CUBE_NAME
+    out = Path(out) if out is not None else cube_path(cfg)
     if out.exists() and not overwrite:
         raise PrepareError(f"{out}: a cube already exists; pass --overwrite to replace it")
     partial = out.parent / f".{out.name}.partial"

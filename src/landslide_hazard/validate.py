@@ -21,6 +21,7 @@ import numpy as np
 from . import __version__
 from .config import RunConfig
 from .errors import InputError
+from .run import VALIDATION_DIR
 
 ENN = "enn"
 ORACLE = "oracle"
@@ -105,14 +106,15 @@ def validate(
     from .evaluation.metrics import skill
     from .io.atomic import atomic_write_text
     from .predict import load_run, predict_arrays
+    from .run import RunFolder, cube_path, default_run_name, find_truth_dir, runs_dir
     from .sampling.dataset import CubeReader
     from .sampling.splits import PROTOCOLS, Split
-    from .training.loop import cube_path, find_truth_dir, read_truth, score_on_split, train
+    from .training.loop import read_truth, score_on_split, train
 
     for p in protocols:
         if p not in PROTOCOLS:
             raise InputError(f"unknown protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
-    out_dir = Path(out_dir) if out_dir is not None else Path(cfg.output.dir) / "validation"
+    out_dir = Path(out_dir) if out_dir is not None else Path(cfg.output.dir) / VALIDATION_DIR
     reader = CubeReader(open_cube(cube_path(cfg)))
     static = reader.static if reader.static_in_memory else np.asarray(reader.static[:])
     features, _ = cell_features(static, reader.dynamic, reader.monsoons, reader.grid.cell_pixels)
@@ -126,11 +128,11 @@ def validate(
     reliability: dict[str, dict[str, list[np.ndarray]]] = {}
     for protocol in protocols:
         for fold in folds_for(protocol, cfg.evaluation.n_folds, max_folds):
-            run_dir = out_dir / "runs" / f"{protocol}-fold{fold}"
-            if not (run_dir / "metrics.json").is_file():
+            run_dir = runs_dir(out_dir) / default_run_name(protocol, fold)
+            if not RunFolder(run_dir).metrics.is_file():
                 train(cfg, protocol, fold, run_dir=run_dir, progress=progress)
-            enn = json.loads((run_dir / "metrics.json").read_text())
-            split = Split.load(run_dir / "splits.npz")
+            enn = json.loads(RunFolder(run_dir).metrics.read_text())
+            split = Split.load(RunFolder(run_dir).splits)
             scored: dict[str, dict[str, Any]] = {ENN: enn["model"]}
             if enn.get("oracle"):
                 scored[ORACLE] = enn["oracle"]

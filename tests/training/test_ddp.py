@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from landslide_hazard.run import CHECKPOINT
 from landslide_hazard.training import loop
 from landslide_hazard.training.ddp import average_gradients, shard_batches
 
@@ -146,16 +147,16 @@ def _train_worker(rank, port, cfg, out_dir) -> None:
     record = {"checkpoint_writes": 0, "model_writes": 0, "train": [], "val": []}
     real = {
         name: getattr(loop, name)
-        for name in ("_save_checkpoint", "_save_model", "_train_epoch", "_eval_loss", "_fit")
+        for name in ("save_checkpoint", "save_trained_model", "_train_epoch", "_eval_loss", "_fit")
     }
 
     def save_checkpoint(*a, **k):
         record["checkpoint_writes"] += 1
-        return real["_save_checkpoint"](*a, **k)
+        return real["save_checkpoint"](*a, **k)
 
     def save_model(*a, **k):
         record["model_writes"] += 1
-        return real["_save_model"](*a, **k)
+        return real["save_trained_model"](*a, **k)
 
     def train_epoch(*a, **k):
         record["train"].append(real["_train_epoch"](*a, **k))
@@ -173,11 +174,11 @@ def _train_worker(rank, port, cfg, out_dir) -> None:
     def after_epoch(stage, epoch):
         if (stage, epoch) == ("density", 0) and rank == 0:
             run = cfg.output.dir / "runs" / "spatial-fold0"
-            shutil.copy(run / "checkpoints" / loop.CHECKPOINT, out_dir / "density-epoch1.pt")
+            shutil.copy(run / "checkpoints" / CHECKPOINT, out_dir / "density-epoch1.pt")
 
     for name, fn in (
-        ("_save_checkpoint", save_checkpoint),
-        ("_save_model", save_model),
+        ("save_checkpoint", save_checkpoint),
+        ("save_trained_model", save_model),
         ("_train_epoch", train_epoch),
         ("_eval_loss", eval_loss),
         ("_fit", fit),
@@ -219,7 +220,7 @@ def test_ddp_run_writes_once_and_ranks_agree(ddp_run):
     n_epochs = sum(DDP_TRAINING[f"max_epochs_{s}"] for s in loop.STAGES)
     assert len(rank0["train"]) == len(rank0["val"]) == n_epochs
     assert rank0["train"] == rank1["train"] and rank0["val"] == rank1["val"]
-    history = torch.load(run / "checkpoints" / loop.CHECKPOINT, weights_only=False)["history"]
+    history = torch.load(run / "checkpoints" / CHECKPOINT, weights_only=False)["history"]
     assert [h["val_loss"] for h in history] == rank0["val"]
 
 
@@ -238,7 +239,7 @@ def test_ddp_run_folder_resumes_in_one_process(ddp_run, tmp_path):
     stopped = tmp_path / "stopped"
     shutil.copytree(run, stopped)
     (stopped / "model.pt").unlink()
-    shutil.copy(out / "density-epoch1.pt", stopped / "checkpoints" / loop.CHECKPOINT)
+    shutil.copy(out / "density-epoch1.pt", stopped / "checkpoints" / CHECKPOINT)
     loop.run_training(cfg, progress=False, run_dir=stopped)
     log = (stopped / "train.log").read_text()
     assert "written by 2 process(es), resuming with 1" in log

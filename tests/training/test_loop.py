@@ -109,7 +109,7 @@ def test_resume_after_crash_at_stage_boundary(
 ):
     ref = reference_dropout_run
     cfg = _with_dropout(config_factory(tmp_path / "crash", **DROPOUT_EXTRA))
-    real = loop._save_checkpoint
+    real = loop.save_checkpoint
 
     class Crash(RuntimeError):
         pass
@@ -119,10 +119,10 @@ def test_resume_after_crash_at_stage_boundary(
         if "optimizer" not in payload and payload["stage_index"] == 2:
             raise Crash("killed right after the density_log stage ended")
 
-    monkeypatch.setattr(loop, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_crash)
     with pytest.raises(Crash):
         train(cfg, progress=False)
-    monkeypatch.setattr(loop, "_save_checkpoint", real)
+    monkeypatch.setattr(loop, "save_checkpoint", real)
     resumed = train(cfg, progress=False)
     _assert_same_weights(_weights(ref), _weights(resumed))
 

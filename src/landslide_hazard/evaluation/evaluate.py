@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..run import METRICS_FILE
 from .metrics import best_f1_threshold, density_metrics, occurrence_metrics
-
-METRICS_FILE = "metrics.json"
 
 
 def _as_stack(a: Any, name: str) -> np.ndarray:

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.evaluate import METRICS_FILE, evaluate_arrays
+from ..evaluation.evaluate import evaluate_arrays
 from ..evaluation.metrics import expected_calibration_error, reliability_curve
+from ..run import MAPS_DIR, METRICS_FILE
 
 REPORT_FILE = "report.html"
 ASSETS = Path(__file__).resolve().parent
@@ -47,7 +48,7 @@ class ReportInputs:
     uncertainty: np.ndarray | None = None
     folds: np.ndarray | None = None
     hazard_source: str | None = None
-    metrics_source: str = "metrics.json"
+    metrics_source: str = METRICS_FILE
     paths: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -67,7 +68,7 @@ def _resolve(directory: Path, key: str, value: str) -> Path:
     candidates = [
         p if p.is_absolute() else directory / p,
         directory / p.name,
-        directory / "maps" / p.name,
+        directory / MAPS_DIR / p.name,
     ]
     for c in candidates:
         if c.exists():
@@ -99,7 +100,7 @@ def load_report_inputs(directory: str | Path) -> ReportInputs:
         found = {
             k: f"maps/{k}.tif"
             for k in ("observed", "susceptibility", "density", "hazard", "uncertainty")
-            if (directory / "maps" / f"{k}.tif").exists()
+            if (directory / MAPS_DIR / f"{k}.tif").exists()
         }
         inputs = {**found, **{k: v for k, v in inputs.items() if v}}
     for key in ("observed", "susceptibility"):

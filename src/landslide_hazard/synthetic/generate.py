@@ -44,6 +44,7 @@ from scipy.ndimage import map_coordinates
 from ..config import RunConfig, save_config
 from ..errors import InputError
 from ..io import atomic_path, atomic_write_text, write_rain_stack, write_raster
+from ..run import CONFIG_FILE, TRUTH_DIR, TRUTH_FILES
 from .calibration import (
     REAL_GORKHA_TABLE,
     calibrate_area_scale,
@@ -296,7 +297,7 @@ def generate_scenario(
     out = Path(out)
     inputs = out / "inputs"
     (inputs / "inventories").mkdir(parents=True, exist_ok=True)
-    (out / "truth").mkdir(parents=True, exist_ok=True)
+    (out / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
     rm = RATE_MODEL
     k = spec.cell_pixels
     n_r, n_c = spec.shape_cells
@@ -567,17 +568,17 @@ def generate_scenario(
         )
     cell_transform = spec.grid.cell_transform
     truth = {
-        "p_occurrence": (p_occ, "1"),
-        "density_given_occurrence": (d_given, "% of cell area"),
-        "expected_density": (d_expected, "% of cell area"),
+        "susceptibility": (p_occ, "1"),
+        "density": (d_given, "% of cell area"),
+        "hazard": (d_expected, "% of cell area"),
         "new_density": (new_density, "% of cell area"),
         # The generator's parameters per cell and period, so the truth can be re-derived.
         "rate": (rates, "expected number of new landslides"),
         "area_scale_m2": (theta_cells, "m2 (inverse-gamma scale of landslide areas)"),
     }
-    for fname, (arr, unit) in truth.items():
+    for key, (arr, unit) in truth.items():
         write_raster(
-            out / "truth" / f"{fname}.tif",
+            out / TRUTH_DIR / TRUTH_FILES[key],
             arr.astype(np.float32),
             cell_transform,
             spec.crs,
@@ -586,7 +587,7 @@ def generate_scenario(
         )
 
     config = scenario_config(spec, seed, names)
-    save_config(config, out / "config.yaml")
+    save_config(config, out / CONFIG_FILE)
 
     # What skill is attainable: the oracle ranks cells by the truth P; the "observable" score
     # drops the latent fields (no predictor can see them).
@@ -733,4 +734,5 @@ def scenario_config(spec: ScenarioSpec, seed: int, names: list[str]) -> RunConfi
         },
         "output": {"dir": "out"},
     }
+    data["evaluation"]["truth_dir"] = TRUTH_DIR
     return RunConfig.model_validate(data)

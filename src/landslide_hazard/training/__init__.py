@@ -4,7 +4,6 @@ from .loop import (
     STAGES,
     Stage,
     evaluate_run,
-    find_truth_dir,
     run_training,
     stages_from_config,
     train,
@@ -13,13 +12,8 @@ from .loop import (
 __all__ = [
     "STAGES",
     "Stage",
-    "cube_path",
     "evaluate_run",
-    "find_truth_dir",
-    "read_truth",
     "run_training",
-    "score_on_split",
     "stages_from_config",
     "train",
-    "validation_threshold",
 ]

@@ -40,10 +40,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bands import INPUT_NAMES, UNITS
+from ..bands import INPUT_NAMES
 from ..config import RunConfig, TrainingConfig
 from ..errors import InputError, ResumeError
 from ..predict import _autocast
+from ..run import (
+    CHECKPOINT,
+    TRUTH_FILES,
+    RunFolder,
+    cube_path,
+    find_truth_dir,
+    load_checkpoint,
+    run_dir_for,
+    save_checkpoint,
+    save_trained_model,
+    stage_checkpoint,
+)
 from ..sampling.dataset import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     CubeReader,
@@ -64,7 +76,6 @@ from .ddp import (
 )
 
 STAGES: tuple[str, ...] = ("susceptibility", "density_log", "density", "finetune")
-CHECKPOINT = "last.pt"
 PATCH_CACHE_BYTES = 1024**3  # normalised static pixels of patch windows kept for a whole run
 # Training patches are drawn under a random flip / rotation (sampling.dataset.dihedral_transform)
 AUGMENT = False  # measured on the demo: no gain on the validation cells (docs/training.md)
@@ -178,24 +189,6 @@ class _Log:
             Console(stderr=True).print(line, highlight=False)
 
 
-def run_name(cfg: RunConfig, protocol: str, fold: int) -> str:
-    return cfg.output.run_name or f"{protocol}-fold{fold}"
-
-
-def cube_path(cfg: RunConfig) -> Path:
-    return Path(cfg.output.dir) / "cube.zarr"
-
-
-def find_truth_dir(cfg: RunConfig) -> Path | None:
-    """The synthetic scenario's ``truth/`` folder next to the config's inputs, if any."""
-    dem = Path(cfg.inputs.dem)
-    for base in (dem.parent, dem.parent.parent, Path(cfg.output.dir).parent):
-        truth = base / "truth"
-        if (truth / "p_occurrence.tif").is_file():
-            return truth
-    return None
-
-
 def _config_for_run(cfg: RunConfig, protocol: str, fold: int) -> RunConfig:
     data = cfg.model_dump()
     data["evaluation"]["protocol"] = protocol
@@ -284,17 +277,14 @@ def _run_training(
 
     is_main = dist is None or dist.is_main
     progress = progress and is_main
-    run_dir = (
-        Path(run_dir)
-        if run_dir is not None
-        else (Path(cfg.output.dir) / "runs" / run_name(cfg, protocol, fold))
-    )
-    ckpt_dir = run_dir / "checkpoints"
-    ckpt_path = ckpt_dir / CHECKPOINT
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg, protocol, fold)
+    run = RunFolder(run_dir)
+    ckpt_dir = run.checkpoints
+    ckpt_path = run.checkpoint
     config_text = cfg_run.to_yaml()
     config_hash = hashlib.sha256(config_text.encode()).hexdigest()
     if ckpt_path.is_file():
-        old = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        old = load_checkpoint(ckpt_path)
         if old.get("config_hash") != config_hash:
             raise ResumeError(
                 f"{run_dir}: holds a checkpoint of a different config; delete the folder or set "
@@ -303,8 +293,8 @@ def _run_training(
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt_dir.mkdir(exist_ok=True)
-        save_config(cfg_run, run_dir / "config.yaml")
-    log = _Log(run_dir / "train.log", progress, write=is_main)
+        save_config(cfg_run, run.config)
+    log = _Log(run.train_log, progress, write=is_main)
 
     path = cube_path(cfg)
     cube = open_cube(path)
@@ -340,8 +330,8 @@ def _run_training(
         reader.static, reader.dynamic, reader.monsoons, split.train_cells, grid.cell_pixels
     )
     if is_main:
-        split.save(run_dir / "splits.npz")
-        norm.save(run_dir / "normalisation.json")
+        split.save(run.splits)
+        norm.save(run.normalisation)
     summary = split.summary()
     log(
         f"run {run_dir.name}: protocol {protocol} fold {fold}{' (leaky, optimistic)' if split.leaky else ''}; "
@@ -356,7 +346,7 @@ def _run_training(
         if cfg_run.training.hparam_search_trials > 0:
             best = hparam_search(cfg_run, reader, split, norm, device, run_dir, log, progress)
             cfg_run = apply_hparams(cfg_run, best)
-            save_config(cfg_run, run_dir / "config.yaml")
+            save_config(cfg_run, run.config)
         model = _fit(
             cfg_run,
             reader,
@@ -373,12 +363,12 @@ def _run_training(
     finally:
         torch.use_deterministic_algorithms(prev_det)
     if is_main:  # the held-out scoring is cheap next to training: rank 0 does it alone
-        _save_model(run_dir / "model.pt", model, cfg_run, norm, grid, cube, path)
+        save_trained_model(run.model, model, cfg_run, norm, grid, cube, path)
         metrics = evaluate_run(model, reader, norm, split, cfg_run, device, progress)
         from ..evaluation.evaluate import metrics_to_json
         from ..io.atomic import atomic_write_text
 
-        atomic_write_text(run_dir / "metrics.json", metrics_to_json(metrics))
+        atomic_write_text(run.metrics, metrics_to_json(metrics))
         log(
             f"held-out AUC {_fmt(metrics['held_out_auc'])}, oracle AUC "
             f"{_fmt(metrics['oracle_auc'])}, skill {_fmt(metrics['skill_pooled'])}"
@@ -392,33 +382,6 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
 
 
-def _save_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
-    from .. import __version__
-    from ..io.atomic import atomic_path
-
-    payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "preset": cfg.model.preset,
-        "dropout": cfg.model.dropout,
-        "density_activation": cfg.model.density_activation,
-        "bands": list(INPUT_NAMES),
-        "units": {b: UNITS[b] for b in INPUT_NAMES},
-        "normalisation": norm.to_dict(),
-        "grid": grid.to_dict(),
-        "cell_pixels": grid.cell_pixels,
-        "patch_cells": grid.patch_cells,
-        "period_names": cube.meta.period_names,
-        "min_density": cfg.inventory.min_density,
-        "lattice_merge": cfg.model.lattice_merge,
-        "protocol": cfg.evaluation.protocol,
-        "fold": cfg.evaluation.test_fold,
-        "cube_path": str(cube_file),
-        "package_version": __version__,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -430,13 +393,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    from ..io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,13 +462,11 @@ def hparam_search(
             max_epochs_density_log=0, max_epochs_density=0, max_epochs_finetune=0
         )
         trial_cfg = RunConfig.model_validate(data)
-        ckpt_dir = run_dir / "hparam" / f"trial-{i}" / "checkpoints"
+        ckpt_dir = RunFolder(run_dir).hparam_checkpoints(i)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         trial_hash = hashlib.sha256(trial_cfg.to_yaml().encode()).hexdigest()
         _fit(trial_cfg, reader, split, norm, device, ckpt_dir, trial_hash, log, progress, None)
-        history = torch.load(ckpt_dir / CHECKPOINT, map_location="cpu", weights_only=False)[
-            "history"
-        ]
+        history = load_checkpoint(ckpt_dir / CHECKPOINT)["history"]
         losses = [h["val_loss"] for h in history if h["stage"] == "susceptibility"]
         best_loss = min(losses) if losses else math.inf
         rows.append({"trial": i, **params, "val_loss": best_loss, "epochs": len(losses)})
@@ -594,11 +548,7 @@ def _fit(
         return datasets[key]
 
     ckpt_path = ckpt_dir / CHECKPOINT
-    resume = (
-        torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt_path.is_file()
-        else None
-    )
+    resume = load_checkpoint(ckpt_path) if ckpt_path.is_file() else None
     if resume is not None:
         model.load_state_dict(resume["model"])
         log(
@@ -718,7 +668,7 @@ def _fit(
                 f"({'*' if improved else f'{bad}/{t.patience}'}) {time.perf_counter() - tic:.1f}s"
             )
             if is_main:
-                _save_checkpoint(
+                save_checkpoint(
                     ckpt_path,
                     {
                         "config_hash": config_hash,
@@ -743,9 +693,9 @@ def _fit(
         if is_main:
             torch.save(
                 {"model": model.state_dict(), "stage": stage.name},
-                ckpt_dir / f"{stage.name}.pt",
+                stage_checkpoint(ckpt_dir, stage.name),
             )
-            _save_checkpoint(
+            save_checkpoint(
                 ckpt_path,
                 {
                     "config_hash": config_hash,
@@ -895,11 +845,8 @@ def read_truth(truth_dir: Path, grid, n_periods: int) -> dict[str, np.ndarray]:
     from ..io import check_grid, read_raster
 
     out = {}
-    for key, name in (
-        ("susceptibility", "p_occurrence.tif"),
-        ("density", "density_given_occurrence.tif"),
-        ("hazard", "expected_density.tif"),
-    ):
+    for key in ("susceptibility", "density", "hazard"):
+        name = TRUTH_FILES[key]
         data, info = read_raster(Path(truth_dir) / name)
         check_grid(info, grid.crs, grid.cell_transform, grid.cell_shape, "cell")
         data = data[None] if data.ndim == 2 else data

@@ -1,0 +1,337 @@
+"""The run folder's contract: every file name of the output folder, the run name, and saving
+and loading the model and the training checkpoints.
+
+Layout (users' scripts read it; keep it stable)::
+
+    <output.dir>/
+      cube.zarr                  the predictor cube (prepare; see cube.py)
+      runs/<run name>/           one trained run (train)
+        config.yaml              the config the run was trained with
+        normalisation.json       per-band mean / std of the training cells
+        splits.npz               train_cells, val_cells, test_cells, patches, ... (sampling.Split)
+        checkpoints/last.pt      resume state; checkpoints/<stage>.pt after each stage
+        train.log                one line per epoch
+        model.pt                 the trained ENN (ModelFile)
+        metrics.json             held-out scores
+        maps/*.tif, cells.gpkg   predict
+        scenarios/<name>/        predict --scenario
+        hparam/trial-<i>/        hyper-parameter search trials
+      validation/                validate (runs/<protocol>-fold<f>/ inside)
+
+A synthetic scenario (``synth``) also writes ``truth/`` with :data:`TRUTH_FILES`.
+
+Every stage builds these paths through this module; no other module spells a file name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import MissingFileError, RunFolderError
+
+# -- file and folder names -------------------------------------------------------------------
+CUBE_NAME = "cube.zarr"
+RUNS_DIR = "runs"
+CONFIG_FILE = "config.yaml"
+NORMALISATION_FILE = "normalisation.json"
+SPLITS_FILE = "splits.npz"
+CHECKPOINTS_DIR = "checkpoints"
+#: The resume checkpoint inside :data:`CHECKPOINTS_DIR`.
+CHECKPOINT = "last.pt"
+TRAIN_LOG = "train.log"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+MAPS_DIR = "maps"
+SCENARIOS_DIR = "scenarios"
+HPARAM_DIR = "hparam"
+VALIDATION_DIR = "validation"
+TRUTH_DIR = "truth"
+#: The synthetic truth on the cell grid, one band per period: what each file holds -> its name.
+TRUTH_FILES: dict[str, str] = {
+    "susceptibility": "p_occurrence.tif",  # P(new density > 0)
+    "density": "density_given_occurrence.tif",  # E[D | D > 0], % of cell
+    "hazard": "expected_density.tif",  # E[D], % of cell
+    "new_density": "new_density.tif",  # the realised new failed density, % of cell
+    "rate": "rate.tif",  # the Poisson rate behind the truth
+    "area_scale_m2": "area_scale_m2.tif",  # the area law's scale
+}
+
+
+# -- paths -----------------------------------------------------------------------------------
+def cube_path(cfg: Any) -> Path:
+    """``<output.dir>/cube.zarr`` of a RunConfig."""
+    return Path(cfg.output.dir) / CUBE_NAME
+
+
+def default_run_name(protocol: str, fold: int) -> str:
+    """``<protocol>-fold<fold>``: the name of a run without ``output.run_name``, and of every
+    run ``validate`` trains."""
+    return f"{protocol}-fold{fold}"
+
+
+def run_name(cfg: Any, protocol: str, fold: int) -> str:
+    """``output.run_name`` if set, else :func:`default_run_name`."""
+    return cfg.output.run_name or default_run_name(protocol, fold)
+
+
+def runs_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / RUNS_DIR
+
+
+def run_dir_for(cfg: Any, protocol: str, fold: int) -> Path:
+    """``<output.dir>/runs/<run name>``."""
+    return runs_dir(cfg.output.dir) / run_name(cfg, protocol, fold)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def normalisation(self) -> Path:
+        return self.path / NORMALISATION_FILE
+
+    @property
+    def splits(self) -> Path:
+        return self.path / SPLITS_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS_DIR
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.checkpoints / CHECKPOINT
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / TRAIN_LOG
+
+    @property
+    def model(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def maps(self) -> Path:
+        return self.path / MAPS_DIR
+
+    def scenario(self, name: str) -> Path:
+        return self.path / SCENARIOS_DIR / name
+
+    def hparam_checkpoints(self, trial: int) -> Path:
+        return self.path / HPARAM_DIR / f"trial-{trial}" / CHECKPOINTS_DIR
+
+
+def find_truth_dir(cfg: Any) -> Path | None:
+    """The synthetic truth folder of a config, or None for real data.
+
+    The rule: ``evaluation.truth_dir`` (``synth`` writes it into the scenario's config). For
+    scenario folders written before that key existed, a ``truth/`` holding
+    ``p_occurrence.tif`` beside or above the DEM's folder, or beside the output folder, is used.
+    """
+    explicit = getattr(cfg.evaluation, "truth_dir", None)
+    if explicit is not None:
+        truth = Path(explicit)
+        if not (truth / TRUTH_FILES["susceptibility"]).is_file():
+            raise MissingFileError(
+                f"evaluation.truth_dir = {truth}: no {TRUTH_FILES['susceptibility']} there; "
+                "point it at the scenario's truth/ folder or remove the key"
+            )
+        return truth
+    dem = Path(cfg.inputs.dem)
+    for base in (dem.parent, dem.parent.parent, Path(cfg.output.dir).parent):
+        truth = base / TRUTH_DIR
+        if (truth / TRUTH_FILES["susceptibility"]).is_file():
+            return truth
+    return None
+
+
+# -- model.pt --------------------------------------------------------------------------------
+@dataclass
+class ModelFile:
+    """What ``model.pt`` holds: the weights and everything needed to rebuild and check them.
+
+    Stored as a plain dict of these fields (``torch.save``), so the file format is unchanged.
+    """
+
+    state_dict: dict[str, Any]
+    preset: str
+    dropout: float
+    density_activation: str
+    bands: list[str]
+    units: dict[str, str]
+    normalisation: dict[str, Any]
+    grid: dict[str, Any]
+    cell_pixels: int
+    patch_cells: int
+    period_names: list[str]
+    min_density: float
+    lattice_merge: str
+    protocol: str
+    fold: int
+    cube_path: str
+    package_version: str
+
+    #: The keys without which a file is foreign (older files may lack the others).
+    REQUIRED = frozenset(
+        {"bands", "units", "preset", "patch_cells", "cell_pixels", "state_dict", "normalisation"}
+    )
+
+    def to_payload(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def save_model(path: str | Path, model_file: ModelFile) -> None:
+    """Write ``model.pt`` atomically."""
+    import torch
+
+    from .io.atomic import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        torch.save(model_file.to_payload(), tmp)
+
+
+def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
+    """Write the ``model.pt`` of a trained ENN (weights on the CPU, with what rebuilds it)."""
+    from . import __version__
+    from .bands import INPUT_NAMES, UNITS
+
+    save_model(
+        path,
+        ModelFile(
+            state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+            preset=cfg.model.preset,
+            dropout=cfg.model.dropout,
+            density_activation=cfg.model.density_activation,
+            bands=list(INPUT_NAMES),
+            units={b: UNITS[b] for b in INPUT_NAMES},
+            normalisation=norm.to_dict(),
+            grid=grid.to_dict(),
+            cell_pixels=grid.cell_pixels,
+            patch_cells=grid.patch_cells,
+            period_names=cube.meta.period_names,
+            min_density=cfg.inventory.min_density,
+            lattice_merge=cfg.model.lattice_merge,
+            protocol=cfg.evaluation.protocol,
+            fold=cfg.evaluation.test_fold,
+            cube_path=str(cube_file),
+            package_version=__version__,
+        ),
+    )
+
+
+def read_model_payload(path: str | Path) -> dict[str, Any]:
+    """The dict in ``model.pt``; a missing, truncated or foreign file is a RunFolderError."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(
+            f"{path}: no model here; train the run first (landslide-hazard train)"
+        )
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated zip, a foreign pickle, ...: all mean "not our file"
+        raise RunFolderError(
+            f"{path}: not a readable model file ({type(exc).__name__}: {exc}); it is truncated "
+            "or was not written by `landslide-hazard train`; train the run again"
+        ) from exc
+    if not isinstance(meta, dict) or not ModelFile.REQUIRED <= meta.keys():
+        have = meta.keys() if isinstance(meta, dict) else set()
+        raise RunFolderError(
+            f"{path}: not a landslide-hazard model file (it lacks "
+            f"{sorted(ModelFile.REQUIRED - have)}); train the run again with "
+            "`landslide-hazard train`"
+        )
+    return meta
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (model, optimiser and RNG state, history)."""
+    import torch
+
+    from .io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def stage_checkpoint(checkpoints: Path, stage: str) -> Path:
+    """The weights at the end of one training stage: ``checkpoints/<stage>.pt``."""
+    return Path(checkpoints) / f"{stage}.pt"
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`; a truncated one is a RunFolderError."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RunFolderError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}); delete it to "
+            "restart the stage, or the run folder to start over"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise RunFolderError(f"{path}: not a landslide-hazard checkpoint; delete it")
+    return payload
+
+
+def check_run_folder(run: RunFolder) -> None:
+    """Raise unless ``run`` looks like a run folder (it holds config.yaml)."""
+    if not run.config.is_file():
+        raise MissingFileError(
+            f"{run.path}: not a run folder (no {CONFIG_FILE}); pass RUN = "
+            f"<output>/{RUNS_DIR}/<name>"
+        )
+
+
+__all__ = [
+    "CHECKPOINT",
+    "CHECKPOINTS_DIR",
+    "CONFIG_FILE",
+    "CUBE_NAME",
+    "HPARAM_DIR",
+    "MAPS_DIR",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "ModelFile",
+    "NORMALISATION_FILE",
+    "RUNS_DIR",
+    "RunFolder",
+    "SCENARIOS_DIR",
+    "SPLITS_FILE",
+    "TRAIN_LOG",
+    "TRUTH_DIR",
+    "TRUTH_FILES",
+    "VALIDATION_DIR",
+    "check_run_folder",
+    "cube_path",
+    "default_run_name",
+    "find_truth_dir",
+    "load_checkpoint",
+    "read_model_payload",
+    "run_dir_for",
+    "run_name",
+    "runs_dir",
+    "save_checkpoint",
+    "save_model",
+    "save_trained_model",
+    "stage_checkpoint",
+]
