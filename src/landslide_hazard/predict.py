@@ -34,6 +34,7 @@ from .bands import DYNAMIC_NAMES, INPUT_NAMES, TARGET_UNIT, UNITS
 from .distributed import resolve_scheduler
 from .errors import InputError, MissingFileError, RunFolderError
 from .run import RunFolder, check_run_folder, cube_path, read_model_payload
+from .runtime import autocast, progress_bar, resolve_device
 from .sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
 from .sampling.lattice import LATTICES, lattice_origins, read_window
 from .sampling.normalisation import Normalisation
@@ -47,16 +48,6 @@ MAP_DESCRIPTIONS = {
     "observed": "observed new failed area density, % of cell area",
     "hazard_class": "class of E[D] at the configured breaks (0 = lowest)",
 }
-
-
-def _autocast(device: torch.device, amp: bool, cpu_bf16: bool = False):
-    """bf16 (else fp16) autocast on CUDA when ``amp``; bf16 on the CPU only when ``cpu_bf16``."""
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    if cpu_bf16 and device.type == "cpu":
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-    return torch.autocast(device_type="cpu", enabled=False)
 
 
 def _patch_rows(
@@ -112,7 +103,7 @@ def _predict_row(
             for i, x in zip(range(0, len(row), batch_size), batches, strict=True):
                 chunk = row[i : i + batch_size]
                 xt = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
-                with _autocast(device, amp, cpu_bf16):
+                with autocast(device, amp, cpu_bf16):
                     out = model(xt)
                 for q, value in enumerate((out.susceptibility, out.density, out.hazard)):
                     out_rows[i : i + len(chunk), q] = value.float().cpu().numpy()
@@ -201,7 +192,7 @@ def predict_arrays(
     sums = np.zeros((3, n_periods, cy, cx), dtype=np.float64)
     counts = np.zeros((n_periods, cy, cx), dtype=np.int32)
 
-    bar = _progress(progress)
+    bar = progress_bar(progress)
     with bar:
         task = bar.add_task("predict", total=sum(len(r) for r in rows)) if progress else None
         if client is None:
@@ -319,25 +310,6 @@ def _distributed_rows(
         client.cancel(shared)
 
 
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=True,
-    )
-
-
 def hazard_classes(hazard: np.ndarray, breaks: list[float]) -> np.ndarray:
     """Class index of E[D] (%): 0 below ``breaks[0]``, i for breaks[i-1] <= E[D] < breaks[i];
     NaN stays NaN. Breaks must increase."""
@@ -444,18 +416,6 @@ def _cube_of(run: LoadedRun):
         f"{run.run_dir}: the run's cube is missing ({candidates[0]}); run "
         "`landslide-hazard prepare` with the run's config.yaml"
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            f"training.device = {name} but no CUDA device is available; use auto or cpu"
-        )
-    return dev
 
 
 # --------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def calibrated_ece(
     Returns ``ece_calibrated`` / ``brier_calibrated`` (NaN with a note when the validation cells
     hold a single class) and the calibration report.
     """
-    from .calibration import evaluate_calibration
+    from .evaluation.calibration import evaluate_calibration
 
     def cells(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p, obs = susceptibility[mask], observed[mask]
@@ -101,15 +101,16 @@ def validate(
     Writes ``<out_dir>/validation.json`` (default ``<output.dir>/validation``); each ENN run lives
     in ``<out_dir>/runs/<protocol>-fold<k>`` and resumes if interrupted.
     """
-    from .baselines import cell_features, fit_baselines, predict_baselines
     from .cube import open_cube
+    from .evaluation.baselines import cell_features, fit_baselines, predict_baselines
+    from .evaluation.held_out import read_truth, score_on_split
     from .evaluation.metrics import skill
     from .io.atomic import atomic_write_text
     from .predict import load_run, predict_arrays
     from .run import RunFolder, cube_path, default_run_name, find_truth_dir, runs_dir
     from .sampling.dataset import CubeReader
     from .sampling.splits import PROTOCOLS, Split
-    from .training.loop import read_truth, score_on_split, train
+    from .training import train
 
     for p in protocols:
         if p not in PROTOCOLS:

@@ -205,7 +205,7 @@ def metrics_to_json(result: dict[str, Any]) -> str:
     return json.dumps(_jsonable(result), indent=2, allow_nan=False)
 
 
-def _check_same_grid(ref, info, what: str) -> None:
+def check_same_grid(ref, info, what: str) -> None:
     from ..io import RasterError
 
     if info.crs is None or ref.crs is None:
@@ -229,7 +229,7 @@ def _check_same_grid(ref, info, what: str) -> None:
         )
 
 
-def _check_bands(ref, info, what: str) -> None:
+def check_bands(ref, info, what: str) -> None:
     from ..io import RasterError
 
     if info.count != ref.count:
@@ -286,9 +286,9 @@ def evaluate_files(
     for key, info in infos.items():
         if key == "observed":
             continue
-        _check_same_grid(ref, info, key)
+        check_same_grid(ref, info, key)
         if key != "folds":
-            _check_bands(ref, info, key)
+            check_bands(ref, info, key)
     if "folds" in infos and infos["folds"].count != 1:
         raise RasterError(
             f"{paths['folds']}: a folds raster needs one band, not {infos['folds'].count}"

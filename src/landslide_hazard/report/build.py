@@ -81,7 +81,7 @@ def _resolve(directory: Path, key: str, value: str) -> Path:
 
 def load_report_inputs(directory: str | Path) -> ReportInputs:
     """Read metrics.json and the rasters it names; check they share one grid."""
-    from ..evaluation.evaluate import _check_bands, _check_same_grid
+    from ..evaluation.evaluate import check_bands, check_same_grid
     from ..io import RasterError, raster_info, read_raster
 
     directory = Path(directory)
@@ -120,9 +120,9 @@ def load_report_inputs(directory: str | Path) -> ReportInputs:
     ref = infos["observed"]
     for key, info in infos.items():
         if key != "observed":
-            _check_same_grid(ref, info, key)
+            check_same_grid(ref, info, key)
             if key != "folds":
-                _check_bands(ref, info, key)
+                check_bands(ref, info, key)
     arrays = {k: read_raster(p, dtype="float64")[0] for k, p in paths.items() if k != "folds"}
     for k, a in arrays.items():
         if a.ndim == 2:

@@ -3,7 +3,6 @@
 from .loop import (
     STAGES,
     Stage,
-    evaluate_run,
     run_training,
     stages_from_config,
     train,
@@ -12,7 +11,6 @@ from .loop import (
 __all__ = [
     "STAGES",
     "Stage",
-    "evaluate_run",
     "run_training",
     "stages_from_config",
     "train",

@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from landslide_hazard.bands import DYNAMIC_NAMES, STATIC_NAMES
-from landslide_hazard.baselines import (
+from landslide_hazard.evaluation.baselines import (
     _nan_percentiles,
     cell_feature_names,
     cell_features,

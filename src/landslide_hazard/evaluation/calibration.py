@@ -377,7 +377,7 @@ def calibrator_from_dict(d: dict[str, Any]) -> Calibrator:
 
 def save_calibrator(path: str | Path, calibrator: Calibrator) -> Path:
     """Write ``calibrator.to_dict()`` as JSON, atomically."""
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, json.dumps(calibrator.to_dict(), indent=2) + "\n")
@@ -413,7 +413,7 @@ def calibration_scores(y: Any, p: Any, n_bins: int = 15) -> dict[str, float]:
     ``evaluation.metrics``), ``brier``, ``nll`` (nats per cell, probabilities clipped to
     [LOGIT_EPS, 1 - LOGIT_EPS]) and ``auc`` (unchanged by a strictly monotone calibrator).
     """
-    from .evaluation.metrics import expected_calibration_error, roc_auc
+    from .metrics import expected_calibration_error, roc_auc
 
     pp, yy = _fit_data(p, y, need_both_classes=False)
     return {

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
 
-from landslide_hazard.calibration import (
+from landslide_hazard.evaluation.calibration import (
     CALIBRATION_KINDS,
     IdentityCalibration,
     IsotonicCalibration,

@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .bands import DYNAMIC_NAMES, SCALAR_NAMES, STATIC_NAMES
+from ..bands import DYNAMIC_NAMES, SCALAR_NAMES, STATIC_NAMES
 
 CELL_STATISTICS: tuple[str, ...] = ("mean", "std", "p10", "p90")
 OCCURRENCE_MODELS: tuple[str, ...] = ("logistic_regression", "gradient_boosting")
