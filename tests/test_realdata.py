@@ -56,8 +56,16 @@ def test_paper_figures_from_the_files():
 
 def test_env_var_and_clear_error_when_absent(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "nowhere"))
-    assert default_gorkha_dir() == tmp_path / "nowhere"
+    assert default_gorkha_dir() == tmp_path / "nowhere" / "data" / "gorkha2015"
     with pytest.raises(RasterError, match=ENV_VAR):
         load_gorkha()
     with pytest.raises(RasterError, match="observed_area_density.tif"):
         load_gorkha(tmp_path)
+
+
+def test_shared_dir_defaults_to_the_checkout_sibling_not_the_install(monkeypatch, tmp_path):
+    from landslide_hazard.realdata import shared_dir
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert shared_dir().resolve() == (tmp_path.parent / "shared").resolve()

@@ -1,4 +1,4 @@
-"""Loader for the real Gorkha 2015 data (``../shared/data/gorkha2015`` beside the repository).
+"""Loader for the real Gorkha 2015 data (``<shared>/data/gorkha2015``, see :func:`shared_dir`).
 
 Three GeoTIFFs on the paper's 1 km lattice, 8 bands (periods) each, NaN outside the 21,360
 cells covered by the paper's validation patches; see that folder's README.md.
@@ -16,7 +16,11 @@ from rasterio.crs import CRS
 
 from .io import RasterError, read_raster
 
-ENV_VAR = "LANDSLIDE_HAZARD_GORKHA_DIR"
+#: The environment variable naming the shared folder (paper, data) of a checkout.
+ENV_VAR = "LANDSLIDE_HAZARD_SHARED"
+#: The shared folder when ENV_VAR is unset, relative to the current working directory (a
+#: checkout's root sits beside ``shared/``).
+DEFAULT_SHARED = Path("..") / "shared"
 OBSERVED_FILE = "observed_area_density.tif"
 SUSCEPTIBILITY_FILE = "paper_predicted_susceptibility.tif"
 DENSITY_FILE = "paper_predicted_area_density.tif"
@@ -45,13 +49,18 @@ class GorkhaData:
         return ~np.isnan(self.observed_density).any(axis=0)
 
 
-def default_gorkha_dir() -> Path:
-    """``$LANDSLIDE_HAZARD_GORKHA_DIR`` if set, else ``<repo>/../shared/data/gorkha2015``."""
+def shared_dir() -> Path:
+    """The shared folder (``paper/``, ``data/``): ``$LANDSLIDE_HAZARD_SHARED`` if set, else
+    ``../shared`` relative to the current working directory (run from a checkout's root).
+
+    The one rule for finding shared data; it never looks at where the package is installed."""
     env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root.parent / "shared" / "data" / "gorkha2015"
+    return Path(env) if env else DEFAULT_SHARED
+
+
+def default_gorkha_dir() -> Path:
+    """``<shared>/data/gorkha2015`` (:func:`shared_dir`)."""
+    return shared_dir() / "data" / "gorkha2015"
 
 
 def load_gorkha(path: str | Path | None = None) -> GorkhaData:
@@ -65,8 +74,8 @@ def load_gorkha(path: str | Path | None = None) -> GorkhaData:
     if missing:
         raise RasterError(
             f"{folder}: the Gorkha 2015 data is not there (missing {', '.join(missing)}); "
-            f"pass its folder, or set {ENV_VAR} to the folder holding {OBSERVED_FILE}, "
-            f"{SUSCEPTIBILITY_FILE} and {DENSITY_FILE}"
+            f"pass its folder, or set {ENV_VAR} to the shared folder whose data/gorkha2015 "
+            f"holds {OBSERVED_FILE}, {SUSCEPTIBILITY_FILE} and {DENSITY_FILE}"
         )
     observed, info = read_raster(folder / OBSERVED_FILE)
     arrays = [observed]

@@ -14,11 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..realdata import DENSITY_FILE, OBSERVED_FILE, SUSCEPTIBILITY_FILE
 from .evaluate import evaluate_arrays
-
-OBSERVED_FILE = "observed_area_density.tif"
-SUSCEPTIBILITY_FILE = "paper_predicted_susceptibility.tif"
-DENSITY_FILE = "paper_predicted_area_density.tif"
 
 #: The paper's code classifies with Keras' default 0.5 cut.
 PAPER_THRESHOLD = 0.5
@@ -35,34 +32,23 @@ PAPER_QUOTED = {
 }
 
 
-def default_data_dir() -> Path:
-    """``<repo>/../shared/data/gorkha2015`` (the repository root holds ``src/``)."""
-    repo_root = Path(__file__).resolve().parents[3]
-    return (repo_root.parent / "shared" / "data" / "gorkha2015").resolve()
-
-
 def load_paper_arrays(data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Read the three gorkha2015 GeoTIFFs: observed, susceptibility, density, names, paths."""
-    from ..io import RasterError, read_raster
+    """The three gorkha2015 GeoTIFFs (:func:`realdata.load_gorkha`) as float64: observed,
+    susceptibility, density, names, paths."""
+    from ..realdata import load_gorkha
 
-    base = Path(data_dir) if data_dir is not None else default_data_dir()
-    paths = {
-        "observed": base / OBSERVED_FILE,
-        "susceptibility": base / SUSCEPTIBILITY_FILE,
-        "density": base / DENSITY_FILE,
+    g = load_gorkha(data_dir)
+    return {
+        "paths": {
+            "observed": str((g.path / OBSERVED_FILE).resolve()),
+            "susceptibility": str((g.path / SUSCEPTIBILITY_FILE).resolve()),
+            "density": str((g.path / DENSITY_FILE).resolve()),
+        },
+        "observed": g.observed_density.astype("float64"),
+        "susceptibility": g.predicted_susceptibility.astype("float64"),
+        "density": g.predicted_density.astype("float64"),
+        "names": list(g.period_names),
     }
-    missing = [str(p) for p in paths.values() if not p.exists()]
-    if missing:
-        raise RasterError(
-            f"{', '.join(missing)}: not found; pass --data-dir pointing at the gorkha2015 folder "
-            "(../shared/data/gorkha2015 from the repository root)"
-        )
-    out: dict[str, Any] = {"paths": {k: str(p.resolve()) for k, p in paths.items()}}
-    for key, p in paths.items():
-        data, info = read_raster(p, dtype="float64")
-        out[key] = data
-        out["names"] = [d or f"period {i + 1}" for i, d in enumerate(info.descriptions)]
-    return out
 
 
 def reproduce(data_dir: str | Path | None = None) -> dict[str, Any]:
@@ -244,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir",
         type=Path,
         default=None,
-        help="the gorkha2015 folder (default ../shared/data/gorkha2015)",
+        help="the gorkha2015 folder (default $LANDSLIDE_HAZARD_SHARED/data/gorkha2015, else ../shared/data/gorkha2015)",
     )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown here")
     args = parser.parse_args(argv)
