@@ -100,12 +100,8 @@ def run(
     from landslide_hazard.bands import INPUT_NAMES
     from landslide_hazard.malloc import tune_malloc
     from landslide_hazard.models import build_enn
-    from landslide_hazard.predict import (
-        _patch_rows,
-        default_input_threads,
-        predict_arrays,
-        write_maps,
-    )
+    from landslide_hazard.predict import default_input_threads, predict_arrays, write_maps
+    from landslide_hazard.predict.core import _patch_rows
     from landslide_hazard.sampling.dataset import CubeReader
     from landslide_hazard.sampling.normalisation import compute_normalisation
     from landslide_hazard.testing import make_cube

@@ -76,7 +76,8 @@ if phase == "predict":
     from landslide_hazard.bands import INPUT_NAMES
     from landslide_hazard.cube import open_cube
     from landslide_hazard.models import build_enn
-    from landslide_hazard.predict import _patch_rows, predict_arrays
+    from landslide_hazard.predict import predict_arrays
+    from landslide_hazard.predict.core import _patch_rows
     from landslide_hazard.sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
     from landslide_hazard.sampling.normalisation import Normalisation
     torch.set_num_threads(1)

@@ -19,7 +19,7 @@ from torch import nn  # noqa: E402
 
 from landslide_hazard.io import read_raster  # noqa: E402
 from landslide_hazard.models import build_enn  # noqa: E402
-from landslide_hazard.uncertainty import (  # noqa: E402
+from landslide_hazard.predict.uncertainty import (  # noqa: E402
     MCDropout,
     accumulate_stats,
     dropout_layers,

@@ -212,7 +212,7 @@ def plot_reliability(result: dict[str, Any], path: Path, n_bins: int = 15) -> Pa
     import matplotlib.pyplot as plt
 
     from .io.atomic import atomic_path
-    from .uncertainty import reliability_diagram
+    from .predict.uncertainty import reliability_diagram
 
     panels = result["reliability"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)

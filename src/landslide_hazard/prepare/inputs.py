@@ -52,15 +52,15 @@ import numpy as np
 import rasterio
 from rasterio.warp import transform_bounds
 
-from . import __version__
-from .bands import DYNAMIC_NAMES, STATIC_NAMES
-from .config import RunConfig
-from .cube import Cube, CubeMeta, PeriodInfo, create_cube
-from .distributed import resolve_scheduler
-from .errors import InputError
-from .grid import StudyGrid
-from .io.atomic import atomic_write_text
-from .io.rasters import (
+from .. import __version__
+from ..bands import DYNAMIC_NAMES, STATIC_NAMES
+from ..config import RunConfig
+from ..cube import Cube, CubeMeta, PeriodInfo, create_cube
+from ..distributed import resolve_scheduler
+from ..errors import InputError
+from ..grid import StudyGrid
+from ..io.atomic import atomic_write_text
+from ..io.rasters import (
     RainStack,
     RasterError,
     RasterInfo,
@@ -70,9 +70,15 @@ from .io.rasters import (
     read_rain_stack,
     resample_array,
 )
-from .io.vectors import check_vector_crs, is_vector_path, read_vectors, vector_info
-from .predictors.triggers import PGA_UNITS, monsoons_since, pga_stats, pga_to_ms2, rain_period_stats
-from .run import cube_path
+from ..io.vectors import check_vector_crs, is_vector_path, read_vectors, vector_info
+from ..predictors.triggers import (
+    PGA_UNITS,
+    monsoons_since,
+    pga_stats,
+    pga_to_ms2,
+    rain_period_stats,
+)
+from ..run import cube_path
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +308,7 @@ def _read_study_mask(cfg: RunConfig, grid: StudyGrid, log: list[str]) -> np.ndar
     if is_vector_path(path):
         from rasterio.features import rasterize
 
-        from .io.vectors import polygonal_parts
+        from ..io.vectors import polygonal_parts
 
         parts = polygonal_parts(read_vectors(path), "study mask")
         if len(parts) == 0:
@@ -328,7 +334,7 @@ def _read_dem(cfg: RunConfig, grid: StudyGrid, inside: np.ndarray, log: list[str
     """
     from scipy import ndimage
 
-    from .predictors.static import detect_fill_value, find_nodata_collar
+    from ..predictors.static import detect_fill_value, find_nodata_collar
 
     path = cfg.inputs.dem
     dem = read_on_grid(
@@ -373,7 +379,7 @@ def validate_inputs(cfg: RunConfig, log: list[str] | None = None) -> ValidatedIn
     Raises a :class:`PrepareError` (or a RasterError / VectorError / InventoryError, all
     ValueErrors) naming the file and the fix.
     """
-    from .inventory import check_inventory_file
+    from ..inventory import check_inventory_file
 
     log = [] if log is None else log
     grid = cfg.study_grid()
@@ -521,8 +527,8 @@ def static_tile(
     The 3 x 3 window bands are computed on the tile plus a 1-pixel halo (NaN beyond the array
     border), so tiles equal the whole-array result exactly.
     """
-    from .predictors.hydrology import twi_from
-    from .predictors.terrain import zevenbergen_thorne
+    from ..predictors.hydrology import twi_from
+    from ..predictors.terrain import zevenbergen_thorne
 
     r0, r1 = rows.start - 1, rows.stop + 1
     c0, c1 = cols.start - 1, cols.stop + 1
@@ -652,7 +658,7 @@ def prepare(
 
         n_dates = len(cfg.periods) + (cfg.inventory.kind == "cumulative")
         if "targets" not in parts:
-            from .inventory import new_failure_targets
+            from ..inventory import new_failure_targets
 
             if bar:
                 bar.update(task, description="inventories", total=n_dates, completed=0)
@@ -759,7 +765,7 @@ def compute_static_tile(src: StaticScratch, rows: slice, cols: slice) -> np.ndar
     (:func:`~landslide_hazard.predictors.hydrology.distance_to_river_tile`); then
     :func:`static_tile`. Equal to the whole-array computation bit for bit.
     """
-    from .predictors.hydrology import distance_to_river_tile
+    from ..predictors.hydrology import distance_to_river_tile
 
     height, width = src.shape
     r0, r1 = max(rows.start - 1, 0), min(rows.stop + 1, height)
@@ -812,7 +818,7 @@ def global_passes(
     the fill; then D8 codes (1 B/px) + uint8 indegree + uint32 counts (5 B/px); the river mask
     (1 B/px). See docs/scale.md.
     """
-    from .predictors.hydrology import (
+    from ..predictors.hydrology import (
         accumulate_d8_counts,
         counts_to_float32,
         d8_flow_directions,
@@ -860,7 +866,7 @@ def global_passes(
 
 
 def _river_mask_from_file(path: Path, grid: StudyGrid, log: list[str]) -> np.ndarray:
-    from .predictors.hydrology import rasterize_rivers
+    from ..predictors.hydrology import rasterize_rivers
 
     if is_vector_path(path):
         vec = read_vectors(path)
@@ -887,7 +893,7 @@ def _write_static(
     Resumable per tile. The tiles run in this process, or on a dask.distributed cluster when
     ``scheduler`` is given (``"local"``: a LocalCluster; else a scheduler address).
     """
-    from . import distributed as dist
+    from .. import distributed as dist
 
     grid = inputs.grid
     tiles = static_tiles(grid.fine_shape, tile_px)

@@ -30,14 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bands import DYNAMIC_NAMES, INPUT_NAMES, TARGET_UNIT, UNITS
-from .distributed import resolve_scheduler
-from .errors import InputError, MissingFileError, RunFolderError
-from .run import RunFolder, check_run_folder, cube_path, read_model_payload
-from .runtime import autocast, progress_bar, resolve_device
-from .sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
-from .sampling.lattice import LATTICES, lattice_origins, read_window
-from .sampling.normalisation import Normalisation
+from ..bands import DYNAMIC_NAMES, INPUT_NAMES, TARGET_UNIT, UNITS
+from ..distributed import resolve_scheduler
+from ..errors import InputError, MissingFileError, RunFolderError
+from ..run import RunFolder, check_run_folder, cube_path, read_model_payload
+from ..runtime import autocast, progress_bar, resolve_device
+from ..sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
+from ..sampling.lattice import LATTICES, lattice_origins, read_window
+from ..sampling.normalisation import Normalisation
 
 QUANTITIES: tuple[str, ...] = ("susceptibility", "density", "hazard")
 QUANTITY_UNITS = {"susceptibility": "probability", "density": TARGET_UNIT, "hazard": TARGET_UNIT}
@@ -245,8 +245,8 @@ def _worker_row(
     job: dict[str, Any], model: torch.nn.Module, norm: Normalisation, dynamic, monsoons, row
 ) -> np.ndarray:
     """One row of patches on a dask worker: open the cube (once per job), predict the row."""
-    from .cube import open_cube
-    from .malloc import tune_malloc
+    from ..cube import open_cube
+    from ..malloc import tune_malloc
 
     tune_malloc()
     reader = _WORKER_READER.get(job["token"])
@@ -338,7 +338,7 @@ def load_model_file(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[torch.nn.Module, Normalisation, dict]:
     """Rebuild the ENN saved in ``model.pt``; returns (model, normalisation, metadata)."""
-    from .models import build_enn
+    from ..models import build_enn
 
     path = Path(path)
     meta = read_model_payload(path)
@@ -391,7 +391,7 @@ def check_model_grid(meta: dict, grid, what: str) -> None:
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
-    from .config import load_config
+    from ..config import load_config
 
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
@@ -402,7 +402,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
 
 
 def _cube_of(run: LoadedRun):
-    from .cube import open_cube
+    from ..cube import open_cube
 
     candidates = [cube_path(run.cfg)]
     if run.meta.get("cube_path"):
@@ -437,7 +437,7 @@ def write_maps(
     tags: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write the per-period maps as COGs (band per period named after it) and the cell GPKG."""
-    from .io import write_raster
+    from ..io import write_raster
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -470,7 +470,7 @@ def write_cells_gpkg(
     """One square polygon per cell with a value in any layer; columns ``<quantity>_<period>``."""
     import shapely
 
-    from .io.vectors import write_vectors
+    from ..io.vectors import write_vectors
 
     stack = np.stack([v for v, _ in layers.values()])  # (Q, P, cy, cx)
     keep = np.isfinite(stack).any(axis=(0, 1))
@@ -513,7 +513,7 @@ def predict(
     cpu_bf16: bf16 autocast when predicting on the CPU (1.3-2x faster on CPUs with AMX or
     AVX512-BF16; probabilities change by ~1e-3). On a GPU, ``training.amp`` decides.
     """
-    from .malloc import tune_malloc
+    from ..malloc import tune_malloc
 
     tune_malloc()
     run_dir = Path(run_dir)
@@ -556,7 +556,7 @@ def predict(
         }
         if scheduler is None:
             return predict_arrays(run.model, reader, run.norm, **kwargs)
-        from . import distributed as dist
+        from .. import distributed as dist
 
         with dist.client_for(scheduler) as client:
             return predict_arrays(run.model, reader, run.norm, client=client, **kwargs)
@@ -599,7 +599,7 @@ def predict(
         extra={"applicability": (app, "1 = inside the training range")},
         tags={**tags, "scenario": spec.name},
     )
-    from .io.atomic import atomic_write_text
+    from ..io.atomic import atomic_write_text
 
     atomic_write_text(out_dir / "scenario.yaml", Path(scenario).read_text())
     return out_dir
@@ -751,8 +751,8 @@ def load_scenario(path: str | Path, period_names: list[str]) -> ScenarioSpec:
 
 def scenario_triggers(spec: ScenarioSpec, cube) -> tuple[np.ndarray, np.ndarray]:
     """The cube's dynamic bands and monsoon counts with the scenario's replacements applied."""
-    from .io import read_on_grid, read_rain_stack, resample_array
-    from .predictors.triggers import pga_stats, pga_to_ms2, rain_period_stats
+    from ..io import read_on_grid, read_rain_stack, resample_array
+    from ..predictors.triggers import pga_stats, pga_to_ms2, rain_period_stats
 
     grid = cube.grid
     dynamic = np.asarray(cube.dynamic[:], dtype=np.float32).copy()

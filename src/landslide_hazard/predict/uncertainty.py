@@ -397,7 +397,7 @@ def reliability_diagram(
     """
     import matplotlib.pyplot as plt
 
-    from .evaluation.metrics import expected_calibration_error, reliability_curve
+    from ..evaluation.metrics import expected_calibration_error, reliability_curve
 
     series = dict(p) if isinstance(p, Mapping) else {"model": p}
     if not series:
@@ -479,7 +479,7 @@ def write_uncertainty_tif(
     area) and a tag; ``method`` (e.g. ``"mc_dropout n=20"`` or ``"deep_ensemble m=5"``) is tagged
     too. NaN is nodata. Written atomically via ``io.write_raster``.
     """
-    from .io import write_raster
+    from ..io import write_raster
 
     path = Path(path)
     arr = np.asarray(std_maps, dtype="float32")
