@@ -113,7 +113,7 @@ def test_predict_writes_cogs_and_gpkg(trained_run, monkeypatch):
         _, norm, meta = real_load(path, device)
         return PositionModel(), norm, meta
 
-    monkeypatch.setattr(predict_mod.core, "load_model_file", load_position_model)
+    monkeypatch.setattr(predict_mod.loading, "load_model_file", load_position_model)
     maps = predict_mod.predict(run, progress=False)
     assert maps == run / "maps"
     g = cube.grid

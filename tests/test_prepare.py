@@ -177,8 +177,8 @@ def _no_long_work(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("long work started before the inputs were validated")
 
-    monkeypatch.setattr(prepare_mod.inputs, "_write_static", boom)
-    monkeypatch.setattr(prepare_mod.inputs, "create_cube", boom)
+    monkeypatch.setattr(prepare_mod.stage, "_write_static", boom)
+    monkeypatch.setattr(prepare_mod.stage, "create_cube", boom)
 
 
 def test_missing_rain_day_fails_before_long_work(copy, monkeypatch):
@@ -295,19 +295,19 @@ def test_interrupted_run_resumes_without_recomputing(copy, monkeypatch):
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the 4th tile
         return real_tile(*args, **kwargs)
 
-    monkeypatch.setattr(prepare_mod.inputs, "static_tile", flaky)
+    monkeypatch.setattr(prepare_mod.static, "static_tile", flaky)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg, progress=False, tile_px=48)
     out = copy / "out" / "cube.zarr"
     partial = copy / "out" / ".cube.zarr.partial"
     assert not out.exists() and partial.exists()
-    state = prepare_mod.inputs._read_progress(partial)
+    state = prepare_mod.stage._read_progress(partial)
     assert state["parts"] == ["valid_cells", "targets", "dynamic"] and state["tiles"] == [0, 1, 2]
 
     def no_targets(*args, **kwargs):
         raise AssertionError("targets recomputed on resume")
 
-    monkeypatch.setattr("landslide_hazard.inventory.new_failure_targets", no_targets)
+    monkeypatch.setattr("landslide_hazard.prepare.targets.new_failure_targets", no_targets)
     calls.clear()
     cube = open_cube(prepare(cfg, progress=False, tile_px=48))
     assert len(calls) == 9 - 3  # 128 px / 48 -> 3 x 3 tiles, 3 done before the interruption

@@ -1,24 +1,26 @@
-"""The predict stage (being split into modules; see docs/architecture.md)."""
+"""The predict stage: wall-to-wall maps of a trained run, and what-if trigger scenarios.
 
-from .core import (
-    QUANTITIES,
-    LoadedRun,
-    applicability,
-    default_input_threads,
-    hazard_classes,
-    load_model_file,
-    load_run,
-    load_scenario,
-    predict,
-    predict_arrays,
-    scenario_triggers,
-    write_maps,
-)
+:func:`predict` is the file edge: it loads ``RUN/model.pt`` (checking bands, units and grid
+against the cube; :mod:`.loading`), runs :func:`predict_arrays` over the cube (:mod:`.core`)
+and writes COGs and ``cells.gpkg`` to ``RUN/maps/`` (:mod:`.maps`). With a scenario YAML
+(:mod:`.scenario`) the triggers are replaced and the maps go to ``RUN/scenarios/<name>/``.
+:mod:`.uncertainty`: MC dropout, deep ensembles, reliability diagrams, std maps.
+"""
+
+from .core import QUANTITIES, default_input_threads, predict_arrays
+from .loading import LoadedRun, check_model_grid, load_model_file, load_run
+from .maps import MAP_DESCRIPTIONS, QUANTITY_UNITS, hazard_classes, write_cells_gpkg, write_maps
+from .scenario import ScenarioSpec, applicability, load_scenario, scenario_triggers
+from .stage import predict, write_mc_uncertainty
 
 __all__ = [
+    "MAP_DESCRIPTIONS",
     "QUANTITIES",
+    "QUANTITY_UNITS",
     "LoadedRun",
+    "ScenarioSpec",
     "applicability",
+    "check_model_grid",
     "default_input_threads",
     "hazard_classes",
     "load_model_file",
@@ -27,5 +29,7 @@ __all__ = [
     "predict",
     "predict_arrays",
     "scenario_triggers",
+    "write_cells_gpkg",
     "write_maps",
+    "write_mc_uncertainty",
 ]

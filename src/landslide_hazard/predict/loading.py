@@ -1,0 +1,108 @@
+"""Loading a trained run for prediction: ``model.pt`` rebuilt and checked against the cube."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..bands import INPUT_NAMES, UNITS
+from ..errors import InputError, MissingFileError, RunFolderError
+from ..run import RunFolder, check_run_folder, cube_path, read_model_payload
+from ..sampling.normalisation import Normalisation
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: Any  # RunConfig
+    model: torch.nn.Module
+    norm: Normalisation
+    meta: dict[str, Any]
+
+
+def load_model_file(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, Normalisation, dict]:
+    """Rebuild the ENN saved in ``model.pt``; returns (model, normalisation, metadata)."""
+    from ..models import build_enn
+
+    path = Path(path)
+    meta = read_model_payload(path)
+    if tuple(meta.get("bands", ())) != INPUT_NAMES:
+        raise RunFolderError(
+            f"{path}: trained on bands {meta.get('bands')}, this package uses {list(INPUT_NAMES)}; "
+            "retrain the run with this version"
+        )
+    units = meta.get("units", {})
+    for b in INPUT_NAMES:
+        if units.get(b) != UNITS[b]:
+            raise RunFolderError(
+                f"{path}: band '{b}' was in {units.get(b)!r}, the cube holds {UNITS[b]!r}; retrain"
+            )
+    model = build_enn(
+        meta["preset"],
+        in_channels=len(INPUT_NAMES),
+        patch_cells=int(meta["patch_cells"]),
+        cell_pixels=int(meta["cell_pixels"]),
+        dropout=float(meta.get("dropout", 0.0)),
+        density_activation=str(meta.get("density_activation", "relu")),
+    )
+    try:
+        model.load_state_dict(meta["state_dict"])
+    except RuntimeError as exc:
+        raise RunFolderError(
+            f"{path}: its weights do not fit the {meta['preset']} preset ({exc}); the file is "
+            "damaged or foreign; train the run again"
+        ) from exc
+    model.to(device)
+    norm = Normalisation.from_dict(meta["normalisation"])
+    norm.check_bands(INPUT_NAMES, str(path))
+    return model, norm, meta
+
+
+def check_model_grid(meta: dict, grid, what: str) -> None:
+    """Raise if the cube's cell size, k or n differ from what the model was trained on."""
+    for key in ("cell_pixels", "patch_cells"):
+        if int(meta[key]) != int(getattr(grid, key)):
+            raise InputError(
+                f"{what}: {key} = {getattr(grid, key)} but the model was trained with "
+                f"{meta[key]}; prepare the cube with the run's grid settings"
+            )
+    trained = float(meta["grid"]["pixel_size_m"])
+    if not np.isclose(trained, grid.pixel_size_m, rtol=1e-6):
+        raise InputError(
+            f"{what}: pixel size {grid.pixel_size_m} m but the model was trained on {trained} m; "
+            "prepare the cube on the run's pixel size"
+        )
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    from ..config import load_config
+
+    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
+    check_run_folder(folder)
+    cfg = load_config(folder.config)
+    model, norm, meta = load_model_file(folder.model, device)
+    return LoadedRun(run_dir, cfg, model, norm, meta)
+
+
+def _cube_of(run: LoadedRun):
+    from ..cube import open_cube
+
+    candidates = [cube_path(run.cfg)]
+    if run.meta.get("cube_path"):
+        candidates.append(Path(run.meta["cube_path"]))
+    for c in candidates:
+        if c.exists():
+            cube = open_cube(c)
+            check_model_grid(run.meta, cube.grid, str(c))
+            return cube
+    raise MissingFileError(
+        f"{run.run_dir}: the run's cube is missing ({candidates[0]}); run "
+        "`landslide-hazard prepare` with the run's config.yaml"
+    )

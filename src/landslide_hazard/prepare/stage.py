@@ -1,0 +1,275 @@
+"""The prepare stage's entry point: validate, then write the cube part by part, resumably.
+
+The cube is built in ``.<name>.partial`` beside the final path and renamed onto it at the end,
+so a reader never sees half a cube. A marker file in the partial store records the parts (and
+static tiles) already written, together with a fingerprint of the resolved config, the inputs
+(sha256 of small files, size + mtime of big ones) and the package version. A rerun after an
+interruption with the same fingerprint skips what is marked done; a different fingerprint
+starts afresh. The global passes are always recomputed (they are not stored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bands import DYNAMIC_NAMES
+from ..config import RunConfig
+from ..cube import Cube, CubeMeta, create_cube
+from ..distributed import resolve_scheduler
+from ..io.atomic import atomic_write_text
+from ..run import cube_path
+from .dynamic import compute_dynamic
+from .inputs import PrepareError, ValidatedInputs, cells_all, period_infos, validate_inputs
+from .static import (
+    DEFAULT_TILE_PX,
+    compute_static_tile,
+    global_passes,
+    static_tiles,
+    write_static_tile,
+)
+from .targets import compute_targets
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_FILE = "prepare_progress.json"
+
+
+def _fingerprint(provenance: dict[str, Any], tile_px: int, chunk_px: int) -> str:
+    blob = json.dumps(
+        {"p": provenance, "tile": tile_px, "chunk": chunk_px}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _read_progress(store: Path) -> dict[str, Any]:
+    try:
+        return json.loads((store / PROGRESS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_progress(store: Path, progress: dict[str, Any]) -> None:
+    atomic_write_text(store / PROGRESS_FILE, json.dumps(progress))
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]prepare[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        yield bar
+
+
+def prepare(
+    cfg: RunConfig,
+    out: Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    tile_px: int = DEFAULT_TILE_PX,
+    chunk_px: int = 256,
+    scheduler: str | None = None,
+) -> Path:
+    """Validate the inputs of ``cfg`` and write the predictor cube; return its path.
+
+    out: the cube path (default ``<cfg.output.dir>/cube.zarr``); progress: show a rich progress
+    bar; overwrite: replace an existing cube (it stays intact until the new one is complete);
+    tile_px: fine pixels per side of the static tiles (memory of the tile loop); chunk_px: Zarr
+    chunk of the static array (a divisor of tile_px keeps writes chunk-aligned); scheduler:
+    run the static tiles on dask.distributed - ``"local"`` for a LocalCluster on this machine,
+    or a scheduler address such as ``tcp://10.0.0.5:8786`` (None: the environment variable
+    ``LANDSLIDE_HAZARD_SCHEDULER`` if set, else in this process). The cube is the same either
+    way (docs/scale.md).
+    """
+    scheduler = resolve_scheduler(scheduler)
+    out = Path(out) if out is not None else cube_path(cfg)
+    if out.exists() and not overwrite:
+        raise PrepareError(f"{out}: a cube already exists; pass --overwrite to replace it")
+    partial = out.parent / f".{out.name}.partial"
+    log: list[str] = []
+    with _progress_bar(progress) as bar:
+        task = bar.add_task("validating inputs", total=None) if bar else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            inputs = validate_inputs(cfg, log)
+        for w in caught:
+            log.append(f"warning: {w.message}")
+        grid = inputs.grid
+        fingerprint = _fingerprint(inputs.provenance, tile_px, chunk_px)
+        state = _read_progress(partial) if partial.exists() else {}
+        if partial.exists() and state.get("fingerprint") != fingerprint:
+            log.append(f"{partial}: leftover from another config or inputs; starting afresh")
+            shutil.rmtree(partial)
+            state = {}
+        if partial.exists():
+            # keep what the interrupted run logged about the parts it finished
+            log.extend(line for line in state.get("log", []) if line not in log)
+            log.append(
+                f"{partial}: resuming (done: {state.get('parts', [])}, "
+                f"{len(state.get('tiles', []))} static tile(s))"
+            )
+            cube = Cube(partial, mode="r+")
+        else:
+            meta = CubeMeta(grid, period_infos(cfg), provenance=inputs.provenance)
+            cube = create_cube(partial, meta, chunk_px=chunk_px)
+            state = {"fingerprint": fingerprint, "parts": [], "tiles": []}
+            _write_progress(partial, state)
+        parts: list[str] = state["parts"]
+
+        def done(part: str) -> None:
+            parts.append(part)
+            state["log"] = log
+            _write_progress(partial, state)
+
+        valid_cells = cells_all(inputs.valid_pixels, grid.cell_pixels)
+        if "valid_cells" not in parts:
+            cube.group["valid_cells"][:] = valid_cells.astype(np.uint8)
+            done("valid_cells")
+
+        n_dates = len(cfg.periods) + (cfg.inventory.kind == "cumulative")
+        if "targets" not in parts:
+            if bar:
+                bar.update(task, description="inventories", total=n_dates, completed=0)
+            cube.target_density[:] = compute_targets(
+                cfg, valid_cells, log, on_date=(lambda _: bar.advance(task)) if bar else None
+            )
+            done("targets")
+
+        if "dynamic" not in parts:
+            if bar:
+                bar.update(task, description="trigger bands", total=1, completed=0)
+            dynamic, monsoons = compute_dynamic(cfg, inputs.rain, grid, log)
+            dynamic[:, :, ~valid_cells] = np.nan
+            gap = np.isnan(dynamic[:, :, valid_cells]).any(axis=(0, 2))
+            if gap.any():
+                names = [DYNAMIC_NAMES[b] for b in np.nonzero(gap)[0]]
+                files = [str(cfg.inputs.rain)] if gap[:2].any() else []
+                files += [str(e.pga) for e in cfg.inputs.earthquakes] if gap[2:].any() else []
+                raise PrepareError(
+                    f"{', '.join(files)}: {', '.join(names)} NaN on "
+                    f"{int(np.isnan(dynamic[:, :, valid_cells]).any(axis=(0, 1)).sum())} valid "
+                    "cell(s): the raster(s) hold nodata or do not reach there; fill them, give "
+                    "rasters that cover the study area, or exclude those cells with a study mask"
+                )
+            cube.dynamic[:] = dynamic
+            cube.group["monsoons_since_eq"][:] = monsoons
+            if bar:
+                bar.advance(task)
+            done("dynamic")
+
+        if "static" not in parts:
+            _write_static(
+                cfg, inputs, cube, state, partial, tile_px, log, bar, task, scheduler=scheduler
+            )
+            done("static")
+
+        if bar:
+            bar.update(task, description="finishing", total=1, completed=1)
+        provenance = dict(inputs.provenance)
+        provenance["log"] = log
+        provenance["prepared"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        cube.group.attrs["provenance"] = provenance
+        (partial / PROGRESS_FILE).unlink()
+    _replace(partial, out)
+    for line in log:
+        logger.info(line)
+    return out
+
+
+def _write_static(
+    cfg,
+    inputs: ValidatedInputs,
+    cube: Cube,
+    state: dict,
+    partial: Path,
+    tile_px: int,
+    log: list[str],
+    bar,
+    task,
+    scheduler: str | None = None,
+) -> None:
+    """Global passes (spilled to a scratch folder), then the static bands tile by tile.
+
+    Resumable per tile. The tiles run in this process, or on a dask.distributed cluster when
+    ``scheduler`` is given (``"local"``: a LocalCluster; else a scheduler address).
+    """
+    from .. import distributed as dist
+
+    grid = inputs.grid
+    tiles = static_tiles(grid.fine_shape, tile_px)
+    done_tiles = set(state.get("tiles", []))
+    chunk = cube.static.chunks[1:]
+    if scheduler is not None and (tile_px % chunk[0] or tile_px % chunk[1]):
+        raise PrepareError(
+            f"tile_px {tile_px} is not a multiple of the cube's chunk {chunk[0]} px: parallel "
+            "tiles would write into the same Zarr chunks; choose tile_px as a multiple of "
+            "chunk_px"
+        )
+
+    def step(what: str) -> None:
+        if bar:
+            bar.update(task, description=what, total=None)
+
+    folder = partial.parent / (partial.name.removesuffix(".partial") + ".scratch")
+    try:
+        src = global_passes(cfg, inputs, folder, log, step)
+        pending = [(i, t) for i, t in enumerate(tiles) if i not in done_tiles]
+        if bar:
+            bar.update(
+                task, description="static bands", total=len(tiles), completed=len(done_tiles)
+            )
+
+        def finished(i: int) -> None:
+            state["tiles"].append(i)
+            _write_progress(partial, state)
+            if bar:
+                bar.advance(task)
+
+        if scheduler is None:
+            for i, (rows, cols) in pending:
+                cube.static[:, rows, cols] = compute_static_tile(src, rows, cols)
+                finished(i)
+        else:
+            with dist.client_for(scheduler) as client:
+                log.append(f"static tiles computed on dask.distributed ({dist.describe(client)})")
+                for i in dist.run_tiles(client, write_static_tile, src, str(partial), pending):
+                    finished(i)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _replace(partial: Path, out: Path) -> None:
+    """Move the finished store onto ``out``; an old cube is removed only after the move."""
+    if out.exists():
+        trash = out.parent / f".{out.name}.old"
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(out, trash)
+        os.replace(partial, out)
+        shutil.rmtree(trash)
+    else:
+        os.replace(partial, out)
