@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import rasterio
@@ -385,3 +387,42 @@ def test_cpu_bf16_prediction_is_close_to_fp32(trained_run):
     diff = np.abs(bf16[:, valid] - fp32[:, valid])
     assert diff.max() < 0.02  # bf16 keeps 8 bits of mantissa
     assert diff.max() > 0  # it did run in bf16
+
+
+def test_scenario_file_defaults_and_earthquake_config(tmp_path):
+    from landslide_hazard.config import EarthquakeConfig
+
+    path = tmp_path / "quake.yaml"
+    path.write_text(yaml.safe_dump({"earthquakes": [{"date": "2015-04-25", "pga": "pga.tif"}]}))
+    spec = predict_mod.load_scenario(path, ["P0", "P1"])
+    assert spec.name == "quake" and spec.periods == ["P0", "P1"]
+    (quake,) = spec.earthquakes
+    assert isinstance(quake, EarthquakeConfig)
+    assert (quake.name, quake.pga_unit) == ("event0", "g")
+    assert quake.pga == (tmp_path / "pga.tif").resolve()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"monsoons_since_eq": "many"}, "monsoons_since_eq: Input should be a valid number"),
+        ({"earthquakes": [{"date": "2015-04-25"}]}, "earthquakes.0.pga: Field required"),
+        (
+            {"earthquakes": [{"date": "2015-04-25", "pga": "p.tif", "pga_unit": "gal"}]},
+            "earthquakes.0.pga_unit: Input should be 'g', '%g' or 'm/s2'",
+        ),
+        ({"rain": "r.tif", "rainfall": 3}, "rainfall: unknown field"),
+        ({"rasters": {"rain": "r.tif"}}, "'rain' is not a dynamic band"),
+        ({"name": "a/b", "rain": "r.tif"}, "must use letters, digits"),
+        ({"periods": ["P1"]}, "the scenario changes nothing"),
+        (["rain"], "a scenario is a mapping"),
+    ],
+)
+def test_scenario_file_errors_are_one_line_config_errors(tmp_path, data, message):
+    from landslide_hazard.errors import ConfigError
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        predict_mod.load_scenario(path, ["P0", "P1"])
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"{path}: ")

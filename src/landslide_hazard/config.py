@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .grid import StudyGrid
+from .predictors.triggers import PgaUnit
 
 
 class _Model(BaseModel):
@@ -66,7 +67,7 @@ class EarthquakeConfig(_Model):
     name: str
     date: dt.date
     pga: Path
-    pga_unit: Literal["g", "%g", "m/s2"] = "g"
+    pga_unit: PgaUnit = "g"
     sigma_ln_pga: Path | None = Field(None, description="ShakeMap uncertainty, sigma of ln PGA")
 
 
@@ -218,23 +219,25 @@ class RunConfig(_Model):
     def resolve_paths(self, base: Path) -> RunConfig:
         """Return a copy whose relative paths are made absolute against ``base``."""
         data = self.model_dump()
-        _resolve(data, base)
+        resolve_relative_paths(data, base)
         return RunConfig.model_validate(data)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(_plain(self.model_dump(mode="json")), sort_keys=False)
 
 
-def _resolve(obj: Any, base: Path) -> None:
+def resolve_relative_paths(obj: Any, base: Path) -> None:
+    """Make every relative ``Path`` in a dumped model (dicts and lists) absolute against
+    ``base``, in place."""
     if isinstance(obj, dict):
         for key, value in obj.items():
             if isinstance(value, Path):
                 obj[key] = value if value.is_absolute() else (base / value).resolve()
             else:
-                _resolve(value, base)
+                resolve_relative_paths(value, base)
     elif isinstance(obj, list):
         for item in obj:
-            _resolve(item, base)
+            resolve_relative_paths(item, base)
 
 
 def _plain(obj: Any) -> Any:

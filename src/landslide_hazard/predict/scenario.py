@@ -1,179 +1,183 @@
-"""What-if scenarios: new trigger inputs for some periods of a prepared cube."""
+"""What-if scenarios: new trigger inputs for some periods of a prepared cube.
+
+A scenario file is YAML validated by :class:`ScenarioSpec` (a pydantic model; its earthquakes
+are the run config's :class:`~landslide_hazard.config.EarthquakeConfig`). Its triggers are
+derived exactly as ``prepare`` derives the cube's (:mod:`landslide_hazard.prepare.dynamic`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..bands import DYNAMIC_NAMES, INPUT_NAMES
-from ..errors import InputError, MissingFileError
+from ..config import EarthquakeConfig, resolve_relative_paths
+from ..errors import ConfigError, InputError, MissingFileError
+from ..io import read_on_grid, read_rain_stack
+from ..prepare import period_windows, rain_bands, shaking_bands
 from ..sampling.normalisation import Normalisation
 
-
-@dataclass
-class ScenarioEarthquake:
-    name: str
-    date: dt.date
-    pga: Path
-    pga_unit: str = "g"
-    sigma_ln_pga: Path | None = None
+#: The fields that change a trigger; a scenario needs at least one.
+_CHANGES = ("rain", "earthquakes", "rasters", "monsoons_since_eq")
 
 
-@dataclass
-class ScenarioSpec:
+class RainWindow(BaseModel):
+    """Days (start exclusive, end inclusive] of rain used for every applied period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: dt.date
+    end: dt.date
+
+
+class ScenarioSpec(BaseModel):
     """A what-if: new trigger inputs for some periods of the cube.
 
-    rain: a daily rain stack (mm/day) covering each applied period's days, or ``rain_window``
-    (start exclusive, end inclusive) used for every applied period; earthquakes: replace the
-    shaking (events after a period's end are ignored); rasters: cell-grid rasters for any
-    dynamic band, a band per applied period or one band for all; monsoons_since_eq: override.
+    name: the output folder ``RUN/scenarios/<name>/`` (default: the file's stem); periods: the
+    cube periods whose triggers change (default: all). rain: a daily rain stack (mm/day)
+    covering each applied period's days, or ``rain_window`` used for every applied period;
+    earthquakes: replace the shaking (events after a period's end are ignored; ``name``
+    defaults to ``event<i>``); rasters: cell-grid rasters for any dynamic band, a band per
+    applied period or one band for all; monsoons_since_eq: override. Paths are relative to the
+    scenario file.
     """
 
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
     name: str
-    periods: list[str]
+    periods: list[str] = Field(default_factory=list)
     rain: Path | None = None
-    rain_window: tuple[dt.date, dt.date] | None = None
-    earthquakes: list[ScenarioEarthquake] | None = None
+    rain_window: RainWindow | None = None
+    earthquakes: list[EarthquakeConfig] | None = None
     rasters: dict[str, Path] | None = None
     monsoons_since_eq: float | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        """``periods: P`` for ``[P]``; an empty or null value for "not given" (periods: all);
+        earthquakes without a name are ``event<i>``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("periods"), str):
+            data["periods"] = [data["periods"]]
+        elif not data.get("periods"):
+            data.pop("periods", None)
+        for key in ("rain", "rain_window", "rasters"):
+            if key in data and not data[key]:
+                data[key] = None
+        if isinstance(data.get("earthquakes"), list):
+            data["earthquakes"] = [
+                {**q, "name": f"event{i}"} if isinstance(q, dict) and not q.get("name") else q
+                for i, q in enumerate(data["earthquakes"])
+            ]
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[0-9A-Za-z._-]+", name):
+            raise ValueError(f"scenario name '{name}' must use letters, digits, '.', '_', '-'")
+        return name
+
+    @field_validator("rasters")
+    @classmethod
+    def _dynamic_bands(cls, rasters: dict[str, Path] | None) -> dict[str, Path] | None:
+        for band in rasters or {}:
+            if band not in DYNAMIC_NAMES:
+                raise ValueError(f"'{band}' is not a dynamic band {list(DYNAMIC_NAMES)}")
+        return rasters
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ScenarioSpec:
+        if not self.model_fields_set & set(_CHANGES):
+            raise ValueError(f"the scenario changes nothing; give {', '.join(_CHANGES)}")
+        return self
+
 
 def load_scenario(path: str | Path, period_names: list[str]) -> ScenarioSpec:
-    """Read and check a scenario YAML; relative paths are relative to the file."""
-    import yaml
+    """Read and check a scenario YAML; relative paths are relative to the file.
 
+    A file that is not a valid scenario raises a one-line :class:`ConfigError`; periods the
+    cube lacks an :class:`InputError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path}: scenario file not found")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML ({first}); fix the syntax") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: a scenario is a mapping (name, periods, rain, earthquakes, ...)")
-    allowed = {
-        "name",
-        "periods",
-        "rain",
-        "rain_window",
-        "earthquakes",
-        "rasters",
-        "monsoons_since_eq",
-    }
-    unknown = set(data) - allowed
-    if unknown:
-        raise InputError(
-            f"{path}: unknown scenario field(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+        raise ConfigError(
+            f"{path}: a scenario is a mapping ({', '.join(ScenarioSpec.model_fields)})"
         )
-    base = path.parent
-
-    def _p(v) -> Path:
-        q = Path(v)
-        return q if q.is_absolute() else (base / q).resolve()
-
-    name = str(data.get("name") or path.stem)
-    if not re.fullmatch(r"[0-9A-Za-z._-]+", name):
-        raise InputError(f"{path}: scenario name '{name}' must use letters, digits, '.', '_', '-'")
-    periods = data.get("periods") or list(period_names)
-    if isinstance(periods, str):
-        periods = [periods]
-    missing = [p for p in periods if p not in period_names]
+    if not data.get("name"):
+        data = {**data, "name": path.stem}
+    try:
+        spec = ScenarioSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(path, exc)) from None
+    resolved = spec.model_dump(exclude_unset=True)
+    resolve_relative_paths(resolved, path.parent.resolve())
+    resolved["periods"] = spec.periods or list(period_names)
+    spec = ScenarioSpec.model_validate(resolved)
+    missing = [p for p in spec.periods if p not in period_names]
     if missing:
         raise InputError(f"{path}: period(s) {missing} not in the cube's periods {period_names}")
-    if not any(k in data for k in ("rain", "earthquakes", "rasters", "monsoons_since_eq")):
-        raise InputError(
-            f"{path}: the scenario changes nothing; give rain, earthquakes, rasters or monsoons_since_eq"
-        )
-    window = None
-    if data.get("rain_window"):
-        w = data["rain_window"]
-        window = (dt.date.fromisoformat(str(w["start"])), dt.date.fromisoformat(str(w["end"])))
-    quakes = None
-    if data.get("earthquakes") is not None:
-        quakes = [
-            ScenarioEarthquake(
-                name=str(q.get("name", f"event{i}")),
-                date=dt.date.fromisoformat(str(q["date"])),
-                pga=_p(q["pga"]),
-                pga_unit=str(q.get("pga_unit", "g")),
-                sigma_ln_pga=_p(q["sigma_ln_pga"]) if q.get("sigma_ln_pga") else None,
-            )
-            for i, q in enumerate(data["earthquakes"])
-        ]
-    rasters = None
-    if data.get("rasters"):
-        rasters = {}
-        for band, p in data["rasters"].items():
-            if band not in DYNAMIC_NAMES:
-                raise InputError(
-                    f"{path}: rasters: '{band}' is not a dynamic band {list(DYNAMIC_NAMES)}"
-                )
-            rasters[band] = _p(p)
-    return ScenarioSpec(
-        name=name,
-        periods=list(periods),
-        rain=_p(data["rain"]) if data.get("rain") else None,
-        rain_window=window,
-        earthquakes=quakes,
-        rasters=rasters,
-        monsoons_since_eq=(
-            float(data["monsoons_since_eq"]) if data.get("monsoons_since_eq") is not None else None
-        ),
+    return spec
+
+
+def _one_line(path: Path, exc: ValidationError) -> str:
+    """The problems of a scenario file, on one line, each with its place in the file."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg += " (add it)"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field (check its spelling or remove it)"
+        problems.append(f"{where}: {msg}")
+    return (
+        f"{path}: invalid scenario ({'; '.join(problems)}); fields: "
+        f"{', '.join(ScenarioSpec.model_fields)} (docs/training.md, What-if scenarios)"
     )
 
 
 def scenario_triggers(spec: ScenarioSpec, cube) -> tuple[np.ndarray, np.ndarray]:
     """The cube's dynamic bands and monsoon counts with the scenario's replacements applied."""
-    from ..io import read_on_grid, read_rain_stack, resample_array
-    from ..predictors.triggers import pga_stats, pga_to_ms2, rain_period_stats
-
     grid = cube.grid
     dynamic = np.asarray(cube.dynamic[:], dtype=np.float32).copy()
     monsoons = cube.monsoons_since_eq.copy()
-    names = cube.meta.period_names
     band = {b: i for i, b in enumerate(DYNAMIC_NAMES)}
-    idx = [names.index(p) for p in spec.periods]
+    idx = [cube.meta.period_names.index(p) for p in spec.periods]
+    windows = period_windows([cube.meta.periods[t] for t in idx])
+    replaced: dict[str, np.ndarray] = {}
     if spec.rain is not None:
-        stack = read_rain_stack(spec.rain)
-        for t in idx:
-            info = cube.meta.periods[t]
-            start, end = spec.rain_window or (
-                dt.date.fromisoformat(info.start),
-                dt.date.fromisoformat(info.end),
-            )
-            days = stack.days_in(start, end)
-            rmax, rci = rain_period_stats(stack.data, days)
-            both = resample_array(
-                np.stack([rmax, rci]),
-                stack.transform,
-                stack.crs,
-                grid.cell_transform,
-                grid.crs,
-                grid.cell_shape,
-                "continuous",
-            )
-            dynamic[t, band["rain_max"]] = both[0]
-            dynamic[t, band["rain_ci95"]] = both[1]
+        rain_windows = windows
+        if spec.rain_window is not None:
+            rain_windows = [(spec.rain_window.start, spec.rain_window.end)] * len(idx)
+        replaced.update(rain_bands(read_rain_stack(spec.rain), rain_windows, grid))
     if spec.earthquakes is not None:
-        pgas, sigmas = [], []
-        for q in spec.earthquakes:
-            pgas.append(
-                pga_to_ms2(read_on_grid(q.pga, grid, "cell", "continuous", bands=1), q.pga_unit)
-            )
-            sigmas.append(
-                read_on_grid(q.sigma_ln_pga, grid, "cell", "continuous", bands=1)
-                if q.sigma_ln_pga is not None
-                else None
-            )
-        for t in idx:
-            end = dt.date.fromisoformat(cube.meta.periods[t].end)
-            use = [i for i, q in enumerate(spec.earthquakes) if q.date <= end]
-            pmax, pstd = pga_stats(
-                [pgas[i] for i in use], [sigmas[i] for i in use], shape=grid.cell_shape
-            )
-            dynamic[t, band["pga_max"]] = pmax
-            dynamic[t, band["pga_std"]] = pstd
+        replaced.update(shaking_bands(spec.earthquakes, [end for _, end in windows], grid))
+    for name, values in replaced.items():
+        dynamic[idx, band[name]] = values
     for bname, path in (spec.rasters or {}).items():
         data = read_on_grid(path, grid, "cell", "continuous")
         data = data[None] if data.ndim == 2 else data

@@ -18,14 +18,26 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 
 from ..errors import InputError
 
 G_MS2 = 9.80665  # standard gravity, m/s2
-PGA_UNITS: tuple[str, ...] = ("g", "%g", "m/s2")
-_PGA_TO_MS2 = {"g": G_MS2, "%g": G_MS2 / 100.0, "m/s2": 1.0}
+#: The PGA units a run config or a scenario may declare (``pga_unit``): the one list.
+PgaUnit = Literal["g", "%g", "m/s2"]
+PGA_UNITS: tuple[str, ...] = get_args(PgaUnit)
+_PGA_TO_MS2 = dict(zip(PGA_UNITS, (G_MS2, G_MS2 / 100.0, 1.0), strict=True))
+#: How raster files spell a PGA unit (band unit metadata), mapped onto PGA_UNITS.
+PGA_UNIT_ALIASES: dict[str, str] = {
+    **{unit: unit for unit in PGA_UNITS},
+    "pctg": "%g",
+    "percent g": "%g",
+    "m/s^2": "m/s2",
+    "m s-2": "m/s2",
+    "m/s**2": "m/s2",
+}
 # ln of a zero PGA is -inf; shaking below this floor (m/s2, ~1e-7 g) is treated as the floor.
 PGA_FLOOR_MS2 = 1e-6
 

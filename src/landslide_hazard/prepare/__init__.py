@@ -17,7 +17,7 @@ Dynamic bands and targets are NaN outside ``valid_cells``; static bands are NaN 
 valid DEM and the study mask. The cube is written atomically and resumably (:mod:`.stage`).
 """
 
-from .dynamic import compute_dynamic
+from .dynamic import compute_dynamic, period_windows, rain_bands, shaking_bands
 from .inputs import (
     PrepareError,
     ValidatedInputs,
@@ -51,6 +51,9 @@ __all__ = [
     "global_passes",
     "input_paths",
     "period_infos",
+    "period_windows",
+    "rain_bands",
+    "shaking_bands",
     "prepare",
     "static_tile",
     "static_tiles",

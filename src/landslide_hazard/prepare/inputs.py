@@ -32,6 +32,7 @@ from ..io.rasters import (
 )
 from ..io.vectors import check_vector_crs, is_vector_path, read_vectors, vector_info
 from ..predictors.triggers import (
+    PGA_UNIT_ALIASES,
     PGA_UNITS,
     pga_to_ms2,
 )
@@ -45,16 +46,6 @@ SIGMA_MAX_PLAUSIBLE = 5.0
 
 _METRE_UNITS = {"", "m", "metre", "metres", "meter", "meters"}
 _RAIN_UNITS = {"", "mm", "mm/day", "mm/d", "mm day-1", "mm d-1", "mm per day", "kg m-2 day-1"}
-_PGA_UNIT_ALIASES = {
-    "g": "g",
-    "%g": "%g",
-    "pctg": "%g",
-    "percent g": "%g",
-    "m/s2": "m/s2",
-    "m/s^2": "m/s2",
-    "m s-2": "m/s2",
-    "m/s**2": "m/s2",
-}
 
 
 class PrepareError(InputError):
@@ -195,11 +186,11 @@ def _check_pga(cfg: RunConfig, grid: StudyGrid) -> None:
         # the maximum over events must be finite on every valid cell (checked in prepare).
         _check_raster_crs(eq.pga, grid, f"PGA ({eq.name})")
         declared = _unit_of(eq.pga).lower()
-        if declared and _PGA_UNIT_ALIASES.get(declared) not in (None, eq.pga_unit):
+        if declared and PGA_UNIT_ALIASES.get(declared) not in (None, eq.pga_unit):
             raise PrepareError(
                 f"{eq.pga}: the file declares PGA in '{declared}' but the config says "
                 f"pga_unit: '{eq.pga_unit}'; set earthquakes[{eq.name}].pga_unit to "
-                f"'{_PGA_UNIT_ALIASES[declared]}'"
+                f"'{PGA_UNIT_ALIASES[declared]}'"
             )
         with rasterio.open(eq.pga) as ds:
             values = ds.read(1, out_dtype="float64", masked=True).compressed()
