@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rioxarray  # noqa: F401 (registers the .rio accessor)
 import shapely
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject
@@ -16,7 +17,7 @@ from rasterio.warp import Resampling, reproject
 from landslide_hazard import prepare as prepare_mod
 from landslide_hazard.bands import DYNAMIC_NAMES, STATIC_NAMES, UNITS
 from landslide_hazard.config import load_config
-from landslide_hazard.cube import open_cube
+from landslide_hazard.cube import open_cube, open_dataset
 from landslide_hazard.io.rasters import read_rain_stack, read_raster, write_rain_stack, write_raster
 from landslide_hazard.io.vectors import read_vectors, write_vectors
 from landslide_hazard.prepare import PrepareError, prepare
@@ -71,16 +72,25 @@ def test_cube_layout_matches_the_design(scenario, cube_path):
     cube = open_cube(cube_path)
     n_p = len(cfg.periods)
     expected = {
-        "static": ((len(STATIC_NAMES), *grid.fine_shape), ("band", "y", "x")),
-        "dynamic": ((n_p, len(DYNAMIC_NAMES), *grid.cell_shape), ("period", "band", "cy", "cx")),
-        "target_density": ((n_p, *grid.cell_shape), ("period", "cy", "cx")),
+        "static": ((len(STATIC_NAMES), *grid.fine_shape), ("band_static", "y", "x")),
+        "dynamic": (
+            (n_p, len(DYNAMIC_NAMES), *grid.cell_shape),
+            ("period", "band_dynamic", "y_cell", "x_cell"),
+        ),
+        "target_density": ((n_p, *grid.cell_shape), ("period", "y_cell", "x_cell")),
         "monsoons_since_eq": ((n_p,), ("period",)),
-        "valid_cells": (grid.cell_shape, ("cy", "cx")),
+        "valid_cells": (grid.cell_shape, ("y_cell", "x_cell")),
     }
+    ds = open_dataset(cube_path)  # the same store through xarray
     for name, (shape, dims) in expected.items():
         arr = cube.group[name]
-        assert arr.shape == shape and tuple(arr.metadata.dimension_names) == dims, name
+        assert arr.shape == shape and ds[name].dims == dims, name
         assert arr.dtype == (np.uint8 if name == "valid_cells" else np.float32)
+    assert [str(d)[:10] for d in ds["period_end"].values] == [
+        p.date.isoformat() for p in cfg.periods
+    ]
+    assert ds.rio.crs == CRS.from_user_input(grid.crs)
+    np.testing.assert_array_equal(ds["dynamic"].values, cube.dynamic[:])
     attrs = dict(cube.group.attrs)
     assert attrs["static_bands"] == list(STATIC_NAMES)
     assert attrs["dynamic_bands"] == list(DYNAMIC_NAMES)

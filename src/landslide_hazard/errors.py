@@ -44,3 +44,8 @@ class ResumeError(RunFolderError):
 
 class MissingDependencyError(LandslideHazardError, ModuleNotFoundError):
     """An optional dependency the asked-for feature needs is not installed."""
+
+
+class CubeFormatError(InputError):
+    """A ``cube.zarr`` written in another layout (format version) than this version reads;
+    the message says to re-run ``prepare --overwrite``."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..bands import DYNAMIC_NAMES
 from ..config import RunConfig
-from ..cube import Cube, CubeMeta, create_cube
+from ..cube import CUBE_FORMAT_VERSION, Cube, CubeMeta, create_cube
 from ..distributed import resolve_scheduler
 from ..io.atomic import atomic_write_text
 from ..run import cube_path
@@ -48,7 +48,9 @@ PROGRESS_FILE = "prepare_progress.json"
 
 def _fingerprint(provenance: dict[str, Any], tile_px: int, chunk_px: int) -> str:
     blob = json.dumps(
-        {"p": provenance, "tile": tile_px, "chunk": chunk_px}, sort_keys=True, default=str
+        {"p": provenance, "tile": tile_px, "chunk": chunk_px, "format": CUBE_FORMAT_VERSION},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -192,7 +194,7 @@ def prepare(
         provenance = dict(inputs.provenance)
         provenance["log"] = log
         provenance["prepared"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        cube.group.attrs["provenance"] = provenance
+        cube.set_provenance(provenance)
         (partial / PROGRESS_FILE).unlink()
     _replace(partial, out)
     for line in log:
