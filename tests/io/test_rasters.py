@@ -190,3 +190,50 @@ def test_atomic_path_leaves_nothing_half_written(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new"
+
+
+def _rain_netcdf(path, rain, days, calendar, grid, ascending_y=False):
+    """A CF NetCDF rain file written by xarray: (time, y, x), a CRS grid mapping."""
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("rioxarray")
+    t = grid.cell_transform
+    cy, cx = rain.shape[1:]
+    y = t.f + (np.arange(cy) + 0.5) * t.e
+    x = t.c + (np.arange(cx) + 0.5) * t.a
+    if ascending_y:
+        y, rain = y[::-1], rain[:, ::-1]
+    ds = xr.Dataset(
+        {"precip": (("time", "y", "x"), rain, {"units": "mm/day"})},
+        coords={"time": ("time", np.asarray(days, dtype="float64")), "y": y, "x": x},
+    )
+    ds["time"].attrs.update(units="days since 2015-01-01", calendar=calendar)
+    ds = ds.rio.write_crs(grid.crs)
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize("ascending_y", [False, True])
+def test_netcdf_rain_in_a_noleap_calendar(tmp_path, grid, ascending_y):
+    rain = np.random.default_rng(2).gamma(1.0, 5.0, size=(4, 3, 5)).astype("float32")
+    # noleap 2016: day 58 is Feb 28 and day 59 Mar 1 (no Feb 29), then Dec 31 is day 364
+    days = [0, 58, 59, 364 + 365]
+    path = _rain_netcdf(tmp_path / "rain.nc", rain, days, "noleap", grid, ascending_y)
+    stack = read_rain_stack(path)
+    assert stack.dates == (
+        dt.date(2015, 1, 1),
+        dt.date(2015, 2, 28),
+        dt.date(2015, 3, 1),
+        dt.date(2016, 12, 31),  # a standard-calendar decoding would say 2016-12-30
+    )
+    assert stack.crs == rasterio.crs.CRS.from_user_input(grid.crs)
+    assert stack.transform == grid.cell_transform
+    # north-up whatever the file's y order; the grid from the x/y coordinates (GDAL's netCDF
+    # driver, the reader before xarray, saw an identity transform on this file)
+    np.testing.assert_array_equal(stack.data, rain)
+
+
+def test_netcdf_rain_refuses_a_360_day_date(tmp_path, grid):
+    rain = np.ones((2, 3, 5), dtype="float32")
+    path = _rain_netcdf(tmp_path / "r360.nc", rain, [0, 59], "360_day", grid)  # 2015-02-30
+    with pytest.raises(RasterError, match=r"r360.nc: day 2015-02-30 of the 360_day calendar"):
+        read_rain_stack(path)

@@ -339,40 +339,82 @@ def _checked_stack(data, dates, transform, crs, path) -> RainStack:
     return RainStack(data=data, dates=tuple(dates), transform=transform, crs=crs, path=path)
 
 
+RAIN_VARIABLES = ("precip", "precipitation", "rain", "pr")
+
+
 def _read_rain_netcdf(path: Path) -> RainStack:
-    with rasterio.open(path) as probe:
-        subs = probe.subdatasets
-    target = path
-    if subs:
-        names = [
-            s for s in subs if s.rsplit(":", 1)[-1] in ("precip", "precipitation", "rain", "pr")
-        ]
-        target = names[0] if names else subs[0]
-    with rasterio.open(target) as ds:
-        data = ds.read(out_dtype="float32")
-        tags = ds.tags()
-        if ds.nodata is not None and not np.isnan(ds.nodata):
-            data[data == ds.nodata] = np.nan
-        transform, crs = ds.transform, ds.crs
-        band_tags = [ds.tags(i + 1) for i in range(ds.count)]
-    units = tags.get("time#units") or tags.get("NETCDF_DIM_time#units")
-    if not units or " since " not in units:
-        raise RasterError(f"{path}: no CF time axis (time:units 'days since ...'); add one")
-    step, origin = units.split(" since ")
-    scale = {"days": 1.0, "day": 1.0, "hours": 1 / 24, "hour": 1 / 24, "seconds": 1 / 86400}
-    if step.strip() not in scale:
-        raise RasterError(f"{path}: time unit '{step}' not supported; use days since ...")
-    t0 = dt.datetime.fromisoformat(origin.strip()[:19].replace(" ", "T"))
-    dates = []
-    for i, bt in enumerate(band_tags):
-        value = bt.get("NETCDF_DIM_time")
-        if value is None:
-            raise RasterError(f"{path}: band {i + 1} has no time value")
-        dates.append((t0 + dt.timedelta(days=float(value) * scale[step.strip()])).date())
+    """CF NetCDF rain through xarray: times decoded with cftime in the file's own calendar."""
+    import rioxarray  # noqa: F401 (registers the .rio accessor)
+    import xarray as xr
+
+    try:
+        ds = xr.open_dataset(
+            path,
+            decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+            decode_coords="all",
+        )
+    except (OSError, ValueError) as exc:
+        raise RasterError(f"{path}: cannot read as NetCDF ({exc}); check the file") from None
+    with ds:
+        gridded = [v for v in ds.data_vars if ds[v].ndim == 3]
+        named = [v for v in gridded if str(v).lower() in RAIN_VARIABLES]
+        if not gridded:
+            raise RasterError(f"{path}: no (time, y, x) variable; rain needs one")
+        rain = ds[(named or gridded)[0]]
+        time_dims = [d for d in rain.dims if d in ds.coords and _is_cftime(ds[d].values)]
+        if not time_dims:
+            raise RasterError(
+                f"{path}: no CF time axis on {rain.name!r} (time:units 'days since ...'); add one"
+            )
+        time = time_dims[0]
+        try:
+            y_dim, x_dim = rain.rio.y_dim, rain.rio.x_dim
+        except Exception:  # rioxarray's MissingSpatialDimensionError
+            raise RasterError(
+                f"{path}: {rain.name!r} has no x/y (or lon/lat) dimensions; name them so"
+            ) from None
+        rain = rain.transpose(time, y_dim, x_dim)
+        if rain[y_dim].size > 1 and rain[y_dim].values[1] > rain[y_dim].values[0]:
+            rain = rain.isel({y_dim: slice(None, None, -1)})  # north-up like a GeoTIFF
+        crs = rain.rio.crs
+        transform = _transform_of_centres(rain[x_dim].values, rain[y_dim].values, path)
+        data = np.asarray(rain.values, dtype=np.float32)  # _FillValue already NaN
+        dates = [_cf_date(t, path) for t in rain[time].values]
     if crs is None:
         warnings.warn(f"{path}: NetCDF without CRS, assuming EPSG:4326", stacklevel=2)
         crs = CRS.from_epsg(4326)
+    else:
+        crs = CRS.from_wkt(crs.to_wkt())
     return _checked_stack(data, dates, transform, crs, str(path))
+
+
+def _transform_of_centres(x: np.ndarray, y: np.ndarray, path: Path) -> Affine:
+    """The north-up transform of a regular grid given its pixel-centre coordinates."""
+    if x.size < 2 or y.size < 2:
+        raise RasterError(f"{path}: the rain grid needs at least 2 x 2 pixels")
+    dx = (x[-1] - x[0]) / (x.size - 1)
+    dy = (y[-1] - y[0]) / (y.size - 1)
+    if not (np.allclose(np.diff(x), dx) and np.allclose(np.diff(y), dy)):
+        raise RasterError(f"{path}: x/y coordinates are not evenly spaced; regrid the file")
+    return Affine(float(dx), 0.0, float(x[0] - dx / 2), 0.0, float(dy), float(y[0] - dy / 2))
+
+
+def _is_cftime(values: np.ndarray) -> bool:
+    import cftime
+
+    return values.size > 0 and isinstance(values.flat[0], cftime.datetime)
+
+
+def _cf_date(t, path: Path) -> dt.date:
+    """The day of a cftime date; a day that no real calendar has (360_day's Feb 30) is refused."""
+    try:
+        return dt.date(t.year, t.month, t.day)
+    except ValueError:
+        raise RasterError(
+            f"{path}: day {t.strftime('%Y-%m-%d')} of the {t.calendar} calendar is not a date of "
+            "the real calendar the periods use; convert the file to a standard calendar (e.g. "
+            "xarray's Dataset.convert_calendar('standard', align_on='date'))"
+        ) from None
 
 
 def write_rain_stack(
