@@ -120,6 +120,12 @@ class ModelConfig(_Model):
         "every cell), softplus never stuck",
     )
     lattice_merge: Literal["mean", "lattice0"] = "mean"
+    wide: Literal["none", "linear", "pixel"] = Field(
+        "none",
+        description="a per-cell term added to the susceptibility logit (wide & deep; not for "
+        "the paper preset): linear on each band's cell mean and std, or pixel (a per-pixel "
+        "MLP's log rate, log-mean-exp pooled to the cell)",
+    )
 
 
 class TrainingConfig(_Model):
@@ -142,12 +148,31 @@ class TrainingConfig(_Model):
         "power", description="(1-TI)^gamma as in the code, or (1-TI)^(1/gamma) as in the text"
     )
     bce_pos_weight: float = Field(5.0, gt=0, description="class weight of positives (paper 1:5)")
+    calibration: Literal["platt", "none"] = Field(
+        "platt",
+        description="after training, Platt scaling of the susceptibility fitted on the "
+        "validation cells and stored in the model (predict --raw skips it)",
+    )
+    density_loss: Literal["mae", "gamma"] = Field(
+        "mae",
+        description="density stage on the original scale: mae (the paper code: the median) or "
+        "gamma (Gamma deviance: the conditional mean E[D | D > 0])",
+    )
     hazard_loss: Literal["mse", "mae"] = Field(
         "mse",
         description="fine-tune stage's hazard term: mse (fits E[D]) or mae (the paper code's; "
         "its median collapses the density on zero-inflated targets, docs/decisions.md)",
     )
     balance_patches: bool = False
+    augment: bool = Field(
+        False,
+        description="draw training patches under a random flip / 90-degree rotation, the "
+        "aspect bands rotated to match",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="> 0: AdamW with this decoupled decay")
+    lr_wide_factor: float = Field(
+        1.0, gt=0, description="learning-rate factor of the susceptibility's wide path"
+    )
     val_fraction: float = Field(0.3, gt=0, lt=1)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     amp: bool = True

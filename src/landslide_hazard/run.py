@@ -53,6 +53,10 @@ TRUTH_FILES: dict[str, str] = {
     "susceptibility": "p_occurrence.tif",  # P(new density > 0)
     "density": "density_given_occurrence.tif",  # E[D | D > 0], % of cell
     "hazard": "expected_density.tif",  # E[D], % of cell
+    # the observable oracle: the truth averaged over the latent fields no input shows
+    "observable_susceptibility": "p_occurrence_observable.tif",
+    "observable_density": "density_given_occurrence_observable.tif",
+    "observable_hazard": "expected_density_observable.tif",
     "new_density": "new_density.tif",  # the realised new failed density, % of cell
     "rate": "rate.tif",  # the Poisson rate behind the truth
     "area_scale_m2": "area_scale_m2.tif",  # the area law's scale
@@ -186,6 +190,7 @@ class ModelFile:
     fold: int
     cube_path: str
     package_version: str
+    wide: str = "none"  # the susceptibility's wide path (models.susceptibility)
 
     #: The keys without which a file is foreign (older files may lack the others).
     REQUIRED = frozenset(
@@ -218,6 +223,7 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
             preset=cfg.model.preset,
             dropout=cfg.model.dropout,
             density_activation=cfg.model.density_activation,
+            wide=cfg.model.wide,
             bands=list(INPUT_NAMES),
             units={b: UNITS[b] for b in INPUT_NAMES},
             normalisation=norm.to_dict(),

@@ -25,6 +25,7 @@ from .run import VALIDATION_DIR
 
 ENN = "enn"
 ORACLE = "oracle"
+OBSERVABLE_ORACLE = "observable_oracle"
 TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
     # (column, section, key) of a score_on_split result's pooled block
     ("auc", "occurrence", "auc"),
@@ -103,7 +104,7 @@ def validate(
     """
     from .cube import open_cube
     from .evaluation.baselines import cell_features, fit_baselines, predict_baselines
-    from .evaluation.held_out import read_truth, score_on_split
+    from .evaluation.held_out import has_observable_truth, read_truth, score_on_split
     from .evaluation.metrics import skill
     from .io.atomic import atomic_write_text
     from .predict import load_run, predict_arrays
@@ -121,6 +122,11 @@ def validate(
     features, _ = cell_features(static, reader.dynamic, reader.monsoons, reader.grid.cell_pixels)
     truth_dir = find_truth_dir(cfg)
     truth = read_truth(truth_dir, reader.grid, reader.n_periods) if truth_dir else None
+    observable = (
+        read_truth(truth_dir, reader.grid, reader.n_periods, observable=True)
+        if truth_dir and has_observable_truth(truth_dir)
+        else None
+    )
     observed = np.where(reader.valid[None], reader.target, np.nan)
     occurrence = np.where(np.isfinite(observed), observed > cfg.inventory.min_density, np.nan)
 
@@ -137,6 +143,8 @@ def validate(
             scored: dict[str, dict[str, Any]] = {ENN: enn["model"]}
             if enn.get("oracle"):
                 scored[ORACLE] = enn["oracle"]
+            if enn.get("observable_oracle"):
+                scored[OBSERVABLE_ORACLE] = enn["observable_oracle"]
             run = load_run(run_dir)
             enn_maps = predict_arrays(
                 run.model,
@@ -148,6 +156,8 @@ def validate(
             susceptibility_maps = {ENN: enn_maps["susceptibility"]}
             if truth is not None:
                 susceptibility_maps[ORACLE] = truth["susceptibility"]
+            if observable is not None:
+                susceptibility_maps[OBSERVABLE_ORACLE] = observable["susceptibility"]
             train_cells = split.train_cells
             fitted = fit_baselines(
                 features[train_cells], occurrence[train_cells], observed[train_cells], seed=cfg.seed
@@ -162,6 +172,11 @@ def validate(
             for name, p_map in susceptibility_maps.items():
                 rel.setdefault(name, []).append(p_map[test])
             oracle_auc = scored[ORACLE]["pooled"]["occurrence"]["auc"] if ORACLE in scored else None
+            observable_auc = (
+                scored[OBSERVABLE_ORACLE]["pooled"]["occurrence"]["auc"]
+                if OBSERVABLE_ORACLE in scored
+                else None
+            )
             for model, result in scored.items():
                 row = {"protocol": protocol, "fold": fold, "model": model, "leaky": split.leaky}
                 row.update(_pooled_row(result))
@@ -176,6 +191,9 @@ def validate(
                 row["ece_calibrated"] = cal["ece_calibrated"]
                 row["brier_calibrated"] = cal["brier_calibrated"]
                 row["skill"] = skill(row["auc"], oracle_auc) if oracle_auc is not None else math.nan
+                row["skill_observable"] = (
+                    skill(row["auc"], observable_auc) if observable_auc is not None else math.nan
+                )
                 rows.append(row)
     summary = summarise(rows)
     result = {

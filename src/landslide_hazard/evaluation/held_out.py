@@ -22,14 +22,22 @@ from ..sampling.normalisation import Normalisation
 from ..sampling.splits import Split
 
 
-def read_truth(truth_dir: Path, grid, n_periods: int) -> dict[str, np.ndarray]:
+def has_observable_truth(truth_dir: Path) -> bool:
+    """Whether the scenario wrote the observable oracle (scenarios made before it did not)."""
+    return (Path(truth_dir) / TRUTH_FILES["observable_susceptibility"]).is_file()
+
+
+def read_truth(
+    truth_dir: Path, grid, n_periods: int, observable: bool = False
+) -> dict[str, np.ndarray]:
     """The synthetic truth on the cell grid: susceptibility (P), density (E[D|D>0]) and hazard
-    (E[D]), each (P, cy, cx); checks the grid and the number of periods."""
+    (E[D]), each (P, cy, cx); checks the grid and the number of periods. ``observable``: the
+    observable oracle instead (the truth averaged over the unobservable latent fields)."""
     from ..io import check_grid, read_raster
 
     out = {}
     for key in ("susceptibility", "density", "hazard"):
-        name = TRUTH_FILES[key]
+        name = TRUTH_FILES[f"observable_{key}" if observable else key]
         data, info = read_raster(Path(truth_dir) / name)
         check_grid(info, grid.crs, grid.cell_transform, grid.cell_shape, "cell")
         data = data[None] if data.ndim == 2 else data
@@ -148,4 +156,10 @@ def evaluate_run(
             m["name"]: skill(m["occurrence"]["auc"], o["occurrence"]["auc"])
             for m, o in zip(result["periods"], oracle["periods"], strict=True)
         }
+        if has_observable_truth(truth_dir):
+            observable = read_truth(truth_dir, reader.grid, reader.n_periods, observable=True)
+            scored = score_on_split(observable, observed, split, cfg, names)
+            out["observable_oracle"] = scored
+            out["observable_oracle_auc"] = scored["pooled"]["occurrence"]["auc"]
+            out["skill_observable"] = skill(out["held_out_auc"], out["observable_oracle_auc"])
     return out

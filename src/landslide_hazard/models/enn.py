@@ -45,10 +45,30 @@ class ENN(nn.Module):
         self.density = density
         self.patch_cells = patch_cells
         self.cell_pixels = cell_pixels
+        # Platt scaling of the susceptibility, fitted after training on validation cells
+        # (training.calibration): [slope, intercept, on]; off (the raw network) until set
+        self.register_buffer("calibration", torch.tensor([1.0, 0.0, 0.0]))
+        self.use_calibration = True  # False: the raw network output (predict --raw)
+
+    def set_calibration(self, slope: float, intercept: float) -> None:
+        """Turn on ``sigmoid(slope * logit(p) + intercept)`` for the susceptibility (and so the
+        hazard); stored with the weights (a buffer of the state dict)."""
+        self.calibration.copy_(torch.tensor([float(slope), float(intercept), 1.0]))
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.calibration[2] > 0)
+
+    def calibrate(self, s: torch.Tensor) -> torch.Tensor:
+        """The stored calibration applied to raw probabilities ``s`` (identity when off)."""
+        if not (self.use_calibration and self.calibrated):
+            return s
+        z = torch.logit(s.float(), eps=1e-7)
+        return torch.sigmoid(self.calibration[0] * z + self.calibration[1]).to(s.dtype)
 
     def forward(self, x: torch.Tensor) -> ENNOutput:
         """(B, C, n*k, n*k) -> ENNOutput of three (B, n, n) tensors."""
-        s = self.susceptibility(x)
+        s = self.calibrate(self.susceptibility(x))
         d = self.density(x)
         return ENNOutput(susceptibility=s, density=d, hazard=s * d)
 
@@ -60,13 +80,14 @@ def build_enn(
     cell_pixels: int = 32,
     dropout: float = 0.0,
     density_activation: str = "relu",
+    wide: str = "none",
 ) -> ENN:
     """An ENN: the preset's susceptibility block plus the code's density block, Glorot-initialised.
 
     The susceptibility block is built first and the density block second, so one
     ``torch.manual_seed`` before the call fixes every weight.
     """
-    sus = build_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout)
+    sus = build_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout, wide=wide)
     den = DensityBlock(in_channels, cell_pixels, dropout, output_activation=density_activation)
     enn = ENN(sus, den, patch_cells, cell_pixels)
     enn.build_args = {
@@ -76,5 +97,6 @@ def build_enn(
         "cell_pixels": cell_pixels,
         "dropout": dropout,
         "density_activation": density_activation,
+        "wide": wide,
     }
     return enn

@@ -59,6 +59,60 @@ def patch_to_cells(x: torch.Tensor, cell_pixels: int) -> torch.Tensor:
     return x.reshape(b * ny * nx, c, k, k)
 
 
+class CellSummaryLinear(nn.Module):
+    """The "wide" path: a linear score on each cell's per-band mean and standard deviation.
+
+    (B, C, n*k, n*k) -> (B, n, n). It is a per-cell generalised linear model on the same summaries
+    a per-cell baseline uses (docs/models.md, "wide & deep"), added to the deep network's logit, so
+    the network can always represent the per-cell linear model and spends its capacity on what
+    that model misses. Weights start at 0: at initialisation the network is the deep path alone.
+    """
+
+    def __init__(self, in_channels: int, cell_pixels: int) -> None:
+        super().__init__()
+        self.cell_pixels = cell_pixels
+        self.linear = nn.Conv2d(2 * in_channels, 1, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.cell_pixels
+        mean = nn.functional.avg_pool2d(x, k)
+        var = nn.functional.avg_pool2d(x * x, k) - mean * mean
+        std = torch.sqrt(torch.clamp(var, min=0.0) + 1e-6)
+        return self.linear(torch.cat([mean, std], dim=1))[:, 0]
+
+
+class PixelRatePool(nn.Module):
+    """The "pixel" wide path: a per-pixel score, pooled to each cell as a log-mean-exp.
+
+    (B, C, n*k, n*k) -> (B, n, n). A small per-pixel MLP (1 x 1 convs) gives each fine pixel a
+    log failure rate ``r_i``; the cell's term is ``log(mean_i exp(r_i))``, the log of the cell's
+    mean pixel rate: landslides start on pixels, and a cell's rate is the sum of its pixels'
+    (docs/models.md). Added to the deep logit it lets a few steep, wet pixels drive a cell, as the
+    cell's mean alone cannot. The last layer starts at 0, so the term starts at 0.
+    """
+
+    def __init__(self, in_channels: int, cell_pixels: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.cell_pixels = cell_pixels
+        self.pixel = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        glorot_init(self.pixel)
+        nn.init.zeros_(self.pixel[-1].weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.pixel(x)
+        top = r.amax(dim=(2, 3), keepdim=True).detach()
+        pooled = nn.functional.avg_pool2d(torch.exp(r - top), self.cell_pixels)
+        return (torch.log(pooled) + top)[:, 0]
+
+
 def cells_to_grid(values: torch.Tensor, batch: int, ny: int, nx: int) -> torch.Tensor:
     """Inverse of the cell split for one value per cell: (B*ny*nx, ...) -> (B, ny, nx)."""
     return values.reshape(batch, ny, nx)

@@ -30,7 +30,9 @@ from .layers import (
     KERAS_BN_EPS,
     KERAS_BN_MOMENTUM,
     BasicBlock,
+    CellSummaryLinear,
     KerasBottleneck,
+    PixelRatePool,
     check_cell_pixels,
     conv_bn_relu,
     glorot_init,
@@ -48,6 +50,7 @@ class SusceptibilityNet(nn.Module, ABC):
 
     def __init__(self, in_channels: int, patch_cells: int, cell_pixels: int) -> None:
         super().__init__()
+        self.wide: nn.Module | None = None
         if in_channels < 1 or patch_cells < 1:
             raise ValueError(
                 f"in_channels={in_channels} and patch_cells={patch_cells} must be >= 1"
@@ -70,12 +73,32 @@ class SusceptibilityNet(nn.Module, ABC):
 
     @abstractmethod
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid scores (B, n, n); each preset defines its network here."""
+        """Pre-sigmoid scores (B, 1, n, n) (probabilities for ``paper``); each preset defines its
+        network here."""
+
+    def add_wide_path(self, kind: str = "linear") -> None:
+        """Add a per-cell term to the logit: ``linear`` (:class:`CellSummaryLinear`, on each
+        band's cell mean and std) or ``pixel`` (:class:`PixelRatePool`)."""
+        if self.preset == "paper":
+            raise ValueError(
+                "the 'paper' preset ends in a sigmoid after batch norm (the published code), so "
+                "it has no logit to add a wide path to; set model.wide: false for it"
+            )
+        if kind == "linear":
+            self.wide = CellSummaryLinear(self.in_channels, self.cell_pixels)
+        elif kind == "pixel":
+            self.wide = PixelRatePool(self.in_channels, self.cell_pixels)
+        else:
+            raise ValueError(f"unknown wide path {kind!r}; choose none, linear or pixel")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n*k, n*k) -> (B, n, n) occurrence probabilities."""
         self._check_input(x)
         out = self.logits(x)
+        if self.preset != "paper":  # the paper's head returns probabilities already
+            if self.wide is not None:
+                out = out + self.wide(x)[:, None]
+            out = torch.sigmoid(out)
         expected = (x.shape[2] // self.cell_pixels, x.shape[3] // self.cell_pixels)
         if tuple(out.shape[-2:]) != expected:  # a wiring error, never a user error
             raise RuntimeError(f"{self.preset}: output {tuple(out.shape)} != cells {expected}")
@@ -195,7 +218,7 @@ class ResNetUNetSusceptibility(SusceptibilityNet):
         s4 = self.layer4(s3)  # 1 px per cell
         d3 = self.dec3(torch.cat([self.up3(s4), s3], dim=1))
         d2 = self.dec2(torch.cat([self.up2(d3), s2], dim=1))
-        return torch.sigmoid(self.head(d2))
+        return self.head(d2)
 
 
 class TinySusceptibility(SusceptibilityNet):
@@ -243,7 +266,7 @@ class TinySusceptibility(SusceptibilityNet):
         for down in self.down:
             feats.append(down(feats[-1]))
         fused = self.fuse(torch.cat([self.up(feats[-1]), feats[-2]], dim=1))
-        return torch.sigmoid(self.head(fused))
+        return self.head(fused)
 
 
 def build_susceptibility(
@@ -252,6 +275,7 @@ def build_susceptibility(
     patch_cells: int = 4,
     cell_pixels: int = 32,
     dropout: float = 0.0,
+    wide: str = "none",
 ) -> SusceptibilityNet:
     """The susceptibility block of a preset, Glorot-uniform initialised.
 
@@ -260,12 +284,17 @@ def build_susceptibility(
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} must be in [0, 1)")
+    net: SusceptibilityNet
     if preset == "paper":
-        return PaperSusceptibility(in_channels, patch_cells, cell_pixels, dropout)
-    if preset in ("resnet18", "resnet34"):
-        return ResNetUNetSusceptibility(preset, in_channels, patch_cells, cell_pixels, dropout)
-    if preset == "tiny":
-        return TinySusceptibility(in_channels, patch_cells, cell_pixels, dropout)
-    raise ValueError(
-        f"unknown model preset {preset!r}; choose one of {', '.join(SUSCEPTIBILITY_PRESETS)}"
-    )
+        net = PaperSusceptibility(in_channels, patch_cells, cell_pixels, dropout)
+    elif preset in ("resnet18", "resnet34"):
+        net = ResNetUNetSusceptibility(preset, in_channels, patch_cells, cell_pixels, dropout)
+    elif preset == "tiny":
+        net = TinySusceptibility(in_channels, patch_cells, cell_pixels, dropout)
+    else:
+        raise ValueError(
+            f"unknown model preset {preset!r}; choose one of {', '.join(SUSCEPTIBILITY_PRESETS)}"
+        )
+    if wide != "none":
+        net.add_wide_path(wide)
+    return net

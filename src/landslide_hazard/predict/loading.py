@@ -50,6 +50,7 @@ def load_model_file(
         cell_pixels=int(meta["cell_pixels"]),
         dropout=float(meta.get("dropout", 0.0)),
         density_activation=str(meta.get("density_activation", "relu")),
+        wide=str(meta.get("wide", "none")),
     )
     try:
         model.load_state_dict(meta["state_dict"])

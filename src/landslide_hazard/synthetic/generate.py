@@ -123,10 +123,56 @@ RATE_MODEL = RateModel()
 # One 31.25 m pixel (the paper's grid): 27 % of real positive cells hold less new area than this.
 SUBPIXEL_M2 = 31.25**2
 RIVER_STREAM, SHAKE_STREAM, RAIN_STREAM, LATENT_STREAM, CELL_STREAM, AREA_STREAM = range(1, 7)
+ORACLE_STREAM = 7  # the observable oracle's latent draws (never used by the scenario itself)
+OBSERVABLE_DRAWS = 128
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([seed, *keys])
+
+
+def observable_truth(
+    observable_log: np.ndarray,
+    intercepts: list[float],
+    thetas: list[float],
+    shape_cells: tuple[int, int],
+    cell_km: float,
+    cell_area_m2: float,
+    area_hi_m2: float,
+    seed: int,
+    rm: RateModel = RATE_MODEL,
+    draws: int = OBSERVABLE_DRAWS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The observable oracle: the truth's (P, E[D | D > 0], E[D]) averaged over the latent fields.
+
+    No input shows the latent fields (the static ``Z_c``, the per-period ``Z_ct``, the per-cell
+    area scale), so the best any model can do from the inputs is the truth's expectation over
+    them given everything observable (``observable_log``: the log-rate without the latent terms,
+    (period, cy, cx)). Monte Carlo over ``draws`` independent draws from the generator's own
+    laws (its own random stream, so the scenario is unchanged). E[D | D > 0] = E[D] / P.
+    """
+    n_t = observable_log.shape[0]
+    p_sum = np.zeros(observable_log.shape)
+    e_sum = np.zeros(observable_log.shape)
+    theta_t = np.asarray(thetas, dtype=float)[:, None, None]
+    b0 = np.asarray(intercepts, dtype=float)[:, None, None]
+    for m in range(draws):
+        rng = _rng(seed, ORACLE_STREAM, m)
+        latent = gaussian_field(shape_cells, rm.corr_latent_km / cell_km, rng)
+        latent_t = gaussian_field(shape_cells, rm.corr_latent_period_km / cell_km, rng, n=n_t)
+        log_rate = b0 + observable_log + rm.sd_latent * latent + rm.sd_latent_period * latent_t
+        rates = saturating_rate(np.exp(log_rate), rm.max_rate)
+        scale = np.exp(rm.sd_log_area_scale * rng.standard_normal(observable_log.shape))
+        areas = truncated_inverse_gamma_mean(
+            rm.area_rho, theta_t * scale, rm.area_lo_m2, area_hi_m2
+        )
+        p, _, expected = truth_from_rates(rates, areas, cell_area_m2)
+        p_sum += p
+        e_sum += expected
+    p_obs, e_obs = p_sum / draws, e_sum / draws
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_obs = np.where(p_obs > 0, e_obs / p_obs, np.nan)
+    return p_obs, d_obs, e_obs
 
 
 def _tiles(spec: ScenarioSpec):
@@ -567,6 +613,13 @@ def generate_scenario(
             crs=spec.crs,
         )
     cell_transform = spec.grid.cell_transform
+    # What skill is attainable: the oracle ranks cells by the truth P; the "observable" score
+    # drops the latent fields (no predictor can see them), and the observable oracle averages
+    # the truth over them.
+    observable = log_base - rm.sd_latent * latent - rm.sd_latent_period * latent_t
+    p_obs, d_obs, e_obs = observable_truth(
+        observable, intercepts, thetas, spec.shape_cells, cell_km, cell_area, area_hi, seed, rm
+    )
     truth = {
         "susceptibility": (p_occ, "1"),
         "density": (d_given, "% of cell area"),
@@ -575,6 +628,10 @@ def generate_scenario(
         # The generator's parameters per cell and period, so the truth can be re-derived.
         "rate": (rates, "expected number of new landslides"),
         "area_scale_m2": (theta_cells, "m2 (inverse-gamma scale of landslide areas)"),
+        # the observable oracle: the truth averaged over the unobservable latent fields
+        "observable_susceptibility": (p_obs, "1"),
+        "observable_density": (d_obs, "% of cell area"),
+        "observable_hazard": (e_obs, "% of cell area"),
     }
     for key, (arr, unit) in truth.items():
         write_raster(
@@ -589,9 +646,6 @@ def generate_scenario(
     config = scenario_config(spec, seed, names)
     save_config(config, out / CONFIG_FILE)
 
-    # What skill is attainable: the oracle ranks cells by the truth P; the "observable" score
-    # drops the latent fields (no predictor can see them).
-    observable = log_base - rm.sd_latent * latent - rm.sd_latent_period * latent_t
     occurred = new_density > 0
     per_period = {}
     for t, name in enumerate(names):
@@ -607,6 +661,7 @@ def generate_scenario(
             "monsoons_since_eq": monsoons[t],
             "oracle_auc": rank_auc(p_occ[t], occurred[t]),
             "observable_auc": rank_auc(observable[t], occurred[t]),
+            "observable_oracle_auc": rank_auc(p_obs[t], occurred[t]),
         }
     summary = {
         "size": spec.size,
@@ -627,6 +682,7 @@ def generate_scenario(
         "observable_auc_pooled": rank_auc(
             np.stack([intercepts[t] + observable[t] for t in range(n_t)]), occurred
         ),
+        "observable_oracle_auc_pooled": rank_auc(p_obs, occurred),
         "periods": per_period,
         "calibration": {
             "rate_model": asdict(rm),

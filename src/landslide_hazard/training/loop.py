@@ -65,6 +65,7 @@ from ..sampling.dataset import (
 )
 from ..sampling.normalisation import Normalisation, compute_normalisation
 from ..sampling.splits import PROTOCOLS, Split, make_split
+from .calibrate import fit_calibration
 from .ddp import (
     DistContext,
     all_reduce_sums,
@@ -76,8 +77,6 @@ from .ddp import (
 
 STAGES: tuple[str, ...] = ("susceptibility", "density_log", "density", "finetune")
 PATCH_CACHE_BYTES = 1024**3  # normalised static pixels of patch windows kept for a whole run
-# Training patches are drawn under a random flip / rotation (sampling.dataset.dihedral_transform)
-AUGMENT = False  # measured on the demo: no gain on the validation cells (docs/training.md)
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ def stage_loss(
     min_density: float,
 ) -> torch.Tensor:
     """Loss of one batch in one stage. target: density (%), mask: cells that count."""
-    from .losses import masked_mae, masked_mse
+    from .losses import masked_gamma_deviance, masked_mae, masked_mse
 
     occurrence = (target > min_density).to(torch.float32)
     if stage == "susceptibility":
@@ -151,6 +150,8 @@ def stage_loss(
     if stage == "density_log":
         return masked_mae(model.density(x).float(), torch.log1p(target), mask)
     if stage == "density":
+        if t.density_loss == "gamma":
+            return masked_gamma_deviance(model.density(x).float(), target, mask)
         return masked_mae(model.density(x).float(), target, mask)
     if stage == "finetune":
         out = model(x)
@@ -360,9 +361,17 @@ def _run_training(
         )
     finally:
         torch.use_deterministic_algorithms(prev_det)
-    if is_main:  # the held-out scoring is cheap next to training: rank 0 does it alone
+    if is_main:  # calibration and held-out scoring are cheap next to training: rank 0 alone
+        calibration = fit_calibration(model, reader, norm, split, cfg_run, device, progress)
+        if calibration.get("slope") is not None:
+            log(
+                f"calibration ({cfg_run.training.calibration}) on {calibration['n_cells']} "
+                f"validation cells: ECE {_fmt(calibration['ece_raw'])} -> "
+                f"{_fmt(calibration['ece_calibrated'])}"
+            )
         save_trained_model(run.model, model, cfg_run, norm, grid, cube, path)
         metrics = evaluate_run(model, reader, norm, split, cfg_run, device, progress)
+        metrics["calibration"] = calibration
         from ..evaluation.evaluate import metrics_to_json
         from ..io.atomic import atomic_write_text
 
@@ -517,6 +526,7 @@ def _fit(
         cell_pixels=grid.cell_pixels,
         dropout=cfg.model.dropout,
         density_activation=cfg.model.density_activation,
+        wide=cfg.model.wide,
     ).to(device)
     use_amp = bool(t.amp and device.type == "cuda")
     if device.type == "cuda":
@@ -582,7 +592,7 @@ def _fit(
             )
             continue
         part = _part(model, stage.part)
-        optimizer = torch.optim.Adam(part.parameters(), lr=stage.lr)
+        optimizer = _optimizer(part, stage.lr, t)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, ExponentialDecay(t.lr_decay_rate, t.lr_decay_steps)
         )
@@ -614,7 +624,7 @@ def _fit(
                 break
             tic = time.perf_counter()
             order = epoch_order(
-                len(train_ds), cfg.seed, stage.index, epoch, has_pos, augment=AUGMENT
+                len(train_ds), cfg.seed, stage.index, epoch, has_pos, augment=t.augment
             )
             batches = batches_of(order, t.batch_size)
             if dist is not None:
@@ -708,6 +718,20 @@ def _fit(
     if resume is not None:  # every stage was already done
         _set_rng_state(resume["rng"])
     return model
+
+
+def _optimizer(part: torch.nn.Module, lr: float, t: TrainingConfig) -> torch.optim.Optimizer:
+    """Adam (AdamW with ``training.weight_decay`` > 0) over ``part``; the susceptibility's wide
+    path (a handful of linear weights) learns ``training.lr_wide_factor`` times faster, so it
+    converges before early stopping halts the deep path."""
+    wide = [p for n, p in part.named_parameters() if ".wide." in f".{n}"]
+    ids = {id(p) for p in wide}
+    groups = [{"params": [p for p in part.parameters() if id(p) not in ids], "lr": lr}]
+    if wide:
+        groups.append({"params": wide, "lr": lr * t.lr_wide_factor})
+    if t.weight_decay > 0:
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=t.weight_decay)
+    return torch.optim.Adam(groups, lr=lr)
 
 
 def _check_batches_per_rank(n_batches: int, stage: str, batch_size: int, world_size: int) -> None:

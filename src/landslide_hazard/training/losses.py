@@ -126,3 +126,22 @@ def masked_mse(
     """
     diff, valid = _masked_residual(pred, target, mask)
     return _masked_mean(diff * diff, valid)
+
+
+def masked_gamma_deviance(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-6
+) -> torch.Tensor:
+    """Mean Gamma deviance / 2, ``y / mu - log(y / mu) - 1``, over valid cells with ``y > 0``.
+
+    Its minimiser over ``mu`` is the conditional mean E[y | x] (like the squared error), but each
+    cell's term depends on the ratio y / mu only, so the largest landslides do not dominate the fit
+    as they do under the squared error; 0 where ``mu == y``. ``pred`` is clamped to ``eps``.
+    """
+    valid = _valid(target, mask, pred)
+    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    valid = valid & (torch.where(valid, target, zero) > 0)
+    one = torch.ones((), dtype=pred.dtype, device=pred.device)
+    y = torch.where(valid, target.to(pred.dtype), one)
+    mu = torch.clamp(pred, min=eps)
+    ratio = y / mu
+    return _masked_mean(ratio - torch.log(ratio) - 1.0, valid)
