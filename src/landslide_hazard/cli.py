@@ -355,7 +355,7 @@ def predict_cmd(
 @app.command("synth")
 def synth_cmd(
     out: Path = typer.Argument(..., help="folder to write the scenario into"),
-    size: str = typer.Option("demo", "--size", help="tiny | demo | gorkha | large"),
+    size: str = typer.Option("demo", "--size", help="tiny | demo | regional | gorkha | large"),
     seed: int = typer.Option(0, "--seed", help="random seed (same seed, same files)"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:

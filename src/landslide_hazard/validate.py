@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .baselines import OCCURRENCE_MODELS
 from .config import RunConfig
 from .errors import InputError
 from .run import VALIDATION_DIR
 
 ENN = "enn"
+ENN_CONSTANT_DENSITY = "enn_constant_density"  # ablation: S x the training cells' mean density
 ORACLE = "oracle"
 OBSERVABLE_ORACLE = "observable_oracle"
 TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
@@ -36,7 +38,10 @@ TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
     ("ece", "occurrence", "ece"),
     ("hazard_mae", "hazard", "mae"),
     ("hazard_r", "hazard", "pearson_r"),
+    ("density_r_pos", "density", "pearson_r"),  # on the positive cells
+    ("hazard_ratio", "hazard", "mean_ratio"),  # mean predicted / mean observed E[D]
 )
+BASELINE_MODELS = OCCURRENCE_MODELS  # the per-cell baselines a "win" is judged against
 SINGLE_FOLD_PROTOCOLS = ("paper", "temporal")
 CALIBRATION_KIND = "platt"  # the losses shift the base rate, which temperature cannot undo
 
@@ -54,9 +59,16 @@ def _pooled_row(result: dict[str, Any]) -> dict[str, float]:
     row: dict[str, float] = {}
     for column, section, key in TABLE_METRICS:
         block = pooled.get(section) or {}
-        if section != "occurrence":
-            block = block.get("all", block) if isinstance(block, dict) else {}
-        value = block.get(key) if isinstance(block, dict) else None
+        if section != "occurrence" and isinstance(block, dict):
+            block = block.get("positive" if section == "density" else "all", block)
+        if not isinstance(block, dict):
+            block = {}
+        if key == "mean_ratio":
+            pred, obs = block.get("mean_predicted"), block.get("mean_observed")
+            ok = pred is not None and obs not in (None, 0)
+            value = float(pred) / float(obs) if ok else None
+        else:
+            value = block.get(key)
         row[column] = float(value) if value is not None else math.nan
     return row
 
@@ -154,6 +166,19 @@ def validate(
                 batch_size=cfg.training.batch_size,
             )
             susceptibility_maps = {ENN: enn_maps["susceptibility"]}
+            # ablation: the ENN's susceptibility x one constant density, the mean observed
+            # density of the positive training cells (does the density block earn its place?)
+            train_obs = observed[split.train_cells]
+            constant = float(np.nanmean(train_obs[train_obs > cfg.inventory.min_density]))
+            ablation = {
+                "susceptibility": enn_maps["susceptibility"],
+                "density": np.full_like(enn_maps["density"], constant),
+            }
+            ablation["hazard"] = ablation["susceptibility"] * ablation["density"]
+            scored[ENN_CONSTANT_DENSITY] = score_on_split(
+                ablation, observed, split, cfg, reader.period_names
+            )
+            susceptibility_maps[ENN_CONSTANT_DENSITY] = enn_maps["susceptibility"]
             if truth is not None:
                 susceptibility_maps[ORACLE] = truth["susceptibility"]
             if observable is not None:
@@ -357,7 +382,7 @@ def render_markdown(result: dict[str, Any], command: str, figure: str | None = N
         by_protocol.setdefault(e["protocol"], {})[e["model"]] = e
     for protocol, models in by_protocol.items():
         enn = models.get(ENN)
-        baselines = {m: e for m, e in models.items() if m not in (ENN, ORACLE)}
+        baselines = {m: e for m, e in models.items() if m in BASELINE_MODELS}
         if enn is None or not baselines:
             continue
         best_name, best = max(

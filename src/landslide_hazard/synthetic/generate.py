@@ -718,6 +718,7 @@ _EPOCHS = {
     # (susceptibility, density on log1p, density, fine-tune, patience); see docs/training.md
     "tiny": (3, 2, 2, 1, 3),
     "demo": (12, 4, 4, 2, 3),
+    "regional": (12, 4, 4, 2, 3),
 }
 
 
@@ -732,7 +733,7 @@ def scenario_config(spec: ScenarioSpec, seed: int, names: list[str]) -> RunConfi
     """
     inv = "inputs/inventories"
     sus, dlog, dens, fine, patience = _EPOCHS.get(spec.size, (60, 20, 20, 5, 10))
-    short_runs = ("tiny", "demo")
+    short_runs = ("tiny", "demo", "regional")
     domain_km = min(spec.shape_cells) * spec.grid.cell_size_m / 1000.0
     block_km = float(min(16.0, max(2.0, domain_km / 4)))
     data = {

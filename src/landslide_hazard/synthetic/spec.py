@@ -131,6 +131,8 @@ GORKHA_ORIGIN = (248635.079552699, 3175441.10599484)
 SIZES: dict[str, ScenarioSpec] = {
     "tiny": ScenarioSpec("tiny", "EPSG:32645", GORKHA_ORIGIN, 125.0, 8, (16, 16), 4, 16),
     "demo": ScenarioSpec("demo", "EPSG:32645", GORKHA_ORIGIN, 62.5, 16, (48, 48), 8, 16),
+    # 96 x 96 km at the demo's resolution: the skill check on more than the demo's 48 x 48 cells
+    "regional": ScenarioSpec("regional", "EPSG:32645", GORKHA_ORIGIN, 62.5, 16, (96, 96), 8, 16),
     "gorkha": ScenarioSpec("gorkha", "EPSG:32645", GORKHA_ORIGIN, 31.25, 32, (196, 220), 8, 32),
     # 320 x 320 km = 102,400 km2, generated tile by tile (32 x 32 km tiles).
     "large": ScenarioSpec("large", "EPSG:32645", GORKHA_ORIGIN, 31.25, 32, (320, 320), 8, 32),
