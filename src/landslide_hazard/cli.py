@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from .errors import LandslideHazardError
+from .errors import InputError, LandslideHazardError
 
 #: Exit code of a foreseen failure (bad input, config, run folder); an unforeseen one exits 1.
 EXIT_USER_ERROR = 2
@@ -372,7 +372,10 @@ def synth_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    config: Path = typer.Argument(..., help="run config YAML (its cube must be prepared)"),
+    configs: list[Path] = typer.Argument(
+        ...,
+        help="run config YAML(s), cubes prepared; several (seeds, scenarios) share one report",
+    ),
     protocols: str = typer.Option(
         "paper,spatial,temporal,spacetime", "--protocols", help="comma-separated protocols"
     ),
@@ -386,21 +389,26 @@ def validate_cmd(
     from rich.table import Table
 
     from .config import load_config
-    from .validate import render_markdown, validate
+    from .validate import combine, render_markdown, validate
 
-    cfg = load_config(config)
-    result = validate(
-        cfg,
-        [p.strip() for p in protocols.split(",") if p.strip()],
-        max_folds=max_folds,
-        out_dir=out,
+    cfgs = [load_config(c) for c in configs]  # every config checked before any training
+    if out is not None and len(cfgs) > 1:
+        raise InputError(
+            "--out with several configs would mix their runs in one folder; leave it out (each "
+            "config validates into its own <output.dir>/validation)"
+        )
+    protocol_list = [p.strip() for p in protocols.split(",") if p.strip()]
+    result = combine(
+        [validate(cfg, protocol_list, max_folds=max_folds, out_dir=out) for cfg in cfgs]
     )
-    table = Table(title="validation (pooled test cells, mean over folds)")
-    columns = ["auc", "skill", "pr_auc", "f1", "iou", "ece", "hazard_mae", "hazard_r"]
-    for name in ["protocol", "model", *columns]:
+    cfg = cfgs[0]
+    table = Table(title="validation (pooled test cells, mean over folds and seeds)")
+    columns = ["auc", "skill", "pr_auc", "f1", "ece", "hazard_mae", "hazard_r"]
+    for name in ["scenario", "protocol", "model", *columns]:
         table.add_column(name)
     for e in result["summary"]:
         table.add_row(
+            e["scenario"],
             e["protocol"] + (" (leaky)" if e["leaky"] else ""),
             e["model"],
             *[f"{e[c]:.3f}" if e[c] == e[c] else "n/a" for c in columns],

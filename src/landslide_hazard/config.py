@@ -120,11 +120,14 @@ class ModelConfig(_Model):
         "every cell), softplus never stuck",
     )
     lattice_merge: Literal["mean", "lattice0"] = "mean"
+    members: int = Field(
+        1, ge=1, description="susceptibility nets in a deep ensemble (their mean probability)"
+    )
     wide: Literal["none", "linear", "pixel"] = Field(
-        "none",
-        description="a per-cell term added to the susceptibility logit (wide & deep; not for "
-        "the paper preset): linear on each band's cell mean and std, or pixel (a per-pixel "
-        "MLP's log rate, log-mean-exp pooled to the cell)",
+        "linear",
+        description="a per-cell term added to the susceptibility logit (wide & deep): linear on "
+        "each band's cell mean and std, pixel (a per-pixel MLP's log rate, log-mean-exp pooled "
+        "to the cell) or none; the paper preset: none",
     )
 
 
@@ -140,14 +143,18 @@ class TrainingConfig(_Model):
     max_epochs_density: int = Field(200, ge=0)
     max_epochs_finetune: int = Field(20, ge=0)
     patience: int = Field(10, ge=1)
-    loss: Literal["focal_tversky", "bce"] = "focal_tversky"
+    loss: Literal["focal_tversky", "bce"] = Field(
+        "bce", description="occurrence loss; the paper preset: focal_tversky (the paper's)"
+    )
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7
     tversky_gamma: float = 1.0
     tversky_gamma_form: Literal["power", "inverse"] = Field(
         "power", description="(1-TI)^gamma as in the code, or (1-TI)^(1/gamma) as in the text"
     )
-    bce_pos_weight: float = Field(5.0, gt=0, description="class weight of positives (paper 1:5)")
+    bce_pos_weight: float = Field(
+        1.0, gt=0, description="class weight of positives; the paper preset: 5 (its 1:5)"
+    )
     calibration: Literal["platt", "none"] = Field(
         "platt",
         description="after training, Platt scaling of the susceptibility fitted on the "
@@ -171,7 +178,7 @@ class TrainingConfig(_Model):
     )
     weight_decay: float = Field(0.0, ge=0, description="> 0: AdamW with this decoupled decay")
     lr_wide_factor: float = Field(
-        1.0, gt=0, description="learning-rate factor of the susceptibility's wide path"
+        10.0, gt=0, description="learning-rate factor of the susceptibility's wide path"
     )
     val_fraction: float = Field(0.3, gt=0, lt=1)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
@@ -204,6 +211,14 @@ class OutputConfig(_Model):
     )
 
 
+# (section, field, value) the ``paper`` preset uses unless the config sets the field itself
+PAPER_RECIPE: tuple[tuple[str, str, Any], ...] = (
+    ("model", "wide", "none"),
+    ("training", "loss", "focal_tversky"),
+    ("training", "bce_pos_weight", 5.0),
+)
+
+
 class RunConfig(_Model):
     """A whole run: with the seed, it fully describes the results."""
 
@@ -219,6 +234,25 @@ class RunConfig(_Model):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _preset_recipe(self) -> RunConfig:
+        """The ``paper`` preset keeps the published recipe (focal Tversky loss, 1:5 class
+        weights, no wide path) for every such field the config does not set itself; the other
+        presets get the project's defaults (docs/models.md, "The default model")."""
+        if self.model.preset != "paper":
+            return self
+        for section, field, value in PAPER_RECIPE:
+            block = getattr(self, section)
+            if field not in block.model_fields_set:
+                setattr(block, field, value)
+        if self.model.wide != "none":
+            raise ValueError(
+                f"model.wide = {self.model.wide!r} with the paper preset: its head ends in a "
+                "sigmoid after batch norm (the published code), so there is no logit to add a "
+                "wide path to; set model.wide: none or choose another preset"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> RunConfig:

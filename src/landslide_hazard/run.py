@@ -191,6 +191,7 @@ class ModelFile:
     cube_path: str
     package_version: str
     wide: str = "none"  # the susceptibility's wide path (models.susceptibility)
+    members: int = 1  # susceptibility nets in the deep ensemble
 
     #: The keys without which a file is foreign (older files may lack the others).
     REQUIRED = frozenset(
@@ -224,6 +225,7 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
             dropout=cfg.model.dropout,
             density_activation=cfg.model.density_activation,
             wide=cfg.model.wide,
+            members=cfg.model.members,
             bands=list(INPUT_NAMES),
             units={b: UNITS[b] for b in INPUT_NAMES},
             normalisation=norm.to_dict(),

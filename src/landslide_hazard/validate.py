@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .baselines import OCCURRENCE_MODELS
 from .config import RunConfig
 from .errors import InputError
+from .evaluation.baselines import OCCURRENCE_MODELS
 from .run import VALIDATION_DIR
 
 ENN = "enn"
@@ -203,7 +203,14 @@ def validate(
                 else None
             )
             for model, result in scored.items():
-                row = {"protocol": protocol, "fold": fold, "model": model, "leaky": split.leaky}
+                row = {
+                    "scenario": cfg.name,
+                    "seed": cfg.seed,
+                    "protocol": protocol,
+                    "fold": fold,
+                    "model": model,
+                    "leaky": split.leaky,
+                }
                 row.update(_pooled_row(result))
                 row["n_test_cells"] = int(split.test_cells.sum())
                 cal = calibrated_ece(
@@ -246,6 +253,39 @@ def validate(
     return result
 
 
+def combine(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result from the :func:`validate` results of several configs (seeds, scenarios): their
+    rows together, summarised per (scenario, protocol, model) over folds and seeds, and the
+    reliability series pooled per protocol."""
+    if len(results) == 1:
+        return results[0]
+    rows = [row for r in results for row in r["rows"]]
+    reliability: dict[str, dict[str, list[np.ndarray]]] = {}
+    for r in results:
+        for protocol, series in r.get("reliability", {}).items():
+            pooled = reliability.setdefault(protocol, {})
+            for name, values in series.items():
+                pooled.setdefault(name, []).append(values)
+    scenarios: dict[str, dict[str, Any]] = {}
+    for r in results:
+        entry = scenarios.setdefault(r["config_name"], {"grid_cells": r["grid_cells"], "seeds": []})
+        entry["seeds"].append(r["seed"])
+    first = results[0]
+    return {
+        **{k: first[k] for k in ("package_version", "created", "preset", "protocols", "max_folds")},
+        "config_name": ", ".join(dict.fromkeys(r["config_name"] for r in results)),
+        "seed": ", ".join(str(r["seed"]) for r in results),
+        "grid_cells": first["grid_cells"],
+        "scenarios": scenarios,
+        "rows": rows,
+        "summary": summarise(rows),
+        "reliability": {
+            protocol: {name: np.concatenate(parts) for name, parts in series.items()}
+            for protocol, series in reliability.items()
+        },
+    }
+
+
 def plot_reliability(result: dict[str, Any], path: Path, n_bins: int = 15) -> Path:
     """One reliability diagram per protocol (test cells pooled over folds, raw probabilities,
     every model on the same cells) as a PNG, written atomically."""
@@ -271,20 +311,36 @@ def plot_reliability(result: dict[str, Any], path: Path, n_bins: int = 15) -> Pa
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation over folds per (protocol, model)."""
-    keys: list[tuple[str, str]] = []
+    """Mean and standard deviation over folds (and seeds) per (scenario, protocol, model)."""
+    keys: list[tuple[str, str, str]] = []
     for r in rows:
-        if (r["protocol"], r["model"]) not in keys:
-            keys.append((r["protocol"], r["model"]))
+        key = (r.get("scenario", ""), r["protocol"], r["model"])
+        if key not in keys:
+            keys.append(key)
     out = []
-    columns = [c for c, _, _ in TABLE_METRICS] + ["skill", "ece_calibrated", "brier_calibrated"]
-    for protocol, model in keys:
-        group = [r for r in rows if r["protocol"] == protocol and r["model"] == model]
-        entry: dict[str, Any] = {"protocol": protocol, "model": model, "n_folds": len(group)}
+    columns = [c for c, _, _ in TABLE_METRICS] + [
+        "skill",
+        "skill_observable",
+        "ece_calibrated",
+        "brier_calibrated",
+    ]
+    for scenario, protocol, model in keys:
+        group = [
+            r
+            for r in rows
+            if (r.get("scenario", ""), r["protocol"], r["model"]) == (scenario, protocol, model)
+        ]
+        entry: dict[str, Any] = {
+            "scenario": scenario,
+            "protocol": protocol,
+            "model": model,
+            "n_folds": len(group),
+            "seeds": sorted({r.get("seed", 0) for r in group}),
+        }
         for c in columns:
-            values = np.array([r[c] for r in group], dtype=float)
+            values = np.array([r.get(c, math.nan) for r in group], dtype=float)
             finite = values[np.isfinite(values)]
-            entry[c] = float(finite.mean()) if finite.size else math.nan
+            entry[c] = float(finite.mean()) if finite.size else math.nan  # NaN-free mean
             entry[f"{c}_std"] = float(finite.std()) if finite.size > 1 else math.nan
         entry["leaky"] = any(r["leaky"] for r in group)
         out.append(entry)
@@ -310,73 +366,73 @@ def _cell(value: float, std: float, digits: int = 3) -> str:
     return text
 
 
+TABLE_COLUMNS: tuple[str, ...] = (
+    "auc",
+    "skill",
+    "skill_observable",
+    "pr_auc",
+    "f1",
+    "brier",
+    "ece",
+    "hazard_mae",
+    "hazard_r",
+    "density_r_pos",
+    "hazard_ratio",
+)
+
+
 def markdown_table(summary: list[dict[str, Any]]) -> str:
-    columns = [
-        "auc",
-        "skill",
-        "pr_auc",
-        "f1",
-        "iou",
-        "brier",
-        "ece",
-        "ece_calibrated",
-        "hazard_mae",
-        "hazard_r",
-    ]
-    head = "| protocol | model | folds | " + " | ".join(columns) + " |"
-    lines = [head, "|" + "---|" * (3 + len(columns))]
+    head = "| protocol | model | runs | " + " | ".join(TABLE_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (3 + len(TABLE_COLUMNS))]
     for e in summary:
         proto = e["protocol"] + (" (leaky)" if e["leaky"] else "")
-        cells = [_cell(e[c], e.get(f"{c}_std")) for c in columns]
+        cells = [_cell(e.get(c, math.nan), e.get(f"{c}_std")) for c in TABLE_COLUMNS]
         lines.append(f"| {proto} | {e['model']} | {e['n_folds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def render_markdown(result: dict[str, Any], command: str, figure: str | None = None) -> str:
-    """docs/validation.md: the table, how it was made, and a plain reading of it."""
-    summary = result["summary"]
+def per_seed_table(rows: list[dict[str, Any]], scenario: str) -> str:
+    """AUC and hazard r of the ENN and the best baseline per protocol and seed (mean over
+    folds), so the spread between seeds is visible."""
+    seeds = sorted({r["seed"] for r in rows if r.get("scenario") == scenario})
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows if r.get("scenario") == scenario))
     lines = [
-        "# Validation: four protocols, baselines, the oracle",
-        "",
-        f"Generated by `{command}` (package {result['package_version']}, "
-        f"{result['created'][:10]}, config `{result['config_name']}`, seed {result['seed']}, "
-        f"preset `{result['preset']}`, grid {result['grid_cells'][0]} x {result['grid_cells'][1]} "
-        "cells). Do not edit by hand.",
-        "",
-        "Every number is pooled over the test periods and cells of a fold, then averaged over folds "
-        "(± the standard deviation over folds where there are several). The class threshold for "
-        "F1 and IoU is the max-F1 threshold on the fold's validation cells, never its test cells. "
-        "`skill` = (AUC - 0.5) / (oracle AUC - 0.5): 1 means as good as knowing the true "
-        "probabilities. `hazard_*` compare predicted E[D] (susceptibility x density) with the "
-        "observed new-failure density (%) on all test cells.",
-        "",
-        "Protocols: **paper** = random 70/30 split of patches over both lattices (it leaks: the "
-        "shifted lattice regroups training cells, so its scores are optimistic); **spatial** = "
-        "held-out blocks with a buffer; **temporal** = the last periods held out; **spacetime** = "
-        "held-out blocks in the last periods.",
-        "",
-        "`ece_calibrated`: the test cells' ECE after Platt scaling fitted on the fold's "
-        "validation cells (the focal Tversky and weighted losses shift the base rate, which "
-        "temperature scaling cannot undo; see `docs/uncertainty.md`).",
-        "",
-        markdown_table(summary),
-        "",
-        *(
-            [
-                f"![Reliability diagrams per protocol]({figure})",
-                "",
-                "Reliability of each model's raw probabilities on the test cells (pooled over "
-                "folds). The ENN's focal Tversky loss pushes its probabilities towards 0 and 1, "
-                "hence its large raw ECE; `ece_calibrated` above shows what Platt scaling fitted "
-                "on validation cells recovers.",
-                "",
-            ]
-            if figure
-            else []
-        ),
-        "## Reading",
-        "",
+        "| protocol | seed | enn auc | best baseline auc | enn hazard_r | best baseline hazard_r |",
+        "|---|---|---|---|---|---|",
     ]
+    for protocol in protocols:
+        for seed in seeds:
+            group = [
+                r
+                for r in rows
+                if r.get("scenario") == scenario and r["protocol"] == protocol and r["seed"] == seed
+            ]
+            means = {m: _mean_of(group, m) for m in {r["model"] for r in group}}
+            if ENN not in means:
+                continue
+            base = [means[m] for m in BASELINE_MODELS if m in means]
+            best_auc = max((b["auc"] for b in base), default=math.nan)
+            best_r = max((b["hazard_r"] for b in base), default=math.nan)
+            lines.append(
+                f"| {protocol} | {seed} | {_cell(means[ENN]['auc'], None)} | "
+                f"{_cell(best_auc, None)} | {_cell(means[ENN]['hazard_r'], None)} | "
+                f"{_cell(best_r, None)} |"
+            )
+    return "\n".join(lines)
+
+
+def _mean_of(group: list[dict[str, Any]], model: str) -> dict[str, float]:
+    values = [r for r in group if r["model"] == model]
+    return {k: float(np.nanmean([r[k] for r in values])) for k in ("auc", "hazard_r")}
+
+
+def _verdict(enn: float, best: float) -> str:
+    diff = enn - best
+    return "beats" if diff > 0.005 else ("does not beat" if diff < -0.005 else "ties with")
+
+
+def _reading(summary: list[dict[str, Any]]) -> list[str]:
+    lines = []
     by_protocol: dict[str, dict[str, dict[str, Any]]] = {}
     for e in summary:
         by_protocol.setdefault(e["protocol"], {})[e["model"]] = e
@@ -389,25 +445,92 @@ def render_markdown(result: dict[str, Any], command: str, figure: str | None = N
             baselines.items(),
             key=lambda kv: -1 if not math.isfinite(kv[1]["auc"]) else kv[1]["auc"],
         )
-        diff = enn["auc"] - best["auc"]
-        verdict = "beats" if diff > 0.005 else ("does not beat" if diff < -0.005 else "ties with")
-        text = (
-            f"- **{protocol}**: the ENN (AUC {_cell(enn['auc'], None)}) {verdict} the best "
-            f"baseline, {best_name} (AUC {_cell(best['auc'], None)})"
+        best_r_name, best_r = max(
+            baselines.items(),
+            key=lambda kv: -1 if not math.isfinite(kv[1]["hazard_r"]) else kv[1]["hazard_r"],
         )
-        if ORACLE in models:
+        text = (
+            f"- **{protocol}**: the ENN (AUC {_cell(enn['auc'], None)}) "
+            f"{_verdict(enn['auc'], best['auc'])} the best baseline, {best_name} "
+            f"(AUC {_cell(best['auc'], None)}); on hazard r the ENN "
+            f"({_cell(enn['hazard_r'], None)}) {_verdict(enn['hazard_r'], best_r['hazard_r'])} "
+            f"{best_r_name} ({_cell(best_r['hazard_r'], None)})"
+        )
+        if OBSERVABLE_ORACLE in models:
+            obs = models[OBSERVABLE_ORACLE]
+            text += (
+                f"; the observable oracle reaches AUC {_cell(obs['auc'], None)}, so the ENN's "
+                f"skill against it is {_cell(enn['skill_observable'], None)}"
+            )
+        elif ORACLE in models:
             text += f"; the oracle reaches {_cell(models[ORACLE]['auc'], None)}"
             text += f", so the ENN's skill is {_cell(enn['skill'], None)}"
         text += "."
         if enn["leaky"]:
             text += " This protocol leaks training cells into the test set; do not quote it alone."
         lines.append(text)
-    lines += [
+    return lines
+
+
+def render_markdown(result: dict[str, Any], command: str, figure: str | None = None) -> str:
+    """docs/validation.md: the tables, how they were made, and a plain reading of them."""
+    summary = result["summary"]
+    scenarios = result.get("scenarios") or {
+        result["config_name"]: {"grid_cells": result["grid_cells"], "seeds": [result["seed"]]}
+    }
+    lines = [
+        "# Validation: protocols, baselines, the oracles",
         "",
-        "Limits: the synthetic scenario is generated by a known, smooth process, so its skill "
-        "numbers say whether the pipeline can learn such a process, not how well it will do on "
-        "real terrain; the paper's own validation (its numbers in `docs/paper_reproduction.md`) "
-        "corresponds to the leaky protocol.",
+        f"Generated by `{command}` (package {result['package_version']}, "
+        f"{result['created'][:10]}, preset `{result['preset']}`). Do not edit by hand.",
+        "",
+        "Every number is pooled over the test periods and cells of a fold, then averaged over the "
+        "runs (folds x seeds; ± their standard deviation where there are several). The class "
+        "threshold for F1 is the max-F1 threshold on the fold's validation cells, never its test "
+        "cells. `skill` = (AUC - 0.5) / (oracle AUC - 0.5): 1 means as good as knowing the true "
+        "probabilities; `skill_observable` uses the **observable oracle** instead, the truth "
+        "averaged over the generator's latent fields that no input shows (the learnable "
+        "ceiling). `hazard_*` compare predicted E[D] (susceptibility x density) with the "
+        "observed new-failure density (%) on all test cells; `density_r_pos` is the Pearson r of "
+        "predicted and observed density on the positive test cells; `hazard_ratio` the mean "
+        "predicted E[D] over the mean observed one. `enn_constant_density` is an ablation: the "
+        "ENN's susceptibility times one constant density (the mean of the positive training "
+        "cells). The ENN's maps are the calibrated ones `predict` writes (Platt scaling fitted on "
+        "the fold's validation cells and stored in the model).",
+        "",
+        "Protocols: **paper** = random 70/30 split of patches over both lattices (it leaks: the "
+        "shifted lattice regroups training cells, so its scores are optimistic); **spatial** = "
+        "held-out blocks with a buffer; **temporal** = the last periods held out; **spacetime** = "
+        "held-out blocks in the last periods.",
+        "",
+    ]
+    for scenario, info in scenarios.items():
+        part = [e for e in summary if e.get("scenario", scenario) == scenario]
+        seeds = info["seeds"]
+        grid = info["grid_cells"]
+        lines += [
+            f"## {scenario} ({grid[0]} x {grid[1]} cells; seed{'s' if len(seeds) > 1 else ''} "
+            f"{', '.join(str(x) for x in seeds)})",
+            "",
+            markdown_table(part),
+            "",
+        ]
+        if len(seeds) > 1:
+            lines += [per_seed_table(result["rows"], scenario), ""]
+        lines += ["Reading:", "", *_reading(part), ""]
+    if figure:
+        lines += [
+            f"![Reliability diagrams per protocol]({figure})",
+            "",
+            "Reliability on the test cells (pooled over runs) of each model's probabilities as "
+            "scored above.",
+            "",
+        ]
+    lines += [
+        "Limits: the synthetic scenarios are generated by a known, smooth process, so their "
+        "skill numbers say whether the pipeline can learn such a process, not how well it will "
+        "do on real terrain; the paper's own validation (its numbers in "
+        "`docs/paper_reproduction.md`) corresponds to the leaky protocol.",
         "",
     ]
     return "\n".join(lines)

@@ -248,3 +248,46 @@ def test_truth_agrees_with_monte_carlo(tiny):
         assert abs(e_mc[t].sum() - e_true[t].sum()) <= 4.5 * se_t
     # and the placement step keeps every drawn area (it is what the inventories hold)
     assert summary["placement_area_lost_m2"] == 0.0
+
+
+def test_observable_oracle_without_latent_noise_is_the_truth():
+    """With the latent fields switched off, averaging over them changes nothing."""
+    import dataclasses
+
+    from landslide_hazard.synthetic.generate import RATE_MODEL, observable_truth
+    from landslide_hazard.synthetic.landslides import (
+        saturating_rate,
+        truncated_inverse_gamma_mean,
+        truth_from_rates,
+    )
+
+    rm = dataclasses.replace(RATE_MODEL, sd_latent=0.0, sd_latent_period=0.0, sd_log_area_scale=0.0)
+    rng = np.random.default_rng(0)
+    log_obs = rng.normal(0, 1, (2, 5, 6))
+    intercepts, thetas = [-1.0, -2.0], [900.0, 1500.0]
+    cell_area, hi = 1e6, 0.15e6
+    p, d, e = observable_truth(log_obs, intercepts, thetas, (5, 6), 1.0, cell_area, hi, 0, rm, 4)
+    rates = saturating_rate(np.exp(np.array(intercepts)[:, None, None] + log_obs), rm.max_rate)
+    areas = truncated_inverse_gamma_mean(
+        rm.area_rho, np.array(thetas)[:, None, None], rm.area_lo_m2, hi
+    )
+    p_want, d_want, e_want = truth_from_rates(rates, areas, cell_area)
+    np.testing.assert_allclose(p, p_want, rtol=1e-12)
+    np.testing.assert_allclose(e, e_want, rtol=1e-12)
+    np.testing.assert_allclose(d, d_want, rtol=1e-12)
+
+
+def test_observable_oracle_is_a_smoother_truth():
+    """With latent noise, P averages over it: still a probability, E[D] = P x E[D | D > 0], and
+    not the noise-free P."""
+    from landslide_hazard.synthetic.generate import RATE_MODEL, observable_truth
+    from landslide_hazard.synthetic.landslides import saturating_rate
+
+    rng = np.random.default_rng(1)
+    log_obs = rng.normal(0, 1, (2, 8, 8))
+    p, d, e = observable_truth(log_obs, [0.0, -1.0], [900.0, 900.0], (8, 8), 1.0, 1e6, 1.5e5, 3)
+    assert np.all((p > 0) & (p < 1))
+    np.testing.assert_allclose(e, p * d, rtol=1e-9)
+    rates = saturating_rate(np.exp(np.array([0.0, -1.0])[:, None, None] + log_obs), 15.0)
+    assert RATE_MODEL.sd_latent > 0
+    assert np.mean(p) != pytest.approx(float(np.mean(-np.expm1(-rates))), abs=1e-6)

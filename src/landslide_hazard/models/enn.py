@@ -81,14 +81,19 @@ def build_enn(
     dropout: float = 0.0,
     density_activation: str = "relu",
     wide: str = "none",
+    members: int = 1,
 ) -> ENN:
     """An ENN: the preset's susceptibility block plus the code's density block, Glorot-initialised.
 
     The susceptibility block is built first and the density block second, so one
     ``torch.manual_seed`` before the call fixes every weight.
     """
-    sus = build_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout, wide=wide)
+    sus = build_susceptibility(
+        preset, in_channels, patch_cells, cell_pixels, dropout, wide=wide, members=members
+    )
     den = DensityBlock(in_channels, cell_pixels, dropout, output_activation=density_activation)
+    if wide != "none":
+        den.add_wide_path()
     enn = ENN(sus, den, patch_cells, cell_pixels)
     enn.build_args = {
         "preset": preset,
@@ -98,5 +103,6 @@ def build_enn(
         "dropout": dropout,
         "density_activation": density_activation,
         "wide": wide,
+        "members": members,
     }
     return enn

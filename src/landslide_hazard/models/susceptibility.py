@@ -269,6 +269,34 @@ class TinySusceptibility(SusceptibilityNet):
         return self.head(fused)
 
 
+class SusceptibilityEnsemble(nn.Module):
+    """A deep ensemble: ``M`` independently initialised susceptibility nets of one preset,
+    each trained on its own loss (``training.loop.stage_loss``); the probability is their mean.
+
+    Averaging members that started apart cancels much of what each one fits to noise in a small
+    training set (Lakshminarayanan et al. 2017); the paper's "ensemble" combines a susceptibility
+    and a density block, this adds the members.
+    """
+
+    def __init__(self, members: list[SusceptibilityNet]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.preset = first.preset
+        self.in_channels = first.in_channels
+        self.patch_cells = first.patch_cells
+        self.cell_pixels = first.cell_pixels
+
+    def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, B, n, n): every member's probabilities."""
+        return torch.stack([m(x) for m in self.members])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.member_probabilities(x).mean(dim=0)
+
+
 def build_susceptibility(
     preset: str,
     in_channels: int = 13,
@@ -276,7 +304,8 @@ def build_susceptibility(
     cell_pixels: int = 32,
     dropout: float = 0.0,
     wide: str = "none",
-) -> SusceptibilityNet:
+    members: int = 1,
+) -> SusceptibilityNet | SusceptibilityEnsemble:
     """The susceptibility block of a preset, Glorot-uniform initialised.
 
     Maps (B, in_channels, n*k, n*k) -> (B, n, n) probabilities, n = patch_cells, k = cell_pixels.
@@ -284,6 +313,15 @@ def build_susceptibility(
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} must be in [0, 1)")
+    if members < 1:
+        raise ValueError(f"members={members} must be >= 1")
+    if members > 1:
+        return SusceptibilityEnsemble(
+            [
+                build_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout, wide)
+                for _ in range(members)
+            ]
+        )
     net: SusceptibilityNet
     if preset == "paper":
         net = PaperSusceptibility(in_channels, patch_cells, cell_pixels, dropout)

@@ -51,6 +51,7 @@ def load_model_file(
         dropout=float(meta.get("dropout", 0.0)),
         density_activation=str(meta.get("density_activation", "relu")),
         wide=str(meta.get("wide", "none")),
+        members=int(meta.get("members", 1)),
     )
     try:
         model.load_state_dict(meta["state_dict"])

@@ -42,6 +42,7 @@ import torch
 
 from ..bands import INPUT_NAMES
 from ..config import RunConfig, TrainingConfig
+from ..models.susceptibility import SusceptibilityEnsemble
 from ..errors import InputError, ResumeError
 from ..evaluation.held_out import evaluate_run
 from ..run import (
@@ -131,6 +132,17 @@ def susceptibility_loss(
     return weighted_bce(p, g, t.bce_pos_weight, mask=mask)
 
 
+def _members_loss(
+    block: torch.nn.Module, x: torch.Tensor, g: torch.Tensor, mask: torch.Tensor, t: TrainingConfig
+) -> torch.Tensor:
+    """The occurrence loss of a susceptibility block; for a deep ensemble, the mean of each
+    member's own loss (so the members train independently, as a deep ensemble's do)."""
+    if isinstance(block, SusceptibilityEnsemble):
+        losses = [susceptibility_loss(p.float(), g, mask, t) for p in block.member_probabilities(x)]
+        return torch.stack(losses).mean()
+    return susceptibility_loss(block(x).float(), g, mask, t)
+
+
 def stage_loss(
     stage: str,
     model: torch.nn.Module,
@@ -145,8 +157,7 @@ def stage_loss(
 
     occurrence = (target > min_density).to(torch.float32)
     if stage == "susceptibility":
-        p = model.susceptibility(x).float()
-        return susceptibility_loss(p, occurrence, mask, t)
+        return _members_loss(model.susceptibility, x, occurrence, mask, t)
     if stage == "density_log":
         return masked_mae(model.density(x).float(), torch.log1p(target), mask)
     if stage == "density":
@@ -160,6 +171,8 @@ def stage_loss(
         # (docs/decisions.md); training.hazard_loss = mae restores the paper code's
         hazard_term = masked_mse if t.hazard_loss == "mse" else masked_mae
         hazard = hazard_term(out.hazard.float(), target, mask)
+        if isinstance(model.susceptibility, SusceptibilityEnsemble):
+            return hazard + _members_loss(model.susceptibility, x, occurrence, mask, t)
         return hazard + susceptibility_loss(out.susceptibility.float(), occurrence, mask, t)
     raise ValueError(f"unknown stage '{stage}'")
 
@@ -527,6 +540,7 @@ def _fit(
         dropout=cfg.model.dropout,
         density_activation=cfg.model.density_activation,
         wide=cfg.model.wide,
+        members=cfg.model.members,
     ).to(device)
     use_amp = bool(t.amp and device.type == "cuda")
     if device.type == "cuda":

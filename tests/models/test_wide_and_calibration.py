@@ -1,0 +1,117 @@
+"""The wide paths, the Gamma density loss and the calibration stored in the ENN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import expit, logit
+
+from landslide_hazard.models import build_enn
+from landslide_hazard.models.layers import CellSummaryLinear, PixelRatePool
+from landslide_hazard.training.losses import masked_gamma_deviance
+
+
+def _cells_by_hand(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell mean and population std of every channel, with loops."""
+    b, c, h, w = x.shape
+    mean = np.zeros((b, c, h // k, w // k))
+    std = np.zeros_like(mean)
+    for i in range(h // k):
+        for j in range(w // k):
+            block = x[:, :, i * k : (i + 1) * k, j * k : (j + 1) * k].reshape(b, c, -1)
+            mean[:, :, i, j] = block.mean(-1)
+            std[:, :, i, j] = block.std(-1)
+    return mean, std
+
+
+def test_cell_summary_linear_is_a_linear_model_of_cell_means_and_stds():
+    torch.manual_seed(0)
+    k, c = 4, 3
+    layer = CellSummaryLinear(c, k)
+    assert torch.count_nonzero(layer(torch.randn(2, c, 8, 8))) == 0  # starts at 0
+    w = torch.randn(1, 2 * c, 1, 1)
+    with torch.no_grad():
+        layer.linear.weight.copy_(w)
+        layer.linear.bias.fill_(0.25)
+    x = torch.randn(2, c, 8, 12, dtype=torch.float64)
+    got = layer.double()(x).detach().numpy()
+    mean, std = _cells_by_hand(x.numpy(), k)
+    coef = w.double().numpy().reshape(-1)
+    want = np.einsum("bchw,c->bhw", mean, coef[:c]) + np.einsum("bchw,c->bhw", std, coef[c:])
+    np.testing.assert_allclose(got, want + 0.25, atol=1e-6)
+
+
+def test_pixel_rate_pool_is_the_log_of_the_mean_pixel_rate():
+    torch.manual_seed(1)
+    k = 4
+    pool = PixelRatePool(2, k).double()
+    torch.nn.init.normal_(pool.pixel[-1].weight)
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64) * 3
+    rate = torch.exp(pool.pixel(x))[:, 0].detach().numpy()  # (B, H, W) per-pixel rates
+    got = pool(x).detach().numpy()
+    want = np.log(rate.reshape(3, 2, k, 2, k).mean(axis=(2, 4)))
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+@pytest.mark.parametrize("wide", ["linear", "pixel"])
+def test_a_fresh_wide_path_leaves_the_deep_network_unchanged(wide):
+    torch.manual_seed(2)
+    plain = build_enn("tiny", 13, 4, 8, wide="none").eval()
+    torch.manual_seed(2)
+    widened = build_enn("tiny", 13, 4, 8, wide=wide).eval()
+    # same deep weights (the wide modules are created after the deep ones)
+    widened.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 13, 32, 32)
+    out_a, out_b = plain(x), widened(x)
+    torch.testing.assert_close(out_a.susceptibility, out_b.susceptibility)
+    torch.testing.assert_close(out_a.density, out_b.density)
+
+
+def test_paper_preset_refuses_a_wide_path():
+    with pytest.raises(ValueError, match="no logit"):
+        build_enn("paper", 13, 4, 32, wide="linear")
+
+
+def test_gamma_deviance_hand_values_and_ignored_cells():
+    pred = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    target = torch.tensor([1.0, 0.0, 6.0, float("nan")])
+    # cells: y=1 mu=1 -> 0; y=0 -> ignored (no positive density); y=6 mu=3 -> 2 - ln 2 - 1
+    want = (0.0 + (2 - np.log(2) - 1)) / 2
+    assert float(masked_gamma_deviance(pred, target)) == pytest.approx(want, rel=1e-6)
+    mask = torch.tensor([True, True, False, True])
+    assert float(masked_gamma_deviance(pred, target, mask)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gamma_deviance_minimiser_is_the_mean():
+    """A constant fitted under the Gamma deviance lands on the sample mean (not the median)."""
+    y = torch.tensor([0.1, 0.2, 0.3, 5.0])
+    mu = torch.tensor(1.0, requires_grad=True)
+    opt = torch.optim.LBFGS([mu], lr=0.5, max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = masked_gamma_deviance(mu.expand(4), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert float(mu.detach()) == pytest.approx(float(y.mean()), rel=1e-3)
+
+
+def test_calibration_is_platt_scaling_of_the_raw_output_and_survives_the_state_dict():
+    torch.manual_seed(3)
+    enn = build_enn("tiny", 13, 4, 8).eval()
+    x = torch.randn(2, 13, 32, 32)
+    raw = enn(x)
+    enn.set_calibration(0.6, -1.2)
+    cal = enn(x)
+    want = expit(0.6 * logit(raw.susceptibility.detach().double().numpy()) - 1.2)
+    np.testing.assert_allclose(cal.susceptibility.detach().numpy(), want, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(cal.hazard, cal.susceptibility * cal.density)
+    enn.use_calibration = False  # the raw network output stays available
+    torch.testing.assert_close(enn(x).susceptibility, raw.susceptibility)
+    other = build_enn("tiny", 13, 4, 8).eval()
+    other.load_state_dict(enn.state_dict())
+    assert other.calibrated
+    torch.testing.assert_close(other(x).susceptibility, cal.susceptibility)
