@@ -269,6 +269,34 @@ def test_zarr_backed_and_threaded_prediction_equal_in_memory(tmp_path):
     assert lazy._row_cache is None  # released after the pass
 
 
+def test_stored_calibration_applies_to_the_merged_maps(tmp_path):
+    """Platt scaling stored in the ENN maps the merged raw susceptibility exactly, and the
+    hazard is the calibrated susceptibility x density; use_calibration off gives the raw maps."""
+    from scipy.special import expit, logit
+
+    from landslide_hazard.models import build_enn
+
+    reader = CubeReader(_cube(tmp_path / "cube.zarr"))
+    norm = compute_normalisation(
+        reader.static, reader.dynamic, reader.monsoons, reader.label_mask, 4
+    )
+    torch.manual_seed(0)
+    model = build_enn("tiny", patch_cells=N, cell_pixels=4)
+    raw = predict_mod.predict_arrays(model, reader, norm, batch_size=7)
+    model.set_calibration(0.7, -0.4)
+    cal = predict_mod.predict_arrays(model, reader, norm, batch_size=7)
+    ok = np.isfinite(raw["susceptibility"])
+    assert ok.any()
+    p = np.clip(raw["susceptibility"][ok].astype(np.float64), 1e-7, 1 - 1e-7)
+    np.testing.assert_allclose(cal["susceptibility"][ok], expit(0.7 * logit(p) - 0.4), rtol=1e-5)
+    np.testing.assert_array_equal(cal["density"], raw["density"])
+    np.testing.assert_allclose(cal["hazard"], cal["susceptibility"] * raw["density"], rtol=1e-6)
+    model.use_calibration = False
+    again = predict_mod.predict_arrays(model, reader, norm, batch_size=7)
+    for q in predict_mod.QUANTITIES:
+        np.testing.assert_array_equal(again[q], raw[q])
+
+
 def test_mc_dropout_uncertainty_map(tmp_path):
     from landslide_hazard.io import read_raster
     from landslide_hazard.training import train

@@ -330,6 +330,11 @@ def predict_cmd(
         "--bf16",
         help="bf16 autocast on the CPU: faster on CPUs with AMX / AVX512-BF16, values move ~1e-3",
     ),
+    raw: bool = typer.Option(
+        False,
+        "--raw",
+        help="the network's own probabilities, without the run's calibration (to RUN/maps-raw/)",
+    ),
 ) -> None:
     """Wall-to-wall maps of a trained run (RUN/maps/ or RUN/scenarios/<name>/)."""
     import warnings
@@ -346,6 +351,7 @@ def predict_cmd(
             mc_samples=mc_samples,
             scheduler=scheduler,
             cpu_bf16=bf16,
+            raw=raw,
         )
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")

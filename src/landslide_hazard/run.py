@@ -44,6 +44,7 @@ TRAIN_LOG = "train.log"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 MAPS_DIR = "maps"
+RAW_MAPS_DIR = "maps-raw"  # predict --raw: the network's own probabilities, uncalibrated
 SCENARIOS_DIR = "scenarios"
 HPARAM_DIR = "hparam"
 VALIDATION_DIR = "validation"
@@ -133,6 +134,10 @@ class RunFolder:
     @property
     def maps(self) -> Path:
         return self.path / MAPS_DIR
+
+    @property
+    def raw_maps(self) -> Path:
+        return self.path / RAW_MAPS_DIR
 
     def scenario(self, name: str) -> Path:
         return self.path / SCENARIOS_DIR / name

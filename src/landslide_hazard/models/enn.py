@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
+from scipy.special import expit, logit
 from torch import nn
 
 from .density import DensityBlock
@@ -45,30 +47,33 @@ class ENN(nn.Module):
         self.density = density
         self.patch_cells = patch_cells
         self.cell_pixels = cell_pixels
-        # Platt scaling of the susceptibility, fitted after training on validation cells
-        # (training.calibration): [slope, intercept, on]; off (the raw network) until set
+        # Platt scaling of the susceptibility maps, fitted after training on validation cells
+        # (training.calibrate): [slope, intercept, on]; off (the raw network) until set
         self.register_buffer("calibration", torch.tensor([1.0, 0.0, 0.0]))
-        self.use_calibration = True  # False: the raw network output (predict --raw)
+        self.use_calibration = True  # False: maps of the raw network output (predict --raw)
 
     def set_calibration(self, slope: float, intercept: float) -> None:
-        """Turn on ``sigmoid(slope * logit(p) + intercept)`` for the susceptibility (and so the
-        hazard); stored with the weights (a buffer of the state dict)."""
+        """Calibrate the susceptibility maps with ``sigmoid(slope * logit(p) + intercept)``;
+        stored with the weights (a buffer of the state dict)."""
         self.calibration.copy_(torch.tensor([float(slope), float(intercept), 1.0]))
 
     @property
     def calibrated(self) -> bool:
         return bool(self.calibration[2] > 0)
 
-    def calibrate(self, s: torch.Tensor) -> torch.Tensor:
-        """The stored calibration applied to raw probabilities ``s`` (identity when off)."""
+    def calibrate_map(self, p: np.ndarray) -> np.ndarray | None:
+        """The stored calibration applied to a susceptibility map (after the lattices are
+        merged, where it was fitted); None when there is none or ``use_calibration`` is off."""
         if not (self.use_calibration and self.calibrated):
-            return s
-        z = torch.logit(s.float(), eps=1e-7)
-        return torch.sigmoid(self.calibration[0] * z + self.calibration[1]).to(s.dtype)
+            return None
+        slope, intercept = (float(v) for v in self.calibration[:2])
+        z = logit(np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7))
+        return expit(slope * z + intercept).astype(np.float32)
 
     def forward(self, x: torch.Tensor) -> ENNOutput:
-        """(B, C, n*k, n*k) -> ENNOutput of three (B, n, n) tensors."""
-        s = self.calibrate(self.susceptibility(x))
+        """(B, C, n*k, n*k) -> ENNOutput of three (B, n, n) tensors (the raw network: the
+        calibration applies to the merged maps, ``predict.predict_arrays``)."""
+        s = self.susceptibility(x)
         d = self.density(x)
         return ENNOutput(susceptibility=s, density=d, hazard=s * d)
 

@@ -141,7 +141,9 @@ def predict_arrays(
     """Per-cell susceptibility, density and hazard for the given periods (default all).
 
     Returns a dict of (P, cy, cx) float32 arrays (NaN for periods not predicted and for cells
-    outside ``reader.valid``). ``merge``: ``mean`` of both lattices where both cover a cell, or
+    outside ``reader.valid``). A model with a stored calibration (``ENN.set_calibration``)
+    gives calibrated susceptibility, and hazard = that x density, unless its
+    ``use_calibration`` is off. ``merge``: ``mean`` of both lattices where both cover a cell, or
     ``lattice0`` only. Patches without any valid cell are skipped.
 
     ``client``: a dask.distributed Client; the rows of patches then run on its workers (each
@@ -212,7 +214,13 @@ def predict_arrays(
         merged = (sums / counts[None]).astype(np.float32)
     merged[:, :, ~reader.valid] = np.nan
     merged[:, counts == 0] = np.nan
-    return dict(zip(QUANTITIES, merged, strict=True))
+    out = dict(zip(QUANTITIES, merged, strict=True))
+    calibrate = getattr(model, "calibrate_map", None)
+    calibrated = calibrate(out["susceptibility"]) if calibrate is not None else None
+    if calibrated is not None:  # the stored Platt scaling (training.calibration)
+        out["susceptibility"] = calibrated
+        out["hazard"] = calibrated * out["density"]
+    return out
 
 
 # Worker-side state of distributed prediction: the reader of the job being run (one at a time

@@ -28,6 +28,7 @@ def predict(
     mc_samples: int = 0,
     scheduler: str | None = None,
     cpu_bf16: bool = False,
+    raw: bool = False,
 ) -> Path:
     """Wall-to-wall maps of a trained run; returns the folder written (RUN/maps or
     RUN/scenarios/<name>).
@@ -43,6 +44,9 @@ def predict(
 
     cpu_bf16: bf16 autocast when predicting on the CPU (1.3-2x faster on CPUs with AMX or
     AVX512-BF16; probabilities change by ~1e-3). On a GPU, ``training.amp`` decides.
+
+    raw: maps of the network's own probabilities, without the calibration stored in the run
+    (``training.calibration``), written to RUN/maps-raw (or RUN/scenarios/<name>-raw).
     """
     from ..malloc import tune_malloc
 
@@ -66,6 +70,8 @@ def predict(
         )
         device = torch.device("cpu")
     run.model.to(device, memory_format=torch.channels_last)
+    if raw:
+        run.model.use_calibration = False
     cube = _cube_of(run)
     cfg = run.cfg
     periods = cube.meta.period_names
@@ -96,7 +102,7 @@ def predict(
         reader = CubeReader(cube, memory_budget_bytes=budget)
         arrays = run_arrays(reader)
         observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
-        out_dir = RunFolder(run_dir).maps
+        out_dir = RunFolder(run_dir).raw_maps if raw else RunFolder(run_dir).maps
         write_maps(
             out_dir, arrays, cube.grid, periods, cfg.output.hazard_class_breaks, observed, tags=tags
         )
@@ -120,7 +126,7 @@ def predict(
             "outside the training range; see applicability.tif (0 = extrapolating)",
             stacklevel=2,
         )
-    out_dir = RunFolder(run_dir).scenario(spec.name)
+    out_dir = RunFolder(run_dir).scenario(f"{spec.name}-raw" if raw else spec.name)
     write_maps(
         out_dir,
         sub,

@@ -189,6 +189,11 @@ class MCDropout(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
+    def calibrate_map(self, p: Any) -> Any:
+        """The wrapped model's map calibration (``ENN.calibrate_map``), if it has one."""
+        calibrate = getattr(self.model, "calibrate_map", None)
+        return calibrate(p) if calibrate is not None else None
+
 
 def _warn_no_dropout(stacklevel: int) -> None:
     warnings.warn(

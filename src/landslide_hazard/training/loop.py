@@ -42,9 +42,9 @@ import torch
 
 from ..bands import INPUT_NAMES
 from ..config import RunConfig, TrainingConfig
-from ..models.susceptibility import SusceptibilityEnsemble
 from ..errors import InputError, ResumeError
 from ..evaluation.held_out import evaluate_run
+from ..models.susceptibility import SusceptibilityEnsemble
 from ..run import (
     CHECKPOINT,
     RunFolder,
