@@ -365,7 +365,9 @@ class TerrainSummary:
     nodata_source: str  # "declared", "--nodata", "detected" or "none"
 
 
-def _pixel_size_m(info, path: Path) -> float:
+def dem_pixel_size_m(info, path: Path) -> float:
+    """The square pixel size (m) of a north-up DEM in a projected metric CRS; a DemError
+    naming the file and the fix otherwise."""
     t = info.transform
     if t.b != 0 or t.d != 0 or t.e >= 0:
         raise DemError(
@@ -413,7 +415,7 @@ def write_terrain(
     dem_path, out_path = Path(dem_path), Path(out_path)
     step("read")
     dem, info = read_raster(dem_path, bands=1, nodata=nodata, dtype="float64")
-    pixel = _pixel_size_m(info, dem_path)
+    pixel = dem_pixel_size_m(info, dem_path)
     if nodata is not None:
         source, detect = "--nodata", False
     elif info.nodata is not None:

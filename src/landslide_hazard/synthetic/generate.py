@@ -72,6 +72,7 @@ from .spec import (
     monsoons_ended,
     slug,
 )
+from .dem import dem_terrain, rain_elevation, read_dem_scenario
 from .terrain import (
     landslide_log_weight,
     make_river_network,
@@ -329,17 +330,33 @@ class _PolygonWriter:
 
 
 def generate_scenario(
-    size: str, seed: int, out: Path, progress: bool = True, spec: ScenarioSpec | None = None
+    size: str,
+    seed: int,
+    out: Path,
+    progress: bool = True,
+    spec: ScenarioSpec | None = None,
+    *,
+    dem: str | Path | None = None,
 ) -> dict:
     """Generate the synthetic scenario ``size`` from ``seed`` into ``out``; return the summary.
 
     ``spec`` overrides the named size's geometry (tests use it to exercise the tiled path on a
-    small grid). The same seed and spec give the same files.
+    small grid). ``dem``: a DEM file (projected CRS in metres) to use as the terrain instead of
+    the procedural one; it sets the grid (:mod:`.dem`), and ``size`` and ``spec`` are ignored.
+    The same seed and spec (or DEM) give the same files.
     """
     started = time.perf_counter()
-    spec = spec or get_spec(size)
     if not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    source = read_dem_scenario(dem) if dem is not None else None
+    spec = source.spec if source is not None else (spec or get_spec(size))
+    # Cells the pipeline will use: all of them, or those of a real DEM free of nodata.
+    valid = source.valid_cells if source is not None else None
+
+    def on_valid(a: np.ndarray) -> np.ndarray:
+        """``a``'s valid cells (the trailing two axes); ``a`` itself when every cell is."""
+        return a if valid is None else a[..., valid]
+
     out = Path(out)
     inputs = out / "inputs"
     (inputs / "inventories").mkdir(parents=True, exist_ok=True)
@@ -354,22 +371,33 @@ def generate_scenario(
     terrain_key = seed * 16 + 5
     timings: dict[str, float] = {}
 
-    # Rivers and relief scale.
-    network = make_river_network(bounds, _rng(seed, RIVER_STREAM), spec.pixel_size_m / 2)
-    scale = relief_scale_for_mean_slope(
-        network, spec.origin, spec.pixel_size_m, spec.grid.fine_shape, terrain_key
-    )
-
-    def terrain(rs: slice, cs: slice):
-        return terrain_window(
-            network,
-            spec.origin,
-            spec.pixel_size_m,
-            slice(rs.start * k, rs.stop * k),
-            slice(cs.start * k, cs.stop * k),
-            terrain_key,
-            scale,
+    if source is None:
+        # Rivers and relief scale.
+        network = make_river_network(bounds, _rng(seed, RIVER_STREAM), spec.pixel_size_m / 2)
+        scale = relief_scale_for_mean_slope(
+            network, spec.origin, spec.pixel_size_m, spec.grid.fine_shape, terrain_key
         )
+        river_lines, river_kinds = network.geometries(), network.kinds
+        valid_pixels = spec.grid.fine_shape[0] * spec.grid.fine_shape[1]
+
+        def terrain(rs: slice, cs: slice):
+            return terrain_window(
+                network,
+                spec.origin,
+                spec.pixel_size_m,
+                slice(rs.start * k, rs.stop * k),
+                slice(cs.start * k, cs.stop * k),
+                terrain_key,
+                scale,
+            )
+    else:
+        scale = None
+        real = dem_terrain(source.elevation_m, spec.pixel_size_m, spec.grid.fine_transform)
+        river_lines, river_kinds = list(real.river_lines), real.river_kinds
+        valid_pixels = int(np.isfinite(source.elevation_m).sum())
+
+        def terrain(rs: slice, cs: slice):
+            return real.window(slice(rs.start * k, rs.stop * k), slice(cs.start * k, cs.stop * k))
 
     tiles = list(_tiles(spec))
     static_weight = np.zeros(spec.shape_cells)
@@ -383,7 +411,7 @@ def generate_scenario(
                 tw = terrain(rs, cs)
                 dem.write(tw.elevation_m, rs.start * k, cs.start * k)
                 static_weight[rs, cs] = _block_mean(np.exp(landslide_log_weight(tw)), k)
-                slope_sum += float(tw.slope_deg.sum())
+                slope_sum += float(np.nansum(tw.slope_deg))
                 if bar:
                     bar.advance(task)
         timings["terrain_s"] = time.perf_counter() - started
@@ -434,7 +462,13 @@ def generate_scenario(
         n_days = (periods[-1][1] - BASELINE_DATE).days
         dates = [BASELINE_DATE + dt.timedelta(days=i + 1) for i in range(n_days)]
         rx, ry = rgrid.centres()
-        rain = daily_rain(rgrid, dates, smooth_elevation(rx, ry, terrain_key, scale), rrng)
+        if source is None:
+            rain_elev = smooth_elevation(rx, ry, terrain_key, scale)
+        else:
+            rain_elev = rain_elevation(
+                source.elevation_m, k, spec.origin, spec.grid.cell_size_m, rx, ry
+            )
+        rain = daily_rain(rgrid, dates, rain_elev, rrng)
         rain_transform = rasterio.Affine(
             rgrid.pixel_m, 0, rgrid.x_min, 0, -rgrid.pixel_m, rgrid.y_max
         )
@@ -486,18 +520,20 @@ def generate_scenario(
         rates = np.empty_like(log_base)
         for t, name in enumerate(names):
             target = REAL_GORKHA_TABLE[name]
-            shift = float(log_base[t].max())
+            shift = float(on_valid(log_base[t]).max())
             b0 = (
                 calibrate_intercept(
-                    np.exp(log_base[t] - shift), target.prevalence_pct / 100.0, rm.max_rate
+                    np.exp(on_valid(log_base[t]) - shift),
+                    target.prevalence_pct / 100.0,
+                    rm.max_rate,
                 )
                 - shift
             )
             rates[t] = saturating_rate(np.exp(b0 + log_base[t]), rm.max_rate)
             thetas.append(
                 calibrate_area_scale(
-                    rates[t],
-                    scale_mult[t],
+                    on_valid(rates[t]),
+                    on_valid(scale_mult[t]),
                     target.mean,
                     cell_area,
                     rm.area_rho,
@@ -508,14 +544,14 @@ def generate_scenario(
             intercepts.append(b0)
         theta_cells = np.array(thetas)[:, None, None] * scale_mult  # (period, y, x), m2
         base_log = rm.sd_latent * latent + np.log(static_weight)
-        base_shift = float(base_log.max())
+        base_shift = float(on_valid(base_log).max())
         base_b0 = calibrate_intercept(
-            np.exp(base_log - base_shift), rm.baseline_prevalence, rm.max_rate
+            np.exp(on_valid(base_log) - base_shift), rm.baseline_prevalence, rm.max_rate
         )
         base_rate = saturating_rate(np.exp(base_b0 - base_shift + base_log), rm.max_rate)
-        base_rate_mean = float(base_rate.mean())
+        base_rate_mean = float(on_valid(base_rate).mean())
         base_theta = calibrate_area_scale(
-            base_rate,
+            on_valid(base_rate),
             np.ones(1),
             rm.baseline_mean_area_m2 * base_rate_mean * 100.0 / cell_area,
             cell_area,
@@ -524,6 +560,9 @@ def generate_scenario(
             area_hi,
         )
         base_law = AreaLaw(rm.area_rho, base_theta, rm.area_lo_m2, area_hi)
+        if valid is not None:  # no landslide on cells with nodata (their log-rate is NaN)
+            rates[:, ~valid] = 0.0
+            base_rate[~valid] = 0.0
         mean_areas = truncated_inverse_gamma_mean(rm.area_rho, theta_cells, rm.area_lo_m2, area_hi)
         p_occ, d_given, d_expected = truth_from_rates(rates, mean_areas, cell_area)
 
@@ -550,6 +589,8 @@ def generate_scenario(
                 ] = []  # (period index, polygon, id); 0 = baseline
                 for r in range(rs.start, rs.stop):
                     for c in range(cs.start, cs.stop):
+                        if valid is not None and not valid[r, c]:
+                            continue
                         crng = _rng(seed, CELL_STREAM, r, c)
                         cell_laws = [
                             AreaLaw(rm.area_rho, float(th), rm.area_lo_m2, area_hi)
@@ -604,8 +645,8 @@ def generate_scenario(
     with _atomic_gpkg(inputs / "rivers.gpkg") as tmp, _gpkg_timestamp(BASELINE_DATE):
         pyogrio.raw.write(
             tmp,
-            np.array(shapely.to_wkb(network.geometries()), dtype=object),
-            [np.array(network.kinds, dtype=object)],
+            np.array(shapely.to_wkb(river_lines), dtype=object),
+            [np.array(river_kinds, dtype=object)],
             ["kind"],
             layer="rivers",
             driver="GPKG",
@@ -620,6 +661,21 @@ def generate_scenario(
     p_obs, d_obs, e_obs = observable_truth(
         observable, intercepts, thetas, spec.shape_cells, cell_km, cell_area, area_hi, seed, rm
     )
+    if valid is not None:  # no truth where the pipeline has no valid cell
+        p_occ, d_given, d_expected, new_density, rates, theta_cells, p_obs, d_obs, e_obs = (
+            np.where(valid, a, np.nan)
+            for a in (
+                p_occ,
+                d_given,
+                d_expected,
+                new_density,
+                rates,
+                theta_cells,
+                p_obs,
+                d_obs,
+                e_obs,
+            )
+        )
     truth = {
         "susceptibility": (p_occ, "1"),
         "density": (d_given, "% of cell area"),
@@ -643,7 +699,9 @@ def generate_scenario(
             units=unit,
         )
 
-    config = scenario_config(spec, seed, names)
+    config = scenario_config(
+        spec, seed, names, name=None if source is None else f"synthetic-dem-{source.path.stem}"
+    )
     save_config(config, out / CONFIG_FILE)
 
     occurred = new_density > 0
@@ -651,17 +709,17 @@ def generate_scenario(
     for t, name in enumerate(names):
         per_period[name] = {
             "generated": period_statistics(new_density[t].astype(np.float32)).as_dict(),
-            "expected_prevalence_pct": float(100.0 * p_occ[t].mean()),
-            "expected_mean": float(d_expected[t].mean()),
+            "expected_prevalence_pct": float(100.0 * on_valid(p_occ[t]).mean()),
+            "expected_mean": float(on_valid(d_expected[t]).mean()),
             "real": REAL_GORKHA_TABLE[name].as_dict(),
             "fraction_of_positive_below_one_reference_pixel": float(
                 subpixel[t] / max((new_density[t] > 0).sum(), 1)
             ),
             "n_landslides": int(n_landslides[t + 1]),
             "monsoons_since_eq": monsoons[t],
-            "oracle_auc": rank_auc(p_occ[t], occurred[t]),
-            "observable_auc": rank_auc(observable[t], occurred[t]),
-            "observable_oracle_auc": rank_auc(p_obs[t], occurred[t]),
+            "oracle_auc": rank_auc(on_valid(p_occ[t]), on_valid(occurred[t])),
+            "observable_auc": rank_auc(on_valid(observable[t]), on_valid(occurred[t])),
+            "observable_oracle_auc": rank_auc(on_valid(p_obs[t]), on_valid(occurred[t])),
         }
     summary = {
         "size": spec.size,
@@ -672,17 +730,19 @@ def generate_scenario(
             "shape_cells": list(spec.shape_cells),
         },
         "n_cells": n_r * n_c,
+        **({} if source is None else {"n_valid_cells": int(valid.sum()), "dem": source.summary()}),
         "fine_shape": list(spec.grid.fine_shape),
-        "mean_slope_deg": slope_sum / (spec.grid.fine_shape[0] * spec.grid.fine_shape[1]),
+        "mean_slope_deg": slope_sum / valid_pixels,
         "relief_scale": scale,
-        "n_rivers": len(network.lines),
+        "n_rivers": len(river_lines),
         "n_baseline_landslides": int(n_landslides[0]),
         "placement_area_lost_m2": lost_m2,
-        "oracle_auc_pooled": rank_auc(p_occ, occurred),
+        "oracle_auc_pooled": rank_auc(on_valid(p_occ), on_valid(occurred)),
         "observable_auc_pooled": rank_auc(
-            np.stack([intercepts[t] + observable[t] for t in range(n_t)]), occurred
+            on_valid(np.stack([intercepts[t] + observable[t] for t in range(n_t)])),
+            on_valid(occurred),
         ),
-        "observable_oracle_auc_pooled": rank_auc(p_obs, occurred),
+        "observable_oracle_auc_pooled": rank_auc(on_valid(p_obs), on_valid(occurred)),
         "periods": per_period,
         "calibration": {
             "rate_model": asdict(rm),
@@ -690,7 +750,10 @@ def generate_scenario(
             "area_theta_m2": thetas,
             "area_bounds_m2": [rm.area_lo_m2, area_hi],
             "mean_area_m2": [
-                float(np.mean(rates[t] * mean_areas[t]) / np.mean(rates[t])) for t in range(n_t)
+                float(
+                    np.mean(on_valid(rates[t] * mean_areas[t])) / np.mean(on_valid(rates[t]))
+                )
+                for t in range(n_t)
             ],
             "baseline_area_law": asdict(base_law),
         },
@@ -722,22 +785,33 @@ _EPOCHS = {
 }
 
 
-def scenario_config(spec: ScenarioSpec, seed: int, names: list[str]) -> RunConfig:
+#: A scenario on a user's DEM with at most this many cells trains with the demo's CPU-sized
+#: epochs (the demo has 2,304 cells; Langtang 924).
+DEM_SHORT_RUN_CELLS = 4096
+
+
+def scenario_config(
+    spec: ScenarioSpec, seed: int, names: list[str], name: str | None = None
+) -> RunConfig:
     """The RunConfig of a scenario written by :func:`generate_scenario` (paths relative to OUT).
 
     Training defaults are CPU-sized for ``tiny`` and ``demo`` (the ``tiny`` preset, dropout 0.3:
     without it the susceptibility net overfits the training blocks after one epoch; measured in
-    docs/training.md). Spatial blocks are a quarter of the domain's side (2-16 km); ``tiny``
+    docs/training.md), and for a ``dem`` scenario of at most ``DEM_SHORT_RUN_CELLS`` cells as for
+    ``demo``. Spatial blocks are a quarter of the domain's side (2-16 km); ``tiny``
     (16 x 16 cells, 4-cell patches) uses a 1-cell buffer around test blocks, else no patch
-    would lie wholly in the training blocks for some folds.
+    would lie wholly in the training blocks for some folds. ``name``: default
+    ``synthetic-<size>``.
     """
     inv = "inputs/inventories"
-    sus, dlog, dens, fine, patience = _EPOCHS.get(spec.size, (60, 20, 20, 5, 10))
+    n_cells = spec.shape_cells[0] * spec.shape_cells[1]
+    epochs_as = "demo" if spec.size == "dem" and n_cells <= DEM_SHORT_RUN_CELLS else spec.size
+    sus, dlog, dens, fine, patience = _EPOCHS.get(epochs_as, (60, 20, 20, 5, 10))
     short_runs = ("tiny", "demo", "regional")
     domain_km = min(spec.shape_cells) * spec.grid.cell_size_m / 1000.0
     block_km = float(min(16.0, max(2.0, domain_km / 4)))
     data = {
-        "name": f"synthetic-{spec.size}",
+        "name": name or f"synthetic-{spec.size}",
         "seed": seed,
         "grid": {
             "crs": spec.crs,
@@ -781,7 +855,7 @@ def scenario_config(spec: ScenarioSpec, seed: int, names: list[str]) -> RunConfi
             # The paper code's 1e-4 barely moves the density block in the few epochs a CPU
             # demo affords (held-out hazard r ~0); 1e-3 lowered both density stages'
             # validation losses on demo seed 0 (docs/training.md).
-            **({"lr_density": 1e-3} if spec.size in short_runs else {}),
+            **({"lr_density": 1e-3} if epochs_as in short_runs else {}),
         },
         "evaluation": {
             "block_km": block_km,
