@@ -361,14 +361,28 @@ def predict_cmd(
 @app.command("synth")
 def synth_cmd(
     out: Path = typer.Argument(..., help="folder to write the scenario into"),
-    size: str = typer.Option("demo", "--size", help="tiny | demo | regional | gorkha | large"),
+    size: str | None = typer.Option(
+        None,
+        "--size",
+        help="tiny | demo | regional | gorkha | large (default demo; not with --dem)",
+    ),
     seed: int = typer.Option(0, "--seed", help="random seed (same seed, same files)"),
+    dem: Path | None = typer.Option(
+        None,
+        "--dem",
+        help="your own DEM (GeoTIFF, projected CRS in metres) as the terrain; it sets the grid",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:
     """Write a synthetic scenario: the inputs a user brings, config.yaml, and truth/."""
     from .synthetic import generate_scenario
 
-    summary = generate_scenario(size, seed, out, progress=not no_progress)
+    if dem is not None and size is not None:
+        raise InputError(
+            f"--size {size} and --dem exclude each other: the DEM sets the grid (its pixel "
+            "size, ~1 km cells, its extent); drop --size"
+        )
+    summary = generate_scenario(size or "demo", seed, out, progress=not no_progress, dem=dem)
     console.print(
         f"wrote {out}: {summary['n_cells']} cells x {len(summary['periods'])} periods "
         f"({summary['timings_s']['total_s']:.1f} s); run `landslide-hazard prepare "

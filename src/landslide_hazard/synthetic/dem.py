@@ -139,7 +139,7 @@ def read_dem_scenario(
             f"{path}: no {k * pixel_m:g} m cell is free of nodata ({source} nodata"
             f"{'' if fill is None else f' {fill:g}'}); give a DEM with valid elevations inside"
         )
-    x0, y1 = info.transform * (c0, r0)
+    x0, y1 = info.transform @ (c0, r0)
     spec = ScenarioSpec(
         size="dem",
         crs=info.crs.to_string(),
@@ -233,8 +233,8 @@ def _river_lines(
     rows, cols = np.nonzero(river & (directions >= 0))
     code = directions[rows, cols].astype(np.int64)
     to_r, to_c = rows + D8_DROW[code], cols + D8_DCOL[code]
-    x0, y0 = transform * (cols + 0.5, rows + 0.5)
-    x1, y1 = transform * (to_c + 0.5, to_r + 0.5)
+    x0, y0 = transform @ (cols + 0.5, rows + 0.5)
+    x1, y1 = transform @ (to_c + 0.5, to_r + 0.5)
     segments = shapely.linestrings(
         np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1)
     )

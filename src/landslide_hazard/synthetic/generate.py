@@ -52,6 +52,7 @@ from .calibration import (
     period_statistics,
     rank_auc,
 )
+from .dem import dem_terrain, rain_elevation, read_dem_scenario
 from .landslides import (
     AreaLaw,
     CellPlacer,
@@ -72,7 +73,6 @@ from .spec import (
     monsoons_ended,
     slug,
 )
-from .dem import dem_terrain, rain_elevation, read_dem_scenario
 from .terrain import (
     landslide_log_weight,
     make_river_network,
@@ -750,9 +750,7 @@ def generate_scenario(
             "area_theta_m2": thetas,
             "area_bounds_m2": [rm.area_lo_m2, area_hi],
             "mean_area_m2": [
-                float(
-                    np.mean(on_valid(rates[t] * mean_areas[t])) / np.mean(on_valid(rates[t]))
-                )
+                float(np.mean(on_valid(rates[t] * mean_areas[t])) / np.mean(on_valid(rates[t])))
                 for t in range(n_t)
             ],
             "baseline_area_law": asdict(base_law),
