@@ -200,6 +200,9 @@ def ddp_run(tmp_path_factory, config_factory):
     return cfg, cfg.output.dir / "runs" / "spatial-fold0", records, out
 
 
+CALIBRATION_KEY = "calibration"  # the ENN's stored Platt scaling (a buffer)
+
+
 def test_ddp_run_writes_once_and_ranks_agree(ddp_run):
     cfg, run, (rank0, rank1), _ = ddp_run
     assert rank0["run"] == rank1["run"] == str(run)
@@ -215,7 +218,8 @@ def test_ddp_run_writes_once_and_ranks_agree(ddp_run):
     assert rank0["weights"].keys() == rank1["weights"].keys() == saved.keys()
     for k in saved:
         assert torch.equal(rank0["weights"][k], rank1["weights"][k]), k
-        assert torch.equal(rank0["weights"][k], saved[k]), k
+        if k != CALIBRATION_KEY:  # fitted after _fit returns, on rank 0 (training.calibrate)
+            assert torch.equal(rank0["weights"][k], saved[k]), k
     # the same losses on both ranks every epoch, so the same early-stopping decisions
     n_epochs = sum(DDP_TRAINING[f"max_epochs_{s}"] for s in loop.STAGES)
     assert len(rank0["train"]) == len(rank0["val"]) == n_epochs
@@ -234,7 +238,8 @@ def test_ddp_run_folder_resumes_in_one_process(ddp_run, tmp_path):
     assert "process(es)" not in (finished / "train.log").read_text()  # nothing left to train
     again = torch.load(finished / "model.pt", weights_only=False)["state_dict"]
     for k, v in rank0["weights"].items():
-        assert torch.equal(again[k], v), k
+        if k != CALIBRATION_KEY:
+            assert torch.equal(again[k], v), k
 
     stopped = tmp_path / "stopped"
     shutil.copytree(run, stopped)
