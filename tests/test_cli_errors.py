@@ -124,3 +124,11 @@ def test_debug_shows_the_traceback_in_a_real_process():
     )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
     assert "ZeroDivisionError" in debug.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["prepare", "--help"], ["--version"]])
+def test_help_and_version_are_not_errors(args):
+    """typer.Exit (raised by --help) is the normal way out, not a bug to report."""
+    result = _runner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "error:" not in result.output and "error:" not in (result.stderr or "")

@@ -19,6 +19,12 @@ EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 
 
+def _is_cli_control_flow(exc: BaseException) -> bool:
+    """--help, --version, usage errors: the CLI framework's own exits (typer >= 0.2x vendors
+    click, so its Exit and UsageError are not click's classes)."""
+    return type(exc).__module__.split(".")[0] in ("click", "typer")
+
+
 class _ErrorBoundary(TyperGroup):
     """The one place where failures become messages.
 
@@ -37,7 +43,7 @@ class _ErrorBoundary(TyperGroup):
                 raise
             _fail(exc)
         except Exception as exc:
-            if ctx.params.get("debug"):
+            if ctx.params.get("debug") or _is_cli_control_flow(exc):
                 raise
             from rich.markup import escape
 
@@ -62,9 +68,23 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", help="print the version and exit"),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="print the version and exit",
+        is_eager=True,
+        callback=_print_version,
+    ),
     debug: bool = typer.Option(
         False, "--debug", help="show the full traceback of an unexpected error"
     ),
@@ -73,11 +93,6 @@ def main(
     from .malloc import tune_malloc
 
     tune_malloc()
-    if version:
-        from . import __version__
-
-        typer.echo(__version__)
-        raise typer.Exit()
 
 
 def _fail(exc: Exception) -> None:

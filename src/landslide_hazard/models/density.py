@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import CellSummaryLinear, check_cell_pixels, glorot_init, patch_to_cells
+from .layers import check_cell_pixels, glorot_init, patch_to_cells
 
 DENSITY_OUTPUT_ACTIVATIONS: tuple[str, ...] = ("relu", "softplus")
 
@@ -77,15 +77,8 @@ class DensityBlock(nn.Module):
                 dense.append(nn.Dropout(dropout))
         dense.append(nn.Linear(32, 1))
         dense.append(nn.ReLU() if output_activation == "relu" else nn.Softplus())
-        self.regressor = nn.Sequential(*dense[:-1])  # the output activation is applied last
-        self.activation = dense[-1]
+        self.regressor = nn.Sequential(*dense)
         glorot_init(self)
-        self.wide: CellSummaryLinear | None = None
-
-    def add_wide_path(self) -> None:
-        """Add a linear term on each band's cell mean and std before the output activation
-        (``models.layers.CellSummaryLinear``; starts at 0)."""
-        self.wide = CellSummaryLinear(self.in_channels, self.cell_pixels)
 
     def forward_cells(self, cells: torch.Tensor) -> torch.Tensor:
         """(N, C, k, k) cell blocks -> (N,) densities in % of the cell area."""
@@ -95,10 +88,7 @@ class DensityBlock(nn.Module):
                 f"DensityBlock expects cells of shape (N, {self.in_channels}, {k}, {k}), "
                 f"got {tuple(cells.shape)}"
             )
-        z = self.regressor(self.features(cells))[:, 0]
-        if self.wide is not None:
-            z = z + self.wide(cells)[:, 0, 0]
-        return self.activation(z)
+        return self.regressor(self.features(cells))[:, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n*k, n*k) patch -> (B, n, n) densities in % of the cell area."""

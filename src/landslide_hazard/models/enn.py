@@ -97,8 +97,6 @@ def build_enn(
         preset, in_channels, patch_cells, cell_pixels, dropout, wide=wide, members=members
     )
     den = DensityBlock(in_channels, cell_pixels, dropout, output_activation=density_activation)
-    if wide != "none":
-        den.add_wide_path()
     enn = ENN(sus, den, patch_cells, cell_pixels)
     enn.build_args = {
         "preset": preset,

@@ -778,8 +778,10 @@ def generate_scenario(
 _EPOCHS = {
     # (susceptibility, density on log1p, density, fine-tune, patience); see docs/training.md
     "tiny": (3, 2, 2, 1, 3),
-    "demo": (12, 4, 4, 2, 3),
-    "regional": (12, 4, 4, 2, 3),
+    # the susceptibility stage: up to 30 epochs (~2 s each on the demo), patience 5, so that the
+    # wide path converges (docs/models.md, "The default model")
+    "demo": (30, 4, 4, 2, 5),
+    "regional": (30, 4, 4, 2, 5),
 }
 
 
