@@ -124,10 +124,10 @@ class ModelConfig(_Model):
         1, ge=1, description="susceptibility nets in a deep ensemble (their mean probability)"
     )
     wide: Literal["none", "linear", "pixel"] = Field(
-        "linear",
-        description="a per-cell term added to the susceptibility logit (wide & deep): linear on "
-        "each band's cell mean and std, pixel (a per-pixel MLP's log rate, log-mean-exp pooled "
-        "to the cell) or none; the paper preset: none",
+        "pixel",
+        description="a per-cell term added to the susceptibility logit (wide & deep): pixel (a "
+        "per-pixel MLP's log rate, log-mean-exp pooled to the cell), linear (on each band's cell "
+        "mean and std) or none; the paper preset: none",
     )
 
 

@@ -305,6 +305,8 @@ def test_density_epoch_equals_averaged_shard_gradients(ddp_run):
             cell_pixels=g.cell_pixels,
             dropout=cfg.model.dropout,
             density_activation=cfg.model.density_activation,
+            wide=cfg.model.wide,
+            members=cfg.model.members,
         )
         m.load_state_dict(start)
         m.eval()
