@@ -96,7 +96,8 @@ def test_markdown_and_summary(validated):
     text = render_markdown(result, "landslide-hazard validate config.yaml --max-folds 1")
     assert "| protocol | model |" in text
     assert "paper (leaky)" in text
-    assert "## Reading" in text and "best baseline" in text
+    assert "Reading:" in text and "best baseline" in text
+    assert "observable oracle" in text and "| spatial | enn_constant_density |" in text
 
 
 def test_summary_mean_and_std_over_folds():
@@ -117,3 +118,48 @@ def test_folds_for():
     assert folds_for("temporal", 5, 3) == [0]
     assert folds_for("spatial", 5, None) == [0, 1, 2, 3, 4]
     assert folds_for("spacetime", 5, 2) == [0, 1]
+
+
+def _fake_result(scenario: str, seed: int, enn_auc: float) -> dict:
+    """A validate() result with one spatial fold of the ENN and the logistic regression."""
+    cols = ("pr_auc", "f1", "iou", "brier", "ece", "hazard_mae", "density_r_pos", "hazard_ratio")
+    rows = [
+        {"scenario": scenario, "seed": seed, "protocol": "spatial", "fold": 0, "model": m}
+        | {"leaky": False, "auc": auc, "hazard_r": r, "skill": 0.5, "skill_observable": 0.6}
+        | {c: 0.1 for c in cols}
+        | {"ece_calibrated": 0.01, "brier_calibrated": 0.1}
+        for m, auc, r in (("enn", enn_auc, 0.3), ("logistic_regression", 0.7, 0.2))
+    ]
+    return {
+        "package_version": "x",
+        "created": "2026-12-06T00:00:00+00:00",
+        "preset": "tiny",
+        "protocols": ["spatial"],
+        "max_folds": 1,
+        "config_name": scenario,
+        "seed": seed,
+        "grid_cells": [8, 8],
+        "rows": rows,
+        "summary": summarise(rows),
+        "reliability": {"spatial": {"y": np.array([0.0, 1.0]), "enn": np.array([0.2, 0.8])}},
+    }
+
+
+def test_several_configs_make_one_report_with_the_spread_over_seeds():
+    from landslide_hazard.validate import combine
+
+    result = combine(
+        [_fake_result("demo", 0, 0.72), _fake_result("demo", 1, 0.76), _fake_result("big", 0, 0.8)]
+    )
+    demo_enn = next(e for e in result["summary"] if e["scenario"] == "demo" and e["model"] == "enn")
+    assert demo_enn["n_folds"] == 2 and demo_enn["seeds"] == [0, 1]
+    assert demo_enn["auc"] == pytest.approx(0.74) and demo_enn["auc_std"] == pytest.approx(0.02)
+    assert result["scenarios"] == {
+        "demo": {"grid_cells": [8, 8], "seeds": [0, 1]},
+        "big": {"grid_cells": [8, 8], "seeds": [0]},
+    }
+    assert result["reliability"]["spatial"]["enn"].shape == (6,)  # pooled over the three
+    text = render_markdown(result, "landslide-hazard validate a.yaml b.yaml c.yaml")
+    assert "## demo (8 x 8 cells; seeds 0, 1)" in text and "## big (8 x 8 cells; seed 0)" in text
+    assert "| spatial | 0 | 0.720 | 0.700 | 0.300 | 0.200 |" in text  # the per-seed table
+    assert "the ENN (AUC 0.740) beats the best baseline, logistic_regression" in text

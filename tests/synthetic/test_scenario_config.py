@@ -51,9 +51,12 @@ def test_demo_defaults():
     t = cfg.training
     assert cfg.model.preset == "tiny" and cfg.model.dropout == pytest.approx(0.3)
     assert (t.max_epochs_susceptibility, t.max_epochs_density_log, t.max_epochs_density) == (
-        12,
+        30,
         4,
         4,
     )
-    assert (t.max_epochs_finetune, t.patience) == (2, 3)
+    assert (t.max_epochs_finetune, t.patience) == (2, 5)
+    # the default model (docs/models.md): pixel wide path, unweighted BCE, stored calibration
+    assert cfg.model.wide == "pixel" and cfg.model.members == 1
+    assert (t.loss, t.bce_pos_weight, t.calibration) == ("bce", 1.0, "platt")
     assert cfg.evaluation.buffer_cells is None and cfg.evaluation.n_folds == 5
