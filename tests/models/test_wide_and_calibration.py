@@ -115,3 +115,25 @@ def test_calibration_is_platt_scaling_of_a_map_and_survives_the_state_dict():
     np.testing.assert_allclose(other.calibrate_map(p), want, rtol=1e-6)
     x = torch.randn(2, 13, 32, 32)
     torch.testing.assert_close(other(x).susceptibility, enn(x).susceptibility)  # forward is raw
+
+
+def test_pixel_rate_pool_does_not_underflow_far_below_the_patch_maximum():
+    """One cell's pixels 200 log units below another cell's: exp underflows in float32 if the
+    shift were the patch maximum; the per-cell shift keeps the value and a finite gradient."""
+    pool = PixelRatePool(1, 2)
+    with torch.no_grad():  # make the MLP the identity on its one input channel, times 1
+        pool.pixel[0].weight.zero_()
+        pool.pixel[0].weight[0, 0] = 1.0
+        pool.pixel[0].bias.zero_()
+        pool.pixel[2].weight.zero_()
+        pool.pixel[2].weight[0, 0] = 1.0
+        pool.pixel[2].bias.zero_()
+        pool.pixel[4].weight.zero_()
+        pool.pixel[4].weight[0, 0] = 1.0
+    x = torch.zeros(1, 1, 2, 4)
+    x[..., :2] = 200.0  # cell (0, 0): log rate 200; cell (0, 1): log rate 0
+    x.requires_grad_(True)
+    out = pool(x)
+    torch.testing.assert_close(out.detach(), torch.tensor([[[200.0, 0.0]]]))
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()

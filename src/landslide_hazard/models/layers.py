@@ -107,9 +107,13 @@ class PixelRatePool(nn.Module):
         nn.init.zeros_(self.pixel[-1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.cell_pixels
         r = self.pixel(x)
-        top = r.amax(dim=(2, 3), keepdim=True).detach()
-        pooled = nn.functional.avg_pool2d(torch.exp(r - top), self.cell_pixels)
+        # log-mean-exp per cell, shifted by the cell's own maximum (held constant, as in any
+        # log-sum-exp): every cell keeps one term exp(0) = 1, so nothing underflows to log(0)
+        top = nn.functional.max_pool2d(r, k).detach()
+        shift = top.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3)
+        pooled = nn.functional.avg_pool2d(torch.exp(r - shift), k)
         return (torch.log(pooled) + top)[:, 0]
 
 

@@ -82,7 +82,7 @@ class SusceptibilityNet(nn.Module, ABC):
         if self.preset == "paper":
             raise ValueError(
                 "the 'paper' preset ends in a sigmoid after batch norm (the published code), so "
-                "it has no logit to add a wide path to; set model.wide: false for it"
+                "it has no logit to add a wide path to; set model.wide: none for it"
             )
         if kind == "linear":
             self.wide = CellSummaryLinear(self.in_channels, self.cell_pixels)
