@@ -13,6 +13,11 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from .errors import InputError, LandslideHazardError
+from .runtime import set_openmp_wait_env
+
+# Before any library with an OpenMP pool is loaded (typer and rich load none): its threads then
+# sleep when idle instead of spinning against other processes (runtime.OPENMP_WAIT_ENV).
+set_openmp_wait_env()
 
 #: Exit code of a foreseen failure (bad input, config, run folder); an unforeseen one exits 1.
 EXIT_USER_ERROR = 2
@@ -88,10 +93,19 @@ def main(
     debug: bool = typer.Option(
         False, "--debug", help="show the full traceback of an unexpected error"
     ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=0,
+        help="threads per process (torch, BLAS, numba); 0: all available cores. Default: "
+        "the config's runtime.threads, else OMP_NUM_THREADS, else 1",
+    ),
 ) -> None:
     """Space-time landslide hazard: prepare -> train -> predict -> evaluate -> report."""
     from .malloc import tune_malloc
+    from .runtime import configure_cli_process
 
+    configure_cli_process(threads)
     tune_malloc()
 
 

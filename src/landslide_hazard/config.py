@@ -219,6 +219,17 @@ PAPER_RECIPE: tuple[tuple[str, str, Any], ...] = (
 )
 
 
+class RuntimeConfig(_Model):
+    """Where and how the run computes (not what it computes)."""
+
+    threads: int | None = Field(
+        None,
+        ge=0,
+        description="threads per process (torch, BLAS, numba); 0: all available cores; None: "
+        "OMP_NUM_THREADS, else 1. The CLI's --threads wins (docs/performance.md)",
+    )
+
+
 class RunConfig(_Model):
     """A whole run: with the seed, it fully describes the results."""
 
@@ -234,6 +245,7 @@ class RunConfig(_Model):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @model_validator(mode="after")
     def _preset_recipe(self) -> RunConfig:
@@ -281,8 +293,11 @@ class RunConfig(_Model):
         resolve_relative_paths(data, base)
         return RunConfig.model_validate(data)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(_plain(self.model_dump(mode="json")), sort_keys=False)
+    def to_yaml(self, exclude: set[str] | None = None) -> str:
+        """The config as YAML; ``exclude``: top-level sections to leave out."""
+        return yaml.safe_dump(
+            _plain(self.model_dump(mode="json", exclude=exclude)), sort_keys=False
+        )
 
 
 def resolve_relative_paths(obj: Any, base: Path) -> None:

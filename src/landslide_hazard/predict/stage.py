@@ -11,7 +11,7 @@ import torch
 from ..distributed import resolve_scheduler
 from ..errors import InputError
 from ..run import RunFolder
-from ..runtime import resolve_device
+from ..runtime import apply_thread_policy, resolve_device
 from ..sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
 from .core import default_input_threads, predict_arrays
 from .loading import LoadedRun, _cube_of, load_run
@@ -53,6 +53,7 @@ def predict(
     tune_malloc()
     run_dir = Path(run_dir)
     run = load_run(run_dir, "cpu")
+    apply_thread_policy(run.cfg.runtime.threads)
     if mc_samples < 0:
         raise InputError(f"mc_samples must be >= 0, got {mc_samples}")
     if mc_samples and float(run.meta.get("dropout", 0.0)) <= 0:

@@ -107,12 +107,15 @@ def prepare(
     ``LANDSLIDE_HAZARD_SCHEDULER`` if set, else in this process). The cube is the same either
     way (docs/scale.md).
     """
+    from ..runtime import apply_thread_policy
+
+    threads = apply_thread_policy(cfg.runtime.threads)
     scheduler = resolve_scheduler(scheduler)
     out = Path(out) if out is not None else cube_path(cfg)
     if out.exists() and not overwrite:
         raise PrepareError(f"{out}: a cube already exists; pass --overwrite to replace it")
     partial = out.parent / f".{out.name}.partial"
-    log: list[str] = []
+    log: list[str] = [threads.describe()]
     with _progress_bar(progress) as bar:
         task = bar.add_task("validating inputs", total=None) if bar else None
         with warnings.catch_warnings(record=True) as caught:

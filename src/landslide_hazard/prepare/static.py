@@ -156,6 +156,9 @@ def write_static_tile(src: StaticScratch, store: str, index: int, rows: slice, c
     it shares with the client. Tiles aligned with the Zarr chunks never share a chunk, so
     concurrent writes are safe.
     """
+    from ..runtime import single_thread_worker
+
+    single_thread_worker()  # parallelism comes from the workers (no-op cost after the first)
     Cube(store, mode="r+").static[:, rows, cols] = compute_static_tile(src, rows, cols)
     return index
 

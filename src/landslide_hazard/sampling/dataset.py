@@ -165,6 +165,12 @@ class CubeReader:
         t[~valid] = np.nan
         return t
 
+    def static_input(self, norm: Normalisation, row0: int, col0: int, size: int) -> np.ndarray:
+        """(8, s*k, s*k) normalised static bands of a window (NaN kept): the same in every
+        period, so a caller building several periods of a patch computes it once and passes it
+        to :meth:`patch_input`."""
+        return norm.scale(self.static_window(row0, col0, size, size), _STATIC)
+
     def patch_input(
         self,
         norm: Normalisation,
@@ -182,7 +188,7 @@ class CubeReader:
         k = self.grid.cell_pixels
         x = np.empty((_MONSOON.stop, s * k, s * k), dtype=np.float32)
         if static is None:
-            static = norm.scale(self.static_window(row0, col0, s, s), _STATIC)
+            static = self.static_input(norm, row0, col0, s)
         x[_STATIC] = static
         x[_DYNAMIC] = norm.scale(self.dynamic_window(period, row0, col0, s, s), _DYNAMIC)
         x[_MONSOON] = norm.scale(np.array([self.monsoons[period]], dtype=np.float32), _MONSOON)[0]
@@ -264,6 +270,18 @@ class StaticPatchCache:
             self.windows[key] = x
             self.used_bytes += x.nbytes
         return x
+
+    def fill(self, patches: PatchIndex) -> None:
+        """Read every window of ``patches`` now (up to the budget): DataLoader workers forked
+        afterwards share the filled cache instead of each reading the windows again."""
+        s = self.reader.grid.patch_cells
+        for row0, col0 in sorted(
+            set(zip(patches.row0.tolist(), patches.col0.tolist(), strict=True))
+        ):
+            if self.used_bytes >= self.budget_bytes:
+                break
+            if (row0, col0, s) not in self.windows:
+                self.static_input(row0, col0, s)
 
     def patch_input(self, period: int, row0: int, col0: int) -> np.ndarray:
         """Equal to ``reader.patch_input(norm, period, row0, col0)``, static part cached."""

@@ -55,7 +55,13 @@ from ..run import (
     save_trained_model,
     stage_checkpoint,
 )
-from ..runtime import autocast, progress_bar, resolve_device
+from ..runtime import (
+    apply_thread_policy,
+    autocast,
+    progress_bar,
+    resolve_device,
+    single_thread_worker,
+)
 from ..sampling.dataset import (
     DEFAULT_MEMORY_BUDGET_BYTES,
     CubeReader,
@@ -293,8 +299,7 @@ def _run_training(
     run = RunFolder(run_dir)
     ckpt_dir = run.checkpoints
     ckpt_path = run.checkpoint
-    config_text = cfg_run.to_yaml()
-    config_hash = hashlib.sha256(config_text.encode()).hexdigest()
+    config_hash = _config_hash(cfg_run)
     if ckpt_path.is_file():
         old = load_checkpoint(ckpt_path)
         if old.get("config_hash") != config_hash:
@@ -307,6 +312,9 @@ def _run_training(
         ckpt_dir.mkdir(exist_ok=True)
         save_config(cfg_run, run.config)
     log = _Log(run.train_log, progress, write=is_main)
+    threads = apply_thread_policy(cfg.runtime.threads)
+    # CPU results depend on the thread count (reductions are split per thread): say so
+    log(f"{threads.describe()}; CPU results depend on the thread count")
 
     path = cube_path(cfg)
     cube = open_cube(path)
@@ -374,6 +382,7 @@ def _run_training(
         )
     finally:
         torch.use_deterministic_algorithms(prev_det)
+        _close_loaders()
     if is_main:  # calibration and held-out scoring are cheap next to training: rank 0 alone
         calibration = fit_calibration(model, reader, norm, split, cfg_run, device, progress)
         if calibration.get("slope") is not None:
@@ -388,6 +397,7 @@ def _run_training(
         from ..evaluation.evaluate import metrics_to_json
         from ..io.atomic import atomic_write_text
 
+        metrics["threads"] = threads.threads  # CPU results depend on it (docs/performance.md)
         atomic_write_text(run.metrics, metrics_to_json(metrics))
         log(
             f"held-out AUC {_fmt(metrics['held_out_auc'])}, oracle AUC "
@@ -396,6 +406,13 @@ def _run_training(
     if dist is not None:  # every rank returns once model.pt and metrics.json exist
         dist.barrier()
     return run_dir
+
+
+def _config_hash(cfg: RunConfig) -> str:
+    """What a checkpoint must match to be resumed: the config without its ``runtime`` section
+    (threads may change between a crash and the resume; before the section existed the hash
+    was of the same text)."""
+    return hashlib.sha256(cfg.to_yaml(exclude={"runtime"}).encode()).hexdigest()
 
 
 def _fmt(v: Any) -> str:
@@ -484,7 +501,7 @@ def hparam_search(
         trial_cfg = RunConfig.model_validate(data)
         ckpt_dir = RunFolder(run_dir).hparam_checkpoints(i)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        trial_hash = hashlib.sha256(trial_cfg.to_yaml().encode()).hexdigest()
+        trial_hash = _config_hash(trial_cfg)
         _fit(trial_cfg, reader, split, norm, device, ckpt_dir, trial_hash, log, progress, None)
         history = load_checkpoint(ckpt_dir / CHECKPOINT)["history"]
         losses = [h["val_loss"] for h in history if h["stage"] == "susceptibility"]
@@ -547,6 +564,7 @@ def _fit(
         model = model.to(memory_format=torch.channels_last)
 
     datasets: dict[tuple[str, bool], PatchDataset] = {}
+    _close_loaders()  # the workers of an earlier fit (hyper-parameter trials) hold its datasets
     cache = StaticPatchCache(reader, norm, PATCH_CACHE_BYTES)
 
     def dataset(role: str, positive_only: bool) -> PatchDataset:
@@ -793,8 +811,52 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device):
     return x, batch["target"].to(device), batch["mask"].to(device)
 
 
+class _EpochBatches(torch.utils.data.Sampler):
+    """A batch sampler whose batches are replaced every epoch (a persistent loader's)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+# One DataLoader per dataset while a run trains (num_workers > 0): its workers persist from
+# epoch to epoch instead of restarting, and fork after the parent filled the static-patch cache,
+# so every worker reads it (shared copy-on-write) instead of re-reading windows each epoch.
+_LOADERS: dict[int, tuple[PatchDataset, _EpochBatches, torch.utils.data.DataLoader]] = {}
+
+
 def _loader(ds: PatchDataset, batches: list[list[int]], num_workers: int):
-    return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=num_workers)
+    if num_workers == 0:
+        return torch.utils.data.DataLoader(ds, batch_sampler=batches)
+    entry = _LOADERS.get(id(ds))
+    if entry is None or entry[0] is not ds:
+        if ds.cache is not None:
+            ds.cache.fill(ds.patches)
+        sampler = _EpochBatches()
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_sampler=sampler,
+            num_workers=num_workers,
+            persistent_workers=True,
+            worker_init_fn=single_thread_worker,
+        )
+        entry = _LOADERS[id(ds)] = (ds, sampler, loader)
+    entry[1].batches = batches
+    return entry[2]
+
+
+def _close_loaders() -> None:
+    """Stop the persistent workers of every loader (end of a fit)."""
+    for _, _, loader in _LOADERS.values():
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+    _LOADERS.clear()
 
 
 def _train_epoch(
