@@ -282,3 +282,34 @@ def test_other_protocols_score_their_test_cells(tmp_path, config_factory, protoc
 
     saved = load_config(run / "config.yaml")
     assert saved.evaluation.protocol == protocol and saved.evaluation.test_fold == 1
+
+
+def test_num_workers_give_the_same_weights_and_fill_the_cache(tmp_path, config_factory):
+    """Persistent DataLoader workers (num_workers > 0) train exactly as the parent alone, and
+    the static-patch cache is filled in the parent before they fork."""
+    from landslide_hazard.sampling.dataset import StaticPatchCache
+
+    fills = []
+    original = StaticPatchCache.fill
+
+    def spy(self, patches):
+        original(self, patches)
+        fills.append(len(self.windows))
+
+    weights = []
+    for workers in (0, 2):
+        cfg = config_factory(tmp_path / f"w{workers}", num_workers=workers)
+        StaticPatchCache.fill = spy
+        try:
+            run = train(cfg, progress=False)
+        finally:
+            StaticPatchCache.fill = original
+        weights.append(torch.load(run / "model.pt", weights_only=False)["state_dict"])
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["threads"] >= 1
+        assert "threads:" in (run / "train.log").read_text()
+    assert fills and all(n > 0 for n in fills)
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    assert not loop._LOADERS  # workers stopped at the end of the fit
