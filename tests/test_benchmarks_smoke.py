@@ -292,6 +292,7 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
         "predict nchw",
         "predict channels_last",
         "predict channels_last + 1 input thread(s)",
+        "input assembly, static per period",
         "input assembly alone",
         "write maps",
         "predict channels_last bf16",
@@ -300,6 +301,7 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
     }
     assert all(r["value"] > 0 for r in rows)
     assert by_name["predict channels_last"]["ratio_to"] == "predict nchw"
+    assert by_name["input assembly alone"]["note"].endswith("per-period path: True")
     diff = float(by_name["predict channels_last"]["note"].split("NCHW ")[1].split()[0])
     assert diff < 1e-4
     assert by_name["predict channels_last + 1 input thread(s)"]["note"].endswith("maps identical")
