@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -128,8 +129,17 @@ def test_predict_writes_cogs_and_gpkg(trained_run, monkeypatch):
             assert ds.crs.to_epsg() == 32645
             assert ds.transform.almost_equals(g.cell_transform)
             assert list(ds.descriptions) == names
+            for b, period in enumerate(cube.meta.periods, start=1):
+                band = ds.tags(b)
+                assert band["period"] == period.name
+                assert (band["period_start"], band["period_end"]) == (period.start, period.end)
+                assert band["units"] == ds.units[b - 1]
             data = ds.read()
-        assert np.isnan(data[:, ~valid]).all()
+        if name == "hazard_class":
+            assert data.dtype == np.uint8
+            assert (data[:, ~valid] == predict_mod.HAZARD_CLASS_NODATA).all()
+        else:
+            assert np.isnan(data[:, ~valid]).all()
         if name == "susceptibility":
             np.testing.assert_allclose(
                 data[:, valid], np.broadcast_to(want[valid], (3, valid.sum())), rtol=1e-6
@@ -203,6 +213,74 @@ def test_hazard_classes():
     assert np.isnan(got[0])
     with pytest.raises(ValueError):
         predict_mod.hazard_classes(h, [0.1, 0.01])
+
+
+def test_hazard_class_cog_metadata(tmp_path):
+    """The classed map: uint8, nodata 255, a colour table, class names and breaks, period tags
+    on every band; a valid COG whose overviews keep classes (nearest, not averaged)."""
+    from landslide_hazard.cube import PeriodInfo
+    from landslide_hazard.grid import StudyGrid
+
+    # 600 x 600 cells: large enough for the COG driver to build overviews
+    grid = StudyGrid("EPSG:32645", 500000.0, 3100000.0, 10.0, 10, 600, 600)
+    cy, cx = grid.cell_shape
+    rng = np.random.default_rng(0)
+    hazard = rng.uniform(0, 2, (2, cy, cx)).astype(np.float32)
+    hazard[:, :3, :3] = np.nan
+    arrays = {"susceptibility": hazard / 2, "density": hazard, "hazard": hazard}
+    periods = [
+        PeriodInfo("co-seismic 2015", "2015-04-24", "2015-06-15"),
+        PeriodInfo("monsoon 2015", "2015-06-15", "2015-11-30"),
+    ]
+    breaks = [0.01, 0.1, 1.0]
+    written = predict_mod.write_maps(
+        tmp_path, arrays, grid, periods, breaks, observed=hazard, tags={"run": "r"}
+    )
+    names = predict_mod.hazard_class_names(breaks)
+    assert names == [
+        "E[D] < 0.01 % of cell area",
+        "0.01 <= E[D] < 0.1 % of cell area",
+        "0.1 <= E[D] < 1 % of cell area",
+        "E[D] >= 1 % of cell area",
+    ]
+    with rasterio.open(written["hazard_class"]) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.overviews(1), "a COG this size has overviews"
+        assert ds.dtypes == ("uint8", "uint8")
+        assert ds.nodata == 255
+        cmap = ds.colormap(1)
+        assert cmap[0] == (255, 255, 178, 255)  # light yellow
+        assert cmap[3] == (189, 0, 38, 255)  # dark red
+        reds = [cmap[i][1] for i in range(4)]
+        assert reds == sorted(reds, reverse=True)  # darker with each class
+        assert cmap[255][3] == 0  # nodata transparent
+        for tags in (ds.tags(), ds.tags(1), ds.tags(2)):
+            assert json.loads(tags["class_names"]) == names
+            assert tags["hazard_class_breaks"] == "0.01,0.1,1"
+        assert ds.tags()["run"] == "r"
+        assert ds.tags(2)["period"] == "monsoon 2015"
+        assert ds.tags(2)["period_start"] == "2015-06-15"
+        assert ds.tags(2)["period_end"] == "2015-11-30"
+        assert ds.tags(1)["units"] == "class"
+        data = ds.read()
+        overview = ds.read(1, out_shape=(cy // 4, cx // 4))
+    finite = np.isfinite(hazard)
+    np.testing.assert_array_equal(data[finite], np.digitize(hazard[finite], breaks))
+    assert (data[~finite] == 255).all()
+    assert set(np.unique(overview)) <= {0, 1, 2, 3, 255}
+    for name in ("susceptibility", "density", "hazard", "observed"):
+        with rasterio.open(written[name]) as ds:
+            assert ds.dtypes[0] == "float32"
+            assert [ds.tags(b)["period"] for b in (1, 2)] == [p.name for p in periods]
+            assert ds.tags(1)["period_start"] == "2015-04-24"
+            assert ds.tags(1)["units"] == predict_mod.QUANTITY_UNITS.get(name, ds.units[0])
+    import pyogrio
+
+    meta, _, _, fields = pyogrio.raw.read(written["cells"])
+    col = list(meta["fields"]).index("hazard_class_co_seismic_2015")
+    assert np.isnan(fields[col]).sum() == 0  # the GPKG keeps valid cells only, as floats
+    with pytest.raises(ValueError, match="at most 254"):
+        predict_mod.hazard_class_colours(300)
 
 
 def test_scenario_triggers_from_rain_stack_and_earthquakes(tmp_path):

@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from affine import Affine  # noqa: E402
 from torch import nn  # noqa: E402
 
+from landslide_hazard.cube import PeriodInfo  # noqa: E402
 from landslide_hazard.io import read_raster  # noqa: E402
 from landslide_hazard.models import build_enn  # noqa: E402
 from landslide_hazard.predict.uncertainty import (  # noqa: E402
@@ -293,6 +294,10 @@ def test_write_uncertainty_tif_round_trip(tmp_path):
         ["p1", "p2"],
         quantity="hazard",
         method="mc_dropout n=20",
+        periods=[
+            PeriodInfo("p1", "2015-04-24", "2015-06-15"),
+            PeriodInfo("p2", "2015-06-15", "2015-11-30"),
+        ],
     )
     data, info = read_raster(path)
     np.testing.assert_array_equal(data, std)  # NaN in the same place
@@ -301,7 +306,10 @@ def test_write_uncertainty_tif_round_trip(tmp_path):
     with rasterio.open(path) as ds:
         assert ds.units == ("% of cell area", "% of cell area")
         tags = ds.tags()
+        band2 = ds.tags(2)
     assert tags["quantity"] == "hazard" and tags["method"] == "mc_dropout n=20"
+    assert band2["period"] == "p2" and band2["units"] == "% of cell area"
+    assert (band2["period_start"], band2["period_end"]) == ("2015-06-15", "2015-11-30")
     assert not list(tmp_path.glob(".*tmp"))  # atomic: no leftover temporary
 
 

@@ -210,31 +210,47 @@ def write_raster(
     units: str | Sequence[str] | None = None,
     cog: bool = True,
     tags: dict[str, str] | None = None,
+    band_tags: Sequence[dict[str, str]] | None = None,
+    dtype: str = "float32",
+    nodata: float | None = None,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
 ) -> Path:
-    """Write a 2-D or (band, y, x) float32 array as a (Cloud-Optimized) GeoTIFF, atomically.
+    """Write a 2-D or (band, y, x) array as a (Cloud-Optimized) GeoTIFF, atomically.
 
-    NaN is the nodata value; band descriptions carry ``band_names``.
+    ``dtype`` float32 (the default) has NaN as nodata; an integer ``dtype`` needs ``nodata``
+    (a value the caller has already put in ``data``). Band descriptions carry ``band_names``,
+    ``band_tags[i]`` becomes band i+1's metadata, ``colormap`` (value -> RGBA) the colour table
+    of band 1 (a single-byte ``dtype`` only; GDAL applies it to every band). Overviews are
+    averages for floats, nearest-neighbour for integers (classes must not be averaged).
     """
     path = Path(path)
-    arr = np.asarray(data, dtype="float32")
+    arr = np.asarray(data, dtype=dtype)
     if arr.ndim == 2:
         arr = arr[None]
     count, height, width = arr.shape
     if band_names is not None and len(band_names) != count:
         raise InputError(f"{path}: {len(band_names)} band names for {count} bands")
+    if band_tags is not None and len(band_tags) != count:
+        raise InputError(f"{path}: {len(band_tags)} sets of band tags for {count} bands")
+    is_float = np.issubdtype(arr.dtype, np.floating)
+    if nodata is None and not is_float:
+        raise InputError(f"{path}: an integer raster ({dtype}) needs a nodata value")
+    if colormap is not None and arr.dtype != np.uint8:
+        raise InputError(f"{path}: a colour table needs dtype uint8, not {dtype}")
+    resampling = "average" if is_float else "nearest"
     profile = {
         "driver": "COG" if cog else "GTiff",
         "height": height,
         "width": width,
         "count": count,
-        "dtype": "float32",
+        "dtype": dtype,
         "crs": CRS.from_user_input(crs),
         "transform": transform,
-        "nodata": np.nan,
+        "nodata": np.nan if nodata is None else nodata,
         "compress": "deflate",
     }
     if cog:
-        profile.update(blocksize=256, overview_resampling="average", predictor=2)
+        profile.update(blocksize=256, overview_resampling=resampling, predictor=2)
     else:
         profile.update(tiled=height >= 256 and width >= 256, predictor=2)
     with atomic_path(path) as tmp:
@@ -245,7 +261,7 @@ def write_raster(
             mem_profile.pop("overview_resampling", None)
             with rasterio.MemoryFile() as mem:
                 with mem.open(**mem_profile) as ds:
-                    _fill(ds, arr, band_names, units, tags)
+                    _fill(ds, arr, band_names, units, tags, band_tags, colormap)
                 with mem.open() as src:
                     rasterio.shutil.copy(
                         src,
@@ -253,22 +269,26 @@ def write_raster(
                         driver="COG",
                         compress="deflate",
                         blocksize=256,
-                        overview_resampling="average",
+                        overview_resampling=resampling,
                         predictor=2,
                     )
         else:
             with rasterio.open(tmp, "w", **profile) as ds:
-                _fill(ds, arr, band_names, units, tags)
+                _fill(ds, arr, band_names, units, tags, band_tags, colormap)
     return path
 
 
-def _fill(ds, arr, band_names, units, tags) -> None:
+def _fill(ds, arr, band_names, units, tags, band_tags=None, colormap=None) -> None:
     ds.write(arr)
     for i in range(arr.shape[0]):
         if band_names is not None:
             ds.set_band_description(i + 1, str(band_names[i]))
         if units is not None:
             ds.set_band_unit(i + 1, units if isinstance(units, str) else units[i])
+        if band_tags is not None and band_tags[i]:
+            ds.update_tags(i + 1, **{k: str(v) for k, v in band_tags[i].items()})
+    if colormap is not None:
+        ds.write_colormap(1, colormap)
     if tags:
         ds.update_tags(**{k: str(v) for k, v in tags.items()})
 

@@ -9,11 +9,21 @@ and writes COGs and ``cells.gpkg`` to ``RUN/maps/`` (:mod:`.maps`). With a scena
 
 from .core import QUANTITIES, default_input_threads, predict_arrays
 from .loading import LoadedRun, check_model_grid, load_model_file, load_run
-from .maps import MAP_DESCRIPTIONS, QUANTITY_UNITS, hazard_classes, write_cells_gpkg, write_maps
+from .maps import (
+    HAZARD_CLASS_NODATA,
+    MAP_DESCRIPTIONS,
+    QUANTITY_UNITS,
+    hazard_class_colours,
+    hazard_class_names,
+    hazard_classes,
+    write_cells_gpkg,
+    write_maps,
+)
 from .scenario import ScenarioSpec, applicability, load_scenario, scenario_triggers
 from .stage import predict, write_mc_uncertainty
 
 __all__ = [
+    "HAZARD_CLASS_NODATA",
     "MAP_DESCRIPTIONS",
     "QUANTITIES",
     "QUANTITY_UNITS",
@@ -22,6 +32,8 @@ __all__ = [
     "applicability",
     "check_model_grid",
     "default_input_threads",
+    "hazard_class_colours",
+    "hazard_class_names",
     "hazard_classes",
     "load_model_file",
     "load_run",

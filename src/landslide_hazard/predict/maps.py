@@ -4,18 +4,28 @@
 (E[D], %), ``observed.tif`` (the cube's target density), ``hazard_class.tif`` (classes of E[D]
 at ``output.hazard_class_breaks``), any extra layer (a scenario's ``applicability.tif``) and
 ``cells.gpkg`` (one polygon per valid cell, a column per quantity and period).
+
+Every band carries its period (``period``, ``period_start``, ``period_end``) and ``units`` as
+band tags. ``hazard_class.tif`` is uint8 with nodata 255, a colour table (light yellow -> dark
+red) and the class names and breaks as dataset and band tags.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..bands import TARGET_UNIT
 from ..errors import InputError
 from .core import QUANTITIES
+
+if TYPE_CHECKING:
+    from ..cube import PeriodInfo
 
 QUANTITY_UNITS = {"susceptibility": "probability", "density": TARGET_UNIT, "hazard": TARGET_UNIT}
 MAP_DESCRIPTIONS = {
@@ -25,6 +35,13 @@ MAP_DESCRIPTIONS = {
     "observed": "observed new failed area density, % of cell area",
     "hazard_class": "class of E[D] at the configured breaks (0 = lowest)",
 }
+HAZARD_CLASS_NODATA = 255
+PERIOD_DATES_NOTE = (
+    "band tags period_start (exclusive: the previous inventory) and period_end (inclusive: this "
+    "inventory), ISO dates"
+)
+# ColorBrewer YlOrRd, light yellow -> dark red; the classes sample it evenly.
+_PALETTE_ANCHORS = ((255, 255, 178), (254, 204, 92), (253, 141, 60), (240, 59, 32), (189, 0, 38))
 
 
 def hazard_classes(hazard: np.ndarray, breaks: list[float]) -> np.ndarray:
@@ -38,6 +55,45 @@ def hazard_classes(hazard: np.ndarray, breaks: list[float]) -> np.ndarray:
     return classes
 
 
+def hazard_class_names(breaks: Sequence[float], unit: str = TARGET_UNIT) -> list[str]:
+    """One name per class of :func:`hazard_classes`, e.g. ``0.01 <= E[D] < 0.1 % of cell area``."""
+    b = [f"{x:g}" for x in breaks]
+    inner = [f"{lo} <= E[D] < {hi} {unit}" for lo, hi in zip(b[:-1], b[1:], strict=True)]
+    return [f"E[D] < {b[0]} {unit}", *inner, f"E[D] >= {b[-1]} {unit}"]
+
+
+def hazard_class_colours(n_classes: int) -> dict[int, tuple[int, int, int, int]]:
+    """RGBA colour table: classes 0..n-1 light yellow -> dark red, nodata (255) transparent."""
+    if not 1 <= n_classes < HAZARD_CLASS_NODATA:
+        raise InputError(
+            f"{n_classes} hazard classes; output.hazard_class_breaks gives at most "
+            f"{HAZARD_CLASS_NODATA - 1} (uint8 with nodata {HAZARD_CLASS_NODATA})"
+        )
+    anchors = np.asarray(_PALETTE_ANCHORS, dtype=np.float64)
+    at = np.linspace(0.0, 1.0, len(anchors))
+    where = np.linspace(0.0, 1.0, n_classes) if n_classes > 1 else np.zeros(1)
+    rgb = np.stack([np.interp(where, at, anchors[:, c]) for c in range(3)], axis=1)
+    table = {i: (*(int(round(v)) for v in rgb[i]), 255) for i in range(n_classes)}
+    table[HAZARD_CLASS_NODATA] = (0, 0, 0, 0)
+    return table
+
+
+def hazard_class_uint8(classes: np.ndarray) -> np.ndarray:
+    """:func:`hazard_classes` output as uint8, NaN -> :data:`HAZARD_CLASS_NODATA`."""
+    out = np.full(classes.shape, HAZARD_CLASS_NODATA, dtype=np.uint8)
+    finite = np.isfinite(classes)
+    out[finite] = classes[finite].astype(np.uint8)
+    return out
+
+
+def period_band_tags(periods: Sequence[PeriodInfo], unit: str) -> list[dict[str, str]]:
+    """Band tags of a per-period map: ``period``, ``period_start``, ``period_end``, ``units``."""
+    return [
+        {"period": p.name, "period_start": p.start, "period_end": p.end, "units": unit}
+        for p in periods
+    ]
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower() or "period"
 
@@ -46,16 +102,18 @@ def write_maps(
     out_dir: Path,
     arrays: dict[str, np.ndarray],
     grid,
-    period_names: list[str],
+    periods: Sequence[PeriodInfo],
     breaks: list[float],
     observed: np.ndarray | None = None,
     extra: dict[str, tuple[np.ndarray, str]] | None = None,
     tags: dict[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Write the per-period maps as COGs (band per period named after it) and the cell GPKG."""
+    """Write the per-period maps as COGs (band per period named after it, its dates and units
+    as band tags) and the cell GPKG. ``periods`` are the cube's (:class:`cube.PeriodInfo`)."""
     from ..io import write_raster
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    period_names = [p.name for p in periods]
     written: dict[str, Path] = {}
     layers: dict[str, tuple[np.ndarray, str]] = {
         q: (arrays[q], QUANTITY_UNITS[q]) for q in QUANTITIES
@@ -65,8 +123,35 @@ def write_maps(
     layers["hazard_class"] = (hazard_classes(arrays["hazard"], breaks), "class")
     for name, value in (extra or {}).items():
         layers[name] = value
-    base_tags = {**(tags or {}), "hazard_class_breaks": ",".join(f"{b:g}" for b in breaks)}
+    breaks_tag = ",".join(f"{b:g}" for b in breaks)
+    class_tags = {
+        "hazard_class_breaks": breaks_tag,
+        "hazard_class_breaks_units": TARGET_UNIT,
+        "class_names": json.dumps(hazard_class_names(breaks)),
+    }
+    base_tags = {
+        **(tags or {}),
+        "hazard_class_breaks": breaks_tag,
+        "period_dates": PERIOD_DATES_NOTE,
+    }
     for name, (data, unit) in layers.items():
+        band_tags = period_band_tags(periods, unit)
+        file_tags = {
+            **base_tags,
+            "quantity": name,
+            "description": MAP_DESCRIPTIONS.get(name, name),
+        }
+        raster_kwargs: dict = {}
+        if name == "hazard_class":
+            # the GPKG keeps the float classes (NaN = no value); the COG is a paletted uint8
+            data = hazard_class_uint8(data)
+            band_tags = [{**t, **class_tags} for t in band_tags]
+            file_tags.update(class_tags)
+            raster_kwargs = {
+                "dtype": "uint8",
+                "nodata": HAZARD_CLASS_NODATA,
+                "colormap": hazard_class_colours(len(breaks) + 1),
+            }
         written[name] = write_raster(
             out_dir / f"{name}.tif",
             data,
@@ -74,7 +159,9 @@ def write_maps(
             grid.crs,
             band_names=period_names,
             units=unit,
-            tags={**base_tags, "quantity": name, "description": MAP_DESCRIPTIONS.get(name, name)},
+            tags=file_tags,
+            band_tags=band_tags,
+            **raster_kwargs,
         )
     written["cells"] = write_cells_gpkg(out_dir / "cells.gpkg", layers, grid, period_names)
     return written

@@ -105,7 +105,13 @@ def predict(
         observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
         out_dir = RunFolder(run_dir).raw_maps if raw else RunFolder(run_dir).maps
         write_maps(
-            out_dir, arrays, cube.grid, periods, cfg.output.hazard_class_breaks, observed, tags=tags
+            out_dir,
+            arrays,
+            cube.grid,
+            cube.meta.periods,
+            cfg.output.hazard_class_breaks,
+            observed,
+            tags=tags,
         )
         if mc_samples:
             write_mc_uncertainty(out_dir / "uncertainty.tif", run, reader, device, mc_samples)
@@ -132,7 +138,7 @@ def predict(
         out_dir,
         sub,
         cube.grid,
-        list(spec.periods),
+        [cube.meta.periods[i] for i in apply_idx],
         cfg.output.hazard_class_breaks,
         extra={"applicability": (app, "1 = inside the training range")},
         tags={**tags, "scenario": spec.name},
@@ -170,4 +176,5 @@ def write_mc_uncertainty(
         reader.period_names,
         quantity="susceptibility",
         method=f"MC dropout, {n_samples} passes, dropout {cfg.model.dropout}",
+        periods=reader.cube.meta.periods,
     )

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rasterio.crs import CRS
 
+    from ..cube import PeriodInfo
+
 # Every dropout flavour torch offers; MC dropout switches exactly these to training mode.
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout,
@@ -477,14 +479,18 @@ def write_uncertainty_tif(
     quantity: str = "susceptibility",
     method: str = "",
     tags: dict[str, str] | None = None,
+    periods: Sequence[PeriodInfo] | None = None,
 ) -> Path:
     """Write per-period std maps (period, y, x) as a COG, one band per period named after it.
+
+    ``periods`` (the cube's, in band order) adds each band's period dates and units as band tags.
 
     ``quantity`` (susceptibility, density or hazard) sets the unit (a probability, or % of cell
     area) and a tag; ``method`` (e.g. ``"mc_dropout n=20"`` or ``"deep_ensemble m=5"``) is tagged
     too. NaN is nodata. Written atomically via ``io.write_raster``.
     """
     from ..io import write_raster
+    from .maps import period_band_tags
 
     path = Path(path)
     arr = np.asarray(std_maps, dtype="float32")
@@ -521,4 +527,5 @@ def write_uncertainty_tif(
         band_names=list(period_names),
         units=STD_UNITS[quantity],
         tags=all_tags,
+        band_tags=None if periods is None else period_band_tags(periods, STD_UNITS[quantity]),
     )
