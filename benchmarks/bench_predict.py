@@ -186,7 +186,7 @@ def run(
                         out_maps,
                         maps["channels_last0"],
                         cube.grid,
-                        cube.meta.period_names,
+                        cube.meta.periods,
                         [0.01, 0.1, 1.0],
                         reader.target,
                     )

@@ -45,5 +45,21 @@ def test_tiny_scenario_train_and_predict_cli(tmp_path):
         assert list(ds.descriptions) == cfg.period_names
         h = ds.read()
     assert np.isfinite(h).any() and np.nanmin(h) >= 0
+    # the run stores a Platt calibration fitted on its validation cells; --raw skips it
+    cal = metrics["calibration"]
+    assert cal["kind"] == "platt" and np.isfinite(cal["slope"]) and cal["n_cells"] > 0
+    res = runner.invoke(app, ["predict", str(run), "--no-progress", "--raw"])
+    assert res.exit_code == 0, res.output
+    with (
+        rasterio.open(run / "maps" / "susceptibility.tif") as a,
+        rasterio.open(run / "maps-raw" / "susceptibility.tif") as b,
+    ):
+        calibrated, raw = a.read(), b.read()
+    ok = np.isfinite(raw)
+    assert ok.any() and not np.allclose(calibrated[ok], raw[ok])
+    # the written map is exactly the stored Platt scaling of the raw one
+    z = np.log(np.clip(raw[ok], 1e-7, 1 - 1e-7) / (1 - np.clip(raw[ok], 1e-7, 1 - 1e-7)))
+    want = 1 / (1 + np.exp(-(cal["slope"] * z + cal["intercept"])))
+    np.testing.assert_allclose(calibrated[ok], want, rtol=1e-4, atol=1e-6)
     res = runner.invoke(app, ["predict", str(tmp_path / "nope"), "--no-progress"])
     assert res.exit_code == 2 and "not a run folder" in " ".join(res.output.split())

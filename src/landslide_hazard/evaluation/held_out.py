@@ -96,6 +96,32 @@ def score_on_split(
     return result
 
 
+def predict_cells(
+    model: torch.nn.Module,
+    reader: CubeReader,
+    norm: Normalisation,
+    cells: np.ndarray,
+    cfg: RunConfig,
+    device: torch.device,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """The run's maps for the periods holding any of ``cells`` ((P, cy, cx) bool), predicted
+    exactly as ``predict`` does (both lattices merged, the run's batch size and precision)."""
+    from ..predict import predict_arrays
+
+    return predict_arrays(
+        model,
+        reader,
+        norm,
+        periods=np.flatnonzero(cells.any(axis=(1, 2))).tolist(),
+        merge=cfg.model.lattice_merge,
+        batch_size=cfg.training.batch_size,
+        device=device,
+        amp=cfg.training.amp,
+        progress=progress,
+    )
+
+
 def evaluate_run(
     model: torch.nn.Module,
     reader: CubeReader,
@@ -112,20 +138,10 @@ def evaluate_run(
     synthetic scenario the oracle (truth's P, E[D|D>0], E[D]) is scored on the same cells with
     its own validation threshold, and skill = (AUC - 0.5) / (oracle AUC - 0.5).
     """
-    from ..predict import predict_arrays
     from .metrics import skill
 
-    needed = np.flatnonzero((split.test_cells | split.val_cells).any(axis=(1, 2))).tolist()
-    arrays = predict_arrays(
-        model,
-        reader,
-        norm,
-        periods=needed,
-        merge=cfg.model.lattice_merge,
-        batch_size=cfg.training.batch_size,
-        device=device,
-        amp=cfg.training.amp,
-        progress=progress,
+    arrays = predict_cells(
+        model, reader, norm, split.test_cells | split.val_cells, cfg, device, progress
     )
     observed = np.where(reader.valid[None], reader.target, np.nan)
     names = reader.period_names

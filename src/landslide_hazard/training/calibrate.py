@@ -16,6 +16,7 @@ import torch
 
 from ..config import RunConfig
 from ..evaluation.calibration import PlattScaling
+from ..evaluation.held_out import predict_cells
 from ..evaluation.metrics import expected_calibration_error
 from ..sampling.dataset import CubeReader
 from ..sampling.normalisation import Normalisation
@@ -37,29 +38,16 @@ def fit_calibration(
     report: kind, slope and intercept (None when off or impossible, with a note), the number of
     validation cells and their ECE before and after.
     """
-    from ..predict import predict_arrays
-
     kind = cfg.training.calibration
     report: dict[str, Any] = {"kind": kind, "slope": None, "intercept": None}
     if kind == "none" or not hasattr(model, "set_calibration"):
         return report
-    periods = np.flatnonzero(split.val_cells.any(axis=(1, 2))).tolist()
-    if not periods:
+    if not split.val_cells.any():
         report["note"] = "no validation cell: left uncalibrated"
         return report
     model.use_calibration = False
     try:
-        arrays = predict_arrays(
-            model,
-            reader,
-            norm,
-            periods=periods,
-            merge=cfg.model.lattice_merge,
-            batch_size=cfg.training.batch_size,
-            device=device,
-            amp=cfg.training.amp,
-            progress=progress,
-        )
+        arrays = predict_cells(model, reader, norm, split.val_cells, cfg, device, progress)
     finally:
         model.use_calibration = True
     observed = np.where(reader.valid[None], reader.target, np.nan)
