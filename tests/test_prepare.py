@@ -20,7 +20,7 @@ from landslide_hazard.config import load_config
 from landslide_hazard.cube import open_cube, open_dataset
 from landslide_hazard.io.rasters import read_rain_stack, read_raster, write_rain_stack, write_raster
 from landslide_hazard.io.vectors import read_vectors, write_vectors
-from landslide_hazard.prepare import PrepareError, prepare
+from landslide_hazard.prepare import PrepareError, prepare, validate_inputs
 
 G = 9.80665
 
@@ -411,3 +411,54 @@ def test_river_raster_and_derived_rivers(copy, cube_path):
         derived.static[STATIC_NAMES.index("dist_to_river")], ref["dist_to_river"]
     )
     assert any("contributing area >= 2.0 km2" in s for s in derived.meta.provenance["log"])
+
+
+def _scale_rain(copy, factor):
+    rain = read_rain_stack(copy / "inputs" / "rain.tif")
+    write_rain_stack(
+        copy / "inputs" / "rain.tif",
+        rain.data * factor,
+        list(rain.dates),
+        rain.transform,
+        rain.crs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("factor", "match"),
+    [
+        (0.001, r"rain.tif: the wettest of its \d+ days holds .* m/day needs x 1000"),
+        (100.0, r"above the world's 24-hour record"),
+    ],
+)
+def test_rain_in_another_unit_fails_before_long_work(copy, monkeypatch, factor, match):
+    """Rain in m/day (x 0.001) or in hundredths of mm (x 100) is refused, naming the fix."""
+    _no_long_work(monkeypatch)
+    _scale_rain(copy, factor)
+    with pytest.raises(ValueError, match=match):
+        prepare(_cfg(copy), progress=False)
+
+
+def test_dem_in_feet_fails_before_long_work(copy, monkeypatch):
+    _no_long_work(monkeypatch)
+    dem, info = read_raster(copy / "inputs" / "dem.tif")
+    top = float(np.nanmax(dem))
+    write_raster(copy / "inputs" / "dem.tif", dem * (9500.0 / top), info.transform, info.crs)
+    with pytest.raises(ValueError, match=r"dem.tif: highest point 9,500 m, above Everest"):
+        prepare(_cfg(copy), progress=False)
+
+
+def test_weak_mainshock_warns_with_both_causes(copy):
+    """A ShakeMap in g (no unit tag) declared as m/s2: the mainshock's largest PGA reads as
+    ~0.03 g, and a warning names both likely causes (the unit, or a raster that misses the
+    epicentral area)."""
+    cfg = _cfg(copy)
+    path = cfg.inputs.earthquakes[0].pga
+    pga, info = read_raster(path)
+    write_raster(path, pga * 0.5, info.transform, info.crs)  # max ~0.29 (g), no unit tag
+    eqs = list(cfg.inputs.earthquakes)
+    eqs[0] = eqs[0].model_copy(update={"pga_unit": "m/s2"})  # the mainshock only
+    cfg = cfg.model_copy(update={"inputs": cfg.inputs.model_copy(update={"earthquakes": eqs})})
+    assert float(np.nanmax(pga)) * 0.5 / 9.80665 < 0.05
+    with pytest.warns(UserWarning, match=r"mainshock's largest PGA is 0.0\d+ g .*or the raster"):
+        validate_inputs(cfg, [])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,16 @@ from ..predictors.triggers import (
 HASH_MAX_BYTES = 64 * 2**20
 #: Largest plausible PGA (m/s2, 5 g): above it the declared unit is almost surely wrong.
 PGA_MAX_PLAUSIBLE_MS2 = 5.0 * 9.80665
+# Plausibility bounds of the inputs' values (docs/prepare.md, "Units"): outside them prepare
+# refuses, in the grey zone it warns. The largest PGA recorded is about 4 g (Iwate 2008); a
+# mainshock that triggers landslides shakes its area far above 0.05 g.
+PGA_GREY_G = 2.0
+PGA_MAINSHOCK_MIN_G = 0.05
+DEM_MAX_PLAUSIBLE_M = 9000.0  # above Everest (8,849 m): feet or decimetres
+RAIN_MAX_PLAUSIBLE_MM = 2000.0  # above the world's 24-hour record (1,825 mm, Reunion 1966)
+RAIN_GREY_MM = 1000.0
+RAIN_MIN_WETTEST_MM = 1.0  # the wettest day of a stack of >= 30 days, anywhere: m/day?
+RAIN_MIN_DAYS_FOR_CHECK = 30
 #: Largest plausible sigma of ln PGA (ShakeMap values are ~0.2-1).
 SIGMA_MAX_PLAUSIBLE = 5.0
 
@@ -206,6 +217,21 @@ def _check_pga(cfg: RunConfig, grid: StudyGrid) -> None:
                 f"{eq.pga}: PGA up to {values.max():g} {eq.pga_unit} = {top / 9.80665:.1f} g is "
                 f"implausible (> 5 g); is the unit right? set pga_unit to one of {others}"
             )
+        top_g = top / 9.80665
+        if top_g > PGA_GREY_G:
+            warnings.warn(
+                f"{eq.pga}: PGA up to {top_g:.1f} g; the largest ever recorded is about 4 g - if "
+                f"the file is in m/s2, set earthquakes[{eq.name}].pga_unit: m/s2",
+                stacklevel=2,
+            )
+        if eq is cfg.inputs.earthquakes[0] and top_g < PGA_MAINSHOCK_MIN_G:
+            warnings.warn(
+                f"{eq.pga}: the mainshock's largest PGA is {top_g:.3f} g (< {PGA_MAINSHOCK_MIN_G} "
+                "g), too weak to trigger landslides: either the file is in g and pga_unit says "
+                f"m/s2 (set earthquakes[{eq.name}].pga_unit: g), or the raster does not cover "
+                "the epicentral area",
+                stacklevel=2,
+            )
         if eq.sigma_ln_pga is not None:
             _check_raster_crs(eq.sigma_ln_pga, grid, f"sigma of ln PGA ({eq.name})")
             with rasterio.open(eq.sigma_ln_pga) as ds:
@@ -230,10 +256,51 @@ def _check_rain(cfg: RunConfig, grid: StudyGrid) -> RainStack:
             "convert the file (e.g. m/day x 1000) and set the band unit to mm/day"
         )
     rain = read_rain_stack(cfg.inputs.rain)
+    _check_rain_values(rain)
     for p in period_infos(cfg):
         rain.days_in(dt.date.fromisoformat(p.start), dt.date.fromisoformat(p.end))
     _check_covers_grid(rain.path, rain.crs, rain.transform, rain.data.shape[1:], grid, "rain")
     return rain
+
+
+def _check_rain_values(rain: RainStack) -> None:
+    """Refuse daily rain outside the plausible bounds (a unit error), warn in the grey zone."""
+    data = np.asarray(rain.data, dtype=np.float64)
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        raise PrepareError(f"{rain.path}: the rain stack holds no valid value")
+    wettest = float(finite.max())
+    if finite.min() < 0:
+        raise PrepareError(f"{rain.path}: negative daily rain ({finite.min():g} mm); rain is >= 0")
+    if wettest > RAIN_MAX_PLAUSIBLE_MM:
+        raise PrepareError(
+            f"{rain.path}: daily rain up to {wettest:g} mm, above the world's 24-hour record "
+            f"(1,825 mm); prepare expects mm/day - convert the file (e.g. 0.1 mm units / 10, "
+            "kg m-2 s-1 x 86400)"
+        )
+    if len(rain.dates) >= RAIN_MIN_DAYS_FOR_CHECK and wettest < RAIN_MIN_WETTEST_MM:
+        raise PrepareError(
+            f"{rain.path}: the wettest of its {len(rain.dates)} days holds {wettest:g} mm; prepare "
+            "expects mm/day - a file in m/day needs x 1000 (set the band unit to mm/day)"
+        )
+    if wettest > RAIN_GREY_MM:
+        warnings.warn(
+            f"{rain.path}: daily rain up to {wettest:g} mm, beyond almost every record: check "
+            "that the file is in mm/day",
+            stacklevel=3,
+        )
+
+
+def _check_dem_values(cfg: RunConfig, dem: np.ndarray, inside: np.ndarray) -> None:
+    """Refuse a DEM whose highest point is above Everest: a unit error (feet, decimetres)."""
+    values = dem[inside & np.isfinite(dem)]
+    if values.size and float(values.max()) > DEM_MAX_PLAUSIBLE_M:
+        top = float(values.max())
+        raise PrepareError(
+            f"{cfg.inputs.dem}: highest point {top:,.0f} m, above Everest (8,849 m); is the DEM "
+            f"in feet ({top * 0.3048:,.0f} m if so)? convert it to metres (feet x 0.3048) and "
+            "set the band unit to m"
+        )
 
 
 def _check_vectors(path: Path, grid: StudyGrid, what: str) -> None:
@@ -361,6 +428,7 @@ def validate_inputs(cfg: RunConfig, log: list[str] | None = None) -> ValidatedIn
 
     inside = _read_study_mask(cfg, grid, log)
     dem = _read_dem(cfg, grid, inside, log)
+    _check_dem_values(cfg, dem, inside)
     if not (np.isfinite(dem) & inside).any():
         raise PrepareError(
             f"{cfg.inputs.dem}: no valid DEM pixel inside the study area; check that the DEM, "
