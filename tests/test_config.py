@@ -109,3 +109,26 @@ def test_cli_show_defaults_and_check(tmp_path):
     bad.write_text(yaml.safe_dump(data))
     result = runner.invoke(app, ["config", "--check", str(bad)])
     assert result.exit_code == 2
+
+
+def test_default_model_and_the_paper_presets_recipe(tmp_path):
+    """No model section: the project's default model; preset paper: the published recipe for
+    every field the config leaves unset, and a wide path refused (it has no logit)."""
+    data = _minimal(tmp_path)
+    cfg = RunConfig.model_validate(data)
+    assert (cfg.model.preset, cfg.model.wide, cfg.training.loss) == ("tiny", "pixel", "bce")
+    assert cfg.training.bce_pos_weight == 1.0 and cfg.training.calibration == "platt"
+    paper = RunConfig.model_validate(data | {"model": {"preset": "paper"}})
+    assert (paper.model.wide, paper.training.loss, paper.training.bce_pos_weight) == (
+        "none",
+        "focal_tversky",
+        5.0,
+    )
+    own = RunConfig.model_validate(
+        data | {"model": {"preset": "paper"}, "training": {"loss": "bce"}}
+    )
+    assert (own.training.loss, own.training.bce_pos_weight) == ("bce", 5.0)
+    again = RunConfig.model_validate(own.model_dump())  # a saved run config reloads unchanged
+    assert again.training == own.training and again.model == own.model
+    with pytest.raises(ValueError, match="no logit"):
+        RunConfig.model_validate(data | {"model": {"preset": "paper", "wide": "linear"}})
