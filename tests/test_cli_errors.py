@@ -132,3 +132,27 @@ def test_help_and_version_are_not_errors(args):
     result = _runner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "error:" not in result.output and "error:" not in (result.stderr or "")
+
+
+class _RunsCode:
+    """Unpickling this calls ``Path.touch`` on a sentinel: code a shared model file could run."""
+
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.sentinel),))
+
+
+def test_a_model_file_that_would_run_code_is_refused_without_running_it(tmp_path):
+    run = _run_folder(tmp_path)
+    sentinel = tmp_path / "ran"
+    torch.save({"bands": [], "state_dict": {}, "hook": _RunsCode(sentinel)}, run / "model.pt")
+    with pytest.raises(RunFolderError, match="not a readable model file"):
+        load_model_file(run / "model.pt")
+    assert not sentinel.exists()
+    result = _runner().invoke(app, ["predict", str(run), "--no-progress"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert not sentinel.exists()
