@@ -322,3 +322,46 @@ def test_report_with_hazard_and_uncertainty_but_no_density(tmp_path):
         "uncertainty",
         "confusion",
     }
+
+
+VIEWER_JS = Path(__file__).parents[2] / "src" / "landslide_hazard" / "report" / "viewer.js"
+# input-derived strings the viewer puts on the page (period names, layer labels and units, the
+# CRS name, the confusion class names)
+INPUT_TEXT = (
+    "data.periods[",
+    "spec.label",
+    "spec.unit",
+    "data.grid.crs_name",
+    "data.confusion_names[",
+    "data.layers[k].label",
+)
+
+
+def test_viewer_builds_html_only_from_escaped_input_text():
+    """Every use of input text in the viewer goes through esc(), except where it is set as
+    text (a line assigning textContent) or tested as a condition (``spec.unit ? ... : ""``)."""
+    uses = 0
+    for number, line in enumerate(VIEWER_JS.read_text().splitlines(), 1):
+        if "textContent" in line:
+            continue
+        for token in INPUT_TEXT:
+            for m in re.finditer(re.escape(token), line):
+                uses += 1
+                escaped = line[: m.start()].endswith("esc(")
+                condition = line[m.end() :].lstrip().startswith("?")
+                assert escaped or condition, (
+                    f"viewer.js:{number}: {token} reaches HTML unescaped: {line.strip()}"
+                )
+    assert uses >= 7  # the readout (period, CRS, labels, units, classes) and the legends
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_viewer_escape_function_neutralises_markup(tmp_path):
+    src = VIEWER_JS.read_text()
+    esc = re.search(r"function esc\(text\) \{.*?\n  \}", src, flags=re.S).group(0)
+    script = tmp_path / "esc.js"
+    script.write_text(
+        esc + '\nprocess.stdout.write(esc("<img src=x onerror=\\"alert(1)\\"> & \'q\'"));\n'
+    )
+    out = subprocess.run(["node", str(script)], capture_output=True, text=True, check=True).stdout
+    assert out == "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; &amp; &#39;q&#39;"

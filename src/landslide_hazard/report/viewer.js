@@ -130,12 +130,19 @@
     ctx.textAlign = "left";
     ctx.fillText("N \u2191", cw - 40, 22);
   }
+  // Text from the inputs (period names, labels, units, the CRS name) may hold markup: escape
+  // it wherever HTML is built from strings.
+  function esc(text) {
+    return String(text).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
   function fmt(v, spec) {
     if (isNaN(v)) { return "no data"; }
-    if (spec.derived === "confusion") { return data.confusion_names[v]; }
+    if (spec.derived === "confusion") { return esc(data.confusion_names[v]); }
     var a = Math.abs(v);
     var s = a !== 0 && (a < 0.001 || a >= 1e5) ? v.toExponential(2) : v.toPrecision(3);
-    return s + (spec.unit ? " " + spec.unit : "");
+    return s + (spec.unit ? " " + esc(spec.unit) : "");
   }
   function showCell(row, col, pinned) {
     if (row < 0 || col < 0 || row >= H || col >= W) {
@@ -144,11 +151,11 @@
     }
     var x = T[2] + T[0] * (col + 0.5) + T[1] * (row + 0.5), y = T[5] + T[3] * (col + 0.5) + T[4] * (row + 0.5);
     var rows = ["<div class='ro-head'>" + (pinned ? "pinned " : "") + "cell row " + row + ", col " + col +
-      " &middot; E " + x.toFixed(0) + " m, N " + y.toFixed(0) + " m (" + data.grid.crs_name + ")" +
-      " &middot; " + data.periods[state.period] + "</div><table>"];
+      " &middot; E " + x.toFixed(0) + " m, N " + y.toFixed(0) + " m (" + esc(data.grid.crs_name) + ")" +
+      " &middot; " + esc(data.periods[state.period]) + "</div><table>"];
     Object.keys(data.layers).forEach(function (k) {
       var spec = data.layers[k], v = decode(k, state.period)[row * W + col];
-      rows.push("<tr" + (k === state.layer ? " class='cur'" : "") + "><th>" + spec.label + "</th><td>" +
+      rows.push("<tr" + (k === state.layer ? " class='cur'" : "") + "><th>" + esc(spec.label) + "</th><td>" +
         fmt(v, spec) + "</td></tr>");
     });
     rows.push("</table>");
@@ -159,7 +166,7 @@
     if (spec.derived === "confusion") {
       legend.innerHTML = data.confusion_names.map(function (n, k) {
         var c = data.confusion_colors[k];
-        return "<span class='swatch' style='background:rgb(" + c.join(",") + ")'></span>" + n;
+        return "<span class='swatch' style='background:rgb(" + c.join(",") + ")'></span>" + esc(n);
       }).join(" ");
       return;
     }
@@ -170,7 +177,7 @@
       c2.fillRect(k, 0, 1, 12);
     }
     var lo = n.kind === "symlog" ? -n.vmax : n.vmin;
-    legend.innerHTML = "<span class='lg-label'>" + spec.label + (spec.unit ? " (" + spec.unit + ")" : "") +
+    legend.innerHTML = "<span class='lg-label'>" + esc(spec.label) + (spec.unit ? " (" + esc(spec.unit) + ")" : "") +
       "</span><span class='lg-end'>" + (n.kind === "log" ? "\u2264" : "") + lo.toPrecision(2) + "</span>";
     cv.className = "lg-bar"; legend.appendChild(cv);
     var hi = document.createElement("span"); hi.className = "lg-end";
