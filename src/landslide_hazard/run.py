@@ -217,6 +217,42 @@ def save_model(path: str | Path, model_file: ModelFile) -> None:
         torch.save(model_file.to_payload(), tmp)
 
 
+#: ``build_enn``'s architecture arguments beside preset and grid that ``model.pt`` records, with
+#: the value a file written before the argument existed meant.
+ARCHITECTURE_DEFAULTS: dict[str, Any] = {
+    "dropout": 0.0,
+    "density_activation": "relu",
+    "wide": "none",
+    "members": 1,
+}
+
+
+def enn_arguments(model_cfg: Any, grid: Any) -> dict[str, Any]:
+    """``build_enn``'s keyword arguments for a config's ``model`` section on a grid."""
+    from .bands import INPUT_NAMES
+
+    return {
+        "preset": model_cfg.preset,
+        "in_channels": len(INPUT_NAMES),
+        "patch_cells": grid.patch_cells,
+        "cell_pixels": grid.cell_pixels,
+        **{key: getattr(model_cfg, key) for key in ARCHITECTURE_DEFAULTS},
+    }
+
+
+def enn_arguments_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """``build_enn``'s keyword arguments for the model a ``model.pt`` payload holds."""
+    from .bands import INPUT_NAMES
+
+    return {
+        "preset": meta["preset"],
+        "in_channels": len(INPUT_NAMES),
+        "patch_cells": int(meta["patch_cells"]),
+        "cell_pixels": int(meta["cell_pixels"]),
+        **{key: type(old)(meta.get(key, old)) for key, old in ARCHITECTURE_DEFAULTS.items()},
+    }
+
+
 def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
     """Write the ``model.pt`` of a trained ENN (weights on the CPU, with what rebuilds it)."""
     from . import __version__
@@ -227,10 +263,7 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
         ModelFile(
             state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
             preset=cfg.model.preset,
-            dropout=cfg.model.dropout,
-            density_activation=cfg.model.density_activation,
-            wide=cfg.model.wide,
-            members=cfg.model.members,
+            **{key: getattr(cfg.model, key) for key in ARCHITECTURE_DEFAULTS},
             bands=list(INPUT_NAMES),
             units={b: UNITS[b] for b in INPUT_NAMES},
             normalisation=norm.to_dict(),

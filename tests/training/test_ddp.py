@@ -264,9 +264,9 @@ def test_density_epoch_equals_averaged_shard_gradients(ddp_run):
     two shards' own batch gradients, which is what data-parallel training promises. Comparing
     Adam's first moment checks the gradient's scale, which Adam's step itself hides.
     """
-    from landslide_hazard.bands import INPUT_NAMES
     from landslide_hazard.cube import open_cube
     from landslide_hazard.models import build_enn
+    from landslide_hazard.run import enn_arguments
     from landslide_hazard.sampling.dataset import (
         CubeReader,
         PatchDataset,
@@ -298,16 +298,7 @@ def test_density_epoch_equals_averaged_shard_gradients(ddp_run):
     models, optims, scheds = [], [], []
     for _ in range(WORLD):  # one replica per rank, as the ranks hold them
         g = reader.grid
-        m = build_enn(
-            cfg.model.preset,
-            in_channels=len(INPUT_NAMES),
-            patch_cells=g.patch_cells,
-            cell_pixels=g.cell_pixels,
-            dropout=cfg.model.dropout,
-            density_activation=cfg.model.density_activation,
-            wide=cfg.model.wide,
-            members=cfg.model.members,
-        )
+        m = build_enn(**enn_arguments(cfg.model, g))
         m.load_state_dict(start)
         m.eval()
         m.density.train()

@@ -11,7 +11,13 @@ import torch
 
 from ..bands import INPUT_NAMES, UNITS
 from ..errors import InputError, MissingFileError, RunFolderError
-from ..run import RunFolder, check_run_folder, cube_path, read_model_payload
+from ..run import (
+    RunFolder,
+    check_run_folder,
+    cube_path,
+    enn_arguments_of,
+    read_model_payload,
+)
 from ..sampling.normalisation import Normalisation
 
 
@@ -43,16 +49,7 @@ def load_model_file(
             raise RunFolderError(
                 f"{path}: band '{b}' was in {units.get(b)!r}, the cube holds {UNITS[b]!r}; retrain"
             )
-    model = build_enn(
-        meta["preset"],
-        in_channels=len(INPUT_NAMES),
-        patch_cells=int(meta["patch_cells"]),
-        cell_pixels=int(meta["cell_pixels"]),
-        dropout=float(meta.get("dropout", 0.0)),
-        density_activation=str(meta.get("density_activation", "relu")),
-        wide=str(meta.get("wide", "none")),
-        members=int(meta.get("members", 1)),
-    )
+    model = build_enn(**enn_arguments_of(meta))
     try:
         model.load_state_dict(meta["state_dict"])
     except RuntimeError as exc:

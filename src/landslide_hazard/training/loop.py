@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bands import INPUT_NAMES
 from ..config import RunConfig, TrainingConfig
 from ..errors import InputError, ResumeError
 from ..evaluation.held_out import evaluate_run
@@ -49,6 +48,7 @@ from ..run import (
     CHECKPOINT,
     RunFolder,
     cube_path,
+    enn_arguments,
     load_checkpoint,
     run_dir_for,
     save_checkpoint,
@@ -549,16 +549,7 @@ def _fit(
     grid = reader.grid
     min_density = cfg.inventory.min_density
     torch.manual_seed(cfg.seed)
-    model = build_enn(
-        cfg.model.preset,
-        in_channels=len(INPUT_NAMES),
-        patch_cells=grid.patch_cells,
-        cell_pixels=grid.cell_pixels,
-        dropout=cfg.model.dropout,
-        density_activation=cfg.model.density_activation,
-        wide=cfg.model.wide,
-        members=cfg.model.members,
-    ).to(device)
+    model = build_enn(**enn_arguments(cfg.model, grid)).to(device)
     use_amp = bool(t.amp and device.type == "cuda")
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
