@@ -55,8 +55,10 @@ def fit_calibration(
     p = arrays["susceptibility"][cells].astype(np.float64)
     y = (observed[cells] > cfg.inventory.min_density).astype(np.float64)
     report["n_cells"] = int(cells.sum())
-    if y.min(initial=1.0) == y.max(initial=0.0):
-        report["note"] = "the validation cells hold a single class: left uncalibrated"
+    if y.size == 0 or y.min() == y.max():  # Platt scaling needs both classes
+        report["note"] = (
+            "the validation cells hold no scored cell or a single class: left uncalibrated"
+        )
         return report
     platt = PlattScaling()
     platt.fit(p, y)
