@@ -254,19 +254,20 @@ def test_observable_oracle_without_latent_noise_is_the_truth():
     """With the latent fields switched off, averaging over them changes nothing."""
     import dataclasses
 
-    from landslide_hazard.synthetic.generate import RATE_MODEL, observable_truth
     from landslide_hazard.synthetic.landslides import (
         saturating_rate,
         truncated_inverse_gamma_mean,
         truth_from_rates,
     )
+    from landslide_hazard.synthetic.rates import RATE_MODEL, Calibration, observable_truth
 
     rm = dataclasses.replace(RATE_MODEL, sd_latent=0.0, sd_latent_period=0.0, sd_log_area_scale=0.0)
     rng = np.random.default_rng(0)
     log_obs = rng.normal(0, 1, (2, 5, 6))
     intercepts, thetas = [-1.0, -2.0], [900.0, 1500.0]
     cell_area, hi = 1e6, 0.15e6
-    p, d, e = observable_truth(log_obs, intercepts, thetas, (5, 6), 1.0, cell_area, hi, 0, rm, 4)
+    calibration = Calibration(intercepts, thetas, cell_area, hi)
+    p, d, e = observable_truth(log_obs, calibration, 1.0, 0, rm, 4)
     rates = saturating_rate(np.exp(np.array(intercepts)[:, None, None] + log_obs), rm.max_rate)
     areas = truncated_inverse_gamma_mean(
         rm.area_rho, np.array(thetas)[:, None, None], rm.area_lo_m2, hi
@@ -280,12 +281,13 @@ def test_observable_oracle_without_latent_noise_is_the_truth():
 def test_observable_oracle_is_a_smoother_truth():
     """With latent noise, P averages over it: still a probability, E[D] = P x E[D | D > 0], and
     not the noise-free P."""
-    from landslide_hazard.synthetic.generate import RATE_MODEL, observable_truth
     from landslide_hazard.synthetic.landslides import saturating_rate
+    from landslide_hazard.synthetic.rates import RATE_MODEL, Calibration, observable_truth
 
     rng = np.random.default_rng(1)
     log_obs = rng.normal(0, 1, (2, 8, 8))
-    p, d, e = observable_truth(log_obs, [0.0, -1.0], [900.0, 900.0], (8, 8), 1.0, 1e6, 1.5e5, 3)
+    calibration = Calibration([0.0, -1.0], [900.0, 900.0], 1e6, 1.5e5)
+    p, d, e = observable_truth(log_obs, calibration, 1.0, 3)
     assert np.all((p > 0) & (p < 1))
     np.testing.assert_allclose(e, p * d, rtol=1e-9)
     rates = saturating_rate(np.exp(np.array([0.0, -1.0])[:, None, None] + log_obs), 15.0)

@@ -9,7 +9,7 @@ from landslide_hazard.config import load_config
 from landslide_hazard.io import read_raster
 from landslide_hazard.sampling.splits import make_split
 from landslide_hazard.synthetic import get_spec
-from landslide_hazard.synthetic.generate import scenario_config
+from landslide_hazard.synthetic.config import scenario_config
 
 
 def _split(cfg, target, fold, buffer_cells):

@@ -13,7 +13,7 @@ def test_tiny_scenario_train_and_predict_cli(tmp_path):
     from landslide_hazard.cli import app
     from landslide_hazard.config import load_config
     from landslide_hazard.prepare import prepare
-    from landslide_hazard.synthetic.generate import generate_scenario
+    from landslide_hazard.synthetic import generate_scenario
 
     scen = tmp_path / "scen"
     generate_scenario("tiny", 2, scen, progress=False)
