@@ -16,9 +16,12 @@ def test_demo_end_to_end_and_rerun(tmp_path):
     out = tmp_path / "demo"
     first = run_demo(out, size="tiny", seed=1, progress=False)
     run = out / "runs" / "spatial-fold0"
-    for name in ("susceptibility", "density", "hazard", "observed", "roles"):
+    for name in ("susceptibility", "density", "hazard", "observed"):
         with rasterio.open(run / "maps" / f"{name}.tif") as ds:
             assert ds.crs is not None and ds.crs.to_epsg() == 32645
+    # the split's roles belong to the evaluation, not to predict's folder (which it replaces)
+    with rasterio.open(run / "evaluation" / "roles.tif") as ds:
+        assert ds.crs.to_epsg() == 32645
     report = run / "evaluation" / "report.html"
     assert report.is_file() and report.stat().st_size > 10_000
     # the tiny config trains with dropout, so the demo maps MC-dropout uncertainty too

@@ -154,12 +154,28 @@ def test_predict_writes_cogs_and_gpkg(trained_run, monkeypatch):
             )
     import pyogrio
 
-    meta, _, geoms, fields = pyogrio.raw.read(maps / "cells.gpkg")
+    meta, _, geoms, fields = pyogrio.raw.read(maps / "cells.gpkg", layer="cells")
     assert len(geoms) == valid.sum()
     cols = list(meta["fields"])
     assert "hazard_p0" in cols and "susceptibility_p2" in cols
     row, col = fields[cols.index("cell_row")], fields[cols.index("cell_col")]
     np.testing.assert_allclose(fields[cols.index("susceptibility_p1")], want[row, col], rtol=1e-6)
+    # the long layer: a row per cell and period, the same values, the period's dates
+    meta, _, geoms, fields = pyogrio.raw.read(maps / "cells.gpkg", layer="cells_by_period")
+    cols = list(meta["fields"])
+    assert len(geoms) == 3 * valid.sum()
+    period = fields[cols.index("period")]
+    assert sorted(set(period)) == names
+    p1 = period == names[1]
+    row, col = fields[cols.index("cell_row")][p1], fields[cols.index("cell_col")][p1]
+    np.testing.assert_allclose(fields[cols.index("susceptibility")][p1], want[row, col], rtol=1e-6)
+    start = fields[cols.index("period_start")][p1]
+    assert (start == np.datetime64(cube.meta.periods[1].start)).all()
+    assert "susceptibility_std" not in cols  # no MC dropout asked for
+    # the folder holds exactly what the STAC Item lists (and the Item itself)
+    item = json.loads((maps / "stac-item.json").read_text())
+    listed = {a["href"] for a in item["assets"].values()}
+    assert {f"./{f.name}" for f in maps.iterdir()} == listed | {"./stac-item.json"}
 
 
 def test_predict_real_model_and_scenario(trained_run, tmp_path):
@@ -276,7 +292,7 @@ def test_hazard_class_cog_metadata(tmp_path):
             assert ds.tags(1)["units"] == predict_mod.QUANTITY_UNITS.get(name, ds.units[0])
     import pyogrio
 
-    meta, _, _, fields = pyogrio.raw.read(written["cells"])
+    meta, _, _, fields = pyogrio.raw.read(written["cells"], layer="cells")
     col = list(meta["fields"]).index("hazard_class_co_seismic_2015")
     assert np.isnan(fields[col]).sum() == 0  # the GPKG keeps valid cells only, as floats
     with pytest.raises(ValueError, match="at most 254"):
@@ -400,6 +416,21 @@ def test_mc_dropout_uncertainty_map(tmp_path):
     # NaN exactly where the maps are NaN, a positive spread elsewhere (dropout is active)
     np.testing.assert_array_equal(np.isnan(std), np.isnan(sus))
     assert np.nanmin(std) >= 0 and np.nanmax(std) > 0
+    # the GPKG's uncertainty columns hold the same std (wide and long layers)
+    import pyogrio
+
+    meta, _, _, fields = pyogrio.raw.read(out / "cells.gpkg", layer="cells")
+    cols = list(meta["fields"])
+    row, col = fields[cols.index("cell_row")], fields[cols.index("cell_col")]
+    np.testing.assert_allclose(fields[cols.index("susceptibility_std_p1")], std[1][row, col])
+    meta, _, _, fields = pyogrio.raw.read(out / "cells.gpkg", layer="cells_by_period")
+    cols = list(meta["fields"])
+    last = fields[cols.index("period")] == "P2"
+    row, col = fields[cols.index("cell_row")][last], fields[cols.index("cell_col")][last]
+    np.testing.assert_allclose(fields[cols.index("susceptibility_std")][last], std[2][row, col])
+    item = json.loads((out / "stac-item.json").read_text())
+    assert item["assets"]["uncertainty"]["href"] == "./uncertainty.tif"
+    assert item["properties"]["landslide_hazard:uncertainty_method"].startswith("MC dropout, 4")
     # seeded: the same run gives the same map
     again, _ = read_raster(
         predict_mod.predict(run, progress=False, mc_samples=4) / "uncertainty.tif"
@@ -532,3 +563,108 @@ def test_scenario_file_errors_are_one_line_config_errors(tmp_path, data, message
     with pytest.raises(ConfigError, match=re.escape(message)) as info:
         predict_mod.load_scenario(path, ["P0", "P1"])
     assert "\n" not in str(info.value) and str(info.value).startswith(f"{path}: ")
+
+
+def _small_maps(tmp_path, with_uncertainty=True):
+    from landslide_hazard.cube import PeriodInfo
+    from landslide_hazard.grid import StudyGrid
+
+    grid = StudyGrid("EPSG:32645", 500000.0, 3100000.0, 100.0, 10, 6, 8)
+    rng = np.random.default_rng(1)
+    hazard = rng.uniform(0, 2, (2, *grid.cell_shape)).astype(np.float32)
+    hazard[:, 0, 0] = np.nan
+    arrays = {"susceptibility": hazard / 2, "density": hazard, "hazard": hazard}
+    periods = [
+        PeriodInfo("co-seismic 2015", "2015-04-24", "2015-06-15"),
+        PeriodInfo("monsoon 2015", "2015-06-15", "2015-11-30"),
+    ]
+    spread = None
+    if with_uncertainty:
+        spread = predict_mod.UncertaintyLayer(hazard / 10, "susceptibility", "MC dropout, 3")
+    written = predict_mod.write_maps(
+        tmp_path / "maps",
+        arrays,
+        grid,
+        periods,
+        [0.01, 0.1, 1.0],
+        observed=hazard,
+        tags={"run": "r1"},
+        uncertainty=spread,
+        item_id="r1-maps",
+    )
+    return written, grid, periods
+
+
+def test_stac_item_reads_back_through_pystac(tmp_path):
+    """The Item through pystac: relative hrefs to files that exist, the periods' date range, the
+    projection extension agreeing with the files (rasterio) and a footprint from pyproj."""
+    import pystac
+    from pyproj import Transformer
+    from pystac.extensions.projection import ProjectionExtension
+
+    written, grid, periods = _small_maps(tmp_path)
+    item = pystac.Item.from_file(str(written["stac"]))
+    assert item.id == "r1-maps"
+    assert item.datetime is None
+    assert item.common_metadata.start_datetime.isoformat() == "2015-04-24T00:00:00+00:00"
+    assert item.common_metadata.end_datetime.isoformat() == "2015-11-30T23:59:59+00:00"
+    assert [p["name"] for p in item.properties["landslide_hazard:periods"]] == [
+        p.name for p in periods
+    ]
+    assert item.properties["landslide_hazard:run"] == "r1"
+    expected = {"susceptibility", "density", "hazard", "observed", "hazard_class"}
+    assert set(item.assets) == expected | {"uncertainty", "cells", "style"}
+    raw = json.loads(written["stac"].read_text())
+    for key, asset in item.assets.items():
+        assert raw["assets"][key]["href"].startswith("./")  # relative: the folder can move
+        assert pystac.utils.make_absolute_href(asset.href, str(written["stac"])) == str(
+            written[key].resolve()
+        )
+        assert written[key].is_file()
+    assert item.assets["hazard"].media_type == pystac.MediaType.COG
+    assert item.assets["cells"].media_type == pystac.MediaType.GEOPACKAGE
+    proj = ProjectionExtension.ext(item)
+    assert ProjectionExtension.has_extension(item)
+    assert proj.epsg == 32645 and "UTM zone 45N" in proj.wkt2
+    with rasterio.open(written["hazard"]) as ds:
+        assert proj.shape == [ds.height, ds.width]
+        assert rasterio.Affine(*proj.transform) == ds.transform
+        assert proj.bbox == list(ds.bounds)
+    # WGS 84 footprint: the grid's corners through pyproj lie inside the bbox, on the outline
+    to_wgs84 = Transformer.from_crs("EPSG:32645", "EPSG:4326", always_xy=True)
+    x0, y0, x1, y1 = grid.bounds
+    lon, lat = to_wgs84.transform([x0, x1, x1, x0], [y0, y0, y1, y1])
+    west, south, east, north = item.bbox
+    assert all(west <= x <= east for x in lon) and all(south <= y <= north for y in lat)
+    assert min(lon) == pytest.approx(west, abs=1e-6) and max(lat) == pytest.approx(north, abs=1e-6)
+    ring = item.geometry["coordinates"][0]
+    assert ring[0] == ring[-1] and [round(v, 6) for v in ring[0]] == [
+        round(lon[0], 6),
+        round(lat[0], 6),
+    ]
+
+
+def test_hazard_class_qml_is_a_paletted_style_with_the_class_entries(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    written, _, _ = _small_maps(tmp_path, with_uncertainty=False)
+    assert written["style"].name == "hazard_class.qml"  # QGIS loads a same-stem style itself
+    root = ET.parse(written["style"]).getroot()
+    assert root.tag == "qgis"
+    renderer = root.find("pipe/rasterrenderer")
+    assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
+    entries = renderer.findall("colorPalette/paletteEntry")
+    names = predict_mod.hazard_class_names([0.01, 0.1, 1.0])
+    assert [e.get("label") for e in entries] == names  # "<" and ">=" escaped and read back
+    assert [int(e.get("value")) for e in entries] == [0, 1, 2, 3]
+    with rasterio.open(written["hazard_class"]) as ds:
+        cmap = ds.colormap(1)
+    for e in entries:
+        rgb = tuple(int(e.get("color")[i : i + 2], 16) for i in (1, 3, 5))
+        assert (*rgb, int(e.get("alpha"))) == cmap[int(e.get("value"))]
+    import pyogrio
+
+    assert [list(x) for x in pyogrio.list_layers(written["cells"])] == [
+        ["cells", "Polygon"],
+        ["cells_by_period", "Polygon"],
+    ]

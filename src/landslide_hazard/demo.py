@@ -114,7 +114,7 @@ def run_demo(
     held_out = json.loads(run.metrics.read_text())
 
     def evaluate() -> None:
-        roles = write_roles(run_dir, maps / "observed.tif", maps / "roles.tif")
+        roles = write_roles(run_dir, maps / "observed.tif", evaluation / "roles.tif")
         evaluate_files(
             observed=maps / "observed.tif",
             susceptibility=maps / "susceptibility.tif",

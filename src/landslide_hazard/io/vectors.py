@@ -168,13 +168,52 @@ def write_vectors(
     Polygons and multipolygons mixed in one layer are written as MultiPolygon.
     """
     path = Path(path)
+    return write_vector_layers(path, crs, {layer or path.stem: (geometries, fields or {})})
+
+
+def write_vector_layers(
+    path: str | Path,
+    crs: str | CRS,
+    layers: dict[str, tuple[Sequence | np.ndarray, dict[str, np.ndarray]]],
+) -> Path:
+    """Write several layers (name -> (geometries, attribute columns)) into one file, atomically.
+
+    The driver comes from the suffix and must hold several layers (GeoPackage) when more than
+    one is given. Polygons and multipolygons mixed in one layer are written as MultiPolygon.
+    """
+    path = Path(path)
     driver = _DRIVERS.get(path.suffix.lower())
     if driver is None:
         raise VectorError(f"{path}: unknown vector suffix; use one of {sorted(_DRIVERS)}")
+    if len(layers) > 1 and driver != "GPKG":
+        raise VectorError(f"{path}: {len(layers)} layers need a GeoPackage (.gpkg), not {driver}")
+    # GDAL wants the real suffix (GPKG warns otherwise): write inside a temporary sibling
+    # folder, then rename the file into place, so no reader ever sees half a file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = tmp_dir / path.name
+        for name, (geometries, fields) in layers.items():
+            geoms, geometry_type = _uniform_geometries(geometries)
+            pyogrio.raw.write(
+                tmp,
+                shapely.to_wkb(geoms),
+                [np.asarray(v) for v in fields.values()],
+                list(fields),
+                layer=name,
+                driver=driver,
+                geometry_type=geometry_type,
+                crs=CRS.from_user_input(crs).to_wkt(),
+            )
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
+def _uniform_geometries(geometries: Sequence | np.ndarray) -> tuple[np.ndarray, str]:
+    """The geometries (polygons promoted to multipolygons when mixed) and their layer type."""
     geoms = np.asarray(geometries, dtype=object)
-    fields = fields or {}
-    names = list(fields)
-    data = [np.asarray(fields[n]) for n in names]
     type_ids = set(shapely.get_type_id(geoms).tolist()) if len(geoms) else {3}
     if type_ids <= {3, 6} and len(type_ids) == 2:
         geoms = np.where(shapely.get_type_id(geoms) == 3, _as_multi(geoms), geoms)
@@ -182,26 +221,7 @@ def write_vectors(
     geometry_type = (
         _GEOMETRY_TYPES.get(type_ids.pop(), "Unknown") if len(type_ids) == 1 else "Unknown"
     )
-    # GDAL wants the real suffix (GPKG warns otherwise): write inside a temporary sibling
-    # folder, then rename the file into place, so no reader ever sees half a file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        tmp = tmp_dir / path.name
-        pyogrio.raw.write(
-            tmp,
-            shapely.to_wkb(geoms),
-            data,
-            names,
-            layer=layer or path.stem,
-            driver=driver,
-            geometry_type=geometry_type,
-            crs=CRS.from_user_input(crs).to_wkt(),
-        )
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return path
+    return geoms, geometry_type
 
 
 _GEOMETRY_TYPES = {

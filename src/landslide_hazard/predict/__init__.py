@@ -2,7 +2,8 @@
 
 :func:`predict` is the file edge: it loads ``RUN/model.pt`` (checking bands, units and grid
 against the cube; :mod:`.loading`), runs :func:`predict_arrays` over the cube (:mod:`.core`)
-and writes COGs and ``cells.gpkg`` to ``RUN/maps/`` (:mod:`.maps`). With a scenario YAML
+and writes COGs, ``cells.gpkg``, a QGIS style and a STAC Item (:mod:`.stac`) to ``RUN/maps/``
+(:mod:`.maps`), replacing the folder as a whole. With a scenario YAML
 (:mod:`.scenario`) the triggers are replaced and the maps go to ``RUN/scenarios/<name>/``.
 :mod:`.uncertainty`: MC dropout, deep ensembles, reliability diagrams, std maps.
 """
@@ -13,20 +14,25 @@ from .maps import (
     HAZARD_CLASS_NODATA,
     MAP_DESCRIPTIONS,
     QUANTITY_UNITS,
+    STAC_ITEM_FILE,
+    UncertaintyLayer,
     hazard_class_colours,
     hazard_class_names,
+    hazard_class_qml,
     hazard_classes,
     write_cells_gpkg,
     write_maps,
 )
 from .scenario import ScenarioSpec, applicability, load_scenario, scenario_triggers
-from .stage import predict, write_mc_uncertainty
+from .stage import mc_uncertainty, predict
 
 __all__ = [
     "HAZARD_CLASS_NODATA",
     "MAP_DESCRIPTIONS",
     "QUANTITIES",
     "QUANTITY_UNITS",
+    "STAC_ITEM_FILE",
+    "UncertaintyLayer",
     "LoadedRun",
     "ScenarioSpec",
     "applicability",
@@ -34,14 +40,15 @@ __all__ = [
     "default_input_threads",
     "hazard_class_colours",
     "hazard_class_names",
+    "hazard_class_qml",
     "hazard_classes",
     "load_model_file",
     "load_run",
     "load_scenario",
+    "mc_uncertainty",
     "predict",
     "predict_arrays",
     "scenario_triggers",
     "write_cells_gpkg",
     "write_maps",
-    "write_mc_uncertainty",
 ]

@@ -1,9 +1,12 @@
-"""The map files of a prediction: per-period COGs on the cell grid and the cells GeoPackage.
+"""The map files of a prediction: per-period COGs on the cell grid, the cells GeoPackage, a
+QGIS style for the classed map and a STAC Item describing them all.
 
 ``susceptibility.tif`` (P(occurrence)), ``density.tif`` (E[D | D > 0], %), ``hazard.tif``
 (E[D], %), ``observed.tif`` (the cube's target density), ``hazard_class.tif`` (classes of E[D]
-at ``output.hazard_class_breaks``), any extra layer (a scenario's ``applicability.tif``) and
-``cells.gpkg`` (one polygon per valid cell, a column per quantity and period).
+at ``output.hazard_class_breaks``) with ``hazard_class.qml``, any extra layer (a scenario's
+``applicability.tif``), ``uncertainty.tif`` (with MC dropout), ``cells.gpkg`` (layer ``cells``:
+one polygon per valid cell, a column per quantity and period; layer ``cells_by_period``: one row
+per cell and period, a column per quantity) and ``stac-item.json`` (:mod:`.stac`).
 
 Every band carries its period (``period``, ``period_start``, ``period_end``) and ``units`` as
 band tags. ``hazard_class.tif`` is uint8 with nodata 255, a colour table (light yellow -> dark
@@ -15,8 +18,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
@@ -36,6 +41,9 @@ MAP_DESCRIPTIONS = {
     "hazard_class": "class of E[D] at the configured breaks (0 = lowest)",
 }
 HAZARD_CLASS_NODATA = 255
+STAC_ITEM_FILE = "stac-item.json"
+CELLS_LAYER = "cells"  # the GPKG's wide layer: a row per cell, a column per quantity and period
+CELLS_BY_PERIOD_LAYER = "cells_by_period"  # long: a row per cell and period
 PERIOD_DATES_NOTE = (
     "band tags period_start (exclusive: the previous inventory) and period_end (inclusive: this "
     "inventory), ISO dates"
@@ -94,8 +102,72 @@ def period_band_tags(periods: Sequence[PeriodInfo], unit: str) -> list[dict[str,
     ]
 
 
+def hazard_class_qml(breaks: Sequence[float]) -> str:
+    """A QGIS layer style (.qml) for ``hazard_class.tif``: a paletted renderer with the colour
+    table's colours and the class names of :func:`hazard_class_names` as labels.
+
+    Saved beside the raster with the same stem, QGIS applies it when the layer is added."""
+    names = hazard_class_names(breaks)
+    colours = hazard_class_colours(len(names))
+    entries = "\n".join(
+        f'        <paletteEntry value="{i}" color="#{r:02x}{g:02x}{b:02x}" alpha="{a}" '
+        f"label={quoteattr(name)}/>"
+        for i, (name, (r, g, b, a)) in enumerate(zip(names, colours.values(), strict=False))
+    )
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.28.0" styleCategories="Symbology">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
+@dataclass(frozen=True)
+class UncertaintyLayer:
+    """The predictive standard deviation of one quantity per period (MC dropout or a deep
+    ensemble): ``std`` (period, y, x) in the quantity's units; ``method`` says how it was made
+    (e.g. ``"MC dropout, 8 passes, dropout 0.3"``)."""
+
+    std: np.ndarray
+    quantity: str = "susceptibility"
+    method: str = ""
+
+    @property
+    def column(self) -> str:
+        """Its name as a map layer and GPKG column stem: ``<quantity>_std``."""
+        return f"{self.quantity}_std"
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower() or "period"
+
+
+def _map_layers(
+    arrays: dict[str, np.ndarray],
+    breaks: list[float],
+    observed: np.ndarray | None,
+    extra: dict[str, tuple[np.ndarray, str]] | None,
+) -> dict[str, tuple[np.ndarray, str]]:
+    """Name -> (period, y, x) values and unit of every map written as a COG (float classes)."""
+    layers: dict[str, tuple[np.ndarray, str]] = {
+        q: (arrays[q], QUANTITY_UNITS[q]) for q in QUANTITIES
+    }
+    if observed is not None:
+        layers["observed"] = (observed, TARGET_UNIT)
+    layers["hazard_class"] = (hazard_classes(arrays["hazard"], breaks), "class")
+    for name, value in (extra or {}).items():
+        layers[name] = value
+    return layers
 
 
 def write_maps(
@@ -107,22 +179,22 @@ def write_maps(
     observed: np.ndarray | None = None,
     extra: dict[str, tuple[np.ndarray, str]] | None = None,
     tags: dict[str, str] | None = None,
+    uncertainty: UncertaintyLayer | None = None,
+    item_id: str | None = None,
 ) -> dict[str, Path]:
     """Write the per-period maps as COGs (band per period named after it, its dates and units
-    as band tags) and the cell GPKG. ``periods`` are the cube's (:class:`cube.PeriodInfo`)."""
-    from ..io import write_raster
+    as band tags), ``uncertainty.tif`` (if given), the cell GPKG, ``hazard_class.qml`` and
+    ``stac-item.json`` (id ``item_id``, default the folder's name). ``periods`` are the cube's
+    (:class:`cube.PeriodInfo`). Returns the paths written by name (``cells``, ``style``,
+    ``stac`` and the map names)."""
+    from ..io import atomic_write_text, write_raster
+    from .stac import write_stac_item
+    from .uncertainty import write_uncertainty_tif
 
     out_dir.mkdir(parents=True, exist_ok=True)
     period_names = [p.name for p in periods]
     written: dict[str, Path] = {}
-    layers: dict[str, tuple[np.ndarray, str]] = {
-        q: (arrays[q], QUANTITY_UNITS[q]) for q in QUANTITIES
-    }
-    if observed is not None:
-        layers["observed"] = (observed, TARGET_UNIT)
-    layers["hazard_class"] = (hazard_classes(arrays["hazard"], breaks), "class")
-    for name, value in (extra or {}).items():
-        layers[name] = value
+    layers = _map_layers(arrays, breaks, observed, extra)
     breaks_tag = ",".join(f"{b:g}" for b in breaks)
     class_tags = {
         "hazard_class_breaks": breaks_tag,
@@ -163,30 +235,82 @@ def write_maps(
             band_tags=band_tags,
             **raster_kwargs,
         )
-    written["cells"] = write_cells_gpkg(out_dir / "cells.gpkg", layers, grid, period_names)
+    style = out_dir / "hazard_class.qml"
+    atomic_write_text(style, hazard_class_qml(breaks))
+    cell_layers = dict(layers)
+    if uncertainty is not None:
+        written["uncertainty"] = write_uncertainty_tif(
+            out_dir / "uncertainty.tif",
+            uncertainty.std,
+            grid.cell_transform,
+            grid.crs,
+            period_names,
+            quantity=uncertainty.quantity,
+            method=uncertainty.method,
+            tags=tags,
+            periods=periods,
+        )
+        cell_layers[uncertainty.column] = (uncertainty.std, "")
+    written["cells"] = write_cells_gpkg(out_dir / "cells.gpkg", cell_layers, grid, periods)
+    written["style"] = style
+    written["stac"] = write_stac_item(
+        out_dir / STAC_ITEM_FILE,
+        item_id or out_dir.name,
+        written,
+        grid,
+        periods,
+        properties=tags or {},
+        uncertainty=uncertainty,
+    )
     return written
 
 
 def write_cells_gpkg(
-    path: Path, layers: dict[str, tuple[np.ndarray, str]], grid, period_names: list[str]
+    path: Path,
+    layers: dict[str, tuple[np.ndarray, str]],
+    grid,
+    periods: Sequence[PeriodInfo] | Sequence[str],
 ) -> Path:
-    """One square polygon per cell with a value in any layer; columns ``<quantity>_<period>``."""
+    """One square polygon per cell with a value in any layer, in two layers of one GeoPackage:
+
+    * ``cells`` (wide): columns ``cell_row``, ``cell_col`` and ``<layer>_<period>``;
+    * ``cells_by_period`` (long): one row per cell and period, columns ``cell_row``,
+      ``cell_col``, ``period``, ``period_start``, ``period_end`` (dates; absent when only period
+      names are given) and one column per layer.
+    """
     import shapely
 
-    from ..io.vectors import write_vectors
+    from ..io.vectors import write_vector_layers
 
-    stack = np.stack([v for v, _ in layers.values()])  # (Q, P, cy, cx)
+    names = [p if isinstance(p, str) else p.name for p in periods]
+    stack = np.stack([v for v, _ in layers.values()])  # (L, P, cy, cx)
     keep = np.isfinite(stack).any(axis=(0, 1))
     rows, cols = np.nonzero(keep)
     t = grid.cell_transform
     x0 = t.c + cols * t.a
     y0 = t.f + rows * t.e
     geoms = shapely.box(x0, y0 + t.e, x0 + t.a, y0)
-    fields: dict[str, np.ndarray] = {
+    wide: dict[str, np.ndarray] = {
         "cell_row": rows.astype(np.int32),
         "cell_col": cols.astype(np.int32),
     }
     for name, (data, _) in layers.items():
-        for p, pname in enumerate(period_names):
-            fields[f"{name}_{_slug(pname)}"] = data[p][rows, cols].astype(np.float64)
-    return write_vectors(path, geoms, grid.crs, fields=fields, layer="cells")
+        for p, pname in enumerate(names):
+            wide[f"{name}_{_slug(pname)}"] = data[p][rows, cols].astype(np.float64)
+    n_cells, n_periods = len(rows), len(names)
+    long: dict[str, np.ndarray] = {
+        "cell_row": np.tile(wide["cell_row"], n_periods),
+        "cell_col": np.tile(wide["cell_col"], n_periods),
+        "period": np.repeat(np.asarray(names, dtype=object), n_cells),
+    }
+    if not all(isinstance(p, str) for p in periods):
+        for key in ("start", "end"):
+            dates = np.asarray([getattr(p, key) for p in periods], dtype="datetime64[D]")
+            long[f"period_{key}"] = np.repeat(dates, n_cells)
+    for name, (data, _) in layers.items():
+        long[name] = data[:, rows, cols].reshape(-1).astype(np.float64)
+    return write_vector_layers(
+        path,
+        grid.crs,
+        {CELLS_LAYER: (geoms, wide), CELLS_BY_PERIOD_LAYER: (np.tile(geoms, n_periods), long)},
+    )

@@ -10,14 +10,15 @@ import torch
 
 from ..distributed import resolve_scheduler
 from ..errors import InputError
+from ..io.atomic import atomic_path
 from ..run import RunFolder
 from ..runtime import apply_thread_policy, resolve_device
 from ..sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
 from .core import default_input_threads, predict_arrays
 from .loading import LoadedRun, _cube_of, load_run
-from .maps import write_maps
+from .maps import UncertaintyLayer, write_maps
 from .scenario import applicability, load_scenario, scenario_triggers
-from .uncertainty import mc_dropout_maps, write_uncertainty_tif
+from .uncertainty import mc_dropout_maps
 
 
 def predict(
@@ -103,18 +104,22 @@ def predict(
         reader = CubeReader(cube, memory_budget_bytes=budget)
         arrays = run_arrays(reader)
         observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
+        spread = mc_uncertainty(run, reader, device, mc_samples) if mc_samples else None
         out_dir = RunFolder(run_dir).raw_maps if raw else RunFolder(run_dir).maps
-        write_maps(
-            out_dir,
-            arrays,
-            cube.grid,
-            cube.meta.periods,
-            cfg.output.hazard_class_breaks,
-            observed,
-            tags=tags,
-        )
-        if mc_samples:
-            write_mc_uncertainty(out_dir / "uncertainty.tif", run, reader, device, mc_samples)
+        # the folder is replaced as a whole: no reader sees old and new maps mixed, and no file
+        # of an earlier prediction (an uncertainty map, a scenario layer) lingers beside new ones
+        with atomic_path(out_dir) as tmp:
+            write_maps(
+                tmp,
+                arrays,
+                cube.grid,
+                cube.meta.periods,
+                cfg.output.hazard_class_breaks,
+                observed,
+                tags=tags,
+                uncertainty=spread,
+                item_id=f"{run_dir.name}-{out_dir.name}",
+            )
         return out_dir
 
     spec = load_scenario(scenario, periods)
@@ -134,25 +139,25 @@ def predict(
             stacklevel=2,
         )
     out_dir = RunFolder(run_dir).scenario(f"{spec.name}-raw" if raw else spec.name)
-    write_maps(
-        out_dir,
-        sub,
-        cube.grid,
-        [cube.meta.periods[i] for i in apply_idx],
-        cfg.output.hazard_class_breaks,
-        extra={"applicability": (app, "1 = inside the training range")},
-        tags={**tags, "scenario": spec.name},
-    )
-    from ..io.atomic import atomic_write_text
-
-    atomic_write_text(out_dir / "scenario.yaml", Path(scenario).read_text())
+    with atomic_path(out_dir) as tmp:
+        write_maps(
+            tmp,
+            sub,
+            cube.grid,
+            [cube.meta.periods[i] for i in apply_idx],
+            cfg.output.hazard_class_breaks,
+            extra={"applicability": (app, "1 = inside the training range")},
+            tags={**tags, "scenario": spec.name},
+            item_id=f"{run_dir.name}-scenario-{out_dir.name}",
+        )
+        (tmp / "scenario.yaml").write_text(Path(scenario).read_text())
     return out_dir
 
 
-def write_mc_uncertainty(
-    path: Path, run: LoadedRun, reader: CubeReader, device: torch.device, n_samples: int
-) -> Path:
-    """MC-dropout standard deviation of the susceptibility, per cell and period, as a COG."""
+def mc_uncertainty(
+    run: LoadedRun, reader: CubeReader, device: torch.device, n_samples: int
+) -> UncertaintyLayer:
+    """MC-dropout standard deviation of the susceptibility, per cell and period."""
 
     cfg = run.cfg
 
@@ -168,13 +173,8 @@ def write_mc_uncertainty(
         )
 
     stats = mc_dropout_maps(run.model, one_pass, n_samples=n_samples, seed=cfg.seed)
-    return write_uncertainty_tif(
-        path,
+    return UncertaintyLayer(
         stats.std["susceptibility"],
-        reader.grid.cell_transform,
-        reader.grid.crs,
-        reader.period_names,
         quantity="susceptibility",
         method=f"MC dropout, {n_samples} passes, dropout {cfg.model.dropout}",
-        periods=reader.cube.meta.periods,
     )
