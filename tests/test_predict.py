@@ -668,3 +668,30 @@ def test_hazard_class_qml_is_a_paletted_style_with_the_class_entries(tmp_path):
         ["cells", "Polygon"],
         ["cells_by_period", "Polygon"],
     ]
+
+
+def test_cli_predict_result_on_stdout_the_rest_on_stderr_unwrapped(trained_run, tmp_path):
+    """Through a real pipe (not a terminal): stdout holds the one result line, whole even for a
+    path far longer than 80 columns; progress, warnings and the next-step hint go to stderr."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    run, _ = trained_run
+    deep = tmp_path / ("a-folder-name-long-enough-to-pass-eighty-columns-" * 2) / run.name
+    shutil.copytree(run, deep)
+    # the config's output.dir (the cube) stays where it is: the run folder names it
+    env = {**os.environ, "COLUMNS": "80", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "landslide_hazard", "predict", str(deep)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"wrote {deep / 'maps'}\n"
+    assert len(str(deep)) > 80
+    assert f"next: `landslide-hazard report {deep}`" in proc.stderr.splitlines()
+    assert "wrote" not in proc.stderr

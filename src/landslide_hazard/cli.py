@@ -1,6 +1,8 @@
 """The command line: a thin layer over each stage's public entry point.
 
-Each command imports its stage lazily so that ``landslide-hazard --help`` is instant.
+Each command imports its stage lazily so that ``landslide-hazard --help`` is instant. Results
+(the paths written, tables, ``--json``) go to stdout through :func:`result`; progress, logs,
+warnings and next-step hints to stderr through ``console`` (:mod:`.streams`), never wrapped.
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from pathlib import Path
 
 import click
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from .errors import InputError, LandslideHazardError
 from .runtime import set_openmp_wait_env
+from .streams import log_console
 
 # Before any library with an OpenMP pool is loaded (typer and rich load none): its threads then
 # sleep when idle instead of spinning against other processes (runtime.OPENMP_WAIT_ENV).
@@ -70,7 +72,12 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = log_console()
+
+
+def result(text: str) -> None:
+    """A result line on stdout, as is (no markup, no wrapping)."""
+    typer.echo(text)
 
 
 def _print_version(value: bool) -> None:
@@ -166,12 +173,15 @@ def evaluate_cmd(
     uncertainty: Path | None = typer.Option(
         None, "--uncertainty", help="uncertainty GeoTIFF to show in the report (not scored)"
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="print the table as JSON on stdout (rows per period and pooled)"
+    ),
 ) -> None:
-    """Score maps against observed density: metrics.json + a table."""
+    """Score maps against observed density: metrics.json + a table (stdout)."""
     from .evaluation import evaluate_files
     from .run import METRICS_FILE
 
-    evaluate_files(
+    metrics = evaluate_files(
         observed,
         susceptibility,
         density,
@@ -181,8 +191,22 @@ def evaluate_cmd(
         out_dir=out,
         min_density=min_density,
         uncertainty=uncertainty,
+        show_table=not as_json,
     )
-    console.print(f"wrote {out / METRICS_FILE}")
+    if as_json:
+        import json
+
+        from .evaluation.evaluate import metrics_table_rows
+
+        table = {
+            "metrics_json": str(out / METRICS_FILE),
+            "threshold": metrics["threshold"],
+            "threshold_source": metrics["threshold_source"],
+            "rows": metrics_table_rows(metrics),
+        }
+        result(json.dumps(table, indent=2))
+        return
+    result(f"wrote {out / METRICS_FILE}")
 
 
 # ---- terrain (owner: predictors) -------------------------------------------------------------
@@ -234,7 +258,8 @@ def terrain_cmd(
         f"masked {summary.collar_pixels:,} nodata collar pixels ({how}); "
         f"{summary.shape[0]} x {summary.shape[1]} px of {summary.pixel_size_m:g} m"
     )
-    console.print(f"wrote {summary.path} ({len(TERRAIN_BANDS)} bands: {', '.join(TERRAIN_BANDS)})")
+    console.print(f"{len(TERRAIN_BANDS)} bands: {', '.join(TERRAIN_BANDS)}")
+    result(f"wrote {summary.path}")
 
 
 # ---- prepare (owner: prepare) ----------------------------------------------------------------
@@ -282,9 +307,11 @@ def prepare_cmd(
         console.print(f"  {line}")
     g = cube.grid
     console.print(
-        f"wrote {path}: {len(cube.meta.periods)} periods, {g.cell_shape[0]} x {g.cell_shape[1]} "
-        f"cells ({int(cube.valid_cells.sum()):,} valid), {g.fine_shape[0]} x {g.fine_shape[1]} px"
+        f"{len(cube.meta.periods)} periods, {g.cell_shape[0]} x {g.cell_shape[1]} cells "
+        f"({int(cube.valid_cells.sum()):,} valid), {g.fine_shape[0]} x {g.fine_shape[1]} px; "
+        f"next: `landslide-hazard train {config}`"
     )
+    result(f"wrote {path}")
 
 
 # ---- report (owner: evaluation) --------------------------------------------------------------
@@ -298,7 +325,7 @@ def report_cmd(
     from .report import build_report
 
     out = build_report(directory, show_progress=True)
-    console.print(f"wrote {out}")
+    result(f"wrote {out}")
 
 
 # ---- train / predict (owner: training) -------------------------------------------------------
@@ -331,11 +358,12 @@ def train_cmd(
         return "n/a" if v is None else f"{v:.3f}"
 
     leaky = " (paper protocol: leaky, optimistic)" if metrics.get("leaky") else ""
-    console.print(f"run {run}{leaky}")
-    console.print(
+    result(f"wrote {run}{leaky}")
+    result(
         f"held-out AUC {fmt(metrics.get('held_out_auc'))}  oracle AUC "
         f"{fmt(metrics.get('oracle_auc'))}  skill {fmt(metrics.get('skill_pooled'))}"
     )
+    console.print(f"next: `landslide-hazard predict {run}`")
 
 
 @app.command("predict")
@@ -368,7 +396,6 @@ def predict_cmd(
     """Wall-to-wall maps of a trained run (RUN/maps/ or RUN/scenarios/<name>/)."""
     import warnings
 
-    pass
     from .predict import predict
 
     with warnings.catch_warnings(record=True) as caught:
@@ -384,7 +411,8 @@ def predict_cmd(
         )
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
-    console.print(f"wrote {out}")
+    result(f"wrote {out}")
+    console.print(f"next: `landslide-hazard report {run}`")
 
 
 @app.command("synth")
@@ -413,10 +441,11 @@ def synth_cmd(
         )
     summary = generate_scenario(size or "demo", seed, out, progress=not no_progress, dem=dem)
     console.print(
-        f"wrote {out}: {summary['n_cells']} cells x {len(summary['periods'])} periods "
-        f"({summary['timings_s']['total_s']:.1f} s); run `landslide-hazard prepare "
-        f"{Path(out) / 'config.yaml'}` next"
+        f"{summary['n_cells']} cells x {len(summary['periods'])} periods "
+        f"({summary['timings_s']['total_s']:.1f} s); next: `landslide-hazard prepare "
+        f"{Path(out) / 'config.yaml'}`"
     )
+    result(f"wrote {out}")
 
 
 @app.command("validate")
@@ -447,7 +476,7 @@ def validate_cmd(
             "config validates into its own <output.dir>/validation)"
         )
     protocol_list = [p.strip() for p in protocols.split(",") if p.strip()]
-    result = combine(
+    outcome = combine(
         [validate(cfg, protocol_list, max_folds=max_folds, out_dir=out) for cfg in cfgs]
     )
     cfg = cfgs[0]
@@ -455,14 +484,16 @@ def validate_cmd(
     columns = ["auc", "skill", "pr_auc", "f1", "ece", "hazard_mae", "hazard_r"]
     for name in ["scenario", "protocol", "model", *columns]:
         table.add_column(name)
-    for e in result["summary"]:
+    for e in outcome["summary"]:
         table.add_row(
             e["scenario"],
             e["protocol"] + (" (leaky)" if e["leaky"] else ""),
             e["model"],
             *[f"{e[c]:.3f}" if e[c] == e[c] else "n/a" for c in columns],
         )
-    Console().print(table)
+    from .streams import result_console
+
+    result_console().print(table)
     if doc is not None:
         import shlex
         import sys
@@ -472,9 +503,9 @@ def validate_cmd(
 
         command = "landslide-hazard " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         figure = doc.with_name(f"{doc.stem}_reliability.png")
-        plot_reliability(result, figure, cfg.evaluation.ece_bins)
-        atomic_write_text(doc, render_markdown(result, command, figure=figure.name))
-        console.print(f"wrote {doc}")
+        plot_reliability(outcome, figure, cfg.evaluation.ece_bins)
+        atomic_write_text(doc, render_markdown(outcome, command, figure=figure.name))
+        result(f"wrote {doc}")
 
 
 @app.command("demo")
@@ -492,7 +523,6 @@ def demo_cmd(
     ),
 ) -> None:
     """synth -> prepare -> train -> predict -> evaluate -> report on a synthetic scenario."""
-    pass
     from .demo import run_demo
 
     summary = run_demo(
@@ -506,5 +536,5 @@ def demo_cmd(
         f"\n[bold]held-out ({summary['protocol']} protocol)[/]: AUC {fmt(summary['held_out_auc'])}, "
         f"oracle AUC {fmt(summary['oracle_auc'])}, skill {fmt(summary['skill'])}"
     )
-    console.print(f"run folder: {summary['run']}")
-    typer.echo(f"report: {summary['report']}")
+    result(f"run folder: {summary['run']}")
+    result(f"report: {summary['report']}")

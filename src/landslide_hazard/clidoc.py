@@ -37,6 +37,13 @@ def cli_reference() -> str:
         "",
         f"`landslide-hazard [--version] COMMAND`: {group.help or ''}".strip(),
         "",
+        "Output streams: results (the paths written, as `wrote PATH` lines; tables; "
+        "`evaluate --json`) go to stdout; progress bars, logs, warnings and next-step hints "
+        "(`next: ...`) to stderr. Nothing is wrapped when the output is a pipe or a file, so "
+        "printed paths and commands stay whole: `landslide-hazard predict RUN 2>/dev/null` "
+        "prints `wrote RUN/maps` and nothing else. Errors: one `error: ...` line on stderr, "
+        "exit code 2 (bad input), 1 (a bug).",
+        "",
     ]
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)

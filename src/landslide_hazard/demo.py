@@ -17,6 +17,7 @@ import numpy as np
 from rich.console import Console
 
 from .run import CONFIG_FILE, METRICS_FILE, TRUTH_DIR, RunFolder, cube_path, run_dir_for
+from .streams import log_console
 
 ROLE_NAMES = {0: "train", 1: "validation", 2: "test"}
 
@@ -64,7 +65,7 @@ def run_demo(
     from .synthetic import generate_scenario
     from .training import train
 
-    console = console or Console(stderr=True)
+    console = console or log_console()
     out = Path(out)
     if force and out.exists():
         shutil.rmtree(out)

@@ -55,6 +55,8 @@ def progress_bar(enabled: bool):
         TimeRemainingColumn,
     )
 
+    from .streams import log_console
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -62,6 +64,7 @@ def progress_bar(enabled: bool):
         TimeRemainingColumn(),
         disable=not enabled,
         transient=True,
+        console=log_console(),
     )
 
 

@@ -351,61 +351,73 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
+#: The table's columns: (heading, section of a period block, subset, metric); subset None for
+#: the occurrence scores. metrics_table_rows and metrics_table both read it.
+TABLE_COLUMNS: tuple[tuple[str, str, str | None, str], ...] = (
+    ("n", "occurrence", None, "n"),
+    ("prev.", "occurrence", None, "prevalence"),
+    ("AUC", "occurrence", None, "auc"),
+    ("PR-AUC", "occurrence", None, "pr_auc"),
+    ("F1", "occurrence", None, "f1"),
+    ("IoU", "occurrence", None, "iou"),
+    ("soft F1", "occurrence", None, "soft_f1"),
+    ("Brier", "occurrence", None, "brier"),
+    ("ECE", "occurrence", None, "ece"),
+    ("D MAE %", "density", "all", "mae"),
+    ("D r", "density", "all", "pearson_r"),
+    ("D+ MAE %", "density", "positive", "mae"),
+    ("D+ r", "density", "positive", "pearson_r"),
+    ("H MAE %", "hazard", "all", "mae"),
+    ("H r", "hazard", "all", "pearson_r"),
+)
+
+
+def _json_key(section: str, subset: str | None, metric: str) -> str:
+    return metric if subset is None else f"{section}_{subset}_{metric}"
+
+
+def metrics_table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table as data: one dict per period plus the pooled one (``period`` = "pooled"),
+    keys ``n``, ``auc``, ... and ``density_all_mae``, ``hazard_all_pearson_r``, ...; None
+    where a metric is undefined or its map was not given. ``evaluate --json`` prints these."""
+    rows = []
+    for name, block in [(p["name"], p) for p in result["periods"]] + [("pooled", result["pooled"])]:
+        row: dict[str, Any] = {"period": name}
+        for _, section, subset, metric in TABLE_COLUMNS:
+            part = block.get(section) or {}
+            value = (part if subset is None else part.get(subset) or {}).get(metric)
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            if result["pooled"].get(section) is not None:
+                row[_json_key(section, subset, metric)] = value
+        rows.append(row)
+    return rows
+
+
 def metrics_table(result: dict[str, Any]):
     """A rich Table: one row per period plus the pooled row."""
     from rich.table import Table
 
-    has_d = result["pooled"].get("density") is not None
-    has_h = result["pooled"].get("hazard") is not None
     table = Table(
         title=f"landslide-hazard evaluation (threshold {_fmt(result['threshold'])}: "
         f"{result['threshold_source']})"
     )
-    cols = ["period", "n", "prev.", "AUC", "PR-AUC", "F1", "IoU", "soft F1", "Brier", "ECE"]
-    if has_d:
-        cols += ["D MAE %", "D r", "D+ MAE %", "D+ r"]
-    if has_h:
-        cols += ["H MAE %", "H r"]
-    for c in cols:
-        table.add_column(c, justify="left" if c == "period" else "right")
-    rows = [(p["name"], p) for p in result["periods"]] + [("pooled", result["pooled"])]
-    for name, block in rows:
-        o = block["occurrence"]
-        row = [
-            name,
-            _fmt(o["n"]),
-            _fmt(o["prevalence"]),
-            _fmt(o["auc"]),
-            _fmt(o["pr_auc"]),
-            _fmt(o["f1"]),
-            _fmt(o["iou"]),
-            _fmt(o["soft_f1"]),
-            _fmt(o["brier"]),
-            _fmt(o["ece"]),
-        ]
-        if has_d:
-            d = block["density"]
-            row += [
-                _fmt(d["all"]["mae"]),
-                _fmt(d["all"]["pearson_r"]),
-                _fmt(d["positive"]["mae"]),
-                _fmt(d["positive"]["pearson_r"]),
-            ]
-        if has_h:
-            h = block["hazard"]
-            row += [_fmt(h["all"]["mae"]), _fmt(h["all"]["pearson_r"])]
-        table.add_row(*row, style="bold" if name == "pooled" else None)
+    shown = [c for c in TABLE_COLUMNS if result["pooled"].get(c[1]) is not None]
+    table.add_column("period", justify="left")
+    for heading, *_ in shown:
+        table.add_column(heading, justify="right")
+    for row in metrics_table_rows(result):
+        cells = [_fmt(row[_json_key(sec, sub, met)]) for _, sec, sub, met in shown]
+        table.add_row(row["period"], *cells, style="bold" if row["period"] == "pooled" else None)
     return table
 
 
 def print_metrics_table(result: dict[str, Any]) -> None:
-    """Print :func:`metrics_table` and any notes to the terminal (stderr)."""
-    from rich.console import Console
+    """Print :func:`metrics_table` on stdout (a result) and any notes on stderr."""
+    from ..streams import log_console, result_console
 
-    console = Console(stderr=True)
-    if not console.is_terminal:  # a log file or pipe: do not squeeze the table into 80 columns
-        console = Console(stderr=True, width=180)
-    console.print(metrics_table(result))
+    result_console().print(metrics_table(result))
+    log = log_console()
     for p in [*result["periods"], {"name": "pooled", **result["pooled"]}]:
         for note in p["occurrence"]["notes"]:
-            console.print(f"[yellow]{p['name']}:[/] {note}")
+            log.print(f"[yellow]{p['name']}:[/] {note}")

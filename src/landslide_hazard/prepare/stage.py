@@ -77,12 +77,15 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..streams import log_console
+
     with Progress(
         TextColumn("[bold]prepare[/] {task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         transient=False,
+        console=log_console(),
     ) as bar:
         yield bar
 

@@ -891,15 +891,16 @@ def build_report(
     if not show_progress:
         atomic_write_text(out, render_html(data, max_viewer_cells))
         return out
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..streams import log_console
 
     with Progress(
         TextColumn("report: {task.description}"),
         BarColumn(),
         TextColumn("{task.completed} figures"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=log_console(),
         transient=True,
     ) as progress:
         task = progress.add_task("rendering figures", total=None)

@@ -124,12 +124,15 @@ def _progress(enabled: bool):
         return contextlib.nullcontext(None)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..streams import log_console
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         transient=True,
+        console=log_console(),
     )
 
 

@@ -203,9 +203,9 @@ class _Log:
         with open(self.path, "a") as fh:
             fh.write(f"{stamp} {line}\n")
         if self.echo:
-            from rich.console import Console
+            from ..streams import log_console
 
-            Console(stderr=True).print(line, highlight=False)
+            log_console().print(line, highlight=False)
 
 
 def _config_for_run(cfg: RunConfig, protocol: str, fold: int) -> RunConfig:
