@@ -82,14 +82,14 @@ import json, sys, time, torch
 from landslide_hazard.config import load_config
 from landslide_hazard.run import load_checkpoint
 from landslide_hazard.sampling.dataset import StaticPatchCache
-from landslide_hazard.training import loop
+from landslide_hazard.training import epochs, loop
 cfg = load_config(sys.argv[1])
 data = cfg.model_dump()
 data["training"]["num_workers"] = int(sys.argv[2])
 data["output"]["run_name"] = sys.argv[4]
 cfg = type(cfg).model_validate(data)
 if sys.argv[3] == "old":  # before: a new, non-persistent DataLoader every epoch
-    loop._loader = lambda ds, batches, n: torch.utils.data.DataLoader(
+    epochs._loader = lambda ds, batches, n: torch.utils.data.DataLoader(
         ds, batch_sampler=batches, num_workers=n)
 caches = []
 init = StaticPatchCache.__init__

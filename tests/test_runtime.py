@@ -132,7 +132,7 @@ class _ThreadsSeen:
 def test_a_dataloader_worker_gets_one_thread():
     import torch
 
-    from landslide_hazard.training.loop import single_thread_worker
+    from landslide_hazard.runtime import single_thread_worker
 
     loader = torch.utils.data.DataLoader(
         _ThreadsSeen(), batch_size=1, num_workers=1, worker_init_fn=single_thread_worker

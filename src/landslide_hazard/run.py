@@ -16,6 +16,7 @@ Layout (users' scripts read it; keep it stable)::
         maps/*.tif, cells.gpkg   predict
         scenarios/<name>/        predict --scenario
         hparam/trial-<i>/        hyper-parameter search trials
+        hparam_search.json       the search's trials and the chosen values
       validation/                validate (runs/<protocol>-fold<f>/ inside)
 
 A synthetic scenario (``synth``) also writes ``truth/`` with :data:`TRUTH_FILES`.
@@ -47,6 +48,7 @@ MAPS_DIR = "maps"
 RAW_MAPS_DIR = "maps-raw"  # predict --raw: the network's own probabilities, uncalibrated
 SCENARIOS_DIR = "scenarios"
 HPARAM_DIR = "hparam"
+HPARAM_SEARCH_FILE = "hparam_search.json"
 VALIDATION_DIR = "validation"
 TRUTH_DIR = "truth"
 #: The synthetic truth on the cell grid, one band per period: what each file holds -> its name.
@@ -141,6 +143,10 @@ class RunFolder:
 
     def scenario(self, name: str) -> Path:
         return self.path / SCENARIOS_DIR / name
+
+    @property
+    def hparam_search(self) -> Path:
+        return self.path / HPARAM_SEARCH_FILE
 
     def hparam_checkpoints(self, trial: int) -> Path:
         return self.path / HPARAM_DIR / f"trial-{trial}" / CHECKPOINTS_DIR

@@ -5,6 +5,7 @@ from scipy import ndimage
 from landslide_hazard.sampling.lattice import read_window
 from landslide_hazard.sampling.splits import (
     Split,
+    SplitSettings,
     assign_block_folds,
     buffer_around,
     make_split,
@@ -18,6 +19,12 @@ def _targets(shape=(4, 24, 28), seed=0):
     valid = np.ones(shape[1:], dtype=bool)
     valid[-2:, -2:] = False
     return t, valid
+
+
+def _make(t, valid, protocol, **kw):
+    """make_split with the grid and the settings given as keywords together."""
+    grid = {key: kw.pop(key) for key in ("patch_cells", "cell_size_m")}
+    return make_split(t, valid, SplitSettings(protocol, **kw), **grid)
 
 
 KW = dict(patch_cells=4, cell_size_m=1000.0, block_km=6.0, n_folds=3, val_fraction=0.3, seed=7)
@@ -37,7 +44,7 @@ def _labelled_cells_of(split: Split, label, which):
 def test_no_leakage_between_roles(protocol):
     t, valid = _targets()
     label = np.isfinite(t) & valid[None]
-    s = make_split(t, valid, protocol, test_fold=1, **KW)
+    s = _make(t, valid, protocol, test_fold=1, **KW)
     assert not s.leaky
     assert not (s.train_cells & s.test_cells).any()
     assert not (s.val_cells & s.test_cells).any()
@@ -59,7 +66,7 @@ def test_no_leakage_between_roles(protocol):
 @pytest.mark.parametrize("protocol", ["spatial", "spacetime"])
 def test_buffer_respected(protocol):
     t, valid = _targets()
-    s = make_split(t, valid, protocol, test_fold=0, buffer_cells=2, **{**KW, "n_folds": 3})
+    s = _make(t, valid, protocol, test_fold=0, buffer_cells=2, **{**KW, "n_folds": 3})
     test_region = s.fold_map == 0
     # Chebyshev distance from every cell to the nearest test-region cell
     dist = ndimage.distance_transform_cdt(~test_region, metric="chessboard")
@@ -73,12 +80,12 @@ def test_buffer_respected(protocol):
 
 def test_temporal_and_spacetime_periods():
     t, valid = _targets(shape=(5, 24, 28))
-    s = make_split(t, valid, "temporal", temporal_test_periods=2, **KW)
+    s = _make(t, valid, "temporal", temporal_test_periods=2, **KW)
     assert s.test_cells[:3].sum() == 0 and s.test_cells[3:].sum() > 0
     assert s.train_cells[3:].sum() == 0 and s.val_cells[3:].sum() == 0
     label = np.isfinite(t) & valid[None]
     np.testing.assert_array_equal(s.test_cells[3:], label[3:])
-    st = make_split(t, valid, "spacetime", test_fold=2, temporal_test_periods=2, **KW)
+    st = _make(t, valid, "spacetime", test_fold=2, temporal_test_periods=2, **KW)
     assert st.test_cells[:3].sum() == 0
     np.testing.assert_array_equal(st.test_cells[3:], label[3:] & (st.fold_map == 2)[None])
     assert not st.train_cells[:, st.fold_map == 2].any()
@@ -88,8 +95,8 @@ def test_temporal_and_spacetime_periods():
 def test_splits_deterministic_and_seed_dependent(tmp_path):
     t, valid = _targets()
     for protocol in ("paper", "spatial", "temporal", "spacetime"):
-        a = make_split(t, valid, protocol, **KW)
-        b = make_split(t, valid, protocol, **KW)
+        a = _make(t, valid, protocol, **KW)
+        b = _make(t, valid, protocol, **KW)
         for name in ("train_cells", "val_cells", "test_cells", "fold_map"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
         np.testing.assert_array_equal(a.train_patches.as_array(), b.train_patches.as_array())
@@ -98,13 +105,13 @@ def test_splits_deterministic_and_seed_dependent(tmp_path):
         np.testing.assert_array_equal(c.test_cells, a.test_cells)
         np.testing.assert_array_equal(c.val_patches.as_array(), a.val_patches.as_array())
         assert c.protocol == protocol and c.leaky == a.leaky
-    other = make_split(t, valid, "spatial", **{**KW, "seed": 8})
-    assert not np.array_equal(other.fold_map, make_split(t, valid, "spatial", **KW).fold_map)
+    other = _make(t, valid, "spatial", **{**KW, "seed": 8})
+    assert not np.array_equal(other.fold_map, _make(t, valid, "spatial", **KW).fold_map)
 
 
 def test_paper_protocol_is_random_70_30_and_leaky():
     t, valid = _targets()
-    s = make_split(t, valid, "paper", **KW)
+    s = _make(t, valid, "paper", **KW)
     assert s.leaky
     n_train, n_val = len(s.train_patches), len(s.val_patches)
     from landslide_hazard.sampling.lattice import build_patch_index

@@ -7,25 +7,28 @@ import pytest
 
 from landslide_hazard.config import load_config
 from landslide_hazard.io import read_raster
-from landslide_hazard.sampling.splits import make_split
+from landslide_hazard.sampling.splits import SplitSettings, make_split
 from landslide_hazard.synthetic import get_spec
 from landslide_hazard.synthetic.config import scenario_config
 
 
 def _split(cfg, target, fold, buffer_cells):
     ev = cfg.evaluation
-    return make_split(
-        target,
-        np.isfinite(target).any(axis=0),
+    settings = SplitSettings(
         "spatial",
-        patch_cells=cfg.grid.patch_cells,
-        cell_size_m=cfg.grid.pixel_size_m * cfg.grid.cell_pixels,
         block_km=ev.block_km,
         n_folds=ev.n_folds,
         test_fold=fold,
         buffer_cells=buffer_cells,
         val_fraction=cfg.training.val_fraction,
         seed=cfg.seed,
+    )
+    return make_split(
+        target,
+        np.isfinite(target).any(axis=0),
+        settings,
+        patch_cells=cfg.grid.patch_cells,
+        cell_size_m=cfg.grid.pixel_size_m * cfg.grid.cell_pixels,
     )
 
 

@@ -20,7 +20,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from landslide_hazard.run import CHECKPOINT
-from landslide_hazard.training import loop
+from landslide_hazard.training import epochs, loop, stages
+from landslide_hazard.training import fit as fit_module
 from landslide_hazard.training.ddp import average_gradients, shard_batches
 
 WORLD = 2
@@ -145,10 +146,15 @@ def test_shard_batches_equal_counts():
 def _train_worker(rank, port, cfg, out_dir) -> None:
     """run_training as one torchrun rank, recording what this rank computed and wrote."""
     record = {"checkpoint_writes": 0, "model_writes": 0, "train": [], "val": []}
-    real = {
-        name: getattr(loop, name)
-        for name in ("save_checkpoint", "save_trained_model", "_train_epoch", "_eval_loss", "_fit")
+    # each name where run_training looks it up
+    home = {
+        "save_checkpoint": fit_module,
+        "save_trained_model": loop,
+        "train_epoch": fit_module,
+        "eval_loss": fit_module,
+        "fit": loop,
     }
+    real = {name: getattr(module, name) for name, module in home.items()}
 
     def save_checkpoint(*a, **k):
         record["checkpoint_writes"] += 1
@@ -159,15 +165,15 @@ def _train_worker(rank, port, cfg, out_dir) -> None:
         return real["save_trained_model"](*a, **k)
 
     def train_epoch(*a, **k):
-        record["train"].append(real["_train_epoch"](*a, **k))
+        record["train"].append(real["train_epoch"](*a, **k))
         return record["train"][-1]
 
     def eval_loss(*a, **k):
-        record["val"].append(real["_eval_loss"](*a, **k))
+        record["val"].append(real["eval_loss"](*a, **k))
         return record["val"][-1]
 
     def fit(*a, **k):
-        model = real["_fit"](*a, **k)
+        model = real["fit"](*a, **k)
         record["weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return model
 
@@ -179,11 +185,11 @@ def _train_worker(rank, port, cfg, out_dir) -> None:
     for name, fn in (
         ("save_checkpoint", save_checkpoint),
         ("save_trained_model", save_model),
-        ("_train_epoch", train_epoch),
-        ("_eval_loss", eval_loss),
-        ("_fit", fit),
+        ("train_epoch", train_epoch),
+        ("eval_loss", eval_loss),
+        ("fit", fit),
     ):
-        setattr(loop, name, fn)
+        setattr(home[name], name, fn)
     run = loop.run_training(cfg, progress=False, epoch_callback=after_epoch)
     record["run"] = str(run)
     record["group_left_open"] = dist.is_initialized()
@@ -221,7 +227,7 @@ def test_ddp_run_writes_once_and_ranks_agree(ddp_run):
         if k != CALIBRATION_KEY:  # fitted after _fit returns, on rank 0 (training.calibrate)
             assert torch.equal(rank0["weights"][k], saved[k]), k
     # the same losses on both ranks every epoch, so the same early-stopping decisions
-    n_epochs = sum(DDP_TRAINING[f"max_epochs_{s}"] for s in loop.STAGES)
+    n_epochs = sum(DDP_TRAINING[f"max_epochs_{s}"] for s in stages.STAGES)
     assert len(rank0["train"]) == len(rank0["val"]) == n_epochs
     assert rank0["train"] == rank1["train"] and rank0["val"] == rank1["val"]
     history = torch.load(run / "checkpoints" / CHECKPOINT, weights_only=False)["history"]
@@ -278,7 +284,7 @@ def test_density_epoch_equals_averaged_shard_gradients(ddp_run):
 
     cfg, run, _, out = ddp_run
     t = cfg.training
-    stage = loop.stages_from_config(t)[2]
+    stage = stages.stages_from_config(t)[2]
     assert stage.name == "density" and not t.balance_patches and cfg.model.dropout == 0
     reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"))
     split = Split.load(run / "splits.npz")
@@ -303,7 +309,7 @@ def test_density_epoch_equals_averaged_shard_gradients(ddp_run):
         m.eval()
         m.density.train()
         opt = torch.optim.Adam(m.density.parameters(), lr=stage.lr)
-        decay = loop.ExponentialDecay(t.lr_decay_rate, t.lr_decay_steps)
+        decay = stages.ExponentialDecay(t.lr_decay_rate, t.lr_decay_steps)
         models.append(m)
         optims.append(opt)
         scheds.append(torch.optim.lr_scheduler.LambdaLR(opt, decay))
@@ -312,7 +318,7 @@ def test_density_epoch_equals_averaged_shard_gradients(ddp_run):
         for m, opt, shard in zip(models, optims, shards, strict=True):
             opt.zero_grad(set_to_none=True)
             b = _stage_items(ds, shard[step])
-            loss = loop.stage_loss("density", m, b["x"], b["target"], b["mask"], t, min_density)
+            loss = stages.stage_loss("density", m, b["x"], b["target"], b["mask"], t, min_density)
             loss.backward()
         params = [list(m.density.parameters()) for m in models]
         if step == 0:
@@ -433,13 +439,13 @@ def test_rank_batches_reseed_per_rank_not_per_history():
     resumed rank draws what it would have drawn (the checkpoint holds rank 0's RNG only)."""
     from landslide_hazard.training.ddp import DistContext
 
-    stage = loop.Stage(0, "susceptibility", "susceptibility", 3, 1e-3, False)
+    stage = stages.Stage(0, "susceptibility", "susceptibility", 3, 1e-3, False)
     batches = [[0, 1], [2, 3], [4, 5]]
 
     def draws(rank, noise_before):
         torch.manual_seed(noise_before)  # whatever the RNG held before the epoch
         ctx = DistContext(rank, WORLD, torch.device("cpu"))
-        shard = loop._rank_batches(batches, stage, 1, 3, 2, ctx)
+        shard = epochs.rank_batches(batches, stage, 1, 3, 2, ctx)
         return shard, torch.rand(4)
 
     (s0, a0), (_, b0) = draws(0, 11), draws(0, 99)
@@ -447,7 +453,7 @@ def test_rank_batches_reseed_per_rank_not_per_history():
     assert s0 == [[0, 1]] and s1 == [[2, 3]]
     assert torch.equal(a0, b0) and not torch.equal(a0, a1)
     with pytest.raises(ValueError, match="lower training.batch_size"):
-        loop._rank_batches([[0, 1]], stage, 0, 3, 2, DistContext(0, WORLD, torch.device("cpu")))
+        epochs.rank_batches([[0, 1]], stage, 0, 3, 2, DistContext(0, WORLD, torch.device("cpu")))
 
 
 def test_every_stage_is_checked_for_a_batch_per_process_before_training(config_factory, tmp_path):
@@ -456,11 +462,11 @@ def test_every_stage_is_checked_for_a_batch_per_process_before_training(config_f
     t = config_factory(tmp_path).training  # batch_size 4, every stage with epochs
     sizes = {"susceptibility": 40, "density_log": 3, "density": 3, "finetune": 40}
     with pytest.raises(ValueError, match="stage density_log: 1 training batch"):
-        loop.check_stage_batches(sizes, t, WORLD)
-    loop.check_stage_batches(sizes, t, 1)  # one process: always fine
-    loop.check_stage_batches({**sizes, "density_log": 5, "density": 8}, t, WORLD)
+        epochs.check_stage_batches(sizes, t, WORLD)
+    epochs.check_stage_batches(sizes, t, 1)  # one process: always fine
+    epochs.check_stage_batches({**sizes, "density_log": 5, "density": 8}, t, WORLD)
     no_density = t.model_copy(update={"max_epochs_density_log": 0, "max_epochs_density": 0})
-    loop.check_stage_batches(sizes, no_density, WORLD)  # stages that do not train are skipped
-    loop.check_stage_batches(
+    epochs.check_stage_batches(sizes, no_density, WORLD)  # stages that do not train are skipped
+    epochs.check_stage_batches(
         {**sizes, "density_log": 0}, t.model_copy(update={"max_epochs_density": 0}), WORLD
     )  # no positive patch: the stage is skipped

@@ -7,8 +7,10 @@ from sklearn.metrics import roc_auc_score
 
 from landslide_hazard.sampling.normalisation import Normalisation, compute_normalisation
 from landslide_hazard.sampling.splits import Split
-from landslide_hazard.training import loop
-from landslide_hazard.training.loop import run_training, stage_loss, train
+from landslide_hazard.training import epochs, hparam, stages
+from landslide_hazard.training import fit as fit_module
+from landslide_hazard.training.loop import run_training, train
+from landslide_hazard.training.stages import stage_loss
 
 
 def _weights(run_dir):
@@ -75,7 +77,7 @@ def test_run_folder_contents_and_normalisation(reference_run):
     assert metrics["model"]["pooled"]["occurrence"]["n"] == int(split.test_cells.sum())
     assert metrics["oracle"] is None
     log = (run / "train.log").read_text()
-    for stage in loop.STAGES:
+    for stage in stages.STAGES:
         assert f"{stage} epoch 1/" in log
 
 
@@ -109,7 +111,7 @@ def test_resume_after_crash_at_stage_boundary(
 ):
     ref = reference_dropout_run
     cfg = _with_dropout(config_factory(tmp_path / "crash", **DROPOUT_EXTRA))
-    real = loop.save_checkpoint
+    real = fit_module.save_checkpoint
 
     class Crash(RuntimeError):
         pass
@@ -119,10 +121,10 @@ def test_resume_after_crash_at_stage_boundary(
         if "optimizer" not in payload and payload["stage_index"] == 2:
             raise Crash("killed right after the density_log stage ended")
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(fit_module, "save_checkpoint", save_then_crash)
     with pytest.raises(Crash):
         train(cfg, progress=False)
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    monkeypatch.setattr(fit_module, "save_checkpoint", real)
     resumed = train(cfg, progress=False)
     _assert_same_weights(_weights(ref), _weights(resumed))
 
@@ -140,14 +142,14 @@ def test_early_stopping_keeps_patience(tmp_path, config_factory, monkeypatch):
     make_config = config_factory
     cfg = make_config(tmp_path, max_epochs_susceptibility=20, patience=2)
     losses = iter([1.0, 0.5, 0.7, 0.8] + [0.1] * 100)
-    real = loop._eval_loss
+    real = fit_module.eval_loss
 
     def fake(model, stage, *args, **kwargs):
         if stage.name == "susceptibility":
             return next(losses)
         return real(model, stage, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "_eval_loss", fake)
+    monkeypatch.setattr(fit_module, "eval_loss", fake)
     run = train(cfg, progress=False)
     log = (run / "train.log").read_text()
     assert "susceptibility epoch 4/20" in log and "susceptibility epoch 5/20" not in log
@@ -261,7 +263,7 @@ def test_hparam_search_picks_lowest_validation_loss(tmp_path, config_factory):
     assert used.model.dropout == best["dropout"]
     meta = torch.load(run / "model.pt", weights_only=False)
     assert meta["dropout"] == best["dropout"]
-    assert loop.sample_hparams(cfg, 3, cfg.seed) == loop.sample_hparams(cfg, 3, cfg.seed)
+    assert hparam.sample_hparams(cfg, 3, cfg.seed) == hparam.sample_hparams(cfg, 3, cfg.seed)
 
 
 @pytest.mark.parametrize("protocol", ["paper", "temporal", "spacetime"])
@@ -312,4 +314,4 @@ def test_num_workers_give_the_same_weights_and_fill_the_cache(tmp_path, config_f
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
-    assert not loop._LOADERS  # workers stopped at the end of the fit
+    assert not epochs._LOADERS  # workers stopped at the end of the fit

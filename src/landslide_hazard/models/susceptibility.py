@@ -271,7 +271,7 @@ class TinySusceptibility(SusceptibilityNet):
 
 class SusceptibilityEnsemble(nn.Module):
     """A deep ensemble: ``M`` independently initialised susceptibility nets of one preset,
-    each trained on its own loss (``training.loop.stage_loss``); the probability is their mean.
+    each trained on its own loss (``training.stages.stage_loss``); the probability is their mean.
 
     Averaging members that started apart cancels much of what each one fits to noise in a small
     training set (Lakshminarayanan et al. 2017); the paper's "ensemble" combines a susceptibility

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -182,20 +183,45 @@ def _role_patches(
     return candidates.subset(keep)
 
 
+@dataclass(frozen=True)
+class SplitSettings:
+    """How to split: the protocol and fold, the block grid of the folds, the test periods of
+    the temporal protocols, the validation share and the seed (a config's ``evaluation``
+    section and ``training.val_fraction``: :meth:`from_config`). ``buffer_cells`` None: one
+    patch side."""
+
+    protocol: str
+    block_km: float = 16.0
+    n_folds: int = 5
+    test_fold: int = 0
+    buffer_cells: int | None = None
+    temporal_test_periods: int = 2
+    val_fraction: float = 0.3
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SplitSettings:
+        """The settings of a RunConfig (its ``evaluation.protocol`` and ``test_fold``)."""
+        ev = cfg.evaluation
+        return cls(
+            ev.protocol,
+            block_km=ev.block_km,
+            n_folds=ev.n_folds,
+            test_fold=ev.test_fold,
+            buffer_cells=ev.buffer_cells,
+            temporal_test_periods=ev.temporal_test_periods,
+            val_fraction=cfg.training.val_fraction,
+            seed=cfg.seed,
+        )
+
+
 def make_split(
     target_density: np.ndarray,
     valid_cells: np.ndarray,
-    protocol: str,
+    settings: SplitSettings,
     *,
     patch_cells: int,
     cell_size_m: float,
-    block_km: float = 16.0,
-    n_folds: int = 5,
-    test_fold: int = 0,
-    buffer_cells: int | None = None,
-    temporal_test_periods: int = 2,
-    val_fraction: float = 0.3,
-    seed: int = 0,
 ) -> Split:
     """Build the split of one protocol and fold from the cube's targets.
 
@@ -203,69 +229,81 @@ def make_split(
     A cell is labelled in period t when it is valid and its target is finite. Deterministic for
     a given seed.
     """
-    if protocol not in PROTOCOLS:
-        raise InputError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+    if settings.protocol not in PROTOCOLS:
+        raise InputError(
+            f"unknown protocol '{settings.protocol}'; choose one of {', '.join(PROTOCOLS)}"
+        )
     target_density = np.asarray(target_density)
-    n_periods = target_density.shape[0]
     label = np.isfinite(target_density) & np.asarray(valid_cells, dtype=bool)[None]
     if not label.any():
         raise InputError("the cube holds no labelled cell (target_density is NaN everywhere)")
-    n = patch_cells
-    buffer_cells = n if buffer_cells is None else buffer_cells
-    block_cells = block_cells_for(block_km, cell_size_m)
+    if settings.protocol == "paper":
+        return _paper_split(label, settings, patch_cells)
+    return _blocked_split(
+        label, settings, patch_cells, block_cells_for(settings.block_km, cell_size_m)
+    )
+
+
+def _paper_split(label: np.ndarray, s: SplitSettings, n: int) -> Split:
+    """Random patches over both lattices (leaky: flagged)."""
+    shape2 = label.shape[1:]
+    patches = build_patch_index(label, n, LATTICES)
+    rng = np.random.default_rng([s.seed, 3])
+    order = rng.permutation(len(patches))
+    n_test = int(round(PAPER_TEST_FRACTION * len(patches)))
+    test_p = patches.subset(np.sort(order[:n_test]))
+    rest = np.sort(order[n_test:])
+    n_val = int(round(s.val_fraction * len(rest)))
+    val_sel = np.sort(rng.permutation(rest)[:n_val])
+    train_sel = np.setdiff1d(rest, val_sel)
+    train_p, val_p = patches.subset(train_sel), patches.subset(val_sel)
+    shape3 = label.shape
+    test_cells = patch_cells_mask(test_p, shape3, n) & label
+    train_cells = patch_cells_mask(train_p, shape3, n) & label
+    # validation never scores a test cell, even here (its patches' test cells are masked)
+    val_cells = patch_cells_mask(val_p, shape3, n) & label & ~test_cells
+    notes = [
+        "paper protocol: random patches over both lattices; the shifted lattice regroups "
+        "the same cells, so test cells are also training cells (optimistic)"
+    ]
+    return Split(
+        s.protocol,
+        None,
+        train_cells,
+        val_cells,
+        test_cells,
+        train_p,
+        val_p,
+        np.full(shape2, -1, dtype=np.int64),
+        np.zeros(shape2, dtype=bool),
+        leaky=True,
+        notes=notes,
+    )
+
+
+def _blocked_split(label: np.ndarray, s: SplitSettings, n: int, block_cells: int) -> Split:
+    """The spatial, temporal and spacetime protocols: blocks dealt to folds, test periods."""
+    protocol, test_fold, n_folds = s.protocol, s.test_fold, s.n_folds
+    n_periods = label.shape[0]
+    buffer_cells = n if s.buffer_cells is None else s.buffer_cells
     any_label = label.any(axis=0)
     shape2 = label.shape[1:]
-    no_buffer = np.zeros(shape2, dtype=bool)
     all_periods = np.arange(n_periods)
     notes: list[str] = []
-
-    if protocol == "paper":
-        patches = build_patch_index(label, n, LATTICES)
-        rng = np.random.default_rng([seed, 3])
-        order = rng.permutation(len(patches))
-        n_test = int(round(PAPER_TEST_FRACTION * len(patches)))
-        test_p = patches.subset(np.sort(order[:n_test]))
-        rest = np.sort(order[n_test:])
-        n_val = int(round(val_fraction * len(rest)))
-        val_sel = np.sort(rng.permutation(rest)[:n_val])
-        train_sel = np.setdiff1d(rest, val_sel)
-        train_p, val_p = patches.subset(train_sel), patches.subset(val_sel)
-        shape3 = label.shape
-        test_cells = patch_cells_mask(test_p, shape3, n) & label
-        train_cells = patch_cells_mask(train_p, shape3, n) & label
-        # validation never scores a test cell, even here (its patches' test cells are masked)
-        val_cells = patch_cells_mask(val_p, shape3, n) & label & ~test_cells
-        notes.append(
-            "paper protocol: random patches over both lattices; the shifted lattice regroups "
-            "the same cells, so test cells are also training cells (optimistic)"
-        )
-        return Split(
-            protocol,
-            None,
-            train_cells,
-            val_cells,
-            test_cells,
-            train_p,
-            val_p,
-            np.full(shape2, -1, dtype=np.int64),
-            no_buffer,
-            leaky=True,
-            notes=notes,
-        )
-
     spatial = protocol in ("spatial", "spacetime")
     temporal = protocol in ("temporal", "spacetime")
-    if temporal and n_periods <= temporal_test_periods:
+    n_test_periods = s.temporal_test_periods
+    if temporal and n_periods <= n_test_periods:
         raise InputError(
-            f"protocol '{protocol}' tests on the last {temporal_test_periods} periods but the cube "
+            f"protocol '{protocol}' tests on the last {n_test_periods} periods but the cube "
             f"has {n_periods}; lower evaluation.temporal_test_periods or add periods"
         )
-    test_periods = all_periods[n_periods - temporal_test_periods :] if temporal else all_periods
-    train_periods = all_periods[: n_periods - temporal_test_periods] if temporal else all_periods
+    test_periods = all_periods[n_periods - n_test_periods :] if temporal else all_periods
+    train_periods = all_periods[: n_periods - n_test_periods] if temporal else all_periods
     in_test_period = np.isin(all_periods, test_periods)[:, None, None]
     in_train_period = np.isin(all_periods, train_periods)[:, None, None]
 
-    fold_map = assign_block_folds(any_label, block_cells, n_folds, seed)
+    fold_map = assign_block_folds(any_label, block_cells, n_folds, s.seed)
     if spatial:
         if not 0 <= test_fold < n_folds:
             raise InputError(f"fold {test_fold} out of range 0..{n_folds - 1}")
@@ -274,9 +312,9 @@ def make_split(
         train_region = any_label & ~test_region & ~buffer
     else:
         test_region = np.ones(shape2, dtype=bool)
-        buffer = no_buffer
+        buffer = np.zeros(shape2, dtype=bool)
         train_region = any_label.copy()
-    val_region = choose_val_blocks(train_region, block_cells, val_fraction, seed)
+    val_region = choose_val_blocks(train_region, block_cells, s.val_fraction, s.seed)
     fit_region = train_region & ~val_region
 
     test_cells = label & test_region[None] & in_test_period

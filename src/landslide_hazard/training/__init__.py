@@ -1,12 +1,7 @@
 """Training: the staged ENN training loop (susceptibility, density curriculum, fine-tune)."""
 
-from .loop import (
-    STAGES,
-    Stage,
-    run_training,
-    stages_from_config,
-    train,
-)
+from .loop import run_training, train
+from .stages import STAGES, Stage, stages_from_config
 
 __all__ = [
     "STAGES",

@@ -1,0 +1,231 @@
+"""One epoch of a training stage: the optimiser, the batches of each data-parallel rank, the
+data loaders (persistent workers), and the training and validation passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TrainingConfig
+from ..errors import InputError
+from ..runtime import autocast, progress_bar, single_thread_worker
+from ..sampling.dataset import PatchDataset, batches_of
+from .ddp import DistContext, all_reduce_sums, average_gradients, shard_batches
+from .stages import ExponentialDecay, Stage, part_of, stage_loss, stages_from_config
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How batches run: the device, mixed precision, the training config, the occurrence
+    threshold, the progress bar, and the data-parallel context (None: one process)."""
+
+    device: torch.device
+    use_amp: bool
+    t: TrainingConfig
+    min_density: float
+    progress: bool = False
+    dist: DistContext | None = None
+
+
+@dataclass(frozen=True)
+class StageOptimiser:
+    """A stage's optimiser, its learning-rate schedule and the AMP grad scaler (all three are
+    checkpointed together)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def create(cls, part: torch.nn.Module, lr: float, t: TrainingConfig, use_amp: bool):
+        optimizer = _optimizer(part, lr, t)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, ExponentialDecay(t.lr_decay_rate, t.lr_decay_steps)
+        )
+        scaler = torch.amp.GradScaler(
+            "cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()
+        )
+        return cls(optimizer, scheduler, scaler)
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint entries ``optimizer``, ``scheduler`` and ``scaler``."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        }
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+
+
+def _optimizer(part: torch.nn.Module, lr: float, t: TrainingConfig) -> torch.optim.Optimizer:
+    """Adam (AdamW with ``training.weight_decay`` > 0) over ``part``; the susceptibility's wide
+    path (a handful of linear weights) learns ``training.lr_wide_factor`` times faster, so it
+    converges before early stopping halts the deep path."""
+    wide = [p for n, p in part.named_parameters() if ".wide." in f".{n}"]
+    ids = {id(p) for p in wide}
+    groups = [{"params": [p for p in part.parameters() if id(p) not in ids], "lr": lr}]
+    if wide:
+        groups.append({"params": wide, "lr": lr * t.lr_wide_factor})
+    if t.weight_decay > 0:
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=t.weight_decay)
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def _check_batches_per_rank(n_batches: int, stage: str, batch_size: int, world_size: int) -> None:
+    if n_batches < world_size:
+        raise InputError(
+            f"stage {stage}: {n_batches} training batch(es) of training.batch_size "
+            f"{batch_size} for {world_size} processes; every process needs at least one "
+            "batch per epoch: lower training.batch_size (it is per process) or start fewer "
+            "processes"
+        )
+
+
+def check_stage_batches(n_train: dict[str, int], t: TrainingConfig, world_size: int) -> None:
+    """Raise if a stage that will train (epochs > 0, training patches > 0) has fewer batches
+    per epoch than data-parallel processes. ``n_train``: training patches per stage name."""
+    for stage in stages_from_config(t):
+        n = n_train.get(stage.name, 0)
+        if stage.max_epochs and n:
+            _check_batches_per_rank(-(-n // t.batch_size), stage.name, t.batch_size, world_size)
+
+
+def rank_batches(
+    batches: list[list[int]],
+    stage: Stage,
+    epoch: int,
+    seed: int,
+    batch_size: int,
+    dist: DistContext,
+) -> list[list[int]]:
+    """This rank's share of an epoch's batches; reseeds torch per (seed, stage, epoch, rank).
+
+    The reseed gives each rank its own dropout masks, and makes them independent of where a
+    resumed run restarted (the checkpoint holds rank 0's RNG state only).
+    """
+    _check_batches_per_rank(len(batches), stage.name, batch_size, dist.world_size)
+    entropy = [seed, stage.index, epoch, dist.rank]
+    torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) >> 1)
+    return shard_batches(batches, dist.rank, dist.world_size)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device):
+    x = batch["x"].to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, batch["target"].to(device), batch["mask"].to(device)
+
+
+class _EpochBatches(torch.utils.data.Sampler):
+    """A batch sampler whose batches are replaced every epoch (a persistent loader's)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+# One DataLoader per dataset while a run trains (num_workers > 0): its workers persist from
+# epoch to epoch instead of restarting, and fork after the parent filled the static-patch cache,
+# so every worker reads it (shared copy-on-write) instead of re-reading windows each epoch.
+_LOADERS: dict[int, tuple[PatchDataset, _EpochBatches, torch.utils.data.DataLoader]] = {}
+
+
+def _loader(ds: PatchDataset, batches: list[list[int]], num_workers: int):
+    if num_workers == 0:
+        return torch.utils.data.DataLoader(ds, batch_sampler=batches)
+    entry = _LOADERS.get(id(ds))
+    if entry is None or entry[0] is not ds:
+        if ds.cache is not None:
+            ds.cache.fill(ds.patches)
+        sampler = _EpochBatches()
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_sampler=sampler,
+            num_workers=num_workers,
+            persistent_workers=True,
+            worker_init_fn=single_thread_worker,
+        )
+        entry = _LOADERS[id(ds)] = (ds, sampler, loader)
+    entry[1].batches = batches
+    return entry[2]
+
+
+def close_loaders() -> None:
+    """Stop the persistent workers of every loader (end of a fit)."""
+    for _, _, loader in _LOADERS.values():
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+    _LOADERS.clear()
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    stage: Stage,
+    ds: PatchDataset,
+    batches: list[list[int]],
+    opt: StageOptimiser,
+    steps: Steps,
+    epoch: int,
+) -> float:
+    """Train ``stage``'s part of ``model`` one epoch over ``batches``; the mean training loss per
+    patch (over every rank)."""
+    device, t, dist = steps.device, steps.t, steps.dist
+    part = part_of(model, stage.part)
+    model.eval()
+    part.train()
+    trained = list(part.parameters())
+    total, count = 0.0, 0
+    with progress_bar(steps.progress) as bar:
+        task = bar.add_task(f"{stage.name} {epoch + 1}/{stage.max_epochs}", total=len(batches))
+        for batch in _loader(ds, batches, t.num_workers):
+            x, target, mask = _to_device(batch, device)
+            opt.optimizer.zero_grad(set_to_none=True)
+            with autocast(device, steps.use_amp):
+                loss = stage_loss(stage.name, model, x, target, mask, t, steps.min_density)
+            opt.scaler.scale(loss).backward()
+            if dist is not None:  # scaled gradients: the scale is the same on every rank
+                average_gradients(trained, dist.world_size)
+            opt.scaler.step(opt.optimizer)
+            opt.scaler.update()
+            opt.scheduler.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+            bar.advance(task)
+    if dist is not None:
+        total, count = all_reduce_sums([total, count], device)
+    return total / max(count, 1)
+
+
+def eval_loss(model: torch.nn.Module, stage: Stage, ds: PatchDataset, steps: Steps) -> float:
+    """Mean loss per patch over ``ds``; data-parallel ranks score batches ``rank, rank + W, ...``
+    and add their sums, so every rank gets the same value."""
+    device, t, dist = steps.device, steps.t, steps.dist
+    model.eval()
+    total, count = 0.0, 0
+    batches = batches_of(np.arange(len(ds)), t.batch_size)
+    if dist is not None:
+        batches = batches[dist.rank :: dist.world_size]
+    with torch.inference_mode():
+        for batch in _loader(ds, batches, t.num_workers):
+            x, target, mask = _to_device(batch, device)
+            with autocast(device, steps.use_amp):
+                loss = stage_loss(stage.name, model, x, target, mask, t, steps.min_density)
+            total += float(loss) * len(x)
+            count += len(x)
+    if dist is not None:
+        total, count = all_reduce_sums([total, count], device)
+    return total / max(count, 1)

@@ -1,0 +1,371 @@
+"""Fitting the ENN through its stages (paper 6.2): resume, early stopping, checkpoints.
+
+Each stage has its own Adam optimiser, exponential learning-rate decay (per step:
+``lr * rate ** (step / decay_steps)``) and early stopping on the validation loss with the best
+weights kept. Every epoch writes ``checkpoints/last.pt`` (model, optimiser, scheduler, RNG
+states, stage, epoch, best score and weights); a crashed fit resumes exactly where it stopped,
+and the epoch order is a pure function of (seed, stage, epoch), so a resumed fit ends with the
+same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..run import CHECKPOINT, enn_arguments, load_checkpoint, save_checkpoint, stage_checkpoint
+from ..sampling.dataset import (
+    CubeReader,
+    PatchDataset,
+    StaticPatchCache,
+    batches_of,
+    epoch_order,
+)
+from ..sampling.normalisation import Normalisation
+from ..sampling.splits import Split
+from .ddp import DistContext, broadcast_module
+from .epochs import (
+    StageOptimiser,
+    Steps,
+    check_stage_batches,
+    close_loaders,
+    eval_loss,
+    rank_batches,
+    train_epoch,
+)
+from .stages import STAGES, Stage, part_of, stages_from_config
+
+PATCH_CACHE_BYTES = 1024**3  # normalised static pixels of patch windows kept for a whole run
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a fit reads: the cube, the split of its cells, the normalisation."""
+
+    reader: CubeReader
+    split: Split
+    norm: Normalisation
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where a fit keeps its checkpoints, and the config hash a resumed checkpoint must match."""
+
+    dir: Path
+    config_hash: str
+
+    @property
+    def last(self) -> Path:
+        return self.dir / CHECKPOINT
+
+
+def _no_log(line: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class FitRuntime:
+    """Where and how a fit runs: the device, the log, progress bars, an epoch hook (tests use
+    it to simulate a crash) and the data-parallel context (None: one process)."""
+
+    device: torch.device
+    log: Callable[[str], None] = _no_log
+    progress: bool = False
+    epoch_callback: Callable[[str, int], None] | None = None
+    dist: DistContext | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist is None or self.dist.is_main
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.dist is None else self.dist.world_size
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """What a checkpoint must match to be resumed: the config without its ``runtime`` section
+    (threads may change between a crash and the resume; before the section existed the hash
+    was of the same text)."""
+    return hashlib.sha256(cfg.to_yaml(exclude={"runtime"}).encode()).hexdigest()
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Datasets:
+    """The patch datasets of a fit, per (role, positive_only), built on first use."""
+
+    def __init__(self, data: TrainingData, min_density: float, cache: StaticPatchCache):
+        self.data, self.min_density, self.cache = data, min_density, cache
+        self._built: dict[tuple[str, bool], PatchDataset] = {}
+
+    def get(self, role: str, positive_only: bool) -> PatchDataset:
+        key = (role, positive_only)
+        if key not in self._built:
+            split = self.data.split
+            patches = split.train_patches if role == "train" else split.val_patches
+            cells = split.train_cells if role == "train" else split.val_cells
+            args = (self.data.norm, positive_only, self.min_density, self.cache)
+            ds = PatchDataset(self.data.reader, patches, cells, *args)
+            counts = ds.cells_per_patch()
+            if (counts == 0).any():  # positive-only: patches without positives drop out
+                ds = PatchDataset(self.data.reader, patches.subset(counts > 0), cells, *args)
+            self._built[key] = ds
+        return self._built[key]
+
+    def has_positive(self, train_ds: PatchDataset) -> np.ndarray:
+        """Per training patch of ``train_ds``: whether it holds at least one positive cell."""
+        pos_set = {tuple(r) for r in self.get("train", True).patches.as_array().tolist()}
+        return np.array([tuple(r) in pos_set for r in train_ds.patches.as_array().tolist()])
+
+
+@dataclass
+class EarlyStopping:
+    """The best validation loss so far, its weights, and the epochs since it improved."""
+
+    patience: int
+    best_state: dict[str, Any]
+    best: float = math.inf
+    bad: int = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self.bad >= self.patience
+
+    def update(self, loss: float, model: torch.nn.Module) -> bool:
+        """Record an epoch's ``loss``; True when it improved (the weights are kept)."""
+        if loss < self.best:
+            self.best, self.bad = loss, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+            return True
+        self.bad += 1
+        return False
+
+
+@dataclass
+class _StageRun:
+    """One stage in progress."""
+
+    stage: Stage
+    opt: StageOptimiser
+    stop: EarlyStopping
+    train_ds: PatchDataset
+    val_ds: PatchDataset
+    has_pos: np.ndarray | None = field(default=None)
+
+
+class _Fit:
+    """One fit in progress: the model, its datasets, the history, where checkpoints go."""
+
+    def __init__(
+        self, cfg: RunConfig, data: TrainingData, checkpoints: Checkpoints, rt: FitRuntime
+    ):
+        from ..models import build_enn
+
+        self.cfg, self.t, self.ck, self.rt = cfg, cfg.training, checkpoints, rt
+        min_density = cfg.inventory.min_density
+        torch.manual_seed(cfg.seed)
+        model = build_enn(**enn_arguments(cfg.model, data.reader.grid)).to(rt.device)
+        use_amp = bool(self.t.amp and rt.device.type == "cuda")
+        if rt.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.steps = Steps(rt.device, use_amp, self.t, min_density, rt.progress, rt.dist)
+        close_loaders()  # the workers of an earlier fit (hyper-parameter trials) hold its datasets
+        cache = StaticPatchCache(data.reader, data.norm, PATCH_CACHE_BYTES)
+        self.datasets = _Datasets(data, min_density, cache)
+        self.history: list[dict[str, Any]] = []
+
+    def run(self) -> torch.nn.Module:
+        resume = self._resume()
+        dist = self.rt.dist
+        if dist is not None:
+            # before any stage trains: every stage must give each process at least one batch
+            check_stage_batches(
+                {
+                    s.name: len(self.datasets.get("train", s.positive_only))
+                    for s in stages_from_config(self.t)
+                },
+                self.t,
+                dist.world_size,
+            )
+            dist.barrier()  # every rank has read the checkpoint before rank 0 writes the next
+            broadcast_module(self.model)  # the same start everywhere, whatever init did
+        for stage in stages_from_config(self.t):
+            if resume is not None and stage.index < resume["stage_index"]:
+                continue
+            train_ds = self.datasets.get("train", stage.positive_only)
+            val_ds = self.datasets.get("val", stage.positive_only)
+            if stage.max_epochs == 0 or len(train_ds) == 0:
+                why = "0 epochs" if stage.max_epochs == 0 else "no training patch"
+                self.rt.log(f"{stage.name}: skipped ({why})")
+                continue
+            here = resume if resume is not None and stage.index == resume["stage_index"] else None
+            resume = None
+            self._train_stage(stage, train_ds, val_ds, here)
+        if resume is not None:  # every stage was already done
+            _set_rng_state(resume["rng"])
+        return self.model
+
+    def _resume(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (its weights loaded, its history kept), if any."""
+        path = self.ck.last
+        if not path.is_file():
+            return None
+        resume = load_checkpoint(path)
+        self.model.load_state_dict(resume["model"])
+        index = resume["stage_index"]
+        at = STAGES[index] if index < len(STAGES) else "done"
+        self.rt.log(f"resuming from {path} at stage {at}, epoch {resume['epoch']}")
+        self.history = list(resume["history"])
+        world_size = self.rt.world_size
+        if index < len(STAGES) and resume.get("world_size", 1) != world_size:
+            self.rt.log(
+                f"warning: {path} was written by {resume.get('world_size', 1)} process(es), "
+                f"resuming with {world_size}: batches are dealt differently from here on, so "
+                "the result will not match an uninterrupted run"
+            )
+        return resume
+
+    def _train_stage(
+        self,
+        stage: Stage,
+        train_ds: PatchDataset,
+        val_ds: PatchDataset,
+        resume: dict[str, Any] | None,
+    ) -> None:
+        """Train ``stage`` (from ``resume``, a checkpoint of this stage, if given) until early
+        stopping or its last epoch; keep its best weights and checkpoint its end."""
+        part = part_of(self.model, stage.part)
+        opt = StageOptimiser.create(part, stage.lr, self.t, self.steps.use_amp)
+        stop = EarlyStopping(self.t.patience, copy.deepcopy(self.model.state_dict()))
+        start_epoch = 0
+        if resume is not None:
+            _set_rng_state(resume["rng"])
+            if "optimizer" in resume:  # a mid-stage checkpoint (else: saved at a stage's end)
+                opt.load(resume)
+                start_epoch = resume["epoch"]
+                stop = EarlyStopping(
+                    self.t.patience, resume["best_state"], resume["best"], resume["bad_epochs"]
+                )
+        if len(val_ds) == 0:
+            self.rt.log(
+                f"{stage.name}: no validation patch; early stopping watches the training loss"
+            )
+        run = _StageRun(stage, opt, stop, train_ds, val_ds)
+        if self.t.balance_patches and not stage.positive_only:
+            run.has_pos = self.datasets.has_positive(train_ds)
+        for epoch in range(start_epoch, stage.max_epochs):
+            if stop.stopped:
+                break
+            self._epoch(run, epoch)
+        self.model.load_state_dict(stop.best_state)
+        self.rt.log(f"{stage.name}: done, best validation loss {stop.best:.5f}")
+        if self.rt.is_main:
+            self._save_stage_end(stage)
+
+    def _epoch(self, run: _StageRun, epoch: int) -> None:
+        """One epoch: train, validate, early-stopping bookkeeping, log, checkpoint."""
+        stage, t, dist = run.stage, self.t, self.rt.dist
+        tic = time.perf_counter()
+        order = epoch_order(
+            len(run.train_ds), self.cfg.seed, stage.index, epoch, run.has_pos, augment=t.augment
+        )
+        batches = batches_of(order, t.batch_size)
+        if dist is not None:
+            batches = rank_batches(batches, stage, epoch, self.cfg.seed, t.batch_size, dist)
+        train_loss = train_epoch(
+            self.model, stage, run.train_ds, batches, run.opt, self.steps, epoch
+        )
+        if dist is not None:  # one model everywhere: rank 0's batch-norm statistics
+            broadcast_module(self.model)
+        val_loss = (
+            eval_loss(self.model, stage, run.val_ds, self.steps) if len(run.val_ds) else train_loss
+        )
+        improved = run.stop.update(val_loss, self.model)
+        lr_now = run.opt.optimizer.param_groups[0]["lr"]
+        self.history.append(
+            {
+                "stage": stage.name,
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "lr": lr_now,
+                "seconds": time.perf_counter() - tic,
+            }
+        )
+        stop = run.stop
+        self.rt.log(
+            f"{stage.name} epoch {epoch + 1}/{stage.max_epochs} train {train_loss:.5f} "
+            f"val {val_loss:.5f} lr {lr_now:.2e} best {stop.best:.5f} "
+            f"({'*' if improved else f'{stop.bad}/{t.patience}'}) "
+            f"{time.perf_counter() - tic:.1f}s"
+        )
+        if self.rt.is_main:
+            save_checkpoint(
+                self.ck.last,
+                {
+                    **self._checkpoint_head(stage.index, epoch + 1),
+                    **run.opt.state(),
+                    "best": stop.best,
+                    "bad_epochs": stop.bad,
+                    "best_state": stop.best_state,
+                    "rng": _rng_state(),
+                    "history": self.history,
+                },
+            )
+        if self.rt.epoch_callback is not None:
+            self.rt.epoch_callback(stage.name, epoch)
+
+    def _checkpoint_head(self, stage_index: int, epoch: int) -> dict[str, Any]:
+        return {
+            "config_hash": self.ck.config_hash,
+            "world_size": self.rt.world_size,
+            "stage_index": stage_index,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+        }
+
+    def _save_stage_end(self, stage: Stage) -> None:
+        """The stage's weights (``checkpoints/<stage>.pt``) and a checkpoint at the next stage."""
+        torch.save(
+            {"model": self.model.state_dict(), "stage": stage.name},
+            stage_checkpoint(self.ck.dir, stage.name),
+        )
+        save_checkpoint(
+            self.ck.last,
+            {
+                **self._checkpoint_head(stage.index + 1, 0),
+                "rng": _rng_state(),
+                "history": self.history,
+            },
+        )
+
+
+def fit(
+    cfg: RunConfig, data: TrainingData, checkpoints: Checkpoints, rt: FitRuntime
+) -> torch.nn.Module:
+    """Build the ENN of ``cfg`` and train it through its stages (resuming from
+    ``checkpoints.last`` when it exists); returns the model with each stage's best weights."""
+    return _Fit(cfg, data, checkpoints, rt).run()
