@@ -237,14 +237,20 @@ def _days(iso: str) -> int:
 def create_cube(path: str | Path, meta: CubeMeta, chunk_px: int = 256) -> Cube:
     """Create an empty cube (NaN-filled arrays, coordinates written) at ``path`` and return it
     opened for writing. The data arrays are then filled region by region with zarr."""
-    g = meta.grid
-    n_p = len(meta.periods)
     root = zarr.open_group(str(path), mode="w", zarr_format=CUBE_ZARR_FORMAT)
     root.attrs.update(meta.to_attrs())
+    _write_coordinates(root, meta)
+    _create_variables(root, meta, chunk_px)
+    consolidate(path)
+    return Cube(path, mode="r+")
+
+
+def _write_coordinates(root: zarr.Group, meta: CubeMeta) -> None:
+    """The coordinate arrays: pixel and cell centres, periods and their dates, band names,
+    units and descriptions, the CF grid mapping."""
+    g = meta.grid
     cy, cx = g.cell_shape
     fy, fx = g.fine_shape
-    cell_chunk = max(1, chunk_px // g.cell_pixels) * 8
-    n_s, n_d = len(meta.static_bands), len(meta.dynamic_bands)
 
     def coord(name, values, dims, attrs, dtype=None) -> None:
         values = np.asarray(values, dtype=dtype)
@@ -296,6 +302,17 @@ def create_cube(path: str | Path, meta: CubeMeta, chunk_px: int = 256) -> Cube:
             {"long_name": "band description"},
         )
     coord(GRID_MAPPING, 0, (), grid_mapping_attrs(g.crs), dtype="int32")
+
+
+def _create_variables(root: zarr.Group, meta: CubeMeta, chunk_px: int) -> None:
+    """The data arrays (NaN-filled; ``valid_cells`` zero), chunked for region-by-region
+    writing, with their CF attributes."""
+    g = meta.grid
+    n_p = len(meta.periods)
+    cy, cx = g.cell_shape
+    fy, fx = g.fine_shape
+    cell_chunk = max(1, chunk_px // g.cell_pixels) * 8
+    n_s, n_d = len(meta.static_bands), len(meta.dynamic_bands)
     # GDAL's Zarr driver reads the CRS from its own _CRS attribute, not from the grid mapping.
     gdal_crs = {"wkt": grid_mapping_attrs(g.crs)["crs_wkt"]}
 
@@ -375,8 +392,6 @@ def create_cube(path: str | Path, meta: CubeMeta, chunk_px: int = 256) -> Cube:
         },
         [GRID_MAPPING],
     )
-    consolidate(path)
-    return Cube(path, mode="r+")
 
 
 def open_cube(path: str | Path) -> Cube:
