@@ -178,20 +178,12 @@ def evaluate_cmd(
     ),
 ) -> None:
     """Score maps against observed density: metrics.json + a table (stdout)."""
-    from .evaluation import evaluate_files
+    from .evaluation import MapFiles, evaluate_files
     from .run import METRICS_FILE
 
+    maps = MapFiles(observed, susceptibility, density, hazard, folds, uncertainty)
     metrics = evaluate_files(
-        observed,
-        susceptibility,
-        density,
-        hazard,
-        threshold=threshold,
-        folds=folds,
-        out_dir=out,
-        min_density=min_density,
-        uncertainty=uncertainty,
-        show_table=not as_json,
+        maps, out, threshold=threshold, min_density=min_density, show_table=not as_json
     )
     if as_json:
         import json

@@ -58,7 +58,7 @@ def run_demo(
     mc_samples > 0 (and a run trained with dropout) also writes the MC-dropout uncertainty map
     (``predict --mc-samples``), which the report shows as a layer."""
     from .config import load_config, save_config
-    from .evaluation.evaluate import evaluate_files
+    from .evaluation.evaluate import MapFiles, evaluate_files
     from .predict import predict
     from .prepare import prepare
     from .report import build_report
@@ -116,17 +116,20 @@ def run_demo(
 
     def evaluate() -> None:
         roles = write_roles(run_dir, maps / "observed.tif", evaluation / "roles.tif")
-        evaluate_files(
+        files = MapFiles(
             observed=maps / "observed.tif",
             susceptibility=maps / "susceptibility.tif",
             density=maps / "density.tif",
             hazard=maps / "hazard.tif",
-            threshold=held_out.get("threshold"),
             folds=roles,
-            out_dir=evaluation,
+            uncertainty=uncertainty if uncertainty.is_file() else None,
+        )
+        evaluate_files(
+            files,
+            evaluation,
+            threshold=held_out.get("threshold"),
             min_density=cfg.inventory.min_density,
             show_table=progress,
-            uncertainty=uncertainty if uncertainty.is_file() else None,
         )
 
     stage(5, "evaluate", (evaluation / METRICS_FILE).is_file(), evaluate)

@@ -11,7 +11,7 @@ from affine import Affine
 from typer.testing import CliRunner
 
 from landslide_hazard.cli import app
-from landslide_hazard.evaluation import evaluate_arrays, evaluate_files
+from landslide_hazard.evaluation import MapFiles, evaluate_arrays, evaluate_files
 from landslide_hazard.evaluation.evaluate import fold_labels
 from landslide_hazard.evaluation.metrics import density_metrics, occurrence_metrics
 from landslide_hazard.io import RasterError, write_raster
@@ -113,7 +113,9 @@ def test_evaluate_files_writes_strict_json_with_inputs(tmp_path):
     paths["folds"] = write_raster(
         tmp_path / "folds.tif", folds, TRANSFORM, "EPSG:32645", ["role: 0 train, 1 test"]
     )
-    res = evaluate_files(**paths, threshold=0.5, out_dir=tmp_path / "ev", show_table=False)
+    res = evaluate_files(
+        MapFiles(**paths), threshold=0.5, out_dir=tmp_path / "ev", show_table=False
+    )
     text = (tmp_path / "ev" / "metrics.json").read_text()
     data = json.loads(text)  # strict JSON: NaN written as null
     assert "NaN" not in text
@@ -131,33 +133,43 @@ def test_evaluate_files_writes_strict_json_with_inputs(tmp_path):
 def test_evaluate_files_names_but_does_not_score_an_uncertainty_map(tmp_path):
     paths, (obs, sus, dens) = _write(tmp_path)
     spread = write_raster(tmp_path / "u.tif", 0.1 * sus, TRANSFORM, "EPSG:32645", NAMES)
-    res = evaluate_files(**paths, uncertainty=spread, out_dir=tmp_path / "ev", show_table=False)
+    res = evaluate_files(
+        MapFiles(**paths, uncertainty=spread), out_dir=tmp_path / "ev", show_table=False
+    )
     assert res["inputs"]["uncertainty"] == str(spread.resolve())
-    plain = evaluate_files(**paths, out_dir=tmp_path / "ev2", show_table=False)
+    plain = evaluate_files(MapFiles(**paths), out_dir=tmp_path / "ev2", show_table=False)
     assert res["pooled"] == plain["pooled"] and plain["inputs"]["uncertainty"] is None
     shifted = write_raster(
         tmp_path / "u_tr.tif", sus, TRANSFORM @ Affine.translation(1, 0), "EPSG:32645", NAMES
     )
     with pytest.raises(RasterError, match="u_tr.tif: transform"):
-        evaluate_files(**paths, uncertainty=shifted, out_dir=tmp_path / "x", show_table=False)
+        evaluate_files(
+            MapFiles(**paths, uncertainty=shifted), out_dir=tmp_path / "x", show_table=False
+        )
 
 
 def test_evaluate_files_rejects_mismatched_rasters(tmp_path):
     paths, (obs, sus, dens) = _write(tmp_path)
     bad_crs = write_raster(tmp_path / "s_crs.tif", sus, TRANSFORM, "EPSG:32644", NAMES)
     with pytest.raises(RasterError, match="s_crs.tif: CRS"):
-        evaluate_files(paths["observed"], bad_crs, out_dir=tmp_path / "x", show_table=False)
+        evaluate_files(
+            MapFiles(paths["observed"], bad_crs), out_dir=tmp_path / "x", show_table=False
+        )
     shifted = write_raster(
         tmp_path / "s_tr.tif", sus, TRANSFORM @ Affine.translation(1, 0), "EPSG:32645", NAMES
     )
     with pytest.raises(RasterError, match="s_tr.tif: transform"):
-        evaluate_files(paths["observed"], shifted, out_dir=tmp_path / "x", show_table=False)
+        evaluate_files(
+            MapFiles(paths["observed"], shifted), out_dir=tmp_path / "x", show_table=False
+        )
     renamed = write_raster(tmp_path / "s_nm.tif", sus, TRANSFORM, "EPSG:32645", ["a", "b", "c"])
     with pytest.raises(RasterError, match="band names differ"):
-        evaluate_files(paths["observed"], renamed, out_dir=tmp_path / "x", show_table=False)
+        evaluate_files(
+            MapFiles(paths["observed"], renamed), out_dir=tmp_path / "x", show_table=False
+        )
     two = write_raster(tmp_path / "s_2.tif", sus[:2], TRANSFORM, "EPSG:32645", NAMES[:2])
     with pytest.raises(RasterError, match="2 bands"):
-        evaluate_files(paths["observed"], two, out_dir=tmp_path / "x", show_table=False)
+        evaluate_files(MapFiles(paths["observed"], two), out_dir=tmp_path / "x", show_table=False)
     assert not (tmp_path / "x" / "metrics.json").exists()
 
 

@@ -15,7 +15,7 @@ from affine import Affine
 from typer.testing import CliRunner
 
 from landslide_hazard.cli import app
-from landslide_hazard.evaluation import evaluate_files
+from landslide_hazard.evaluation import MapFiles, evaluate_files
 from landslide_hazard.io import RasterError, write_raster
 from landslide_hazard.report import build_report, load_report_inputs
 from landslide_hazard.report.build import _cards, block_mean, viewer_payload
@@ -45,7 +45,7 @@ def _synthetic_folder(tmp_path: Path, with_folds: bool = True) -> Path:
         folds[:, 12:] = 1
         paths["folds"] = write_raster(maps / "folds.tif", folds, TRANSFORM, "EPSG:32645")
     out = tmp_path / "ev"
-    evaluate_files(**paths, out_dir=out, show_table=False)
+    evaluate_files(MapFiles(**paths), out_dir=out, show_table=False)
     return out
 
 
@@ -270,10 +270,13 @@ def test_viewer_interactions_in_headless_chromium(built, tmp_path):
     not (GORKHA / "observed_area_density.tif").exists(), reason=f"real data not found at {GORKHA}"
 )
 def test_report_on_real_gorkha_evaluation(tmp_path):
-    evaluate_files(
+    maps = MapFiles(
         GORKHA / "observed_area_density.tif",
         GORKHA / "paper_predicted_susceptibility.tif",
         GORKHA / "paper_predicted_area_density.tif",
+    )
+    evaluate_files(
+        maps,
         threshold=0.5,
         out_dir=tmp_path,
         show_table=False,
@@ -301,9 +304,7 @@ def test_report_with_hazard_and_uncertainty_but_no_density(tmp_path):
         for k, a in maps.items()
     }
     evaluate_files(
-        paths["observed"],
-        paths["susceptibility"],
-        hazard=paths["hazard"],
+        MapFiles(paths["observed"], paths["susceptibility"], hazard=paths["hazard"]),
         threshold=0.5,
         out_dir=tmp_path,
         show_table=False,

@@ -1,6 +1,6 @@
 """The evaluate stage: occurrence and density metrics, per period, pooled and per fold."""
 
-from .evaluate import evaluate_arrays, evaluate_files, metrics_table, metrics_to_json
+from .evaluate import MapFiles, evaluate_arrays, evaluate_files, metrics_table, metrics_to_json
 from .metrics import (
     average_precision,
     best_f1_threshold,
@@ -22,6 +22,7 @@ __all__ = [
     "density_metrics",
     "evaluate_arrays",
     "evaluate_files",
+    "MapFiles",
     "expected_calibration_error",
     "metrics_table",
     "metrics_to_json",

@@ -24,6 +24,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,43 @@ def _score_cells(
     return out
 
 
+def _score_inputs(
+    observed: Any, susceptibility: Any, density: Any | None, hazard: Any | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str | None]:
+    """The maps as (P, H, W) float stacks of one shape, the hazard S x D when only the density
+    is given, and where the hazard came from (None: no hazard)."""
+    obs = _as_stack(observed, "observed")
+    sus = _as_stack(susceptibility, "susceptibility")
+    dens = _as_stack(density, "density") if density is not None else None
+    haz = _as_stack(hazard, "hazard") if hazard is not None else None
+    named = {"observed": obs, "susceptibility": sus, "density": dens, "hazard": haz}
+    for name, arr in named.items():
+        if arr is not None and arr.shape != obs.shape:
+            raise InputError(
+                f"{name}: shape {arr.shape} differs from observed {obs.shape}; every input needs "
+                "the same (period, y, x) grid"
+            )
+    if haz is not None:
+        return obs, sus, dens, haz, "given"
+    if dens is not None:
+        return obs, sus, dens, sus * dens, "susceptibility x density"
+    return obs, sus, dens, None, None
+
+
+def _fold_ids(folds: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """(H, W) int64 fold id per cell, -1 where NaN (in no fold)."""
+    fold_arr = np.asarray(folds, dtype="float64")
+    if fold_arr.shape != shape:
+        raise InputError(
+            f"folds: shape {fold_arr.shape} differs from the map shape {shape}; "
+            "give one fold id per cell"
+        )
+    fold_ids = np.where(np.isfinite(fold_arr), fold_arr, -1)
+    if np.any(fold_ids != np.round(fold_ids)):
+        raise InputError("folds: fold ids must be integers (negative = in no fold)")
+    return fold_ids.astype("int64")
+
+
 def evaluate_arrays(
     observed: Any,
     susceptibility: Any,
@@ -86,22 +124,7 @@ def evaluate_arrays(
 
     A cell-period is used only where every given input is finite.
     """
-    obs = _as_stack(observed, "observed")
-    sus = _as_stack(susceptibility, "susceptibility")
-    dens = _as_stack(density, "density") if density is not None else None
-    haz = _as_stack(hazard, "hazard") if hazard is not None else None
-    named = {"observed": obs, "susceptibility": sus, "density": dens, "hazard": haz}
-    for name, arr in named.items():
-        if arr is not None and arr.shape != obs.shape:
-            raise InputError(
-                f"{name}: shape {arr.shape} differs from observed {obs.shape}; every input needs "
-                "the same (period, y, x) grid"
-            )
-    hazard_source = "given" if haz is not None else None
-    if haz is None and dens is not None:
-        haz = sus * dens
-        hazard_source = "susceptibility x density"
-        named["hazard"] = haz
+    obs, sus, dens, haz, hazard_source = _score_inputs(observed, susceptibility, density, hazard)
     n_periods = obs.shape[0]
     if period_names is None:
         period_names = [f"period {i + 1}" for i in range(n_periods)]
@@ -110,7 +133,7 @@ def evaluate_arrays(
         raise InputError(f"{len(period_names)} period names for {n_periods} periods")
 
     valid = np.ones(obs.shape, dtype=bool)
-    for arr in named.values():
+    for arr in (obs, sus, dens, haz):
         if arr is not None:
             valid &= np.isfinite(arr)
 
@@ -160,16 +183,7 @@ def evaluate_arrays(
 
     fold_blocks: list[dict[str, Any]] = []
     if folds is not None:
-        fold_arr = np.asarray(folds, dtype="float64")
-        if fold_arr.shape != obs.shape[1:]:
-            raise InputError(
-                f"folds: shape {fold_arr.shape} differs from the map shape {obs.shape[1:]}; "
-                "give one fold id per cell"
-            )
-        fold_ids = np.where(np.isfinite(fold_arr), fold_arr, -1)
-        if np.any(fold_ids != np.round(fold_ids)):
-            raise InputError("folds: fold ids must be integers (negative = in no fold)")
-        fold_ids = fold_ids.astype("int64")
+        fold_ids = _fold_ids(folds, obs.shape[1:])
         for k in np.unique(fold_ids[fold_ids >= 0]):
             m = valid & (fold_ids == k)[None]
             block = _score_cells(
@@ -250,37 +264,45 @@ def check_bands(ref, info, what: str) -> None:
             )
 
 
+@dataclass(frozen=True)
+class MapFiles:
+    """The GeoTIFFs :func:`evaluate_files` reads, one band per period on one grid: the observed
+    density and the susceptibility, optionally the density and hazard, a folds raster (one
+    band: fold id per cell), and an uncertainty map (checked and named, not scored)."""
+
+    observed: str | Path
+    susceptibility: str | Path
+    density: str | Path | None = None
+    hazard: str | Path | None = None
+    folds: str | Path | None = None
+    uncertainty: str | Path | None = None
+
+    def paths(self) -> dict[str, Path | None]:
+        return {
+            f.name: None if getattr(self, f.name) is None else Path(getattr(self, f.name))
+            for f in fields(self)
+        }
+
+
 def evaluate_files(
-    observed: str | Path,
-    susceptibility: str | Path,
-    density: str | Path | None = None,
-    hazard: str | Path | None = None,
-    threshold: float | None = None,
-    folds: str | Path | None = None,
+    maps: MapFiles,
     out_dir: str | Path = ".",
+    threshold: float | None = None,
     min_density: float = 0.0,
     show_table: bool = True,
-    uncertainty: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate map GeoTIFFs (one band per period) and write ``out_dir/metrics.json``.
 
     The rasters must share CRS, transform, shape, band count and band names (the period
     names); a mismatch raises a RasterError naming both files. Returns the result dict
     (also written, with an ``inputs`` entry of absolute paths and a ``grid`` entry).
-    ``uncertainty`` (e.g. predict's ``uncertainty.tif``) is not scored: it is checked and
+    ``maps.uncertainty`` (e.g. predict's ``uncertainty.tif``) is not scored: it is checked and
     named in ``inputs`` so that the report draws it.
     """
     from .. import __version__
     from ..io import RasterError, atomic_write_text, raster_info, read_raster
 
-    paths: dict[str, Path | None] = {
-        "observed": Path(observed),
-        "susceptibility": Path(susceptibility),
-        "density": Path(density) if density is not None else None,
-        "hazard": Path(hazard) if hazard is not None else None,
-        "folds": Path(folds) if folds is not None else None,
-        "uncertainty": Path(uncertainty) if uncertainty is not None else None,
-    }
+    paths = maps.paths()
     infos = {k: raster_info(p) for k, p in paths.items() if p is not None}
     ref = infos["observed"]
     for key, info in infos.items():
