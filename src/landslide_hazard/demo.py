@@ -16,7 +16,18 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from .run import CONFIG_FILE, METRICS_FILE, TRUTH_DIR, RunFolder, cube_path, run_dir_for
+from .run import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
+    ROLES_MAP,
+    TRUTH_DIR,
+    UNCERTAINTY_MAP,
+    RunFolder,
+    cube_path,
+    map_file,
+    run_dir_for,
+)
 from .streams import log_console
 
 ROLE_NAMES = {0: "train", 1: "validation", 2: "test"}
@@ -43,6 +54,27 @@ def write_roles(run_dir: Path, like: Path, path: Path) -> Path:
     )
 
 
+def evaluate_demo_run(
+    run: RunFolder, threshold: float | None, min_density: float, show_table: bool
+) -> None:
+    """Score the run's maps (held-out ``threshold``) with each cell's role as its fold, into
+    ``RUN/evaluation``; the uncertainty map is named when predict wrote one."""
+    from .evaluation.evaluate import MapFiles, evaluate_files
+
+    uncertainty = run.map(UNCERTAINTY_MAP)
+    files = MapFiles(
+        observed=run.map("observed"),
+        susceptibility=run.map("susceptibility"),
+        density=run.map("density"),
+        hazard=run.map("hazard"),
+        folds=write_roles(run.path, run.map("observed"), run.evaluation / map_file(ROLES_MAP)),
+        uncertainty=uncertainty if uncertainty.is_file() else None,
+    )
+    evaluate_files(
+        files, run.evaluation, threshold=threshold, min_density=min_density, show_table=show_table
+    )
+
+
 def run_demo(
     out: Path,
     size: str = "demo",
@@ -58,7 +90,6 @@ def run_demo(
     mc_samples > 0 (and a run trained with dropout) also writes the MC-dropout uncertainty map
     (``predict --mc-samples``), which the report shows as a layer."""
     from .config import load_config, save_config
-    from .evaluation.evaluate import MapFiles, evaluate_files
     from .predict import predict
     from .prepare import prepare
     from .report import build_report
@@ -102,39 +133,27 @@ def run_demo(
         run.metrics.is_file(),
         lambda: train(cfg, protocol, cfg.evaluation.test_fold, run_dir=run_dir, progress=progress),
     )
-    maps = run.maps
     mc = mc_samples if cfg.model.dropout > 0 else 0
-    uncertainty = maps / "uncertainty.tif"
+    uncertainty = run.map(UNCERTAINTY_MAP)
     stage(
         4,
         f"predict{f' ({mc} MC-dropout passes for the uncertainty map)' if mc else ''}",
-        (maps / "hazard.tif").is_file() and (uncertainty.is_file() or not mc),
+        run.map("hazard").is_file() and (uncertainty.is_file() or not mc),
         lambda: predict(run_dir, progress=progress, mc_samples=mc),
     )
-    evaluation = run_dir / "evaluation"
     held_out = json.loads(run.metrics.read_text())
-
-    def evaluate() -> None:
-        roles = write_roles(run_dir, maps / "observed.tif", evaluation / "roles.tif")
-        files = MapFiles(
-            observed=maps / "observed.tif",
-            susceptibility=maps / "susceptibility.tif",
-            density=maps / "density.tif",
-            hazard=maps / "hazard.tif",
-            folds=roles,
-            uncertainty=uncertainty if uncertainty.is_file() else None,
-        )
-        evaluate_files(
-            files,
-            evaluation,
-            threshold=held_out.get("threshold"),
-            min_density=cfg.inventory.min_density,
-            show_table=progress,
-        )
-
-    stage(5, "evaluate", (evaluation / METRICS_FILE).is_file(), evaluate)
-    report = evaluation / "report.html"
-    stage(6, "report", report.is_file(), lambda: build_report(evaluation, show_progress=progress))
+    stage(
+        5,
+        "evaluate",
+        (run.evaluation / METRICS_FILE).is_file(),
+        lambda: evaluate_demo_run(
+            run, held_out.get("threshold"), cfg.inventory.min_density, progress
+        ),
+    )
+    report = run.evaluation / REPORT_FILE
+    stage(
+        6, "report", report.is_file(), lambda: build_report(run.evaluation, show_progress=progress)
+    )
     summary = {
         "out": str(out.resolve()),
         "run": str(run_dir.resolve()),

@@ -13,11 +13,13 @@ Layout (users' scripts read it; keep it stable)::
         train.log                one line per epoch
         model.pt                 the trained ENN (ModelFile)
         metrics.json             held-out scores
-        maps/*.tif, cells.gpkg   predict
-        scenarios/<name>/        predict --scenario
+        maps/*.tif, cells.gpkg   predict (map_file; uncertainty.tif with --mc-samples)
+        scenarios/<name>/        predict --scenario (its maps and scenario.yaml)
+        evaluation/              demo: metrics.json and report.html of the maps
         hparam/trial-<i>/        hyper-parameter search trials
         hparam_search.json       the search's trials and the chosen values
-      validation/                validate (runs/<protocol>-fold<f>/ inside)
+      prepare_progress.json      prepare's resume state
+      validation/                validate (runs/<protocol>-fold<f>/ inside, validation.json)
 
 A synthetic scenario (``synth``) also writes ``truth/`` with :data:`TRUTH_FILES`.
 
@@ -45,11 +47,21 @@ TRAIN_LOG = "train.log"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 MAPS_DIR = "maps"
+CELLS_FILE = "cells.gpkg"  # the maps as one polygon per cell
+#: The MC-dropout spread map (predict --mc-samples), beside the maps.
+UNCERTAINTY_MAP = "uncertainty"
+#: The demo's map of each cell's role in the split (train / val / test).
+ROLES_MAP = "roles"
 RAW_MAPS_DIR = "maps-raw"  # predict --raw: the network's own probabilities, uncalibrated
 SCENARIOS_DIR = "scenarios"
+SCENARIO_FILE = "scenario.yaml"  # a copy of the scenario file, beside its maps
+EVALUATION_DIR = "evaluation"
+REPORT_FILE = "report.html"
+PREPARE_PROGRESS_FILE = "prepare_progress.json"
 HPARAM_DIR = "hparam"
 HPARAM_SEARCH_FILE = "hparam_search.json"
 VALIDATION_DIR = "validation"
+VALIDATION_FILE = "validation.json"
 TRUTH_DIR = "truth"
 #: The synthetic truth on the cell grid, one band per period: what each file holds -> its name.
 TRUTH_FILES: dict[str, str] = {
@@ -67,6 +79,11 @@ TRUTH_FILES: dict[str, str] = {
 
 
 # -- paths -----------------------------------------------------------------------------------
+def map_file(quantity: str) -> str:
+    """The GeoTIFF of the map ``quantity`` (``susceptibility`` -> ``susceptibility.tif``)."""
+    return f"{quantity}.tif"
+
+
 def cube_path(cfg: Any) -> Path:
     """``<output.dir>/cube.zarr`` of a RunConfig."""
     return Path(cfg.output.dir) / CUBE_NAME
@@ -140,6 +157,14 @@ class RunFolder:
     @property
     def raw_maps(self) -> Path:
         return self.path / RAW_MAPS_DIR
+
+    def map(self, quantity: str) -> Path:
+        """``maps/<quantity>.tif``."""
+        return self.maps / map_file(quantity)
+
+    @property
+    def evaluation(self) -> Path:
+        return self.path / EVALUATION_DIR
 
     def scenario(self, name: str) -> Path:
         return self.path / SCENARIOS_DIR / name
