@@ -18,7 +18,7 @@ Layout (users' scripts read it; keep it stable)::
         evaluation/              demo: metrics.json and report.html of the maps
         hparam/trial-<i>/        hyper-parameter search trials
         hparam_search.json       the search's trials and the chosen values
-      prepare_progress.json      prepare's resume state
+      .cube.zarr.partial/        an unfinished cube (prepare_progress.json: its resume state)
       validation/                validate (runs/<protocol>-fold<f>/ inside, validation.json)
 
 A synthetic scenario (``synth``) also writes ``truth/`` with :data:`TRUTH_FILES`.

@@ -19,6 +19,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ..config import RunConfig
 from ..cube import CUBE_FORMAT_VERSION, Cube, CubeMeta, create_cube
 from ..distributed import resolve_scheduler
 from ..io.atomic import atomic_write_text
+from ..run import PREPARE_PROGRESS_FILE as PROGRESS_FILE
 from ..run import cube_path
 from .dynamic import compute_dynamic
 from .inputs import PrepareError, ValidatedInputs, cells_all, period_infos, validate_inputs
@@ -42,8 +44,6 @@ from .static import (
 from .targets import compute_targets
 
 logger = logging.getLogger(__name__)
-
-PROGRESS_FILE = "prepare_progress.json"
 
 
 def _fingerprint(provenance: dict[str, Any], tile_px: int, chunk_px: int) -> str:
@@ -126,75 +126,20 @@ def prepare(
             inputs = validate_inputs(cfg, log)
         for w in caught:
             log.append(f"warning: {w.message}")
-        grid = inputs.grid
         fingerprint = _fingerprint(inputs.provenance, tile_px, chunk_px)
-        state = _read_progress(partial) if partial.exists() else {}
-        if partial.exists() and state.get("fingerprint") != fingerprint:
-            log.append(f"{partial}: leftover from another config or inputs; starting afresh")
-            shutil.rmtree(partial)
-            state = {}
-        if partial.exists():
-            # keep what the interrupted run logged about the parts it finished
-            log.extend(line for line in state.get("log", []) if line not in log)
-            log.append(
-                f"{partial}: resuming (done: {state.get('parts', [])}, "
-                f"{len(state.get('tiles', []))} static tile(s))"
-            )
-            cube = Cube(partial, mode="r+")
-        else:
-            meta = CubeMeta(grid, period_infos(cfg), provenance=inputs.provenance)
-            cube = create_cube(partial, meta, chunk_px=chunk_px)
-            state = {"fingerprint": fingerprint, "parts": [], "tiles": []}
-            _write_progress(partial, state)
-        parts: list[str] = state["parts"]
-
-        def done(part: str) -> None:
-            parts.append(part)
-            state["log"] = log
-            _write_progress(partial, state)
-
-        valid_cells = cells_all(inputs.valid_pixels, grid.cell_pixels)
-        if "valid_cells" not in parts:
+        cube, state = _open_partial(cfg, inputs, partial, fingerprint, chunk_px, log)
+        build = _CubeBuild(cfg, inputs, cube, partial, state, log, bar, task)
+        valid_cells = cells_all(inputs.valid_pixels, inputs.grid.cell_pixels)
+        if "valid_cells" not in build.parts:
             cube.group["valid_cells"][:] = valid_cells.astype(np.uint8)
-            done("valid_cells")
-
-        n_dates = len(cfg.periods) + (cfg.inventory.kind == "cumulative")
-        if "targets" not in parts:
-            if bar:
-                bar.update(task, description="inventories", total=n_dates, completed=0)
-            cube.target_density[:] = compute_targets(
-                cfg, valid_cells, log, on_date=(lambda _: bar.advance(task)) if bar else None
-            )
-            done("targets")
-
-        if "dynamic" not in parts:
-            if bar:
-                bar.update(task, description="trigger bands", total=1, completed=0)
-            dynamic, monsoons = compute_dynamic(cfg, inputs.rain, grid, log)
-            dynamic[:, :, ~valid_cells] = np.nan
-            gap = np.isnan(dynamic[:, :, valid_cells]).any(axis=(0, 2))
-            if gap.any():
-                names = [DYNAMIC_NAMES[b] for b in np.nonzero(gap)[0]]
-                files = [str(cfg.inputs.rain)] if gap[:2].any() else []
-                files += [str(e.pga) for e in cfg.inputs.earthquakes] if gap[2:].any() else []
-                raise PrepareError(
-                    f"{', '.join(files)}: {', '.join(names)} NaN on "
-                    f"{int(np.isnan(dynamic[:, :, valid_cells]).any(axis=(0, 1)).sum())} valid "
-                    "cell(s): the raster(s) hold nodata or do not reach there; fill them, give "
-                    "rasters that cover the study area, or exclude those cells with a study mask"
-                )
-            cube.dynamic[:] = dynamic
-            cube.group["monsoons_since_eq"][:] = monsoons
-            if bar:
-                bar.advance(task)
-            done("dynamic")
-
-        if "static" not in parts:
-            _write_static(
-                cfg, inputs, cube, state, partial, tile_px, log, bar, task, scheduler=scheduler
-            )
-            done("static")
-
+            build.done("valid_cells")
+        if "targets" not in build.parts:
+            _write_targets(build, valid_cells)
+        if "dynamic" not in build.parts:
+            _write_dynamic(build, valid_cells)
+        if "static" not in build.parts:
+            _write_static(build, tile_px, scheduler=scheduler)
+            build.done("static")
         if bar:
             bar.update(task, description="finishing", total=1, completed=1)
         provenance = dict(inputs.provenance)
@@ -208,18 +153,104 @@ def prepare(
     return out
 
 
-def _write_static(
-    cfg,
+def _open_partial(
+    cfg: RunConfig,
     inputs: ValidatedInputs,
-    cube: Cube,
-    state: dict,
     partial: Path,
-    tile_px: int,
+    fingerprint: str,
+    chunk_px: int,
     log: list[str],
-    bar,
-    task,
-    scheduler: str | None = None,
-) -> None:
+) -> tuple[Cube, dict[str, Any]]:
+    """The partial store to write into and its progress state: an interrupted build of the
+    same fingerprint is resumed, any other leftover removed, else a new empty cube created."""
+    state = _read_progress(partial) if partial.exists() else {}
+    if partial.exists() and state.get("fingerprint") != fingerprint:
+        log.append(f"{partial}: leftover from another config or inputs; starting afresh")
+        shutil.rmtree(partial)
+        state = {}
+    if partial.exists():
+        # keep what the interrupted run logged about the parts it finished
+        log.extend(line for line in state.get("log", []) if line not in log)
+        log.append(
+            f"{partial}: resuming (done: {state.get('parts', [])}, "
+            f"{len(state.get('tiles', []))} static tile(s))"
+        )
+        return Cube(partial, mode="r+"), state
+    meta = CubeMeta(inputs.grid, period_infos(cfg), provenance=inputs.provenance)
+    cube = create_cube(partial, meta, chunk_px=chunk_px)
+    state = {"fingerprint": fingerprint, "parts": [], "tiles": []}
+    _write_progress(partial, state)
+    return cube, state
+
+
+@dataclass
+class _CubeBuild:
+    """A cube being built in ``partial``: its progress state (parts and static tiles done),
+    the log, the progress bar and its task (None when progress is off)."""
+
+    cfg: RunConfig
+    inputs: ValidatedInputs
+    cube: Cube
+    partial: Path
+    state: dict[str, Any]
+    log: list[str]
+    bar: Any
+    task: Any
+
+    @property
+    def parts(self) -> list[str]:
+        return self.state["parts"]
+
+    def done(self, part: str) -> None:
+        self.parts.append(part)
+        self.state["log"] = self.log
+        _write_progress(self.partial, self.state)
+
+    def show(self, description: str, total: int | None, completed: int | None = 0) -> None:
+        """Name the current step; ``completed`` None keeps the count."""
+        if self.bar:
+            extra = {} if completed is None else {"completed": completed}
+            self.bar.update(self.task, description=description, total=total, **extra)
+
+    def advance(self, *_: Any) -> None:
+        if self.bar:
+            self.bar.advance(self.task)
+
+
+def _write_targets(build: _CubeBuild, valid_cells: np.ndarray) -> None:
+    cfg = build.cfg
+    n_dates = len(cfg.periods) + (cfg.inventory.kind == "cumulative")
+    build.show("inventories", n_dates)
+    build.cube.target_density[:] = compute_targets(
+        cfg, valid_cells, build.log, on_date=build.advance if build.bar else None
+    )
+    build.done("targets")
+
+
+def _write_dynamic(build: _CubeBuild, valid_cells: np.ndarray) -> None:
+    """The trigger bands per period; refused where a valid cell has none."""
+    cfg = build.cfg
+    build.show("trigger bands", 1)
+    dynamic, monsoons = compute_dynamic(cfg, build.inputs.rain, build.inputs.grid, build.log)
+    dynamic[:, :, ~valid_cells] = np.nan
+    gap = np.isnan(dynamic[:, :, valid_cells]).any(axis=(0, 2))
+    if gap.any():
+        names = [DYNAMIC_NAMES[b] for b in np.nonzero(gap)[0]]
+        files = [str(cfg.inputs.rain)] if gap[:2].any() else []
+        files += [str(e.pga) for e in cfg.inputs.earthquakes] if gap[2:].any() else []
+        raise PrepareError(
+            f"{', '.join(files)}: {', '.join(names)} NaN on "
+            f"{int(np.isnan(dynamic[:, :, valid_cells]).any(axis=(0, 1)).sum())} valid "
+            "cell(s): the raster(s) hold nodata or do not reach there; fill them, give "
+            "rasters that cover the study area, or exclude those cells with a study mask"
+        )
+    build.cube.dynamic[:] = dynamic
+    build.cube.group["monsoons_since_eq"][:] = monsoons
+    build.advance()
+    build.done("dynamic")
+
+
+def _write_static(build: _CubeBuild, tile_px: int, scheduler: str | None = None) -> None:
     """Global passes (spilled to a scratch folder), then the static bands tile by tile.
 
     Resumable per tile. The tiles run in this process, or on a dask.distributed cluster when
@@ -227,7 +258,8 @@ def _write_static(
     """
     from .. import distributed as dist
 
-    grid = inputs.grid
+    cube, partial, state, log = build.cube, build.partial, build.state, build.log
+    grid = build.inputs.grid
     tiles = static_tiles(grid.fine_shape, tile_px)
     done_tiles = set(state.get("tiles", []))
     chunk = cube.static.chunks[1:]
@@ -239,23 +271,18 @@ def _write_static(
         )
 
     def step(what: str) -> None:
-        if bar:
-            bar.update(task, description=what, total=None)
+        build.show(what, None, completed=None)
 
     folder = partial.parent / (partial.name.removesuffix(".partial") + ".scratch")
     try:
-        src = global_passes(cfg, inputs, folder, log, step)
+        src = global_passes(build.cfg, build.inputs, folder, log, step)
         pending = [(i, t) for i, t in enumerate(tiles) if i not in done_tiles]
-        if bar:
-            bar.update(
-                task, description="static bands", total=len(tiles), completed=len(done_tiles)
-            )
+        build.show("static bands", len(tiles), len(done_tiles))
 
         def finished(i: int) -> None:
             state["tiles"].append(i)
             _write_progress(partial, state)
-            if bar:
-                bar.advance(task)
+            build.advance()
 
         if scheduler is None:
             for i, (rows, cols) in pending:
