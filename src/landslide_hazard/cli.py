@@ -500,6 +500,34 @@ def validate_cmd(
         result(f"wrote {doc}")
 
 
+@app.command("real-forecast")
+def real_forecast_cmd(
+    out: Path = typer.Option(
+        Path("docs/real_forecast.md"), "--out", help="the Markdown report (a PNG goes beside it)"
+    ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="the gorkha2015 folder (default <shared>/data/gorkha2015)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="random state of the gradient-boosting baseline"),
+) -> None:
+    """Rolling next-period forecasts on the real Gorkha record from the landslide legacy."""
+    import shlex
+
+    from .evaluation.real_forecast import FORECASTER
+    from .evaluation.real_forecast_doc import write_real_forecast
+
+    words = ["landslide-hazard", "real-forecast", "--out", str(out)]
+    words += ["--data-dir", str(data_dir)] if data_dir is not None else []
+    words += ["--seed", str(seed)] if seed != 0 else []
+    command = " ".join(shlex.quote(w) for w in words)
+    rep = write_real_forecast(out, data_dir, seed=seed, command=command)
+    aucs = ", ".join(
+        f"{p['index'] + 1}: {p['scores'][FORECASTER]['auc']:.3f}" for p in rep["periods"]
+    )
+    console.print(f"forecaster AUC per period: {aucs}")
+    result(f"wrote {out}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(
