@@ -252,3 +252,8 @@ def test_real_record_command(tmp_path, monkeypatch):
         assert s[rf.FORECASTER]["auc"] > 0.7
         # the paper's in-sample column is the paper's own files (docs/paper_reproduction.md)
         assert round(rep["paper"][p["index"]]["auc"], 3) == 0.999
+    # the committed page is what the command writes now
+    doc = Path(__file__).resolve().parents[2] / "docs" / "real_forecast.md"
+    command = "landslide-hazard real-forecast --out docs/real_forecast.md"
+    expected = real_forecast_doc.render_markdown(rep, command, "real_forecast_reliability.png")
+    assert doc.read_text() == expected, f"{doc} is out of date; regenerate it: {command}"
