@@ -176,6 +176,9 @@ def evaluate_cmd(
     as_json: bool = typer.Option(
         False, "--json", help="print the table as JSON on stdout (rows per period and pooled)"
     ),
+    run: Path | None = typer.Option(
+        None, "--run", help="the run folder the maps came from: its held-out scores join the report"
+    ),
 ) -> None:
     """Score maps against observed density: metrics.json + a table (stdout)."""
     from .evaluation import MapFiles, evaluate_files
@@ -183,7 +186,12 @@ def evaluate_cmd(
 
     maps = MapFiles(observed, susceptibility, density, hazard, folds, uncertainty)
     metrics = evaluate_files(
-        maps, out, threshold=threshold, min_density=min_density, show_table=not as_json
+        maps,
+        out,
+        threshold=threshold,
+        min_density=min_density,
+        show_table=not as_json,
+        run=run,
     )
     if as_json:
         import json

@@ -71,7 +71,12 @@ def evaluate_demo_run(
         uncertainty=uncertainty if uncertainty.is_file() else None,
     )
     evaluate_files(
-        files, run.evaluation, threshold=threshold, min_density=min_density, show_table=show_table
+        files,
+        run.evaluation,
+        threshold=threshold,
+        min_density=min_density,
+        show_table=show_table,
+        run=run.path,
     )
 
 

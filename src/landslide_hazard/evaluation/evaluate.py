@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -290,6 +291,7 @@ def evaluate_files(
     threshold: float | None = None,
     min_density: float = 0.0,
     show_table: bool = True,
+    run: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate map GeoTIFFs (one band per period) and write ``out_dir/metrics.json``.
 
@@ -297,7 +299,9 @@ def evaluate_files(
     names); a mismatch raises a RasterError naming both files. Returns the result dict
     (also written, with an ``inputs`` entry of absolute paths and a ``grid`` entry).
     ``maps.uncertainty`` (e.g. predict's ``uncertainty.tif``) is not scored: it is checked and
-    named in ``inputs`` so that the report draws it.
+    named in ``inputs`` so that the report draws it. ``run``: the run folder the maps came
+    from, recorded (relative to ``out_dir``) so that the report shows its held-out and oracle
+    scores beside these.
     """
     from .. import __version__
     from ..io import RasterError, atomic_write_text, raster_info, read_raster
@@ -346,6 +350,13 @@ def evaluate_files(
     result["version"] = __version__
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if run is not None:
+        if not (Path(run) / METRICS_FILE).is_file():
+            raise RasterError(
+                f"{run}: not a trained run folder (no {METRICS_FILE}); pass the folder that "
+                "train wrote (<output.dir>/runs/<name>)"
+            )
+        result["run"] = os.path.relpath(Path(run).resolve(), out.resolve())
     atomic_write_text(out / METRICS_FILE, metrics_to_json(result))
     if show_table:
         print_metrics_table(result)

@@ -1,8 +1,9 @@
 """Matplotlib figures of the report: arrays in, a Figure out (no file I/O here).
 
-Every map is drawn on the real CRS (axes in km of easting / northing) with a scale bar and a
-colour bar; colour maps read in grayscale (viridis, cividis, magma; a diverging map only for
-signed residuals, whose magnitude still reads in grayscale).
+Every map is drawn on the real CRS (axes in km of easting / northing) with a scale bar, a north
+arrow and a colour bar with labelled ticks (:mod:`.cartography`); colour maps read in grayscale
+(viridis, cividis, magma; a diverging map only for signed residuals, whose magnitude still reads
+in grayscale).
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from ..evaluation.metrics import pr_curve_points, roc_curve_points  # noqa: E402
+from .cartography import (  # noqa: E402
+    NODATA_FACE,
+    colorbar_ticks,
+    grid_layout,
+    map_extent_km,
+    panel_size,
+    style_map_axes,
+)
 
-NODATA_FACE = "#ffffff"
-AXES_EDGE = "#9a9a9a"
 # confusion classes, ordered by lightness so that they read in grayscale
 CONFUSION_CLASSES = ("TN", "FP", "FN", "TP")
 CONFUSION_COLORS = ("#d9d9d9", "#fdae61", "#c2262b", "#1f2a6b")
@@ -37,7 +44,6 @@ CONFUSION_LABELS = {
     "FN": "false negative",
     "TP": "true positive",
 }
-DENSITY_FLOOR = 0.01  # %: the lower end of log colour scales; 0 is drawn in the floor colour
 
 plt.rcParams.update(
     {
@@ -60,88 +66,6 @@ def to_png_base64(fig: Figure, dpi: int = 96) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-# --------------------------------------------------------------------------------------------
-# map helpers
-
-
-def map_extent_km(transform: Sequence[float], shape: tuple[int, int]) -> tuple[float, ...]:
-    """(left, right, bottom, top) in km of a north-up affine transform (a, b, c, d, e, f)."""
-    a, _, c, _, e, f = transform[:6]
-    h, w = shape
-    x0, x1 = c, c + a * w
-    y0, y1 = f + e * h, f
-    return (x0 / 1000.0, x1 / 1000.0, min(y0, y1) / 1000.0, max(y0, y1) / 1000.0)
-
-
-def nice_scale_length(width_km: float) -> float:
-    """A round scale-bar length near a fifth of the map width (1, 2 or 5 x 10^k km)."""
-    target = max(width_km / 5.0, 1e-9)
-    power = 10 ** math.floor(math.log10(target))
-    for m in (5, 2, 1):
-        if m * power <= target:
-            return float(m * power)
-    return float(power)
-
-
-def add_scale_bar(ax, extent: Sequence[float]) -> None:
-    """A black-and-white scale bar in the lower left corner of a km-axes map."""
-    left, right, bottom, top = extent
-    length = nice_scale_length(right - left)
-    x0 = left + 0.05 * (right - left)
-    y0 = bottom + 0.05 * (top - bottom)
-    height = 0.018 * (top - bottom)
-    half = length / 2
-    ax.add_patch(Rectangle((x0, y0), half, height, facecolor="black", edgecolor="black", lw=0.6))
-    ax.add_patch(
-        Rectangle((x0 + half, y0), half, height, facecolor="white", edgecolor="black", lw=0.6)
-    )
-    ax.text(
-        x0 + length / 2,
-        y0 + 1.6 * height,
-        f"{length:g} km",
-        ha="center",
-        va="bottom",
-        fontsize=7,
-        bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 0.8},
-    )
-
-
-def _grid_layout(n: int, max_cols: int = 4) -> tuple[int, int]:
-    cols = min(max_cols, max(n, 1))
-    return math.ceil(n / cols), cols
-
-
-def _panel_size(shape: tuple[int, int]) -> tuple[float, float]:
-    h, w = shape
-    width = 3.1
-    return width, max(1.6, min(4.5, width * h / max(w, 1))) + 0.35
-
-
-def _style_map_axes(ax, extent, crs_name: str, first: bool, title: str) -> None:
-    ax.set_xlim(extent[0], extent[1])
-    ax.set_ylim(extent[2], extent[3])
-    ax.set_aspect("equal")
-    ax.set_title(title)
-    ax.locator_params(nbins=4)
-    ax.tick_params(labelsize=7)
-    if not first:  # coordinates on the first panel only: the panels share one extent
-        ax.tick_params(labelbottom=False, labelleft=False)
-    ax.set_facecolor(NODATA_FACE)
-    for spine in ax.spines.values():
-        spine.set_visible(True)
-        spine.set_color(AXES_EDGE)
-    if first:
-        ax.set_xlabel(f"easting, km ({crs_name})", fontsize=7)
-        ax.set_ylabel("northing, km", fontsize=7)
-        add_scale_bar(ax, extent)
-
-
-def log_norm(values: np.ndarray, floor: float = DENSITY_FLOOR) -> mcolors.LogNorm:
-    finite = values[np.isfinite(values) & (values > 0)]
-    top = float(np.nanpercentile(finite, 99.9)) if finite.size else 1.0
-    return mcolors.LogNorm(vmin=floor, vmax=max(top, floor * 10))
-
-
 def map_panels(
     stack: np.ndarray,
     names: Sequence[str],
@@ -159,8 +83,8 @@ def map_panels(
     With a LogNorm, values at or below its vmin (zeros included) take the lowest colour.
     """
     n = stack.shape[0]
-    rows, cols = _grid_layout(n)
-    pw, ph = _panel_size(stack.shape[1:])
+    rows, cols = grid_layout(n)
+    pw, ph = panel_size(stack.shape[1:])
     fig, axes = plt.subplots(
         rows, cols, figsize=(pw * cols + 0.9, ph * rows + 0.5), squeeze=False, layout="constrained"
     )
@@ -176,9 +100,11 @@ def map_panels(
             ax.set_visible(False)
             continue
         image = ax.imshow(stack[i], extent=extent, cmap=cm, norm=norm, interpolation="nearest")
-        _style_map_axes(ax, extent, crs_name, i == 0, names[i])
+        style_map_axes(ax, extent, crs_name, i == 0, names[i])
         ax.set_facecolor(nodata_face)
     cbar = fig.colorbar(image, ax=axes, shrink=0.8, extend=extend, pad=0.01)
+    ticks, labels = colorbar_ticks(norm)
+    cbar.set_ticks(ticks, labels=labels)
     cbar.set_label(label)
     fig.suptitle(suptitle, fontsize=11)
     return fig
@@ -204,8 +130,8 @@ def confusion_maps(
 ) -> Figure:
     """Fig. 8 of the paper: TP/FP/FN/TN per cell and period, with log-count insets."""
     n = classes.shape[0]
-    rows, cols = _grid_layout(n)
-    pw, ph = _panel_size(classes.shape[1:])
+    rows, cols = grid_layout(n)
+    pw, ph = panel_size(classes.shape[1:])
     fig, axes = plt.subplots(
         rows,
         2 * cols,
@@ -223,7 +149,7 @@ def confusion_maps(
             bar_ax.set_visible(False)
             continue
         ax.imshow(classes[i], extent=extent, cmap=cm, vmin=-0.5, vmax=3.5, interpolation="nearest")
-        _style_map_axes(ax, extent, crs_name, i == 0, names[i])
+        style_map_axes(ax, extent, crs_name, i == 0, names[i])
         counts = [int(np.sum(classes[i] == k)) for k in range(4)]
         bar_ax.bar(
             range(4),
@@ -413,7 +339,7 @@ def susceptibility_density_kde(
     contours on a log scale: darker = more cells.
     """
     n = susceptibility.shape[0]
-    rows, cols = _grid_layout(n)
+    rows, cols = grid_layout(n)
     fig, axes = plt.subplots(
         rows,
         cols,
@@ -463,7 +389,8 @@ def susceptibility_density_kde(
     if cs is not None:
         cbar = fig.colorbar(cs, ax=axes, shrink=0.8, pad=0.01)
         cbar.set_label("share of cells (smoothed, log)")
-        cbar.set_ticks([])
+        ticks, labels = colorbar_ticks(cs.norm)
+        cbar.set_ticks(ticks, labels=labels)
     fig.suptitle(
         "Susceptibility vs predicted density per period (darker = more cells)", fontsize=11
     )
