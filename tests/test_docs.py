@@ -247,3 +247,18 @@ def test_anchor_slugs_follow_github():
         "evaluating-someone-elses-maps",
         "prepare-raw---cube",
     }
+
+
+def test_readme_setup_commands_first_and_ci_runs_the_same_test_command_after_chromium():
+    """The README opens with its two set-up commands; .ci/run runs the second one verbatim,
+    after installing chromium (the report's browser tests must not skip in CI)."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.match(r"# landslide-hazard\n\n```bash\n(.*?)\n```", readme, re.S)
+    assert block, "README.md must open with the set-up commands' bash block"
+    demo, tests = block.group(1).splitlines()
+    assert demo.endswith("landslide-hazard demo --out demo-out")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests in ci
+    install = next(i for i, line in enumerate(ci) if "apt-get install" in line)
+    assert "chromium" in ci[install] and install < ci.index(tests)
+    assert "export LANDSLIDE_HAZARD_REQUIRE_BROWSER=1" in ci[: ci.index(tests)]
