@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,30 +54,9 @@ def predict(
 
     tune_malloc()
     run_dir = Path(run_dir)
-    run = load_run(run_dir, "cpu")
-    apply_thread_policy(run.cfg.runtime.threads)
-    if mc_samples < 0:
-        raise InputError(f"mc_samples must be >= 0, got {mc_samples}")
-    if mc_samples and float(run.meta.get("dropout", 0.0)) <= 0:
-        raise InputError(
-            f"{run_dir}: trained with model.dropout = 0, so MC dropout gives no spread; retrain "
-            "with model.dropout > 0 (e.g. 0.3) or use a deep ensemble of runs"
-        )
-    try:
-        device = resolve_device(run.cfg.training.device)
-    except ValueError:  # trained on a GPU that this machine lacks: predict on the CPU
-        warnings.warn(
-            f"training.device = {run.cfg.training.device} is not available here; predicting "
-            "on the CPU",
-            stacklevel=2,
-        )
-        device = torch.device("cpu")
-    run.model.to(device, memory_format=torch.channels_last)
-    if raw:
-        run.model.use_calibration = False
+    run, device = _prepared_run(run_dir, mc_samples, raw)
     cube = _cube_of(run)
     cfg = run.cfg
-    periods = cube.meta.period_names
     tags = {"run": run_dir.name, "model_preset": str(run.meta["preset"])}
     scheduler = resolve_scheduler(scheduler)
     # On a cluster the workers read the fine rasters; this process needs only the cell grids.
@@ -122,6 +102,49 @@ def predict(
             )
         return out_dir
 
+    return _scenario_maps(run_dir, run, cube, Path(scenario), run_arrays, budget, raw, tags)
+
+
+def _prepared_run(run_dir: Path, mc_samples: int, raw: bool) -> tuple[LoadedRun, torch.device]:
+    """The run loaded, checked for MC dropout, on the device its config names (the CPU if that
+    device is missing here), with its calibration off for ``raw`` maps."""
+    run = load_run(run_dir, "cpu")
+    apply_thread_policy(run.cfg.runtime.threads)
+    if mc_samples < 0:
+        raise InputError(f"mc_samples must be >= 0, got {mc_samples}")
+    if mc_samples and float(run.meta.get("dropout", 0.0)) <= 0:
+        raise InputError(
+            f"{run_dir}: trained with model.dropout = 0, so MC dropout gives no spread; retrain "
+            "with model.dropout > 0 (e.g. 0.3) or use a deep ensemble of runs"
+        )
+    try:
+        device = resolve_device(run.cfg.training.device)
+    except ValueError:  # trained on a GPU that this machine lacks: predict on the CPU
+        warnings.warn(
+            f"training.device = {run.cfg.training.device} is not available here; predicting "
+            "on the CPU",
+            stacklevel=3,
+        )
+        device = torch.device("cpu")
+    run.model.to(device, memory_format=torch.channels_last)
+    if raw:
+        run.model.use_calibration = False
+    return run, device
+
+
+def _scenario_maps(
+    run_dir: Path,
+    run: LoadedRun,
+    cube,
+    scenario: Path,
+    run_arrays: Callable[..., dict[str, np.ndarray]],
+    budget: int,
+    raw: bool,
+    tags: dict[str, str],
+) -> Path:
+    """A what-if scenario's maps (with applicability.tif) in RUN/scenarios/<name>[-raw]."""
+    cfg = run.cfg
+    periods = cube.meta.period_names
     spec = load_scenario(scenario, periods)
     dynamic, monsoons = scenario_triggers(spec, cube)
     reader = CubeReader(cube, memory_budget_bytes=budget, dynamic=dynamic, monsoons=monsoons)
@@ -136,7 +159,7 @@ def predict(
         warnings.warn(
             f"scenario '{spec.name}': {100 * frac_out:.1f} % of the cells have trigger inputs "
             "outside the training range; see applicability.tif (0 = extrapolating)",
-            stacklevel=2,
+            stacklevel=3,
         )
     out_dir = RunFolder(run_dir).scenario(f"{spec.name}-raw" if raw else spec.name)
     with atomic_path(out_dir) as tmp:
