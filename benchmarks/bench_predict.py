@@ -46,7 +46,7 @@ from landslide_hazard.malloc import tune_malloc
 print("tuned", tune_malloc(), file=sys.stderr)
 torch.set_num_threads(1)
 from landslide_hazard.models import build_enn
-from landslide_hazard.predict import predict_arrays
+from landslide_hazard.predict import Inference, predict_arrays
 from landslide_hazard.sampling.dataset import CubeReader
 from landslide_hazard.sampling.normalisation import compute_normalisation
 from landslide_hazard.cube import open_cube
@@ -60,7 +60,7 @@ model = build_enn(sys.argv[2], in_channels=13, patch_cells=g.patch_cells,
                   cell_pixels=g.cell_pixels)
 predict_arrays(model, reader, norm, periods=[0])  # warm-up
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-predict_arrays(model, reader, norm, batch_size=int(sys.argv[3]))
+predict_arrays(model, reader, norm, inference=Inference(batch_size=int(sys.argv[3])))
 r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 print(json.dumps([t1 - t0, r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt]))
 """
@@ -100,7 +100,13 @@ def run(
     from landslide_hazard.bands import INPUT_NAMES
     from landslide_hazard.malloc import tune_malloc
     from landslide_hazard.models import build_enn
-    from landslide_hazard.predict import default_input_threads, predict_arrays, write_maps
+    from landslide_hazard.predict import (
+        ExtraLayers,
+        Inference,
+        default_input_threads,
+        predict_arrays,
+        write_maps,
+    )
     from landslide_hazard.predict.core import _patch_rows, assemble_inputs
     from landslide_hazard.sampling.dataset import CubeReader
     from landslide_hazard.sampling.normalisation import compute_normalisation
@@ -140,12 +146,14 @@ def run(
                         models[layout],
                         reader,
                         norm,
-                        batch_size=batch,
-                        device=dev,
-                        channels_last=layout == "channels_last",
-                        input_threads=threads,
-                        amp=bf16 and gpu,
-                        cpu_bf16=bf16 and not gpu,
+                        inference=Inference(
+                            batch_size=batch,
+                            device=dev,
+                            channels_last=layout == "channels_last",
+                            input_threads=threads,
+                            amp=bf16 and gpu,
+                            cpu_bf16=bf16 and not gpu,
+                        ),
                     )
 
                 return go
@@ -188,7 +196,7 @@ def run(
                         cube.grid,
                         cube.meta.periods,
                         [0.01, 0.1, 1.0],
-                        reader.target,
+                        ExtraLayers(observed=reader.target),
                     )
                 },
                 1,

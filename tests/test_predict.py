@@ -14,6 +14,7 @@ import yaml
 from landslide_hazard import predict as predict_mod
 from landslide_hazard.config import parse_config
 from landslide_hazard.models import ENNOutput
+from landslide_hazard.predict import Inference
 from landslide_hazard.sampling.dataset import CubeReader
 from landslide_hazard.sampling.normalisation import compute_normalisation
 from landslide_hazard.testing import make_cube
@@ -54,7 +55,9 @@ def test_lattices_merged_per_cell(tmp_path, merge):
     norm = compute_normalisation(
         reader.static, reader.dynamic, reader.monsoons, reader.label_mask, 4
     )
-    out = predict_mod.predict_arrays(PositionModel(), reader, norm, merge=merge, batch_size=5)
+    out = predict_mod.predict_arrays(
+        PositionModel(), reader, norm, merge=merge, inference=Inference(batch_size=5)
+    )
     want = _hand_merged(cube.grid.cell_shape, merge)
     for t in range(3):
         got = out["susceptibility"][t]
@@ -250,7 +253,13 @@ def test_hazard_class_cog_metadata(tmp_path):
     ]
     breaks = [0.01, 0.1, 1.0]
     written = predict_mod.write_maps(
-        tmp_path, arrays, grid, periods, breaks, observed=hazard, tags={"run": "r"}
+        tmp_path,
+        arrays,
+        grid,
+        periods,
+        breaks,
+        predict_mod.ExtraLayers(observed=hazard),
+        predict_mod.MapLabels({"run": "r"}),
     )
     names = predict_mod.hazard_class_names(breaks)
     assert names == [
@@ -354,9 +363,11 @@ def test_zarr_backed_and_threaded_prediction_equal_in_memory(tmp_path):
     from landslide_hazard.models import build_enn
 
     model = build_enn("tiny", patch_cells=N, cell_pixels=4)
-    a = predict_mod.predict_arrays(model, mem, norm, batch_size=7)
-    b = predict_mod.predict_arrays(model, lazy, norm, batch_size=7)
-    c = predict_mod.predict_arrays(model, lazy, norm, batch_size=3, input_threads=2)
+    a = predict_mod.predict_arrays(model, mem, norm, inference=Inference(batch_size=7))
+    b = predict_mod.predict_arrays(model, lazy, norm, inference=Inference(batch_size=7))
+    c = predict_mod.predict_arrays(
+        model, lazy, norm, inference=Inference(batch_size=3, input_threads=2)
+    )
     for q in predict_mod.QUANTITIES:
         np.testing.assert_array_equal(a[q], b[q])
         np.testing.assert_allclose(c[q], a[q], rtol=1e-6, atol=1e-7)  # other batches, threads
@@ -376,9 +387,9 @@ def test_stored_calibration_applies_to_the_merged_maps(tmp_path):
     )
     torch.manual_seed(0)
     model = build_enn("tiny", patch_cells=N, cell_pixels=4)
-    raw = predict_mod.predict_arrays(model, reader, norm, batch_size=7)
+    raw = predict_mod.predict_arrays(model, reader, norm, inference=Inference(batch_size=7))
     model.set_calibration(0.7, -0.4)
-    cal = predict_mod.predict_arrays(model, reader, norm, batch_size=7)
+    cal = predict_mod.predict_arrays(model, reader, norm, inference=Inference(batch_size=7))
     ok = np.isfinite(raw["susceptibility"])
     assert ok.any()
     p = np.clip(raw["susceptibility"][ok].astype(np.float64), 1e-7, 1 - 1e-7)
@@ -386,7 +397,7 @@ def test_stored_calibration_applies_to_the_merged_maps(tmp_path):
     np.testing.assert_array_equal(cal["density"], raw["density"])
     np.testing.assert_allclose(cal["hazard"], cal["susceptibility"] * raw["density"], rtol=1e-6)
     model.use_calibration = False
-    again = predict_mod.predict_arrays(model, reader, norm, batch_size=7)
+    again = predict_mod.predict_arrays(model, reader, norm, inference=Inference(batch_size=7))
     for q in predict_mod.QUANTITIES:
         np.testing.assert_array_equal(again[q], raw[q])
 
@@ -452,7 +463,9 @@ def test_distributed_prediction_equals_in_process(tmp_path):
     )
     torch.manual_seed(0)
     model = build_enn("tiny", patch_cells=N, cell_pixels=4)
-    local = predict_mod.predict_arrays(model, reader, norm, periods=[0, 2], batch_size=5)
+    local = predict_mod.predict_arrays(
+        model, reader, norm, periods=[0, 2], inference=Inference(batch_size=5)
+    )
     lean = CubeReader(cube, memory_budget_bytes=0)  # the main process holds no fine raster
     with (
         LocalCluster(
@@ -461,22 +474,24 @@ def test_distributed_prediction_equals_in_process(tmp_path):
         Client(cluster) as client,
     ):
         remote = predict_mod.predict_arrays(
-            model, lean, norm, periods=[0, 2], batch_size=5, client=client
+            model, lean, norm, periods=[0, 2], inference=Inference(batch_size=5), client=client
         )
         # what-if triggers: the overriding arrays travel to the workers (scattered), not the cube's
         storm = reader.dynamic * 3.0
         what_if = CubeReader(cube, memory_budget_bytes=0, dynamic=storm)
         remote_storm = predict_mod.predict_arrays(
-            model, what_if, norm, periods=[1], batch_size=5, client=client
+            model, what_if, norm, periods=[1], inference=Inference(batch_size=5), client=client
         )
     local_storm = predict_mod.predict_arrays(
-        model, CubeReader(cube, dynamic=storm), norm, periods=[1], batch_size=5
+        model, CubeReader(cube, dynamic=storm), norm, periods=[1], inference=Inference(batch_size=5)
     )
     for q in predict_mod.QUANTITIES:
         np.testing.assert_allclose(remote[q], local[q], rtol=1e-6, atol=1e-7)
         assert np.isnan(remote[q][1]).all()  # period not asked for
         np.testing.assert_allclose(remote_storm[q], local_storm[q], rtol=1e-6, atol=1e-7)
-    plain = predict_mod.predict_arrays(model, reader, norm, periods=[1], batch_size=5)
+    plain = predict_mod.predict_arrays(
+        model, reader, norm, periods=[1], inference=Inference(batch_size=5)
+    )
     valid = reader.valid
     assert np.isfinite(plain["hazard"][1][valid]).all()
     assert not np.allclose(remote_storm["hazard"][1][valid], plain["hazard"][1][valid])
@@ -587,10 +602,8 @@ def _small_maps(tmp_path, with_uncertainty=True):
         grid,
         periods,
         [0.01, 0.1, 1.0],
-        observed=hazard,
-        tags={"run": "r1"},
-        uncertainty=spread,
-        item_id="r1-maps",
+        predict_mod.ExtraLayers(observed=hazard, uncertainty=spread),
+        predict_mod.MapLabels({"run": "r1"}, item_id="r1-maps"),
     )
     return written, grid, periods
 

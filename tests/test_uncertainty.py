@@ -291,13 +291,12 @@ def test_write_uncertainty_tif_round_trip(tmp_path):
         std,
         transform,
         "EPSG:32645",
-        ["p1", "p2"],
-        quantity="hazard",
-        method="mc_dropout n=20",
-        periods=[
+        [
             PeriodInfo("p1", "2015-04-24", "2015-06-15"),
             PeriodInfo("p2", "2015-06-15", "2015-11-30"),
         ],
+        quantity="hazard",
+        method="mc_dropout n=20",
     )
     data, info = read_raster(path)
     np.testing.assert_array_equal(data, std)  # NaN in the same place

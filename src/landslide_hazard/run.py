@@ -13,9 +13,10 @@ Layout (users' scripts read it; keep it stable)::
         train.log                one line per epoch
         model.pt                 the trained ENN (ModelFile)
         metrics.json             held-out scores
-        maps/*.tif, cells.gpkg   predict (map_file; uncertainty.tif with --mc-samples)
+        maps/*.tif, cells.gpkg   predict (map_file; uncertainty.tif with --mc-samples;
+                                 hazard_class.qml, stac-item.json)
         scenarios/<name>/        predict --scenario (its maps and scenario.yaml)
-        evaluation/              demo: metrics.json and report.html of the maps
+        evaluation/              demo: metrics.json, roles.tif and report.html of the maps
         hparam/trial-<i>/        hyper-parameter search trials
         hparam_search.json       the search's trials and the chosen values
       .cube.zarr.partial/        an unfinished cube (prepare_progress.json: its resume state)
@@ -48,9 +49,11 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 MAPS_DIR = "maps"
 CELLS_FILE = "cells.gpkg"  # the maps as one polygon per cell
+HAZARD_CLASS_STYLE_FILE = "hazard_class.qml"  # QGIS style of hazard_class.tif
+STAC_ITEM_FILE = "stac-item.json"  # a STAC item of the maps
 #: The MC-dropout spread map (predict --mc-samples), beside the maps.
 UNCERTAINTY_MAP = "uncertainty"
-#: The demo's map of each cell's role in the split (train / val / test).
+#: The demo's map of each cell's role in the split (train / val / test), in evaluation/.
 ROLES_MAP = "roles"
 RAW_MAPS_DIR = "maps-raw"  # predict --raw: the network's own probabilities, uncalibrated
 SCENARIOS_DIR = "scenarios"

@@ -11,12 +11,14 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import InputError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports this module at start
     import torch
+
+ModuleT = TypeVar("ModuleT", bound="torch.nn.Module")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,6 +45,16 @@ def autocast(device: torch.device, amp: bool, cpu_bf16: bool = False):
     if cpu_bf16 and device.type == "cpu":
         return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return torch.autocast(device_type="cpu", enabled=False)
+
+
+def to_memory_format(
+    module: ModuleT,
+    memory_format: torch.memory_format,
+    device: torch.device | str | None = None,
+) -> ModuleT:
+    """``module.to(device, memory_format=...)`` (in place; returns the module)."""
+    # torch accepts memory_format in Module.to at run time, but its type stubs' overloads omit it
+    return module.to(device, memory_format=memory_format)  # type: ignore[call-overload]
 
 
 def progress_bar(enabled: bool):

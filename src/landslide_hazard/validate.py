@@ -65,8 +65,8 @@ def _pooled_row(result: dict[str, Any]) -> dict[str, float]:
             block = {}
         if key == "mean_ratio":
             pred, obs = block.get("mean_predicted"), block.get("mean_observed")
-            ok = pred is not None and obs not in (None, 0)
-            value = float(pred) / float(obs) if ok else None
+            # obs None or 0: no ratio (NaN passes, as before, and gives NaN)
+            value = float(pred) / float(obs) if pred is not None and obs else None
         else:
             value = block.get(key)
         row[column] = float(value) if value is not None else math.nan
@@ -119,7 +119,7 @@ def validate(
     from .evaluation.held_out import has_observable_truth, read_truth, score_on_split
     from .evaluation.metrics import skill
     from .io.atomic import atomic_write_text
-    from .predict import load_run, predict_arrays
+    from .predict import Inference, load_run, predict_arrays
     from .run import RunFolder, cube_path, default_run_name, find_truth_dir, runs_dir
     from .sampling.dataset import CubeReader
     from .sampling.splits import PROTOCOLS, Split
@@ -130,7 +130,7 @@ def validate(
             raise InputError(f"unknown protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
     out_dir = Path(out_dir) if out_dir is not None else Path(cfg.output.dir) / VALIDATION_DIR
     reader = CubeReader(open_cube(cube_path(cfg)))
-    static = reader.static if reader.static_in_memory else np.asarray(reader.static[:])
+    static = np.asarray(reader.static if reader.static_in_memory else reader.static[:])
     features, _ = cell_features(static, reader.dynamic, reader.monsoons, reader.grid.cell_pixels)
     truth_dir = find_truth_dir(cfg)
     truth = read_truth(truth_dir, reader.grid, reader.n_periods) if truth_dir else None
@@ -163,7 +163,7 @@ def validate(
                 reader,
                 run.norm,
                 merge=cfg.model.lattice_merge,
-                batch_size=cfg.training.batch_size,
+                inference=Inference(batch_size=cfg.training.batch_size),
             )
             susceptibility_maps = {ENN: enn_maps["susceptibility"]}
             # ablation: the ENN's susceptibility x one constant density, the mean observed
@@ -203,7 +203,7 @@ def validate(
                 else None
             )
             for model, result in scored.items():
-                row = {
+                row: dict[str, Any] = {
                     "scenario": cfg.name,
                     "seed": cfg.seed,
                     "protocol": protocol,
@@ -357,7 +357,7 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _cell(value: float, std: float, digits: int = 3) -> str:
+def _cell(value: float | None, std: float | None, digits: int = 3) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
     text = f"{value:.{digits}f}"

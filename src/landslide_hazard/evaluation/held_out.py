@@ -107,7 +107,7 @@ def predict_cells(
 ) -> dict[str, np.ndarray]:
     """The run's maps for the periods holding any of ``cells`` ((P, cy, cx) bool), predicted
     exactly as ``predict`` does (both lattices merged, the run's batch size and precision)."""
-    from ..predict import predict_arrays
+    from ..predict import Inference, predict_arrays
 
     return predict_arrays(
         model,
@@ -115,9 +115,7 @@ def predict_cells(
         norm,
         periods=np.flatnonzero(cells.any(axis=(1, 2))).tolist(),
         merge=cfg.model.lattice_merge,
-        batch_size=cfg.training.batch_size,
-        device=device,
-        amp=cfg.training.amp,
+        inference=Inference.of_run(cfg, device),
         progress=progress,
     )
 

@@ -8,13 +8,15 @@ and writes COGs, ``cells.gpkg``, a QGIS style and a STAC Item (:mod:`.stac`) to 
 :mod:`.uncertainty`: MC dropout, deep ensembles, reliability diagrams, std maps.
 """
 
-from .core import QUANTITIES, default_input_threads, predict_arrays
+from .core import QUANTITIES, Inference, default_input_threads, predict_arrays
 from .loading import LoadedRun, check_model_grid, load_model_file, load_run
 from .maps import (
     HAZARD_CLASS_NODATA,
     MAP_DESCRIPTIONS,
     QUANTITY_UNITS,
     STAC_ITEM_FILE,
+    ExtraLayers,
+    MapLabels,
     UncertaintyLayer,
     hazard_class_colours,
     hazard_class_names,
@@ -33,6 +35,8 @@ __all__ = [
     "QUANTITY_UNITS",
     "STAC_ITEM_FILE",
     "UncertaintyLayer",
+    "ExtraLayers",
+    "MapLabels",
     "LoadedRun",
     "ScenarioSpec",
     "applicability",
@@ -48,6 +52,7 @@ __all__ = [
     "mc_uncertainty",
     "predict",
     "predict_arrays",
+    "Inference",
     "scenario_triggers",
     "write_cells_gpkg",
     "write_maps",

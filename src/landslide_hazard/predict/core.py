@@ -12,7 +12,9 @@ merged hazard is the ensemble mean of E[D], not exactly the product of the merge
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,42 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..runtime import autocast, available_cores, progress_bar, single_thread_worker
+from ..runtime import (
+    autocast,
+    available_cores,
+    progress_bar,
+    single_thread_worker,
+    to_memory_format,
+)
 from ..sampling.dataset import CubeReader
 from ..sampling.lattice import LATTICES, lattice_origins, read_window
 from ..sampling.normalisation import Normalisation
 
 QUANTITIES: tuple[str, ...] = ("susceptibility", "density", "hazard")
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How the model runs: patches per batch, the device, autocast (``amp``: bf16, else fp16,
+    on CUDA; ``cpu_bf16``: bf16 on the CPU, probabilities move by ~1e-3), the channels-last
+    layout (model converted in place; the same values, faster convolutions), and
+    ``input_threads`` building the next batches' inputs while the model runs (same results)."""
+
+    batch_size: int = 16
+    device: torch.device | str = "cpu"
+    amp: bool = False
+    cpu_bf16: bool = False
+    channels_last: bool = True
+    input_threads: int = 0
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @classmethod
+    def of_run(cls, cfg: Any, device: torch.device | str = "cpu") -> Inference:
+        """As a run of config ``cfg`` predicts: its batch size and ``training.amp``."""
+        return cls(batch_size=cfg.training.batch_size, device=device, amp=cfg.training.amp)
 
 
 def _patch_rows(
@@ -41,7 +73,7 @@ def _patch_rows(
     for lat in lattices:
         origins = lattice_origins(grid.cell_shape, n, lat)
         for r0 in np.unique(origins[:, 0]):
-            row = []
+            row: list[tuple[int, int, int]] = []
             for c0 in origins[origins[:, 0] == r0, 1]:
                 if read_window(valid_f, int(r0), int(c0), n, n, fill=0.0).any():
                     row.extend((t, int(r0), int(c0)) for t in periods)
@@ -55,18 +87,15 @@ def _predict_row(
     reader: CubeReader,
     norm: Normalisation,
     row: list[tuple[int, int, int]],
-    batch_size: int,
-    device: torch.device,
-    amp: bool,
-    channels_last: bool = True,
+    inference: Inference,
     pool: ThreadPoolExecutor | None = None,
-    cpu_bf16: bool = False,
 ) -> np.ndarray:
     """(len(row), 3, n, n) float32: susceptibility, density and hazard of each patch of a row.
 
     The model must be in eval mode (or in the MC-dropout mode the caller chose). ``pool``: build
     the next batches' inputs in these threads while the model runs (same inputs, same order)."""
-    layout = torch.channels_last if channels_last else torch.contiguous_format
+    batch_size, device = inference.batch_size, inference.torch_device
+    layout = torch.channels_last if inference.channels_last else torch.contiguous_format
     n = reader.grid.patch_cells
     out_rows = np.empty((len(row), 3, n, n), dtype=np.float32)
     chunks = [row[i : i + batch_size] for i in range(0, len(row), batch_size)]
@@ -81,7 +110,7 @@ def _predict_row(
             for i, x in zip(range(0, len(row), batch_size), batches, strict=True):
                 chunk = row[i : i + batch_size]
                 xt = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
-                with autocast(device, amp, cpu_bf16):
+                with autocast(device, inference.amp, inference.cpu_bf16):
                     out = model(xt)
                 for q, value in enumerate((out.susceptibility, out.density, out.hazard)):
                     out_rows[i : i + len(chunk), q] = value.float().cpu().numpy()
@@ -146,14 +175,9 @@ def predict_arrays(
     norm: Normalisation,
     periods: list[int] | None = None,
     merge: str = "mean",
-    batch_size: int = 16,
-    device: torch.device | str = "cpu",
-    amp: bool = False,
+    inference: Inference | None = None,
     progress: bool = False,
     client: Any = None,
-    channels_last: bool = True,
-    input_threads: int = 0,
-    cpu_bf16: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per-cell susceptibility, density and hazard for the given periods (default all).
 
@@ -169,20 +193,18 @@ def predict_arrays(
     per lattice and addition of two numbers is commutative, so the result does not depend on
     the order in which rows finish.
 
-    ``channels_last``: model and inputs in channels-last layout (the model is converted in
-    place). The same values; faster convolutions and pooling on CPU and GPU
-    (``benchmarks/bench_predict.py``). False keeps the model's layout, NCHW inputs.
-
+    ``inference`` (default :class:`Inference`): batch size, device, autocast, layout and input
+    threads. ``channels_last``: model and inputs in channels-last layout (the model is
+    converted in place); faster convolutions and pooling on CPU and GPU
+    (``benchmarks/bench_predict.py``); False keeps the model's layout, NCHW inputs.
     ``input_threads`` > 0: that many threads build the next batches' inputs (static windows,
     upsampled triggers, normalisation) while the model runs the current one - worth it when the
-    model runs elsewhere (a GPU) or on fewer threads than there are cores. Same results.
-
-    ``amp``: bf16 (else fp16) autocast on CUDA. ``cpu_bf16``: bf16 autocast on the CPU (fast on
-    CPUs with AMX or AVX512-BF16, slow elsewhere); probabilities move by ~1e-3.
+    model runs elsewhere (a GPU) or on fewer threads than there are cores. ``cpu_bf16`` is fast
+    on CPUs with AMX or AVX512-BF16, slow elsewhere.
     """
     if merge not in ("mean", "lattice0"):
         raise InputError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")
-    device = torch.device(device)
+    inference = inference or Inference()
     cy, cx = reader.grid.cell_shape
     n_periods = reader.n_periods
     periods = list(range(n_periods)) if periods is None else [int(t) for t in periods]
@@ -196,23 +218,13 @@ def predict_arrays(
         if client is None:
             was_training = model.training
             model.eval()
-            if channels_last:
-                model.to(memory_format=torch.channels_last)
-            pool = ThreadPoolExecutor(input_threads) if input_threads > 0 else None
+            if inference.channels_last:
+                to_memory_format(model, torch.channels_last)
+            threads = inference.input_threads
+            pool = ThreadPoolExecutor(threads) if threads > 0 else None
             try:
                 for row in rows:
-                    values = _predict_row(
-                        model,
-                        reader,
-                        norm,
-                        row,
-                        batch_size,
-                        device,
-                        amp,
-                        channels_last,
-                        pool,
-                        cpu_bf16,
-                    )
+                    values = _predict_row(model, reader, norm, row, inference, pool)
                     _accumulate(sums, counts, row, values)
                     if task is not None:
                         bar.advance(task, len(row))
@@ -221,9 +233,7 @@ def predict_arrays(
                 if pool is not None:
                     pool.shutdown()
         else:
-            for row, values in _distributed_rows(
-                client, model, reader, norm, rows, batch_size, device, amp, channels_last, cpu_bf16
-            ):
+            for row, values in _distributed_rows(client, model, reader, norm, rows, inference):
                 _accumulate(sums, counts, row, values)
                 if task is not None:
                     bar.advance(task, len(row))
@@ -261,28 +271,24 @@ def _worker_row(
             open_cube(job["cube"]), memory_budget_bytes=0, dynamic=dynamic, monsoons=monsoons
         )
         _WORKER_READER[job["token"]] = reader
-    device = torch.device(job["device"])
+    inference: Inference = job["inference"]
+    device = inference.torch_device
     if device.type == "cuda" and not torch.cuda.is_available():
-        device = torch.device("cpu")
-    layout = torch.channels_last if job["channels_last"] else torch.contiguous_format
-    model.to(device, memory_format=layout)
+        inference = replace(inference, device="cpu")
+    layout = torch.channels_last if inference.channels_last else torch.contiguous_format
+    to_memory_format(model, layout, inference.device)
     model.eval()
-    return _predict_row(
-        model,
-        reader,
-        norm,
-        row,
-        job["batch_size"],
-        device,
-        job["amp"],
-        job["channels_last"],
-        cpu_bf16=job["cpu_bf16"],
-    )
+    return _predict_row(model, reader, norm, row, inference)
 
 
 def _distributed_rows(
-    client, model, reader, norm, rows, batch_size, device, amp, channels_last, cpu_bf16
-):
+    client: Any,
+    model: torch.nn.Module,
+    reader: CubeReader,
+    norm: Normalisation,
+    rows: list[list[tuple[int, int, int]]],
+    inference: Inference,
+) -> Iterator[tuple[list[tuple[int, int, int]], np.ndarray]]:
     """Yield (row, values) as the rows finish on the cluster's workers."""
     import copy
     import uuid
@@ -295,11 +301,8 @@ def _distributed_rows(
     job = {
         "token": token,
         "cube": str(Path(reader.cube.path).resolve()),
-        "device": str(device),
-        "batch_size": int(batch_size),
-        "amp": bool(amp),
-        "channels_last": bool(channels_last),
-        "cpu_bf16": bool(cpu_bf16),
+        # the workers build no input in threads: parallelism comes from the workers
+        "inference": replace(inference, device=str(inference.device), input_threads=0),
     }
     cpu_model = copy.deepcopy(model).to("cpu").eval()
     shared = client.scatter([cpu_model, norm, reader.dynamic, reader.monsoons], broadcast=True)

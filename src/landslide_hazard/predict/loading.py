@@ -11,6 +11,7 @@ import torch
 
 from ..bands import INPUT_NAMES, UNITS
 from ..errors import InputError, MissingFileError, RunFolderError
+from ..models.enn import ENN
 from ..run import (
     RunFolder,
     check_run_folder,
@@ -25,14 +26,14 @@ from ..sampling.normalisation import Normalisation
 class LoadedRun:
     run_dir: Path
     cfg: Any  # RunConfig
-    model: torch.nn.Module
+    model: ENN
     norm: Normalisation
     meta: dict[str, Any]
 
 
 def load_model_file(
     path: str | Path, device: torch.device | str = "cpu"
-) -> tuple[torch.nn.Module, Normalisation, dict]:
+) -> tuple[ENN, Normalisation, dict]:
     """Rebuild the ENN saved in ``model.pt``; returns (model, normalisation, metadata)."""
     from ..models import build_enn
 

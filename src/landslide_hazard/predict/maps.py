@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
@@ -27,10 +27,18 @@ import numpy as np
 
 from ..bands import TARGET_UNIT
 from ..errors import InputError
+from ..run import (
+    CELLS_FILE,
+    HAZARD_CLASS_STYLE_FILE,
+    STAC_ITEM_FILE,
+    UNCERTAINTY_MAP,
+    map_file,
+)
 from .core import QUANTITIES
 
 if TYPE_CHECKING:
     from ..cube import PeriodInfo
+    from ..grid import StudyGrid
 
 QUANTITY_UNITS = {"susceptibility": "probability", "density": TARGET_UNIT, "hazard": TARGET_UNIT}
 MAP_DESCRIPTIONS = {
@@ -41,7 +49,6 @@ MAP_DESCRIPTIONS = {
     "hazard_class": "class of E[D] at the configured breaks (0 = lowest)",
 }
 HAZARD_CLASS_NODATA = 255
-STAC_ITEM_FILE = "stac-item.json"
 CELLS_LAYER = "cells"  # the GPKG's wide layer: a row per cell, a column per quantity and period
 CELLS_BY_PERIOD_LAYER = "cells_by_period"  # long: a row per cell and period
 PERIOD_DATES_NOTE = (
@@ -81,7 +88,10 @@ def hazard_class_colours(n_classes: int) -> dict[int, tuple[int, int, int, int]]
     at = np.linspace(0.0, 1.0, len(anchors))
     where = np.linspace(0.0, 1.0, n_classes) if n_classes > 1 else np.zeros(1)
     rgb = np.stack([np.interp(where, at, anchors[:, c]) for c in range(3)], axis=1)
-    table = {i: (*(int(round(v)) for v in rgb[i]), 255) for i in range(n_classes)}
+    table: dict[int, tuple[int, int, int, int]] = {}
+    for i in range(n_classes):
+        red, green, blue = (int(round(v)) for v in rgb[i])
+        table[i] = (red, green, blue, 255)
     table[HAZARD_CLASS_NODATA] = (0, 0, 0, 0)
     return table
 
@@ -170,23 +180,39 @@ def _map_layers(
     return layers
 
 
+@dataclass(frozen=True)
+class ExtraLayers:
+    """Layers written beside the predicted maps: the observed density (% of cell area), other
+    named layers (name -> ((period, y, x) values, unit), e.g. a scenario's applicability), and
+    the MC-dropout spread (its own ``uncertainty.tif``)."""
+
+    observed: np.ndarray | None = None
+    named: dict[str, tuple[np.ndarray, str]] | None = None
+    uncertainty: UncertaintyLayer | None = None
+
+
+@dataclass(frozen=True)
+class MapLabels:
+    """What the maps are: tags written into every file (run, model preset, scenario) and the
+    STAC item's id (None: the folder's name)."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    item_id: str | None = None
+
+
 def write_maps(
     out_dir: Path,
     arrays: dict[str, np.ndarray],
-    grid,
+    grid: StudyGrid,
     periods: Sequence[PeriodInfo],
     breaks: list[float],
-    observed: np.ndarray | None = None,
-    extra: dict[str, tuple[np.ndarray, str]] | None = None,
-    tags: dict[str, str] | None = None,
-    uncertainty: UncertaintyLayer | None = None,
-    item_id: str | None = None,
+    layers: ExtraLayers = ExtraLayers(),
+    labels: MapLabels = MapLabels(),
 ) -> dict[str, Path]:
     """Write the per-period maps as COGs (band per period named after it, its dates and units
     as band tags), ``uncertainty.tif`` (if given), the cell GPKG, ``hazard_class.qml`` and
-    ``stac-item.json`` (id ``item_id``, default the folder's name). ``periods`` are the cube's
-    (:class:`cube.PeriodInfo`). Returns the paths written by name (``cells``, ``style``,
-    ``stac`` and the map names)."""
+    ``stac-item.json``. ``periods`` are the cube's (:class:`cube.PeriodInfo`). Returns the
+    paths written by name (``cells``, ``style``, ``stac`` and the map names)."""
     from ..io import atomic_write_text, write_raster
     from .stac import write_stac_item
     from .uncertainty import write_uncertainty_tif
@@ -194,7 +220,8 @@ def write_maps(
     out_dir.mkdir(parents=True, exist_ok=True)
     period_names = [p.name for p in periods]
     written: dict[str, Path] = {}
-    layers = _map_layers(arrays, breaks, observed, extra)
+    tags, uncertainty = labels.tags, layers.uncertainty
+    maps = _map_layers(arrays, breaks, layers.observed, layers.named)
     breaks_tag = ",".join(f"{b:g}" for b in breaks)
     class_tags = {
         "hazard_class_breaks": breaks_tag,
@@ -202,11 +229,11 @@ def write_maps(
         "class_names": json.dumps(hazard_class_names(breaks)),
     }
     base_tags = {
-        **(tags or {}),
+        **tags,
         "hazard_class_breaks": breaks_tag,
         "period_dates": PERIOD_DATES_NOTE,
     }
-    for name, (data, unit) in layers.items():
+    for name, (data, unit) in maps.items():
         band_tags = period_band_tags(periods, unit)
         file_tags = {
             **base_tags,
@@ -225,7 +252,7 @@ def write_maps(
                 "colormap": hazard_class_colours(len(breaks) + 1),
             }
         written[name] = write_raster(
-            out_dir / f"{name}.tif",
+            out_dir / map_file(name),
             data,
             grid.cell_transform,
             grid.crs,
@@ -235,31 +262,30 @@ def write_maps(
             band_tags=band_tags,
             **raster_kwargs,
         )
-    style = out_dir / "hazard_class.qml"
+    style = out_dir / HAZARD_CLASS_STYLE_FILE
     atomic_write_text(style, hazard_class_qml(breaks))
-    cell_layers = dict(layers)
+    cell_layers = dict(maps)
     if uncertainty is not None:
         written["uncertainty"] = write_uncertainty_tif(
-            out_dir / "uncertainty.tif",
+            out_dir / map_file(UNCERTAINTY_MAP),
             uncertainty.std,
             grid.cell_transform,
             grid.crs,
-            period_names,
+            periods,
             quantity=uncertainty.quantity,
             method=uncertainty.method,
             tags=tags,
-            periods=periods,
         )
         cell_layers[uncertainty.column] = (uncertainty.std, "")
-    written["cells"] = write_cells_gpkg(out_dir / "cells.gpkg", cell_layers, grid, periods)
+    written["cells"] = write_cells_gpkg(out_dir / CELLS_FILE, cell_layers, grid, periods)
     written["style"] = style
     written["stac"] = write_stac_item(
         out_dir / STAC_ITEM_FILE,
-        item_id or out_dir.name,
+        labels.item_id or out_dir.name,
         written,
         grid,
         periods,
-        properties=tags or {},
+        properties=tags,
         uncertainty=uncertainty,
     )
     return written

@@ -76,6 +76,7 @@ def _asset(path: Path, name: str) -> Any:
     from .maps import MAP_DESCRIPTIONS
 
     suffix = path.suffix.lower()
+    media: str  # a pystac.MediaType (a str enum) or a media type pystac does not list
     if suffix == ".tif":
         media, roles = pystac.MediaType.COG, ["data"]
         description = MAP_DESCRIPTIONS.get(name, name)

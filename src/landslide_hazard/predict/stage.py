@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +12,12 @@ import torch
 from ..distributed import resolve_scheduler
 from ..errors import InputError
 from ..io.atomic import atomic_path
-from ..run import RunFolder
-from ..runtime import apply_thread_policy, resolve_device
+from ..run import SCENARIO_FILE, RunFolder
+from ..runtime import apply_thread_policy, resolve_device, to_memory_format
 from ..sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
-from .core import default_input_threads, predict_arrays
+from .core import Inference, default_input_threads, predict_arrays
 from .loading import LoadedRun, _cube_of, load_run
-from .maps import UncertaintyLayer, write_maps
+from .maps import ExtraLayers, MapLabels, UncertaintyLayer, write_maps
 from .scenario import applicability, load_scenario, scenario_triggers
 from .uncertainty import mc_dropout_maps
 
@@ -54,60 +54,6 @@ def predict(
 
     tune_malloc()
     run_dir = Path(run_dir)
-    run, device = _prepared_run(run_dir, mc_samples, raw)
-    cube = _cube_of(run)
-    cfg = run.cfg
-    tags = {"run": run_dir.name, "model_preset": str(run.meta["preset"])}
-    scheduler = resolve_scheduler(scheduler)
-    # On a cluster the workers read the fine rasters; this process needs only the cell grids.
-    budget = 0 if scheduler is not None and not mc_samples else DEFAULT_MEMORY_BUDGET_BYTES
-
-    def run_arrays(reader: CubeReader, which: list[int] | None = None) -> dict[str, np.ndarray]:
-        kwargs = {
-            "periods": which,
-            "merge": cfg.model.lattice_merge,
-            "batch_size": cfg.training.batch_size,
-            "device": device,
-            "amp": cfg.training.amp,
-            "progress": progress,
-            "input_threads": default_input_threads(device),
-            "cpu_bf16": cpu_bf16,
-        }
-        if scheduler is None:
-            return predict_arrays(run.model, reader, run.norm, **kwargs)
-        from .. import distributed as dist
-
-        with dist.client_for(scheduler) as client:
-            return predict_arrays(run.model, reader, run.norm, client=client, **kwargs)
-
-    if scenario is None:
-        reader = CubeReader(cube, memory_budget_bytes=budget)
-        arrays = run_arrays(reader)
-        observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
-        spread = mc_uncertainty(run, reader, device, mc_samples) if mc_samples else None
-        out_dir = RunFolder(run_dir).raw_maps if raw else RunFolder(run_dir).maps
-        # the folder is replaced as a whole: no reader sees old and new maps mixed, and no file
-        # of an earlier prediction (an uncertainty map, a scenario layer) lingers beside new ones
-        with atomic_path(out_dir) as tmp:
-            write_maps(
-                tmp,
-                arrays,
-                cube.grid,
-                cube.meta.periods,
-                cfg.output.hazard_class_breaks,
-                observed,
-                tags=tags,
-                uncertainty=spread,
-                item_id=f"{run_dir.name}-{out_dir.name}",
-            )
-        return out_dir
-
-    return _scenario_maps(run_dir, run, cube, Path(scenario), run_arrays, budget, raw, tags)
-
-
-def _prepared_run(run_dir: Path, mc_samples: int, raw: bool) -> tuple[LoadedRun, torch.device]:
-    """The run loaded, checked for MC dropout, on the device its config names (the CPU if that
-    device is missing here), with its calibration off for ``raw`` maps."""
     run = load_run(run_dir, "cpu")
     apply_thread_policy(run.cfg.runtime.threads)
     if mc_samples < 0:
@@ -117,64 +63,131 @@ def _prepared_run(run_dir: Path, mc_samples: int, raw: bool) -> tuple[LoadedRun,
             f"{run_dir}: trained with model.dropout = 0, so MC dropout gives no spread; retrain "
             "with model.dropout > 0 (e.g. 0.3) or use a deep ensemble of runs"
         )
+    device = _device_for(run)
+    to_memory_format(run.model, torch.channels_last, device)
+    if raw:
+        run.model.use_calibration = False
+    scheduler = resolve_scheduler(scheduler)
+    inference = replace(
+        Inference.of_run(run.cfg, device),
+        input_threads=default_input_threads(device),
+        cpu_bf16=cpu_bf16,
+    )
+    job = _Prediction(run, run_dir, inference, scheduler, progress, raw, mc_samples)
+    return job.maps() if scenario is None else job.scenario(Path(scenario))
+
+
+def _device_for(run: LoadedRun) -> torch.device:
+    """The run's training device, or the CPU (with a warning) when this machine lacks it."""
     try:
-        device = resolve_device(run.cfg.training.device)
+        return resolve_device(run.cfg.training.device)
     except ValueError:  # trained on a GPU that this machine lacks: predict on the CPU
         warnings.warn(
             f"training.device = {run.cfg.training.device} is not available here; predicting "
             "on the CPU",
             stacklevel=3,
         )
-        device = torch.device("cpu")
-    run.model.to(device, memory_format=torch.channels_last)
-    if raw:
-        run.model.use_calibration = False
-    return run, device
+        return torch.device("cpu")
 
 
-def _scenario_maps(
-    run_dir: Path,
-    run: LoadedRun,
-    cube,
-    scenario: Path,
-    run_arrays: Callable[..., dict[str, np.ndarray]],
-    budget: int,
-    raw: bool,
-    tags: dict[str, str],
-) -> Path:
-    """A what-if scenario's maps (with applicability.tif) in RUN/scenarios/<name>[-raw]."""
-    cfg = run.cfg
-    periods = cube.meta.period_names
-    spec = load_scenario(scenario, periods)
-    dynamic, monsoons = scenario_triggers(spec, cube)
-    reader = CubeReader(cube, memory_budget_bytes=budget, dynamic=dynamic, monsoons=monsoons)
-    apply_idx = [periods.index(p) for p in spec.periods]
-    arrays = run_arrays(reader, apply_idx)
-    inside = applicability(dynamic, monsoons, run.norm, reader.valid)
-    sub = {q: a[apply_idx] for q, a in arrays.items()}
-    app = inside[apply_idx].astype(np.float32)
-    app[:, ~reader.valid] = np.nan
-    frac_out = float(np.nanmean(1.0 - app)) if np.isfinite(app).any() else 0.0
-    if frac_out > 0:
-        warnings.warn(
-            f"scenario '{spec.name}': {100 * frac_out:.1f} % of the cells have trigger inputs "
-            "outside the training range; see applicability.tif (0 = extrapolating)",
-            stacklevel=3,
+@dataclass(frozen=True)
+class _Prediction:
+    """One predict call: the loaded run and how its model runs (here or on a cluster)."""
+
+    run: LoadedRun
+    run_dir: Path
+    inference: Inference
+    scheduler: str | None
+    progress: bool
+    raw: bool
+    mc_samples: int  # MC-dropout passes for the uncertainty map (0: none)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"run": self.run_dir.name, "model_preset": str(self.run.meta["preset"])}
+
+    @property
+    def budget(self) -> int:
+        """On a cluster the workers read the fine rasters; this process needs only the cells
+        (unless it runs the MC-dropout passes)."""
+        if self.scheduler is not None and not self.mc_samples:
+            return 0
+        return DEFAULT_MEMORY_BUDGET_BYTES
+
+    def arrays(self, reader: CubeReader, which: list[int] | None = None) -> dict[str, np.ndarray]:
+        run, merge = self.run, self.run.cfg.model.lattice_merge
+        args = (run.model, reader, run.norm, which, merge, self.inference, self.progress)
+        if self.scheduler is None:
+            return predict_arrays(*args)
+        from .. import distributed as dist
+
+        with dist.client_for(self.scheduler) as client:
+            return predict_arrays(*args, client)
+
+    def maps(self) -> Path:
+        """RUN/maps (RUN/maps-raw when raw), with the MC-dropout spread if ``mc_samples``."""
+        run, cube, mc_samples = self.run, _cube_of(self.run), self.mc_samples
+        reader = CubeReader(cube, memory_budget_bytes=self.budget)
+        arrays = self.arrays(reader)
+        observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
+        device = self.inference.torch_device
+        spread = mc_uncertainty(run, reader, device, mc_samples) if mc_samples else None
+        folder = RunFolder(self.run_dir)
+        out_dir = folder.raw_maps if self.raw else folder.maps
+        # the folder is replaced as a whole: no reader sees old and new maps mixed, and no file
+        # of an earlier prediction (an uncertainty map, a scenario layer) lingers beside new ones
+        with atomic_path(out_dir) as tmp:
+            write_maps(
+                tmp,
+                arrays,
+                cube.grid,
+                cube.meta.periods,
+                run.cfg.output.hazard_class_breaks,
+                ExtraLayers(observed=observed, uncertainty=spread),
+                MapLabels(self.tags, item_id=f"{self.run_dir.name}-{out_dir.name}"),
+            )
+        return out_dir
+
+    def scenario(self, scenario: Path) -> Path:
+        """RUN/scenarios/<name>: the maps of the scenario's periods under its triggers, their
+        applicability, and a copy of the scenario file."""
+        run, cube = self.run, _cube_of(self.run)
+        periods = cube.meta.period_names
+        spec = load_scenario(scenario, periods)
+        dynamic, monsoons = scenario_triggers(spec, cube)
+        reader = CubeReader(
+            cube, memory_budget_bytes=self.budget, dynamic=dynamic, monsoons=monsoons
         )
-    out_dir = RunFolder(run_dir).scenario(f"{spec.name}-raw" if raw else spec.name)
-    with atomic_path(out_dir) as tmp:
-        write_maps(
-            tmp,
-            sub,
-            cube.grid,
-            [cube.meta.periods[i] for i in apply_idx],
-            cfg.output.hazard_class_breaks,
-            extra={"applicability": (app, "1 = inside the training range")},
-            tags={**tags, "scenario": spec.name},
-            item_id=f"{run_dir.name}-scenario-{out_dir.name}",
-        )
-        (tmp / "scenario.yaml").write_text(Path(scenario).read_text())
-    return out_dir
+        apply_idx = [periods.index(p) for p in spec.periods]
+        arrays = self.arrays(reader, apply_idx)
+        inside = applicability(dynamic, monsoons, run.norm, reader.valid)
+        sub = {q: a[apply_idx] for q, a in arrays.items()}
+        app = inside[apply_idx].astype(np.float32)
+        app[:, ~reader.valid] = np.nan
+        frac_out = float(np.nanmean(1.0 - app)) if np.isfinite(app).any() else 0.0
+        if frac_out > 0:
+            warnings.warn(
+                f"scenario '{spec.name}': {100 * frac_out:.1f} % of the cells have trigger "
+                "inputs outside the training range; see applicability.tif (0 = extrapolating)",
+                stacklevel=3,
+            )
+        name = f"{spec.name}-raw" if self.raw else spec.name
+        out_dir = RunFolder(self.run_dir).scenario(name)
+        with atomic_path(out_dir) as tmp:
+            write_maps(
+                tmp,
+                sub,
+                cube.grid,
+                [cube.meta.periods[i] for i in apply_idx],
+                run.cfg.output.hazard_class_breaks,
+                ExtraLayers(named={"applicability": (app, "1 = inside the training range")}),
+                MapLabels(
+                    {**self.tags, "scenario": spec.name},
+                    item_id=f"{self.run_dir.name}-scenario-{out_dir.name}",
+                ),
+            )
+            (tmp / SCENARIO_FILE).write_text(scenario.read_text())
+        return out_dir
 
 
 def mc_uncertainty(
@@ -190,9 +203,7 @@ def mc_uncertainty(
             reader,
             run.norm,
             merge=cfg.model.lattice_merge,
-            batch_size=cfg.training.batch_size,
-            device=device,
-            amp=cfg.training.amp,
+            inference=Inference.of_run(cfg, device),
         )
 
     stats = mc_dropout_maps(run.model, one_pass, n_samples=n_samples, seed=cfg.seed)

@@ -162,7 +162,13 @@ def _forward_batches(
 
 def dropout_layers(model: nn.Module) -> list[nn.Module]:
     """The model's dropout modules with a drop probability > 0."""
-    return [m for m in model.modules() if isinstance(m, DROPOUT_TYPES) and float(m.p) > 0]
+    return [m for m in model.modules() if isinstance(m, DROPOUT_TYPES) and _drop_p(m) > 0]
+
+
+def _drop_p(module: nn.Module) -> float:
+    """A dropout module's drop probability (``p``, a float on every torch dropout)."""
+    p = module.p
+    return float(p) if isinstance(p, int | float) else 0.0
 
 
 class MCDropout(nn.Module):
@@ -414,7 +420,10 @@ def reliability_diagram(
             2, 1, figsize=(5.0, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
         )
     else:
-        fig = ax.figure
+        root = ax.get_figure(root=True)
+        if root is None:
+            raise ValueError("reliability_diagram: ax belongs to no figure")
+        fig = root
         ax_curve, ax_count = ax, ax.twinx()
     ax_curve.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="perfect calibration")
     eces: dict[str, float] = {}
@@ -475,15 +484,15 @@ def write_uncertainty_tif(
     std_maps: np.ndarray,
     transform: Affine,
     crs: str | CRS,
-    period_names: Sequence[str],
+    periods: Sequence[str] | Sequence[PeriodInfo],
     quantity: str = "susceptibility",
     method: str = "",
     tags: dict[str, str] | None = None,
-    periods: Sequence[PeriodInfo] | None = None,
 ) -> Path:
     """Write per-period std maps (period, y, x) as a COG, one band per period named after it.
 
-    ``periods`` (the cube's, in band order) adds each band's period dates and units as band tags.
+    ``periods``: the period names in band order, or the cube's periods (:class:`PeriodInfo`),
+    which also add each band's period dates and units as band tags.
 
     ``quantity`` (susceptibility, density or hazard) sets the unit (a probability, or % of cell
     area) and a tag; ``method`` (e.g. ``"mc_dropout n=20"`` or ``"deep_ensemble m=5"``) is tagged
@@ -493,6 +502,8 @@ def write_uncertainty_tif(
     from .maps import period_band_tags
 
     path = Path(path)
+    infos = [p for p in periods if not isinstance(p, str)]
+    period_names = [p if isinstance(p, str) else p.name for p in periods]
     arr = np.asarray(std_maps, dtype="float32")
     if arr.ndim == 2:
         arr = arr[None]
@@ -527,5 +538,5 @@ def write_uncertainty_tif(
         band_names=list(period_names),
         units=STD_UNITS[quantity],
         tags=all_tags,
-        band_tags=None if periods is None else period_band_tags(periods, STD_UNITS[quantity]),
+        band_tags=period_band_tags(infos, STD_UNITS[quantity]) if infos else None,
     )
