@@ -247,6 +247,15 @@ def local_bands_dask(
     )
 
 
+@dataclass(frozen=True)
+class CollarRule:
+    """How a DEM's undeclared constant collar is found (:func:`prepare_dem`): ``fill_value``
+    when known, else detected when ``detect``."""
+
+    fill_value: float | None = None
+    detect: bool = True
+
+
 def compute_static_bands(
     dem: np.ndarray,
     pixel_size_m: float,
@@ -254,15 +263,14 @@ def compute_static_bands(
     accumulation_km2: float = 1.0,
     chunk: int | tuple[int, int] | None = None,
     *,
-    fill_value: float | None = None,
-    detect_collar: bool = True,
+    collar: CollarRule = CollarRule(),
     curvature_method: CurvatureMethod = "zevenbergen_thorne",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """All of ``bands.STATIC_NAMES`` for a north-up DEM, float32, NaN outside the valid DEM.
 
-    dem: (rows, cols) metres, NaN = nodata; an undeclared constant collar (``fill_value``, or
-    detected) and NaN connected to the border become NaN in every band; NaN holes inside the
+    dem: (rows, cols) metres, NaN = nodata; an undeclared constant collar (``collar``: a known
+    fill value, or detected) and NaN connected to the border become NaN in every band; NaN holes inside the
     valid area raise a :class:`DemError`.
     pixel_size_m: square pixel size (m).
     river_mask: bool (rows, cols) river pixels (e.g. from :func:`hydrology.rasterize_rivers`);
@@ -277,7 +285,7 @@ def compute_static_bands(
     """
     step = progress or (lambda _name: None)
     step("collar")
-    z, _ = prepare_dem(dem, fill_value=fill_value, detect_collar=detect_collar)
+    z, _ = prepare_dem(dem, fill_value=collar.fill_value, detect_collar=collar.detect)
     if river_mask is not None:
         river_mask = np.asarray(river_mask, dtype=bool)
         if river_mask.shape != z.shape:
@@ -329,8 +337,7 @@ def compute_terrain_bands(
     dem: np.ndarray,
     pixel_size_m: float,
     *,
-    fill_value: float | None = None,
-    detect_collar: bool = True,
+    collar: CollarRule = CollarRule(),
     curvature_method: CurvatureMethod = "zevenbergen_thorne",
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The bands of ``bands.TERRAIN_BANDS`` (what ``landslide-hazard terrain`` writes).
@@ -338,7 +345,7 @@ def compute_terrain_bands(
     Same conventions as :func:`compute_static_bands` (aspect in degrees clockwise from north,
     NaN on flats). Returns (bands in ``TERRAIN_BANDS`` order as float32, collar mask).
     """
-    z, collar = prepare_dem(dem, fill_value=fill_value, detect_collar=detect_collar)
+    z, collar_mask = prepare_dem(dem, fill_value=collar.fill_value, detect_collar=collar.detect)
     local = compute_local_bands_chunked(
         z, pixel_size_m, DEFAULT_CHUNK, curvature_method=curvature_method
     )
@@ -350,7 +357,7 @@ def compute_terrain_bands(
         band = np.asarray(bands[name], dtype=np.float32)
         band[~valid] = np.nan
         out[name] = band
-    return out, collar
+    return out, collar_mask
 
 
 @dataclass(frozen=True)
@@ -428,7 +435,7 @@ def write_terrain(
     step("terrain")
     try:
         bands, collar = compute_terrain_bands(
-            dem, pixel, fill_value=fill, detect_collar=False, curvature_method=curvature_method
+            dem, pixel, collar=CollarRule(fill, detect=False), curvature_method=curvature_method
         )
     except DemError as exc:
         raise DemError(f"{dem_path}: {exc}") from None
@@ -442,7 +449,7 @@ def write_terrain(
         units=[UNITS[name] for name in TERRAIN_BANDS],
         tags={
             "source_dem": str(dem_path.resolve()),
-            "collar_pixels": int(collar.sum()),
+            "collar_pixels": str(int(collar.sum())),
             "nodata_source": source,
             "curvature_method": curvature_method,
         },
