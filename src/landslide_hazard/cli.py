@@ -40,7 +40,7 @@ class _ErrorBoundary(TyperGroup):
     a hint to re-run with ``--debug``, which lets the traceback through instead.
     """
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
@@ -229,6 +229,7 @@ def terrain_cmd(
 
     from .bands import TERRAIN_BANDS
     from .predictors.static import write_terrain
+    from .predictors.terrain import curvature_method_named
 
     steps = ("read", "terrain", "write")
     with Progress(console=console, transient=True) as progress:
@@ -242,8 +243,8 @@ def terrain_cmd(
             out,
             nodata=nodata,
             detect_collar=not no_collar,
-            curvature_method=curvature,
-            progress=advance,  # type: ignore[arg-type]
+            curvature_method=curvature_method_named(curvature),
+            progress=advance,
         )
         progress.update(task, completed=len(steps))
     how = {

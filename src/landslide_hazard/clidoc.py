@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import typer.core
 import typer.main
 
 from .cli import app
@@ -28,6 +29,8 @@ def _param_line(param) -> str:
 
 def cli_reference() -> str:
     group = typer.main.get_command(app)
+    if not isinstance(group, typer.core.TyperGroup):
+        raise TypeError("the CLI app is not a command group")
     # typer ships its own copy of click, so reach the Context class through the group itself.
     ctx = group.make_context("landslide-hazard", ["--help"], resilient_parsing=True)
     lines = [

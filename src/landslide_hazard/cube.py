@@ -27,7 +27,7 @@ import datetime as dt
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import zarr
@@ -61,7 +61,7 @@ DIM_Y_CELL, DIM_X_CELL = "y_cell", "x_cell"
 GRID_MAPPING = "spatial_ref"
 # Zarr v2 with xarray's _ARRAY_DIMENSIONS: xarray, rioxarray and GDAL (up to 3.10 at least, which
 # lacks the v3 "bytes" codec) all read it; v3 would shut GDAL out.
-CUBE_ZARR_FORMAT = 2
+CUBE_ZARR_FORMAT: Final = 2
 # CF dates of the period bounds: whole days since the epoch in the proleptic Gregorian calendar.
 DATE_UNITS = "days since 1970-01-01"
 DATE_CALENDAR = "proleptic_gregorian"
@@ -149,7 +149,7 @@ def check_format(path: str | Path, attrs: dict[str, Any]) -> None:
 class Cube:
     """An opened cube: zarr arrays plus typed metadata."""
 
-    def __init__(self, path: str | Path, mode: str = "r") -> None:
+    def __init__(self, path: str | Path, mode: Literal["r", "r+"] = "r") -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise MissingFileError(
@@ -165,25 +165,32 @@ class Cube:
     def grid(self) -> StudyGrid:
         return self.meta.grid
 
+    def array(self, name: str) -> zarr.Array:
+        """The data array ``name`` of the store (static, dynamic, monsoons_since_eq, ...)."""
+        found = self.group[name]
+        if not isinstance(found, zarr.Array):
+            raise CubeFormatError(f"{self.path}: {name} is not an array; re-run prepare")
+        return found
+
     @property
     def static(self) -> zarr.Array:
-        return self.group["static"]
+        return self.array("static")
 
     @property
     def dynamic(self) -> zarr.Array:
-        return self.group["dynamic"]
+        return self.array("dynamic")
 
     @property
     def monsoons_since_eq(self) -> np.ndarray:
-        return np.asarray(self.group["monsoons_since_eq"][:], dtype="float32")
+        return np.asarray(self.array("monsoons_since_eq")[:], dtype="float32")
 
     @property
     def target_density(self) -> zarr.Array:
-        return self.group["target_density"]
+        return self.array("target_density")
 
     @property
     def valid_cells(self) -> np.ndarray:
-        return np.asarray(self.group["valid_cells"][:], dtype=bool)
+        return np.asarray(self.array("valid_cells")[:], dtype=bool)
 
     def set_provenance(self, provenance: dict[str, Any]) -> None:
         """Replace the provenance attribute and refresh the consolidated metadata."""

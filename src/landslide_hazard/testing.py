@@ -7,17 +7,28 @@ without running ``prepare``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .cube import Cube, CubeMeta, PeriodInfo, create_cube, open_cube
 from .grid import StudyGrid
 
 
-def make_cube(path, shape_cells=(10, 12), k=4, n=4, n_periods=4, seed=0, hole=True) -> Cube:
+def make_cube(
+    path: str | Path,
+    shape_cells: tuple[int, int] = (10, 12),
+    k: int = 4,
+    n: int = 4,
+    n_periods: int = 4,
+    seed: int = 0,
+    hole: bool = True,
+) -> Cube:
     """A random cube at ``path``: ``shape_cells`` cells of ``k`` px, patches of ``n`` cells,
     ``n_periods`` periods; ``hole`` leaves a corner outside the study mask and one cell unmapped."""
     rng = np.random.default_rng(seed)
-    grid = StudyGrid("EPSG:32645", 300000.0, 3100000.0, 250.0, k, *shape_cells, patch_cells=n)
+    rows, cols = shape_cells
+    grid = StudyGrid("EPSG:32645", 300000.0, 3100000.0, 250.0, k, rows, cols, patch_cells=n)
     periods = [
         PeriodInfo(f"P{i}", f"2015-0{i + 1}-01", f"2015-0{i + 2}-01") for i in range(n_periods)
     ]
@@ -37,7 +48,7 @@ def make_cube(path, shape_cells=(10, 12), k=4, n=4, n_periods=4, seed=0, hole=Tr
     target[0, 5, 5] = np.nan  # an unmapped cell in one period
     cube.static[:] = static
     cube.dynamic[:] = dynamic
-    cube.group["monsoons_since_eq"][:] = np.arange(n_periods, dtype="float32")
+    cube.array("monsoons_since_eq")[:] = np.arange(n_periods, dtype="float32")
     cube.target_density[:] = target
-    cube.group["valid_cells"][:] = valid.astype("uint8")
+    cube.array("valid_cells")[:] = valid.astype("uint8")
     return open_cube(path)

@@ -52,10 +52,10 @@ class SparseFractions:
     ) -> SparseFractions:
         """Sparse form of a dense (y, x) fraction array (rows ``row_offset`` onwards of ``shape``)."""
         dense = np.asarray(fractions, dtype=np.float64)
-        shape = shape or dense.shape
+        shape = shape or (dense.shape[0], dense.shape[1])
         rows, cols = np.nonzero(dense > 0)
         index = (rows + row_offset).astype(np.int64) * shape[1] + cols
-        return cls(tuple(shape), index, dense[rows, cols])
+        return cls(shape, index, dense[rows, cols])
 
     @classmethod
     def concatenate(cls, parts: list[SparseFractions], shape: tuple[int, int]) -> SparseFractions:
@@ -65,7 +65,7 @@ class SparseFractions:
         index = np.concatenate([p.index for p in parts])
         fraction = np.concatenate([p.fraction for p in parts])
         order = np.argsort(index, kind="stable")
-        return cls(tuple(shape), index[order], fraction[order])
+        return cls(shape, index[order], fraction[order])
 
     def to_dense(self) -> np.ndarray:
         out = np.zeros(self.shape[0] * self.shape[1], dtype=np.float64)
@@ -206,8 +206,8 @@ def polygon_pixel_fractions(
     parts = polygons if dissolved else dissolve(polygons)
     pixel_area = abs(transform.a * transform.e)
     keys = shapely.to_wkb(parts) if cache is not None and len(parts) else None
-    if keys is not None:
-        pending = np.array([k not in cache for k in keys], dtype=bool)
+    if keys is not None and cache is not None:
+        pending = np.array([k not in cache for k in keys], dtype=np.bool_)
     else:
         pending = np.ones(len(parts), dtype=bool)
     pending_idx = np.nonzero(pending)[0]
@@ -228,7 +228,7 @@ def polygon_pixel_fractions(
                 entry = fresh.setdefault(int(pending_idx[p_idx]), ([], []))
                 entry[0].append(i_grp)
                 entry[1].append(a_grp)
-    if keys is not None:
+    if keys is not None and cache is not None:
         empty = (np.empty(0, np.int64), np.empty(0, np.float64))
         new_cache = {}
         for j, key in enumerate(keys):
@@ -242,14 +242,14 @@ def polygon_pixel_fractions(
         cache.clear()
         cache.update(new_cache)
     if not indices:
-        return SparseFractions.empty(tuple(shape))
+        return SparseFractions.empty(shape)
     index = np.concatenate(indices)
     area = np.concatenate(areas)
     # Dissolved parts do not overlap, but two parts can share a pixel: sum them.
     unique, inverse = np.unique(index, return_inverse=True)
     summed = np.bincount(inverse, weights=area)
     fraction = np.minimum(summed / pixel_area, 1.0)
-    return SparseFractions(tuple(shape), unique.astype(np.int64), fraction)
+    return SparseFractions(shape, unique.astype(np.int64), fraction)
 
 
 def fractions_to_cell_density(fractions: SparseFractions, k: int) -> np.ndarray:

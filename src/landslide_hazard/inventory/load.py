@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.windows import Window
 
 from ..config import InventoryDate, RunConfig
@@ -90,10 +91,11 @@ class PixelFractions:
 def raster_level(path: str | Path, grid: StudyGrid) -> Level | None:
     """'fine' or 'cell' when the raster lies exactly on that grid, else None (resample)."""
     info = raster_info(path)
-    for level, transform, shape in (
+    levels: tuple[tuple[Level, Affine, tuple[int, int]], ...] = (
         ("fine", grid.fine_transform, grid.fine_shape),
         ("cell", grid.cell_transform, grid.cell_shape),
-    ):
+    )
+    for level, transform, shape in levels:
         try:
             check_grid(info, grid.crs, transform, shape)
         except RasterError:

@@ -195,7 +195,8 @@ def read_on_grid(
         return data
     if log is not None:
         log.append(
-            f"{path}: resampled ({_RESAMPLING[kind].name}) from {info.crs.to_string()} "
+            f"{path}: resampled ({_RESAMPLING[kind].name}) from "
+            f"{info.crs.to_string() if info.crs is not None else 'no CRS'} "
             f"{info.shape} @ {info.pixel_size[0]:g} m onto the {level} grid {shape}"
         )
     return resample_array(data, info.transform, info.crs, transform, grid.crs, shape, kind)

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyogrio
@@ -64,6 +65,11 @@ class VectorInfo:
     bounds: tuple[float, float, float, float] | None
 
 
+def _bounds(values: Any) -> tuple[float, float, float, float]:
+    x_min, y_min, x_max, y_max = (float(v) for v in values)
+    return x_min, y_min, x_max, y_max
+
+
 def vector_info(path: str | Path, layer: str | int | None = None) -> VectorInfo:
     """CRS, geometry type, feature count and bounds of a layer (cheap: no geometry is read)."""
     path = Path(path)
@@ -84,9 +90,7 @@ def vector_info(path: str | Path, layer: str | int | None = None) -> VectorInfo:
         crs=CRS.from_user_input(crs_text) if crs_text else None,
         geometry_type=meta.get("geometry_type"),
         features=int(meta.get("features") or 0),
-        bounds=tuple(float(v) for v in bounds)
-        if bounds is not None and meta.get("features")
-        else None,
+        bounds=_bounds(bounds) if bounds is not None and meta.get("features") else None,
     )
 
 

@@ -38,6 +38,11 @@ class ENN(nn.Module):
     """
 
     build_args: dict[str, Any] | None = None
+    # declared for type checkers (nn.Module's attribute lookup is typed Tensor | Module)
+    susceptibility: nn.Module
+    density: nn.Module
+    calibration: torch.Tensor
+    use_calibration: bool
 
     def __init__(
         self, susceptibility: nn.Module, density: nn.Module, patch_cells: int, cell_pixels: int

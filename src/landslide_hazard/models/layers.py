@@ -73,6 +73,7 @@ class CellSummaryLinear(nn.Module):
         self.cell_pixels = cell_pixels
         self.linear = nn.Conv2d(2 * in_channels, 1, 1)
         nn.init.zeros_(self.linear.weight)
+        assert self.linear.bias is not None  # Conv2d(bias=True)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +105,9 @@ class PixelRatePool(nn.Module):
             nn.Conv2d(hidden, 1, 1),
         )
         glorot_init(self.pixel)
-        nn.init.zeros_(self.pixel[-1].weight)
+        last = self.pixel[-1]
+        assert isinstance(last, nn.Conv2d)
+        nn.init.zeros_(last.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.cell_pixels

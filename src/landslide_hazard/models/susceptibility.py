@@ -318,10 +318,22 @@ def build_susceptibility(
     if members > 1:
         return SusceptibilityEnsemble(
             [
-                build_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout, wide)
+                _single_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout, wide)
                 for _ in range(members)
             ]
         )
+    return _single_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout, wide)
+
+
+def _single_susceptibility(
+    preset: str,
+    in_channels: int,
+    patch_cells: int,
+    cell_pixels: int,
+    dropout: float,
+    wide: str,
+) -> SusceptibilityNet:
+    """One network of the preset (an ensemble member, or the block itself)."""
     net: SusceptibilityNet
     if preset == "paper":
         net = PaperSusceptibility(in_channels, patch_cells, cell_pixels, dropout)

@@ -176,8 +176,8 @@ def fill_pits(dem: np.ndarray, *, drain_flats: bool = True, in_place: bool = Fal
     else:
         z = _as_dem(dem).copy()
     index = _index_dtype(z.size)
-    order = np.empty(z.size, dtype=index)
-    items = np.empty(z.size, dtype=index)
+    order: np.ndarray = np.empty(z.size, dtype=index)
+    items: np.ndarray = np.empty(z.size, dtype=index)
     return _priority_flood(z, bool(drain_flats), order, items)
 
 

@@ -49,6 +49,18 @@ from ..errors import InputError
 CurvatureMethod = Literal["zevenbergen_thorne", "heerdegen_beran"]
 EdgeMode = Literal["extrapolate", "nan"]
 
+
+def curvature_method_named(name: str) -> CurvatureMethod:
+    """The curvature method called ``name`` (e.g. a CLI option's text); an InputError otherwise."""
+    if name == "zevenbergen_thorne":
+        return "zevenbergen_thorne"
+    if name == "heerdegen_beran":
+        return "heerdegen_beran"
+    raise InputError(
+        f"curvature_method {name!r} unknown; use 'zevenbergen_thorne' or 'heerdegen_beran'"
+    )
+
+
 #: The bands :func:`zevenbergen_thorne` returns, in this order.
 LOCAL_BAND_NAMES: tuple[str, ...] = (
     "slope",

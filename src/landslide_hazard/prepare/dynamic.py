@@ -131,7 +131,7 @@ def compute_dynamic(
 
 def _on_cell_grid(crs, transform, shape: tuple[int, int], grid: StudyGrid) -> bool:
     """True if a native grid is exactly the study cell grid (no resampling needed)."""
-    info = RasterInfo("", crs, transform, tuple(shape), None, (), 1)
+    info = RasterInfo("", crs, transform, (shape[0], shape[1]), None, (), 1)
     try:
         check_grid(info, grid.crs, grid.cell_transform, grid.cell_shape)
     except RasterError:

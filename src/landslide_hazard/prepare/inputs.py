@@ -123,7 +123,7 @@ def period_infos(cfg: RunConfig) -> list[PeriodInfo]:
 def cells_all(mask: np.ndarray, k: int) -> np.ndarray:
     """(cy, cx) bool: True where all k x k fine pixels of the cell are True."""
     rows, cols = mask.shape
-    return mask.reshape(rows // k, k, cols // k, k).all(axis=(1, 3))
+    return np.asarray(mask.reshape(rows // k, k, cols // k, k).all(axis=(1, 3)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def prepare(
         build = _CubeBuild(cfg, inputs, cube, partial, state, log, bar, task)
         valid_cells = cells_all(inputs.valid_pixels, inputs.grid.cell_pixels)
         if "valid_cells" not in build.parts:
-            cube.group["valid_cells"][:] = valid_cells.astype(np.uint8)
+            cube.array("valid_cells")[:] = valid_cells.astype(np.uint8)
             build.done("valid_cells")
         if "targets" not in build.parts:
             _write_targets(build, valid_cells)
@@ -245,7 +245,7 @@ def _write_dynamic(build: _CubeBuild, valid_cells: np.ndarray) -> None:
             "rasters that cover the study area, or exclude those cells with a study mask"
         )
     build.cube.dynamic[:] = dynamic
-    build.cube.group["monsoons_since_eq"][:] = monsoons
+    build.cube.array("monsoons_since_eq")[:] = monsoons
     build.advance()
     build.done("dynamic")
 

@@ -102,9 +102,8 @@ def read_window(
     c_a, c_b = max(col0, 0), min(col0 + width, w_tot)
     out = np.full((*lead, height, width), fill, dtype=np.float32)
     if r_a < r_b and c_a < c_b:
-        out[..., r_a - row0 : r_b - row0, c_a - col0 : c_b - col0] = arr[
-            (*prefix, *(slice(None),) * len(lead), slice(r_a, r_b), slice(c_a, c_b))
-        ]
+        window = (*prefix, *(slice(None),) * len(lead), slice(r_a, r_b), slice(c_a, c_b))
+        out[..., r_a - row0 : r_b - row0, c_a - col0 : c_b - col0] = arr[window]
     return out
 
 

@@ -131,7 +131,7 @@ def compute_normalisation(
     k = cell_pixels
     n_static, n_dyn = len(STATIC_NAMES), len(DYNAMIC_NAMES)
     stats = _Stats(n_static + n_dyn + 1)
-    cells_any = train_cells.any(axis=0)
+    cells_any = np.asarray(train_cells.any(axis=0))
     cy = cells_any.shape[0]
     for r in range(0, cy, rows_per_read):
         block = cells_any[r : r + rows_per_read]

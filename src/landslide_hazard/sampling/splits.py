@@ -286,7 +286,7 @@ def _blocked_split(label: np.ndarray, s: SplitSettings, n: int, block_cells: int
     protocol, test_fold, n_folds = s.protocol, s.test_fold, s.n_folds
     n_periods = label.shape[0]
     buffer_cells = n if s.buffer_cells is None else s.buffer_cells
-    any_label = label.any(axis=0)
+    any_label = np.asarray(label.any(axis=0))
     shape2 = label.shape[1:]
     all_periods = np.arange(n_periods)
     notes: list[str] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..config import RunConfig
 from ..run import TRUTH_DIR
 from .spec import BASELINE_DATE, BASELINE_NAME, EARTHQUAKES, ScenarioSpec, slug
@@ -65,7 +67,7 @@ def scenario_config(
     short_runs = ("tiny", "demo", "regional")
     domain_km = min(spec.shape_cells) * spec.grid.cell_size_m / 1000.0
     block_km = float(min(16.0, max(2.0, domain_km / 4)))
-    data = {
+    data: dict[str, Any] = {
         "name": name or f"synthetic-{spec.size}",
         "seed": seed,
         "grid": {

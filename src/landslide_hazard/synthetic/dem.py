@@ -111,6 +111,8 @@ def read_dem_scenario(
     path = Path(path)
     raw, info = read_raster(path, bands=1, dtype="float64")
     pixel_m = dem_pixel_size_m(info, path)
+    crs = info.crs
+    assert crs is not None  # dem_pixel_size_m refuses a DEM without a CRS
     if info.nodata is not None:
         source, fill = "declared", None
     else:
@@ -142,7 +144,7 @@ def read_dem_scenario(
     x0, y1 = info.transform @ (c0, r0)
     spec = ScenarioSpec(
         size="dem",
-        crs=info.crs.to_string(),
+        crs=crs.to_string(),
         origin=(float(x0), float(y1)),
         pixel_size_m=pixel_m,
         cell_pixels=k,
@@ -233,8 +235,9 @@ def _river_lines(
     rows, cols = np.nonzero(river & (directions >= 0))
     code = directions[rows, cols].astype(np.int64)
     to_r, to_c = rows + D8_DROW[code], cols + D8_DCOL[code]
-    x0, y0 = transform @ (cols + 0.5, rows + 0.5)
-    x1, y1 = transform @ (to_c + 0.5, to_r + 0.5)
+    # affine maps arrays element-wise, but its stubs type the operand as a pair of floats
+    x0, y0 = transform @ (cols + 0.5, rows + 0.5)  # type: ignore[operator]
+    x1, y1 = transform @ (to_c + 0.5, to_r + 0.5)  # type: ignore[operator]
     segments = shapely.linestrings(
         np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1)
     )

@@ -193,7 +193,7 @@ def terrain_window(
     dist = river_distance(network, xx, yy)
     z = Z0_M + scale * unit_relief(xx, yy, dist, key, pixel_m)
     # np.gradient along rows (y decreasing with row) and cols (x increasing).
-    dz_dr, dz_dc = np.gradient(z, pixel_m)
+    dz_dr, dz_dc = (np.asarray(g) for g in np.gradient(z, pixel_m))
     dz_dx, dz_dy = dz_dc, -dz_dr
     d2_dr2 = np.gradient(dz_dr, pixel_m, axis=0)
     d2_dc2 = np.gradient(dz_dc, pixel_m, axis=1)

@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +133,9 @@ class PolygonWriter:
         self._buf = ([], [], [])
 
 
-def write_rivers(path: Path, lines: list, kinds: list, crs: str, date: dt.date) -> None:
+def write_rivers(
+    path: Path, lines: Sequence[shapely.LineString], kinds: Sequence[str], crs: str, date: dt.date
+) -> None:
     """A GeoPackage layer ``rivers`` of ``lines`` with their ``kind``, stamped ``date``."""
     with atomic_gpkg(path) as tmp, gpkg_timestamp(date):
         pyogrio.raw.write(

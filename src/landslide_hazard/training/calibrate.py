@@ -18,13 +18,14 @@ from ..config import RunConfig
 from ..evaluation.calibration import PlattScaling
 from ..evaluation.held_out import predict_cells
 from ..evaluation.metrics import expected_calibration_error
+from ..models.enn import ENN
 from ..sampling.dataset import CubeReader
 from ..sampling.normalisation import Normalisation
 from ..sampling.splits import Split
 
 
 def fit_calibration(
-    model: torch.nn.Module,
+    model: ENN,
     reader: CubeReader,
     norm: Normalisation,
     split: Split,

@@ -11,6 +11,7 @@ import torch
 
 from ..config import TrainingConfig
 from ..errors import InputError
+from ..models.enn import ENN
 from ..runtime import autocast, progress_bar, single_thread_worker
 from ..sampling.dataset import PatchDataset, batches_of
 from .ddp import DistContext, all_reduce_sums, average_gradients, shard_batches
@@ -173,7 +174,7 @@ def close_loaders() -> None:
 
 
 def train_epoch(
-    model: torch.nn.Module,
+    model: ENN,
     stage: Stage,
     ds: PatchDataset,
     batches: list[list[int]],
@@ -188,7 +189,7 @@ def train_epoch(
     model.eval()
     part.train()
     trained = list(part.parameters())
-    total, count = 0.0, 0
+    total, count = 0.0, 0.0
     with progress_bar(steps.progress) as bar:
         task = bar.add_task(f"{stage.name} {epoch + 1}/{stage.max_epochs}", total=len(batches))
         for batch in _loader(ds, batches, t.num_workers):
@@ -210,12 +211,12 @@ def train_epoch(
     return total / max(count, 1)
 
 
-def eval_loss(model: torch.nn.Module, stage: Stage, ds: PatchDataset, steps: Steps) -> float:
+def eval_loss(model: ENN, stage: Stage, ds: PatchDataset, steps: Steps) -> float:
     """Mean loss per patch over ``ds``; data-parallel ranks score batches ``rank, rank + W, ...``
     and add their sums, so every rank gets the same value."""
     device, t, dist = steps.device, steps.t, steps.dist
     model.eval()
-    total, count = 0.0, 0
+    total, count = 0.0, 0.0
     batches = batches_of(np.arange(len(ds)), t.batch_size)
     if dist is not None:
         batches = batches[dist.rank :: dist.world_size]

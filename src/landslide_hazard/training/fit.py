@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..models.enn import ENN
 from ..run import CHECKPOINT, enn_arguments, load_checkpoint, save_checkpoint, stage_checkpoint
+from ..runtime import to_memory_format
 from ..sampling.dataset import (
     CubeReader,
     PatchDataset,
@@ -101,7 +103,7 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -189,7 +191,7 @@ class _Fit:
         model = build_enn(**enn_arguments(cfg.model, data.reader.grid)).to(rt.device)
         use_amp = bool(self.t.amp and rt.device.type == "cuda")
         if rt.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+            model = to_memory_format(model, torch.channels_last)
         self.model = model
         self.steps = Steps(rt.device, use_amp, self.t, min_density, rt.progress, rt.dist)
         close_loaders()  # the workers of an earlier fit (hyper-parameter trials) hold its datasets
@@ -197,7 +199,7 @@ class _Fit:
         self.datasets = _Datasets(data, min_density, cache)
         self.history: list[dict[str, Any]] = []
 
-    def run(self) -> torch.nn.Module:
+    def run(self) -> ENN:
         resume = self._resume()
         dist = self.rt.dist
         if dist is not None:
@@ -363,9 +365,7 @@ class _Fit:
         )
 
 
-def fit(
-    cfg: RunConfig, data: TrainingData, checkpoints: Checkpoints, rt: FitRuntime
-) -> torch.nn.Module:
+def fit(cfg: RunConfig, data: TrainingData, checkpoints: Checkpoints, rt: FitRuntime) -> ENN:
     """Build the ENN of ``cfg`` and train it through its stages (resuming from
     ``checkpoints.last`` when it exists); returns the model with each stage's best weights."""
     return _Fit(cfg, data, checkpoints, rt).run()

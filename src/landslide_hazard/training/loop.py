@@ -30,6 +30,7 @@ from ..errors import InputError, ResumeError
 from ..evaluation.evaluate import metrics_to_json
 from ..evaluation.held_out import evaluate_run
 from ..io.atomic import atomic_write_text
+from ..models.enn import ENN
 from ..run import (
     RunFolder,
     cube_path,
@@ -224,7 +225,7 @@ def _training_data(cfg: RunConfig, memory_budget_bytes: int) -> TrainingData:
 
 def _finish_run(
     run: RunFolder,
-    model: torch.nn.Module,
+    model: ENN,
     cfg_run: RunConfig,
     data: TrainingData,
     rt: FitRuntime,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import TrainingConfig
+from ..models.enn import ENN
 from ..models.susceptibility import SusceptibilityEnsemble
 from .losses import (
     focal_tversky_loss,
@@ -92,7 +93,7 @@ def _members_loss(
 
 def stage_loss(
     stage: str,
-    model: torch.nn.Module,
+    model: ENN,
     x: torch.Tensor,
     target: torch.Tensor,
     mask: torch.Tensor,
