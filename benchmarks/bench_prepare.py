@@ -203,7 +203,7 @@ def export_covariates(cube_path: Path, out_dir: Path) -> tuple[Path, Path]:
     """Write the paper's inputs: one fine-grid GeoTIFF per covariate (dynamic: one band per
     period, upsampled to the fine grid) and the target density on the cell grid."""
     from landslide_hazard.cube import open_cube
-    from landslide_hazard.io.rasters import write_raster
+    from landslide_hazard.io.rasters import PLAIN_GTIFF, write_raster
 
     cube = open_cube(cube_path)
     g = cube.grid
@@ -211,17 +211,21 @@ def export_covariates(cube_path: Path, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     static = cube.static[:]
     for i, name in enumerate(cube.meta.static_bands):
-        write_raster(out_dir / f"{name}.tif", static[i], g.fine_transform, g.crs, cog=False)
+        write_raster(
+            out_dir / f"{name}.tif", static[i], g.fine_transform, g.crs, encoding=PLAIN_GTIFF
+        )
     dynamic = cube.dynamic[:]
     for b, name in enumerate(cube.meta.dynamic_bands):
         fine = np.repeat(np.repeat(dynamic[:, b], k, axis=1), k, axis=2)
-        write_raster(out_dir / f"{name}.tif", fine, g.fine_transform, g.crs, cog=False)
+        write_raster(out_dir / f"{name}.tif", fine, g.fine_transform, g.crs, encoding=PLAIN_GTIFF)
     monsoons = np.broadcast_to(
         cube.monsoons_since_eq[:, None, None], (len(cube.meta.periods), *g.fine_shape)
     )
-    write_raster(out_dir / "monsoons_since_eq.tif", monsoons, g.fine_transform, g.crs, cog=False)
+    write_raster(
+        out_dir / "monsoons_since_eq.tif", monsoons, g.fine_transform, g.crs, encoding=PLAIN_GTIFF
+    )
     target = out_dir / "target_density.tif"
-    write_raster(target, cube.target_density[:], g.cell_transform, g.crs, cog=False)
+    write_raster(target, cube.target_density[:], g.cell_transform, g.crs, encoding=PLAIN_GTIFF)
     return out_dir, target
 
 

@@ -14,7 +14,7 @@ from landslide_hazard.inventory import (
     read_cell_density,
     read_mapped_cells,
 )
-from landslide_hazard.io.rasters import write_raster
+from landslide_hazard.io.rasters import PLAIN_GTIFF, write_raster
 from landslide_hazard.io.vectors import VectorError, write_vectors
 
 CRS = "EPSG:32645"
@@ -80,9 +80,9 @@ def test_fine_mask_and_cell_raster_give_the_same_density(tmp_path):
     mask = np.zeros(g.fine_shape, dtype=np.float32)
     mask[1:3, 5:8] = 1.0
     mask[6, 0] = 0.25
-    write_raster(tmp_path / "mask.tif", mask, g.fine_transform, CRS, cog=False)
+    write_raster(tmp_path / "mask.tif", mask, g.fine_transform, CRS, encoding=PLAIN_GTIFF)
     dens = mask.reshape(2, K, 3, K).mean(axis=(1, 3)) * 100
-    write_raster(tmp_path / "dens.tif", dens, g.cell_transform, CRS, cog=False)
+    write_raster(tmp_path / "dens.tif", dens, g.cell_transform, CRS, encoding=PLAIN_GTIFF)
     a = read_cell_density(tmp_path / "mask.tif", g).density
     b = read_cell_density(tmp_path / "dens.tif", g).density
     np.testing.assert_allclose(a, dens, atol=1e-6)
@@ -94,7 +94,11 @@ def test_mask_values_out_of_range(tmp_path):
     cfg = _config(tmp_path, ["a.gpkg", "b.gpkg"])
     g = _grid(cfg)
     write_raster(
-        tmp_path / "m255.tif", np.full(g.fine_shape, 255.0), g.fine_transform, CRS, cog=False
+        tmp_path / "m255.tif",
+        np.full(g.fine_shape, 255.0),
+        g.fine_transform,
+        CRS,
+        encoding=PLAIN_GTIFF,
     )
     with pytest.raises(InventoryError, match=r"m255.tif: .*\[255, 255\].*divide by 100 or 255"):
         read_cell_density(tmp_path / "m255.tif", g)
@@ -120,10 +124,14 @@ def test_unmapped_cells_are_nan(tmp_path):
     fine[0:4, 0:8] = 1
     fine[4:8, 4:8] = 1
     fine[4:8, 0:2] = 1
-    write_raster(tmp_path / "extent.tif", fine, g.fine_transform, CRS, cog=False)
+    write_raster(tmp_path / "extent.tif", fine, g.fine_transform, CRS, encoding=PLAIN_GTIFF)
     np.testing.assert_array_equal(read_mapped_cells(tmp_path / "extent.tif", g), mapped)
     write_raster(
-        tmp_path / "extent_cells.tif", mapped.astype(np.float32), g.cell_transform, CRS, cog=False
+        tmp_path / "extent_cells.tif",
+        mapped.astype(np.float32),
+        g.cell_transform,
+        CRS,
+        encoding=PLAIN_GTIFF,
     )
     np.testing.assert_array_equal(read_mapped_cells(tmp_path / "extent_cells.tif", g), mapped)
 
@@ -135,13 +143,13 @@ def test_pixel_mode_nan_mask_pixels_make_cells_unmapped(tmp_path):
     now = base.copy()
     now[0, 0] = 0.5
     now[5, 9] = np.nan
-    write_raster(tmp_path / "base.tif", base, g.fine_transform, CRS, cog=False)
-    write_raster(tmp_path / "p0.tif", now, g.fine_transform, CRS, cog=False)
+    write_raster(tmp_path / "base.tif", base, g.fine_transform, CRS, encoding=PLAIN_GTIFF)
+    write_raster(tmp_path / "p0.tif", now, g.fine_transform, CRS, encoding=PLAIN_GTIFF)
     with pytest.warns(UserWarning, match="'base' holds no landslide area"):
         new = new_failure_targets(cfg)
     assert new[0, 0, 0] == pytest.approx(0.5 / 16 * 100)
     assert np.isnan(new[0, 1, 2]) and np.isfinite(new[0, 1, 1])
-    write_raster(tmp_path / "p0.tif", now[::K, ::K], g.cell_transform, CRS, cog=False)
+    write_raster(tmp_path / "p0.tif", now[::K, ::K], g.cell_transform, CRS, encoding=PLAIN_GTIFF)
     with pytest.raises(InventoryError, match="cannot be differenced per pixel"):
         new_failure_targets(cfg)
 
@@ -180,7 +188,7 @@ def test_rasters_on_other_grids_are_resampled_by_area_fraction(tmp_path):
     fine5[0:8, 0:8] = 1.0  # all of cell (0, 0)
     fine5[8, 9] = 1.0  # a quarter of one 10 m pixel of cell (1, 1)
     t5 = Affine(5.0, 0.0, X0, 0.0, -5.0, Y0)
-    write_raster(tmp_path / "mask5.tif", fine5, t5, CRS, cog=False)
+    write_raster(tmp_path / "mask5.tif", fine5, t5, CRS, encoding=PLAIN_GTIFF)
     log: list[str] = []
     d = read_cell_density(tmp_path / "mask5.tif", g, log).density
     assert d[0, 0] == pytest.approx(100.0)
@@ -190,6 +198,8 @@ def test_rasters_on_other_grids_are_resampled_by_area_fraction(tmp_path):
     # a mapped extent on a 20 m grid: cells (0, 0) and (0, 1) mapped
     ext = np.zeros((4, 6), dtype=np.float32)
     ext[0:2, 0:4] = 1.0
-    write_raster(tmp_path / "ext20.tif", ext, Affine(20.0, 0, X0, 0, -20.0, Y0), CRS, cog=False)
+    write_raster(
+        tmp_path / "ext20.tif", ext, Affine(20.0, 0, X0, 0, -20.0, Y0), CRS, encoding=PLAIN_GTIFF
+    )
     mapped = read_mapped_cells(tmp_path / "ext20.tif", g, log)
     np.testing.assert_array_equal(mapped, [[True, True, False], [False, False, False]])

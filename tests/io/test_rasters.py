@@ -12,6 +12,8 @@ from affine import Affine
 
 from landslide_hazard.grid import StudyGrid
 from landslide_hazard.io import (
+    PLAIN_GTIFF,
+    RasterEncoding,
     RasterError,
     check_grid,
     raster_info,
@@ -44,7 +46,7 @@ def test_write_read_round_trip(tmp_path, grid, cog):
         grid.crs,
         band_names=["alpha", "beta"],
         units=["m", "1"],
-        cog=cog,
+        encoding=RasterEncoding(cog=cog),
     )
     back, info = read_raster(path)
     np.testing.assert_array_equal(back, data)  # NaN positions equal too
@@ -133,7 +135,7 @@ def test_resample_nearest_keeps_classes_and_bilinear_interpolates_a_plane():
 def test_read_on_grid_resamples_and_logs(tmp_path, grid):
     coarse_t = Affine(200, 0, grid.x_min, 0, -200, grid.y_max)
     data = np.full((6, 10), 7.0, dtype="float32")
-    path = write_raster(tmp_path / "c.tif", data, coarse_t, grid.crs, cog=False)
+    path = write_raster(tmp_path / "c.tif", data, coarse_t, grid.crs, encoding=PLAIN_GTIFF)
     log: list[str] = []
     out = read_on_grid(path, grid, level="fine", log=log)
     assert out.shape == grid.fine_shape

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from landslide_hazard.bands import STATIC_NAMES, TERRAIN_BANDS
 from landslide_hazard.cli import app
-from landslide_hazard.io import write_raster
+from landslide_hazard.io import PLAIN_GTIFF, write_raster
 from landslide_hazard.predictors.static import (
     STATIC_STEPS,
     DemError,
@@ -270,7 +270,7 @@ def test_terrain_cli_with_declared_and_given_nodata(tmp_path):
         np.testing.assert_array_equal(np.isnan(ds.read(1)), collar)
     # an undeclared -1 collar given with --nodata
     plain = tmp_path / "plain.tif"
-    write_raster(plain, np.where(collar, -1.0, dem), transform, "EPSG:32645", cog=False)
+    write_raster(plain, np.where(collar, -1.0, dem), transform, "EPSG:32645", encoding=PLAIN_GTIFF)
     result = CliRunner().invoke(app, ["terrain", str(plain), str(out), "--nodata", "-1"])
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as ds:
@@ -281,7 +281,9 @@ def test_terrain_cli_errors_are_clean(tmp_path):
     dem = terrain((12, 12))
     dem[6, 6] = np.nan
     src = tmp_path / "holes.tif"
-    write_raster(src, dem, Affine(30.0, 0.0, 0.0, 0.0, -30.0, 0.0), "EPSG:32645", cog=False)
+    write_raster(
+        src, dem, Affine(30.0, 0.0, 0.0, 0.0, -30.0, 0.0), "EPSG:32645", encoding=PLAIN_GTIFF
+    )
     result = CliRunner().invoke(app, ["terrain", str(src), str(tmp_path / "o.tif")])
     assert result.exit_code == 2
     assert "holes.tif" in result.output and "row 6, col 6" in result.output

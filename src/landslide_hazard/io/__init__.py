@@ -2,9 +2,12 @@
 
 from .atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from .rasters import (
+    PLAIN_GTIFF,
     RainStack,
+    RasterEncoding,
     RasterError,
     RasterInfo,
+    RasterTags,
     check_grid,
     raster_info,
     read_on_grid,
@@ -30,4 +33,7 @@ __all__ = [
     "resample_array",
     "write_rain_stack",
     "write_raster",
+    "PLAIN_GTIFF",
+    "RasterEncoding",
+    "RasterTags",
 ]

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -202,6 +202,33 @@ def read_on_grid(
     return resample_array(data, info.transform, info.crs, transform, grid.crs, shape, kind)
 
 
+@dataclass(frozen=True)
+class RasterEncoding:
+    """How :func:`write_raster` encodes the values: a Cloud-Optimized GeoTIFF (else a plain
+    tiled GeoTIFF), the data type, the nodata value and a colour table.
+
+    ``dtype`` float32 (the default) has NaN as nodata; an integer ``dtype`` needs ``nodata``
+    (a value the caller has already put in the data). ``colormap`` (value -> RGBA) is the
+    colour table of band 1 (a single-byte ``dtype`` only; GDAL applies it to every band)."""
+
+    cog: bool = True
+    dtype: str = "float32"
+    nodata: float | None = None
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
+
+
+#: A plain (not cloud-optimized) float32 GeoTIFF.
+PLAIN_GTIFF = RasterEncoding(cog=False)
+
+
+@dataclass(frozen=True)
+class RasterTags:
+    """Metadata of a raster: ``file`` tags of the dataset, and ``bands[i]`` those of band i+1."""
+
+    file: dict[str, str] | None = None
+    bands: Sequence[dict[str, str]] | None = None
+
+
 def write_raster(
     path: str | Path,
     data: np.ndarray,
@@ -209,21 +236,20 @@ def write_raster(
     crs: str | CRS,
     band_names: Sequence[str] | None = None,
     units: str | Sequence[str] | None = None,
-    cog: bool = True,
-    tags: dict[str, str] | None = None,
-    band_tags: Sequence[dict[str, str]] | None = None,
-    dtype: str = "float32",
-    nodata: float | None = None,
-    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+    tags: RasterTags | None = None,
+    encoding: RasterEncoding = RasterEncoding(),
 ) -> Path:
     """Write a 2-D or (band, y, x) array as a (Cloud-Optimized) GeoTIFF, atomically.
 
-    ``dtype`` float32 (the default) has NaN as nodata; an integer ``dtype`` needs ``nodata``
-    (a value the caller has already put in ``data``). Band descriptions carry ``band_names``,
-    ``band_tags[i]`` becomes band i+1's metadata, ``colormap`` (value -> RGBA) the colour table
-    of band 1 (a single-byte ``dtype`` only; GDAL applies it to every band). Overviews are
-    averages for floats, nearest-neighbour for integers (classes must not be averaged).
+    Band descriptions carry ``band_names``, band units ``units``; ``tags`` the dataset's and
+    each band's metadata; ``encoding`` COG or plain, data type, nodata and colour table.
+    Overviews are averages for floats, nearest-neighbour for integers (classes must not be
+    averaged).
     """
+    tags = tags or RasterTags()
+    band_tags = tags.bands
+    cog, dtype, nodata = encoding.cog, encoding.dtype, encoding.nodata
+    colormap = encoding.colormap
     path = Path(path)
     arr = np.asarray(data, dtype=dtype)
     if arr.ndim == 2:
@@ -262,7 +288,7 @@ def write_raster(
             mem_profile.pop("overview_resampling", None)
             with rasterio.MemoryFile() as mem:
                 with mem.open(**mem_profile) as ds:
-                    _fill(ds, arr, band_names, units, tags, band_tags, colormap)
+                    _fill(ds, arr, band_names, units, tags, colormap)
                 with mem.open() as src:
                     rasterio.shutil.copy(
                         src,
@@ -275,11 +301,19 @@ def write_raster(
                     )
         else:
             with rasterio.open(tmp, "w", **profile) as ds:
-                _fill(ds, arr, band_names, units, tags, band_tags, colormap)
+                _fill(ds, arr, band_names, units, tags, colormap)
     return path
 
 
-def _fill(ds, arr, band_names, units, tags, band_tags=None, colormap=None) -> None:
+def _fill(
+    ds: Any,
+    arr: np.ndarray,
+    band_names: Sequence[str] | None,
+    units: str | Sequence[str] | None,
+    tags: RasterTags,
+    colormap: dict[int, tuple[int, int, int, int]] | None,
+) -> None:
+    band_tags = tags.bands
     ds.write(arr)
     for i in range(arr.shape[0]):
         if band_names is not None:
@@ -290,8 +324,8 @@ def _fill(ds, arr, band_names, units, tags, band_tags=None, colormap=None) -> No
             ds.update_tags(i + 1, **{k: str(v) for k, v in band_tags[i].items()})
     if colormap is not None:
         ds.write_colormap(1, colormap)
-    if tags:
-        ds.update_tags(**{k: str(v) for k, v in tags.items()})
+    if tags.file:
+        ds.update_tags(**{k: str(v) for k, v in tags.file.items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,5 +483,5 @@ def write_rain_stack(
         crs,
         band_names=[d.isoformat() for d in dates],
         units="mm/day",
-        cog=False,
+        encoding=PLAIN_GTIFF,
     )

@@ -213,7 +213,7 @@ def write_maps(
     as band tags), ``uncertainty.tif`` (if given), the cell GPKG, ``hazard_class.qml`` and
     ``stac-item.json``. ``periods`` are the cube's (:class:`cube.PeriodInfo`). Returns the
     paths written by name (``cells``, ``style``, ``stac`` and the map names)."""
-    from ..io import atomic_write_text, write_raster
+    from ..io import RasterEncoding, RasterTags, atomic_write_text, write_raster
     from .stac import write_stac_item
     from .uncertainty import write_uncertainty_tif
 
@@ -240,17 +240,17 @@ def write_maps(
             "quantity": name,
             "description": MAP_DESCRIPTIONS.get(name, name),
         }
-        raster_kwargs: dict = {}
+        encoding = RasterEncoding()
         if name == "hazard_class":
             # the GPKG keeps the float classes (NaN = no value); the COG is a paletted uint8
             data = hazard_class_uint8(data)
             band_tags = [{**t, **class_tags} for t in band_tags]
             file_tags.update(class_tags)
-            raster_kwargs = {
-                "dtype": "uint8",
-                "nodata": HAZARD_CLASS_NODATA,
-                "colormap": hazard_class_colours(len(breaks) + 1),
-            }
+            encoding = RasterEncoding(
+                dtype="uint8",
+                nodata=HAZARD_CLASS_NODATA,
+                colormap=hazard_class_colours(len(breaks) + 1),
+            )
         written[name] = write_raster(
             out_dir / map_file(name),
             data,
@@ -258,9 +258,8 @@ def write_maps(
             grid.crs,
             band_names=period_names,
             units=unit,
-            tags=file_tags,
-            band_tags=band_tags,
-            **raster_kwargs,
+            tags=RasterTags(file_tags, band_tags),
+            encoding=encoding,
         )
     style = out_dir / HAZARD_CLASS_STYLE_FILE
     atomic_write_text(style, hazard_class_qml(breaks))

@@ -498,7 +498,7 @@ def write_uncertainty_tif(
     area) and a tag; ``method`` (e.g. ``"mc_dropout n=20"`` or ``"deep_ensemble m=5"``) is tagged
     too. NaN is nodata. Written atomically via ``io.write_raster``.
     """
-    from ..io import write_raster
+    from ..io import RasterTags, write_raster
     from .maps import period_band_tags
 
     path = Path(path)
@@ -537,6 +537,5 @@ def write_uncertainty_tif(
         crs,
         band_names=list(period_names),
         units=STD_UNITS[quantity],
-        tags=all_tags,
-        band_tags=period_band_tags(infos, STD_UNITS[quantity]) if infos else None,
+        tags=RasterTags(all_tags, period_band_tags(infos, STD_UNITS[quantity]) if infos else None),
     )

@@ -416,7 +416,7 @@ def write_terrain(
     detected (:func:`detect_fill_value`) unless ``detect_collar`` is False. ``progress`` is
     called with the name of each step as it starts.
     """
-    from ..io import read_raster, write_raster
+    from ..io import RasterTags, read_raster, write_raster
 
     step = progress or (lambda _name: None)
     dem_path, out_path = Path(dem_path), Path(out_path)
@@ -447,12 +447,14 @@ def write_terrain(
         info.crs,
         band_names=TERRAIN_BANDS,
         units=[UNITS[name] for name in TERRAIN_BANDS],
-        tags={
-            "source_dem": str(dem_path.resolve()),
-            "collar_pixels": str(int(collar.sum())),
-            "nodata_source": source,
-            "curvature_method": curvature_method,
-        },
+        tags=RasterTags(
+            {
+                "source_dem": str(dem_path.resolve()),
+                "collar_pixels": str(int(collar.sum())),
+                "nodata_source": source,
+                "curvature_method": curvature_method,
+            }
+        ),
     )
     return TerrainSummary(
         path=out_path,
