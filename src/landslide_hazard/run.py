@@ -65,6 +65,7 @@ HPARAM_DIR = "hparam"
 HPARAM_SEARCH_FILE = "hparam_search.json"
 VALIDATION_DIR = "validation"
 VALIDATION_FILE = "validation.json"
+RELIABILITY_PLOT = "reliability.png"  # validate's reliability diagrams, beside validation.json
 TRUTH_DIR = "truth"
 #: The synthetic truth on the cell grid, one band per period: what each file holds -> its name.
 TRUTH_FILES: dict[str, str] = {

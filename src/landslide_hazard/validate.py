@@ -13,8 +13,9 @@ import datetime as dt
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,7 +23,11 @@ from . import __version__
 from .config import RunConfig
 from .errors import InputError
 from .evaluation.baselines import OCCURRENCE_MODELS
-from .run import VALIDATION_DIR
+from .run import RELIABILITY_PLOT, VALIDATION_DIR, VALIDATION_FILE, RunFolder
+
+if TYPE_CHECKING:
+    from .sampling.dataset import CubeReader
+    from .sampling.splits import Split
 
 ENN = "enn"
 ENN_CONSTANT_DENSITY = "enn_constant_density"  # ablation: S x the training cells' mean density
@@ -102,6 +107,148 @@ def calibrated_ece(
     }
 
 
+@dataclass(frozen=True)
+class _Observed:
+    """What every fold is scored against: the cube, the baselines' per-cell features, the
+    observed density and occurrence (NaN where unlabelled), and the synthetic truth if any."""
+
+    reader: CubeReader
+    features: np.ndarray
+    observed: np.ndarray
+    occurrence: np.ndarray
+    truth_dir: Path | None
+    truth: dict[str, np.ndarray] | None
+    observable: dict[str, np.ndarray] | None
+
+    @classmethod
+    def load(cls, cfg: RunConfig) -> _Observed:
+        from .cube import open_cube
+        from .evaluation.baselines import cell_features
+        from .evaluation.held_out import has_observable_truth, read_truth
+        from .run import cube_path, find_truth_dir
+        from .sampling.dataset import CubeReader
+
+        reader = CubeReader(open_cube(cube_path(cfg)))
+        static = np.asarray(reader.static if reader.static_in_memory else reader.static[:])
+        features, _ = cell_features(
+            static, reader.dynamic, reader.monsoons, reader.grid.cell_pixels
+        )
+        truth_dir = find_truth_dir(cfg)
+        truth = read_truth(truth_dir, reader.grid, reader.n_periods) if truth_dir else None
+        observable = (
+            read_truth(truth_dir, reader.grid, reader.n_periods, observable=True)
+            if truth_dir and has_observable_truth(truth_dir)
+            else None
+        )
+        observed = np.where(reader.valid[None], reader.target, np.nan)
+        occurrence = np.where(np.isfinite(observed), observed > cfg.inventory.min_density, np.nan)
+        return cls(reader, features, observed, occurrence, truth_dir, truth, observable)
+
+
+def _score_fold(
+    cfg: RunConfig, data: _Observed, run_dir: Path
+) -> tuple[Split, dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """The run's held-out scores, the constant-density ablation, the oracles and the baselines
+    on the run's split; and each model's susceptibility map (for calibration and reliability)."""
+    from .evaluation.baselines import fit_baselines, predict_baselines
+    from .evaluation.held_out import score_on_split
+    from .predict import Inference, load_run, predict_arrays
+    from .sampling.splits import Split
+
+    observed, reader = data.observed, data.reader
+    enn = json.loads(RunFolder(run_dir).metrics.read_text())
+    split = Split.load(RunFolder(run_dir).splits)
+    scored: dict[str, dict[str, Any]] = {ENN: enn["model"]}
+    if enn.get("oracle"):
+        scored[ORACLE] = enn["oracle"]
+    if enn.get("observable_oracle"):
+        scored[OBSERVABLE_ORACLE] = enn["observable_oracle"]
+    run = load_run(run_dir)
+    enn_maps = predict_arrays(
+        run.model,
+        reader,
+        run.norm,
+        merge=cfg.model.lattice_merge,
+        inference=Inference(batch_size=cfg.training.batch_size),
+    )
+    susceptibility_maps = {ENN: enn_maps["susceptibility"]}
+    # ablation: the ENN's susceptibility x one constant density, the mean observed
+    # density of the positive training cells (does the density block earn its place?)
+    train_obs = observed[split.train_cells]
+    constant = float(np.nanmean(train_obs[train_obs > cfg.inventory.min_density]))
+    ablation = {
+        "susceptibility": enn_maps["susceptibility"],
+        "density": np.full_like(enn_maps["density"], constant),
+    }
+    ablation["hazard"] = ablation["susceptibility"] * ablation["density"]
+    scored[ENN_CONSTANT_DENSITY] = score_on_split(
+        ablation, observed, split, cfg, reader.period_names
+    )
+    susceptibility_maps[ENN_CONSTANT_DENSITY] = enn_maps["susceptibility"]
+    if data.truth is not None:
+        susceptibility_maps[ORACLE] = data.truth["susceptibility"]
+    if data.observable is not None:
+        susceptibility_maps[OBSERVABLE_ORACLE] = data.observable["susceptibility"]
+    train_cells = split.train_cells
+    fitted = fit_baselines(
+        data.features[train_cells],
+        data.occurrence[train_cells],
+        observed[train_cells],
+        seed=cfg.seed,
+    )
+    for name, (p_occ, dens) in predict_baselines(fitted, data.features).items():
+        arrays = {"susceptibility": p_occ, "density": dens, "hazard": p_occ * dens}
+        scored[name] = score_on_split(arrays, observed, split, cfg, reader.period_names)
+        susceptibility_maps[name] = p_occ
+    return split, scored, susceptibility_maps
+
+
+def _fold_rows(
+    cfg: RunConfig,
+    protocol: str,
+    fold: int,
+    data: _Observed,
+    fold_scores: tuple[Split, dict[str, dict[str, Any]], dict[str, np.ndarray]],
+) -> list[dict[str, Any]]:
+    """One table row per model of a fold: pooled scores, calibrated ECE, skill vs the oracles."""
+    from .evaluation.metrics import skill
+
+    split, scored, susceptibility_maps = fold_scores
+    oracle_auc = scored[ORACLE]["pooled"]["occurrence"]["auc"] if ORACLE in scored else None
+    observable_auc = (
+        scored[OBSERVABLE_ORACLE]["pooled"]["occurrence"]["auc"]
+        if OBSERVABLE_ORACLE in scored
+        else None
+    )
+    rows = []
+    for model, result in scored.items():
+        row: dict[str, Any] = {
+            "scenario": cfg.name,
+            "seed": cfg.seed,
+            "protocol": protocol,
+            "fold": fold,
+            "model": model,
+            "leaky": split.leaky,
+        }
+        row.update(_pooled_row(result))
+        row["n_test_cells"] = int(split.test_cells.sum())
+        cal = calibrated_ece(
+            susceptibility_maps[model],
+            data.observed,
+            split,
+            cfg.inventory.min_density,
+            cfg.evaluation.ece_bins,
+        )
+        row["ece_calibrated"] = cal["ece_calibrated"]
+        row["brier_calibrated"] = cal["brier_calibrated"]
+        row["skill"] = skill(row["auc"], oracle_auc) if oracle_auc is not None else math.nan
+        row["skill_observable"] = (
+            skill(row["auc"], observable_auc) if observable_auc is not None else math.nan
+        )
+        rows.append(row)
+    return rows
+
+
 def validate(
     cfg: RunConfig,
     protocols: Sequence[str] = ("paper", "spatial", "temporal", "spacetime"),
@@ -114,34 +261,16 @@ def validate(
     Writes ``<out_dir>/validation.json`` (default ``<output.dir>/validation``); each ENN run lives
     in ``<out_dir>/runs/<protocol>-fold<k>`` and resumes if interrupted.
     """
-    from .cube import open_cube
-    from .evaluation.baselines import cell_features, fit_baselines, predict_baselines
-    from .evaluation.held_out import has_observable_truth, read_truth, score_on_split
-    from .evaluation.metrics import skill
     from .io.atomic import atomic_write_text
-    from .predict import Inference, load_run, predict_arrays
-    from .run import RunFolder, cube_path, default_run_name, find_truth_dir, runs_dir
-    from .sampling.dataset import CubeReader
-    from .sampling.splits import PROTOCOLS, Split
+    from .run import default_run_name, runs_dir
+    from .sampling.splits import PROTOCOLS
     from .training import train
 
     for p in protocols:
         if p not in PROTOCOLS:
             raise InputError(f"unknown protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
     out_dir = Path(out_dir) if out_dir is not None else Path(cfg.output.dir) / VALIDATION_DIR
-    reader = CubeReader(open_cube(cube_path(cfg)))
-    static = np.asarray(reader.static if reader.static_in_memory else reader.static[:])
-    features, _ = cell_features(static, reader.dynamic, reader.monsoons, reader.grid.cell_pixels)
-    truth_dir = find_truth_dir(cfg)
-    truth = read_truth(truth_dir, reader.grid, reader.n_periods) if truth_dir else None
-    observable = (
-        read_truth(truth_dir, reader.grid, reader.n_periods, observable=True)
-        if truth_dir and has_observable_truth(truth_dir)
-        else None
-    )
-    observed = np.where(reader.valid[None], reader.target, np.nan)
-    occurrence = np.where(np.isfinite(observed), observed > cfg.inventory.min_density, np.nan)
-
+    data = _Observed.load(cfg)
     rows: list[dict[str, Any]] = []
     # protocol -> {"y": [test labels per fold], model: [test probabilities per fold]}
     reliability: dict[str, dict[str, list[np.ndarray]]] = {}
@@ -150,83 +279,14 @@ def validate(
             run_dir = runs_dir(out_dir) / default_run_name(protocol, fold)
             if not RunFolder(run_dir).metrics.is_file():
                 train(cfg, protocol, fold, run_dir=run_dir, progress=progress)
-            enn = json.loads(RunFolder(run_dir).metrics.read_text())
-            split = Split.load(RunFolder(run_dir).splits)
-            scored: dict[str, dict[str, Any]] = {ENN: enn["model"]}
-            if enn.get("oracle"):
-                scored[ORACLE] = enn["oracle"]
-            if enn.get("observable_oracle"):
-                scored[OBSERVABLE_ORACLE] = enn["observable_oracle"]
-            run = load_run(run_dir)
-            enn_maps = predict_arrays(
-                run.model,
-                reader,
-                run.norm,
-                merge=cfg.model.lattice_merge,
-                inference=Inference(batch_size=cfg.training.batch_size),
-            )
-            susceptibility_maps = {ENN: enn_maps["susceptibility"]}
-            # ablation: the ENN's susceptibility x one constant density, the mean observed
-            # density of the positive training cells (does the density block earn its place?)
-            train_obs = observed[split.train_cells]
-            constant = float(np.nanmean(train_obs[train_obs > cfg.inventory.min_density]))
-            ablation = {
-                "susceptibility": enn_maps["susceptibility"],
-                "density": np.full_like(enn_maps["density"], constant),
-            }
-            ablation["hazard"] = ablation["susceptibility"] * ablation["density"]
-            scored[ENN_CONSTANT_DENSITY] = score_on_split(
-                ablation, observed, split, cfg, reader.period_names
-            )
-            susceptibility_maps[ENN_CONSTANT_DENSITY] = enn_maps["susceptibility"]
-            if truth is not None:
-                susceptibility_maps[ORACLE] = truth["susceptibility"]
-            if observable is not None:
-                susceptibility_maps[OBSERVABLE_ORACLE] = observable["susceptibility"]
-            train_cells = split.train_cells
-            fitted = fit_baselines(
-                features[train_cells], occurrence[train_cells], observed[train_cells], seed=cfg.seed
-            )
-            for name, (p_occ, dens) in predict_baselines(fitted, features).items():
-                arrays = {"susceptibility": p_occ, "density": dens, "hazard": p_occ * dens}
-                scored[name] = score_on_split(arrays, observed, split, cfg, reader.period_names)
-                susceptibility_maps[name] = p_occ
-            test = split.test_cells & np.isfinite(observed)
+            fold_scores = _score_fold(cfg, data, run_dir)
+            split, _, susceptibility_maps = fold_scores
+            test = split.test_cells & np.isfinite(data.observed)
             rel = reliability.setdefault(protocol, {"y": []})
-            rel["y"].append((observed[test] > cfg.inventory.min_density).astype(float))
+            rel["y"].append((data.observed[test] > cfg.inventory.min_density).astype(float))
             for name, p_map in susceptibility_maps.items():
                 rel.setdefault(name, []).append(p_map[test])
-            oracle_auc = scored[ORACLE]["pooled"]["occurrence"]["auc"] if ORACLE in scored else None
-            observable_auc = (
-                scored[OBSERVABLE_ORACLE]["pooled"]["occurrence"]["auc"]
-                if OBSERVABLE_ORACLE in scored
-                else None
-            )
-            for model, result in scored.items():
-                row: dict[str, Any] = {
-                    "scenario": cfg.name,
-                    "seed": cfg.seed,
-                    "protocol": protocol,
-                    "fold": fold,
-                    "model": model,
-                    "leaky": split.leaky,
-                }
-                row.update(_pooled_row(result))
-                row["n_test_cells"] = int(split.test_cells.sum())
-                cal = calibrated_ece(
-                    susceptibility_maps[model],
-                    observed,
-                    split,
-                    cfg.inventory.min_density,
-                    cfg.evaluation.ece_bins,
-                )
-                row["ece_calibrated"] = cal["ece_calibrated"]
-                row["brier_calibrated"] = cal["brier_calibrated"]
-                row["skill"] = skill(row["auc"], oracle_auc) if oracle_auc is not None else math.nan
-                row["skill_observable"] = (
-                    skill(row["auc"], observable_auc) if observable_auc is not None else math.nan
-                )
-                rows.append(row)
+            rows.extend(_fold_rows(cfg, protocol, fold, data, fold_scores))
     summary = summarise(rows)
     result = {
         "package_version": __version__,
@@ -239,17 +299,17 @@ def validate(
         "max_folds": max_folds,
         "rows": rows,
         "summary": summary,
-        "truth": str(truth_dir) if truth_dir else None,
+        "truth": str(data.truth_dir) if data.truth_dir else None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "validation.json", json.dumps(_finite(result), indent=2))
-    if truth is None:
+    atomic_write_text(out_dir / VALIDATION_FILE, json.dumps(_finite(result), indent=2))
+    if data.truth is None:
         result["note"] = "no truth/ folder: oracle and skill not available (real data)"
     result["reliability"] = {
         protocol: {key: np.concatenate(parts) for key, parts in series.items()}
         for protocol, series in reliability.items()
     }  # in memory only (not in validation.json): the test cells' labels and probabilities
-    plot_reliability(result, out_dir / "reliability.png", cfg.evaluation.ece_bins)
+    plot_reliability(result, out_dir / RELIABILITY_PLOT, cfg.evaluation.ece_bins)
     return result
 
 
