@@ -11,7 +11,8 @@ from landslide_hazard.config import load_config
 from landslide_hazard.prepare import prepare
 from landslide_hazard.sampling.splits import Split
 from landslide_hazard.synthetic import generate_scenario
-from landslide_hazard.validate import folds_for, render_markdown, summarise, validate
+from landslide_hazard.validate import folds_for, summarise, validate
+from landslide_hazard.validate_report import render_markdown
 
 pytestmark = pytest.mark.slow
 

@@ -468,7 +468,8 @@ def validate_cmd(
     from rich.table import Table
 
     from .config import load_config
-    from .validate import combine, render_markdown, validate
+    from .validate import combine, validate
+    from .validate_report import render_markdown
 
     cfgs = [load_config(c) for c in configs]  # every config checked before any training
     if out is not None and len(cfgs) > 1:
