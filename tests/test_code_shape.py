@@ -18,9 +18,6 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "landslide_hazard"
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 100
-#: Modules over the bar whose split is under way elsewhere (the eco branch splits
-#: report/build.py): expected to fail until it lands; then this set empties.
-PENDING = {"report/build.py"}
 
 
 def _modules() -> list[Path]:
@@ -101,16 +98,7 @@ def test_the_checks_see_what_they_should(tmp_path):
     assert private_imports("from . import __version__\n", PACKAGE / "run.py") == []
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(reason="split in progress (eco branch)"))
-        if _rel(p) in PENDING
-        else p
-        for p in _modules()
-    ],
-    ids=_rel,
-)
+@pytest.mark.parametrize("path", _modules(), ids=_rel)
 def test_module_shape(path: Path):
     source = path.read_text()
     n_lines = source.count("\n")  # as wc -l counts

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..run import REPORT_FILE
 from .inputs import ReportInputs, load_report_inputs
 from .render import render_figures
 from .sections import (
@@ -28,7 +29,6 @@ from .sections import (
 )
 from .viewer_data import MAX_VIEWER_CELLS, block_mean, viewer_payload
 
-REPORT_FILE = "report.html"
 ASSETS = Path(__file__).resolve().parent
 
 __all__ = [

@@ -152,6 +152,8 @@ def colorbar_ticks(norm: mcolors.Normalize) -> tuple[list[float], list[str]]:
     """Ticks and their labels for a colour bar of ``norm``: decades of a log scale (and its
     ends when fewer than two decades fall inside), 0 and signed decades of a symmetric log
     scale, about five round values of a linear one; labels are plain numbers (``0.01``)."""
+    if norm.vmin is None or norm.vmax is None:
+        raise ValueError("colorbar_ticks: the norm has no limits yet (autoscale it first)")
     vmin, vmax = float(norm.vmin), float(norm.vmax)
     if isinstance(norm, mcolors.LogNorm):
         lo, hi = math.ceil(math.log10(vmin) - 1e-9), math.floor(math.log10(vmax) + 1e-9)
@@ -179,10 +181,13 @@ def map_annotations(fig: Figure) -> dict[str, Any]:
         if hasattr(a, "get_text")
     ]
     arrows = fig.findobj(lambda a: a.get_gid() == NORTH_ARROW_GID)
-    bars = [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
     labels = []
-    for ax in bars:
-        axis = ax.yaxis if ax._colorbar.orientation == "vertical" else ax.xaxis
+    for ax in fig.axes:
+        # matplotlib keeps a colour bar's Colorbar on its axes as the private _colorbar
+        cbar = getattr(ax, "_colorbar", None)
+        if cbar is None:
+            continue
+        axis = ax.yaxis if cbar.orientation == "vertical" else ax.xaxis
         labels.append([t.get_text() for t in axis.get_ticklabels() if t.get_text()])
     return {
         "scale_bar": scale[0] if scale else None,

@@ -12,6 +12,7 @@ import base64
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -66,22 +67,31 @@ def to_png_base64(fig: Figure, dpi: int = 96) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+@dataclass(frozen=True)
+class ColourScale:
+    """How a map's values become colours: the colour map, the normalisation, the colour bar's
+    label and its ``extend`` arrows, and the colour of cells without data."""
+
+    cmap: str
+    norm: mcolors.Normalize
+    label: str
+    extend: str = "neither"
+    nodata_face: str = NODATA_FACE
+
+
 def map_panels(
     stack: np.ndarray,
     names: Sequence[str],
     transform: Sequence[float],
     crs_name: str,
-    cmap: str,
-    norm: mcolors.Normalize,
-    label: str,
+    scale: ColourScale,
     suptitle: str,
-    extend: str = "neither",
-    nodata_face: str = NODATA_FACE,
 ) -> Figure:
     """Small multiples of a (period, y, x) stack with one shared colour bar.
 
     With a LogNorm, values at or below its vmin (zeros included) take the lowest colour.
     """
+    cmap, norm, nodata_face = scale.cmap, scale.norm, scale.nodata_face
     n = stack.shape[0]
     rows, cols = grid_layout(n)
     pw, ph = panel_size(stack.shape[1:])
@@ -93,7 +103,8 @@ def map_panels(
     if isinstance(norm, mcolors.LogNorm):
         cm = cm.with_extremes(under=cm(0.0))
         # LogNorm masks values <= 0 as invalid: lift them below vmin so they draw as "under"
-        stack = np.where(np.isfinite(stack), np.maximum(stack, norm.vmin * 0.5), np.nan)
+        floor = norm.vmin * 0.5 if norm.vmin is not None else np.nan  # vmin None: autoscaled
+        stack = np.where(np.isfinite(stack), np.maximum(stack, floor), np.nan)
     image = None
     for i, ax in enumerate(axes.flat):
         if i >= n:
@@ -102,10 +113,12 @@ def map_panels(
         image = ax.imshow(stack[i], extent=extent, cmap=cm, norm=norm, interpolation="nearest")
         style_map_axes(ax, extent, crs_name, i == 0, names[i])
         ax.set_facecolor(nodata_face)
-    cbar = fig.colorbar(image, ax=axes, shrink=0.8, extend=extend, pad=0.01)
+    if image is None:
+        raise ValueError("map_panels: no period to draw")
+    cbar = fig.colorbar(image, ax=axes, shrink=0.8, extend=scale.extend, pad=0.01)
     ticks, labels = colorbar_ticks(norm)
     cbar.set_ticks(ticks, labels=labels)
-    cbar.set_label(label)
+    cbar.set_label(scale.label)
     fig.suptitle(suptitle, fontsize=11)
     return fig
 
@@ -191,12 +204,14 @@ def residual_maps(
         names,
         transform,
         crs_name,
-        "RdBu",
-        norm,
-        "observed - predicted density, % (blue: under-predicted)",
+        ColourScale(
+            "RdBu",
+            norm,
+            "observed - predicted density, % (blue: under-predicted)",
+            extend="both",
+            nodata_face="#b5b5b5",
+        ),
         "Density residuals (observed - predicted); grey = no data",
-        extend="both",
-        nodata_face="#b5b5b5",
     )
 
 

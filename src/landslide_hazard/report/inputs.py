@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.evaluate import evaluate_arrays
-from ..run import MAPS_DIR, METRICS_FILE
+from ..run import MAPS_DIR, METRICS_FILE, UNCERTAINTY_MAP, map_file
 
 OPTIONAL_MAPS = ("density", "hazard", "uncertainty", "folds")
 #: What a run's metrics.json adds to the report: its held-out block and these keys.
@@ -117,9 +117,9 @@ def _input_paths(directory: Path, metrics: dict[str, Any]) -> tuple[dict[str, st
     if not (inputs.get("observed") and inputs.get("susceptibility")):
         # a run folder: predict writes its maps (observed included) to RUN/maps/
         found = {
-            k: f"maps/{k}.tif"
-            for k in ("observed", "susceptibility", "density", "hazard", "uncertainty")
-            if (directory / MAPS_DIR / f"{k}.tif").exists()
+            k: f"{MAPS_DIR}/{map_file(k)}"
+            for k in ("observed", "susceptibility", "density", "hazard", UNCERTAINTY_MAP)
+            if (directory / MAPS_DIR / map_file(k)).exists()
         }
         inputs = {**found, **{k: v for k, v in inputs.items() if v}}
     for key in ("observed", "susceptibility"):

@@ -72,7 +72,9 @@ def _quantity_maps(data: ReportInputs, out: _FigureList) -> None:
     dnorm = log_norm(np.concatenate([a.ravel() for a in dens_like]))
 
     def panels(stack, cmap, norm, label, title, extend="neither"):
-        return fg.map_panels(stack, names, tr, crs, cmap, norm, label, title, extend=extend)
+        return fg.map_panels(
+            stack, names, tr, crs, fg.ColourScale(cmap, norm, label, extend), title
+        )
 
     if data.hazard is not None:
         out.add(
@@ -136,12 +138,15 @@ def _uncertainty_map(data: ReportInputs, out: _FigureList, panels) -> None:
         if meta.get("statistic") == "standard deviation"
         else ""
     )
-    unorm = mcolors.Normalize(0, float(np.nanpercentile(data.uncertainty, 99.5)))
+    uncertainty = data.uncertainty
+    if uncertainty is None:
+        return
+    unorm = mcolors.Normalize(0, float(np.nanpercentile(uncertainty, 99.5)))
     out.add(
         "maps",
         "Uncertainty",
         f"Predictive uncertainty written by the run: the {what}.{how}{epistemic}" + _MAP_FURNITURE,
-        panels(data.uncertainty, "cividis", unorm, what, "Uncertainty"),
+        panels(uncertainty, "cividis", unorm, what, "Uncertainty"),
         is_map=True,
     )
 

@@ -89,10 +89,11 @@ def viewer_payload(data: ReportInputs, max_cells: int = MAX_VIEWER_CELLS) -> dic
         }
     layers.update(_derived_layers(data, small))
     a, b, c, d, e, f = data.transform
+    height, width = np.shape(mask)
     return {
         "grid": {
-            "height": int(mask.shape[0]),
-            "width": int(mask.shape[1]),
+            "height": int(height),
+            "width": int(width),
             "transform": [a * factor, b * factor, c, d * factor, e * factor, f],
             "crs_name": data.crs_name,
             "factor": factor,
