@@ -245,7 +245,7 @@ class TemperatureScaling(Calibrator):
         self.nll_after = float(res.fun)
 
     def _transform(self, p: np.ndarray) -> np.ndarray:
-        return expit(logit(p) / self.temperature)
+        return np.asarray(expit(logit(p) / self.temperature))
 
     def _params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
@@ -289,7 +289,7 @@ class PlattScaling(Calibrator):
         self.slope, self.intercept = float(res.x[0]), float(res.x[1])
 
     def _transform(self, p: np.ndarray) -> np.ndarray:
-        return expit(self.slope * logit(p) + self.intercept)
+        return np.asarray(expit(self.slope * logit(p) + self.intercept))
 
     def _params(self) -> dict[str, Any]:
         return {"slope": self.slope, "intercept": self.intercept}

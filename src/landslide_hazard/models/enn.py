@@ -73,7 +73,7 @@ class ENN(nn.Module):
             return None
         slope, intercept = (float(v) for v in self.calibration[:2])
         z = logit(np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7))
-        return expit(slope * z + intercept).astype(np.float32)
+        return np.asarray(expit(slope * z + intercept)).astype(np.float32)
 
     def forward(self, x: torch.Tensor) -> ENNOutput:
         """(B, C, n*k, n*k) -> ENNOutput of three (B, n, n) tensors (the raw network: the

@@ -238,8 +238,10 @@ def _river_lines(
     # affine maps arrays element-wise, but its stubs type the operand as a pair of floats
     x0, y0 = transform @ (cols + 0.5, rows + 0.5)  # type: ignore[operator]
     x1, y1 = transform @ (to_c + 0.5, to_r + 0.5)  # type: ignore[operator]
-    segments = shapely.linestrings(
-        np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1)
+    segments = np.asarray(
+        shapely.linestrings(
+            np.stack([np.column_stack([x0, y0]), np.column_stack([x1, y1])], axis=1)
+        )
     )
     lines: list[shapely.LineString] = []
     kinds: list[str] = []
@@ -269,7 +271,9 @@ def rain_elevation(
     if missing.any():
         _, (ri, ci) = ndimage.distance_transform_edt(missing, return_indices=True)
         cells = cells[ri, ci]
-    smooth = ndimage.gaussian_filter(cells, RAIN_ELEVATION_SMOOTHING_M / cell_m, mode="nearest")
+    smooth: np.ndarray = ndimage.gaussian_filter(
+        cells, RAIN_ELEVATION_SMOOTHING_M / cell_m, mode="nearest"
+    )
     col = (np.asarray(x) - origin[0]) / cell_m - 0.5
     row = (origin[1] - np.asarray(y)) / cell_m - 0.5
     return map_coordinates(smooth, [row, col], order=1, mode="nearest")

@@ -53,12 +53,12 @@ class AreaLaw:
         g1, g2 = self._g_bounds()
         x = np.clip(np.asarray(x, dtype=float), self.lo_m2, self.hi_m2)
         p = gammainc(self.rho, g2) - gammainc(self.rho, g1)
-        return (gammainc(self.rho, g2) - gammainc(self.rho, self.theta_m2 / x)) / p
+        return np.asarray((gammainc(self.rho, g2) - gammainc(self.rho, self.theta_m2 / x)) / p)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         g1, g2 = self._g_bounds()
         u = rng.uniform(gammainc(self.rho, g1), gammainc(self.rho, g2), n)
-        return np.clip(self.theta_m2 / gammaincinv(self.rho, u), self.lo_m2, self.hi_m2)
+        return np.asarray(np.clip(self.theta_m2 / gammaincinv(self.rho, u), self.lo_m2, self.hi_m2))
 
 
 def truncated_inverse_gamma_mean(
@@ -191,7 +191,7 @@ class CellPlacer:
         polygons but never overlap them; only a full cell loses area (``lost_m2``)."""
         x0, y0, x1, y1 = self.box
         m = EDGE_MARGIN_M
-        free = shapely.box(x0 + m, y0 + m, x1 - m, y1 - m)
+        free: shapely.Geometry = shapely.box(x0 + m, y0 + m, x1 - m, y1 - m)
         if self.polygons:
             free = shapely.difference(free, shapely.union_all(self.polygons))
         parts = sorted(

@@ -130,7 +130,7 @@ def river_distance(
         return out
     tree = cKDTree(p[sel])
     d, _ = tree.query(np.column_stack([x.ravel(), y.ravel()]), distance_upper_bound=cap_m)
-    d = d.reshape(x.shape)
+    d = np.asarray(d).reshape(x.shape)
     return np.where(np.isfinite(d), np.minimum(d, cap_m), cap_m)
 
 
