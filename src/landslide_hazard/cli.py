@@ -45,10 +45,16 @@ class _ErrorBoundary(TyperGroup):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
-        except (LandslideHazardError, OSError) as exc:
+        except LandslideHazardError as exc:
             if ctx.params.get("debug"):
                 raise
             _fail(exc)
+        except OSError as exc:  # a file the system refuses: one sentence, not an errno
+            if ctx.params.get("debug"):
+                raise
+            from .errors import describe_os_error
+
+            _fail(describe_os_error(exc))
         except Exception as exc:
             if ctx.params.get("debug") or _is_cli_control_flow(exc):
                 raise
@@ -116,7 +122,18 @@ def main(
     tune_malloc()
 
 
-def _fail(exc: Exception) -> None:
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _warn(message: str) -> None:
+    """A warning on one line (not wrapped: file names stay whole), markup escaped."""
+    console.print(f"[yellow]warning:[/] {_escape(message)}", soft_wrap=True)
+
+
+def _fail(exc: Exception | str) -> None:
     """Print an error without a traceback and exit 2.
 
     The message is escaped (messages quote lists such as ``[a, b]``, which rich would read as
@@ -300,12 +317,12 @@ def prepare_cmd(
             scheduler=scheduler,
         )
     for w in caught:
-        console.print(f"[yellow]warning:[/] {w.message}")
+        _warn(str(w.message))
     from .cube import open_cube
 
     cube = open_cube(path)
     for line in cube.meta.provenance.get("log", []):
-        console.print(f"  {line}")
+        console.print(f"  {_escape(line)}", soft_wrap=True)
     g = cube.grid
     console.print(
         f"{len(cube.meta.periods)} periods, {g.cell_shape[0]} x {g.cell_shape[1]} cells "
@@ -393,6 +410,9 @@ def predict_cmd(
         "--raw",
         help="the network's own probabilities, without the run's calibration (to RUN/maps-raw/)",
     ),
+    cube: Path | None = typer.Option(
+        None, "--cube", help="the predictor cube, if not at <output.dir>/cube.zarr of the run"
+    ),
 ) -> None:
     """Wall-to-wall maps of a trained run (RUN/maps/ or RUN/scenarios/<name>/)."""
     import warnings
@@ -409,9 +429,10 @@ def predict_cmd(
             scheduler=scheduler,
             cpu_bf16=bf16,
             raw=raw,
+            cube=cube,
         )
     for w in caught:
-        console.print(f"[yellow]warning:[/] {w.message}")
+        _warn(str(w.message))
     result(f"wrote {out}")
     console.print(f"next: `landslide-hazard report {run}`")
 

@@ -7,6 +7,7 @@ config file are relative to that file; :func:`load_config` resolves them to abso
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,41 @@ class GridConfig(_Model):
             raise ValueError("patch_cells must be even so the shifted lattice sits n/2 cells off")
         return v
 
+    @field_validator("crs")
+    @classmethod
+    def _projected_metres(cls, v: str) -> str:
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+
+        try:
+            crs = CRS.from_user_input(v)
+        except CRSError:
+            raise ValueError(
+                f"'{v}' is not a CRS rasterio knows; give an EPSG code such as EPSG:32645 (UTM "
+                "45N) or a WKT string"
+            ) from None
+        units = (crs.linear_units or "").lower()
+        if not crs.is_projected or units not in _METRE_NAMES:
+            raise ValueError(
+                f"'{v}' is not a projected CRS in metres ({'geographic, degrees' if crs.is_geographic else units or 'no unit'}); "
+                "slopes, areas and distances need metres: use the UTM zone of the study area "
+                "(e.g. EPSG:32645 for central Nepal)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _patch_fits(self) -> GridConfig:
+        rows, cols = self.shape_cells
+        if rows < 1 or cols < 1:
+            raise ValueError(f"shape_cells {self.shape_cells} must be positive (rows, cols)")
+        if self.patch_cells > min(rows, cols):
+            raise ValueError(
+                f"patch_cells = {self.patch_cells} is larger than the grid ({rows} x {cols} "
+                f"cells): no patch fits; lower grid.patch_cells to at most {min(rows, cols)} "
+                "(even) or enlarge grid.shape_cells"
+            )
+        return self
+
     def study_grid(self) -> StudyGrid:
         return StudyGrid(
             crs=self.crs,
@@ -50,6 +86,9 @@ class GridConfig(_Model):
             n_cell_cols=self.shape_cells[1],
             patch_cells=self.patch_cells,
         )
+
+
+_METRE_NAMES = ("metre", "meter", "m", "metres", "meters")
 
 
 class InventoryDate(_Model):
@@ -182,6 +221,17 @@ class TrainingConfig(_Model):
     )
     val_fraction: float = Field(0.3, gt=0, lt=1)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v.strip()):
+            raise ValueError(
+                f"unknown device '{v}'; use auto (a GPU when there is one), cpu, cuda, cuda:N "
+                "or mps"
+            )
+        return v.strip()
+
     amp: bool = True
     num_workers: int = Field(0, ge=0)
     hparam_search_trials: int = Field(0, ge=0, description="> 0 runs a seeded search first")
@@ -209,6 +259,28 @@ class OutputConfig(_Model):
     hazard_class_breaks: list[float] = Field(
         default_factory=lambda: [0.01, 0.1, 1.0], description="E[D] (%) class breaks"
     )
+
+    @field_validator("run_name")
+    @classmethod
+    def _plain_run_name(cls, v: str | None) -> str | None:
+        from .run import check_folder_name
+
+        return None if v is None else check_folder_name(v, "run name")
+
+    @field_validator("hazard_class_breaks")
+    @classmethod
+    def _increasing_breaks(cls, v: list[float]) -> list[float]:
+        import math
+
+        if not v:
+            raise ValueError("give at least one break, e.g. [0.01, 0.1, 1.0] (% of cell area)")
+        if not all(math.isfinite(b) and b > 0 for b in v):
+            raise ValueError(f"{v}: breaks are densities E[D] in % of cell area, finite and > 0")
+        if any(hi <= lo for lo, hi in zip(v, v[1:], strict=False)):
+            raise ValueError(f"{v}: breaks must be strictly increasing, e.g. [0.01, 0.1, 1.0]")
+        if len(v) > 254:
+            raise ValueError(f"{len(v)} breaks; hazard_class.tif holds at most 254")
+        return v
 
 
 # (section, field, value) the ``paper`` preset uses unless the config sets the field itself
@@ -359,10 +431,33 @@ def load_config(path: str | Path) -> RunConfig:
     return parse_config(data, path.parent.resolve(), str(path))
 
 
-def save_config(cfg: RunConfig, path: str | Path) -> None:
+def relative_paths(obj: Any, base: Path) -> None:
+    """Make every absolute ``Path`` in a dumped model relative to ``base`` (in place): the
+    inverse of :func:`resolve_relative_paths` for a file kept in ``base``."""
+    import os
+
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(value, Path):
+                obj[key] = Path(os.path.relpath(value, base)) if value.is_absolute() else value
+            else:
+                relative_paths(value, base)
+    elif isinstance(obj, list):
+        for item in obj:
+            relative_paths(item, base)
+
+
+def save_config(cfg: RunConfig, path: str | Path, *, portable: bool = False) -> None:
+    """Write ``cfg`` as YAML; ``portable``: its paths relative to the file's folder (a run
+    folder's config.yaml, so that the output folder can be moved or shared)."""
     from .io.atomic import atomic_write_text
 
-    atomic_write_text(Path(path), cfg.to_yaml())
+    path = Path(path)
+    if portable:
+        data = cfg.model_dump()
+        relative_paths(data, path.parent.resolve())
+        cfg = RunConfig.model_validate(data)
+    atomic_write_text(path, cfg.to_yaml())
 
 
 def defaults_yaml() -> str:

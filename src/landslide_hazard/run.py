@@ -29,6 +29,7 @@ Every stage builds these paths through this module; no other module spells a fil
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,29 @@ TRUTH_FILES: dict[str, str] = {
 def map_file(quantity: str) -> str:
     """The GeoTIFF of the map ``quantity`` (``susceptibility`` -> ``susceptibility.tif``)."""
     return f"{quantity}.tif"
+
+
+def check_folder_name(name: str, what: str) -> str:
+    """``name`` if it is safe as one folder name inside its parent, else a ValueError.
+
+    Names from configs and scenario files become folders (``runs/<run name>``,
+    ``scenarios/<name>``); a shared file must not make a run write elsewhere: no path
+    separator, no ``.`` / ``..``, no leading dot (hidden folders), no drive or control character.
+    """
+    bad = set("/\\:") | {chr(c) for c in range(32)}
+    if (
+        not name
+        or name != name.strip()
+        or name.startswith(".")
+        or any(ch in bad for ch in name)
+        or Path(name).is_absolute()
+    ):
+        raise ValueError(
+            f"{what} {name!r} is not a plain folder name: use letters, digits, spaces, '.', "
+            "'_' or '-', without '/', '\\', ':' or a leading '.' (it names a folder that must "
+            "stay inside its parent)"
+        )
+    return name
 
 
 def cube_path(cfg: Any) -> Path:
@@ -242,14 +266,26 @@ class ModelFile:
         return dict(self.__dict__)
 
 
+def _torch_bytes(payload: dict[str, Any]) -> bytes:
+    """``torch.save`` into memory: the file is then written by Python, whose OSError (a full
+    disk, a refused folder) the CLI turns into a sentence; torch's own writer raises a
+    RuntimeError without the reason."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
 def save_model(path: str | Path, model_file: ModelFile) -> None:
     """Write ``model.pt`` atomically."""
-    import torch
 
     from .io.atomic import atomic_path
 
     with atomic_path(Path(path)) as tmp:
-        torch.save(model_file.to_payload(), tmp)
+        tmp.write_bytes(_torch_bytes(model_file.to_payload()))
 
 
 #: ``build_enn``'s architecture arguments beside preset and grid that ``model.pt`` records, with
@@ -310,7 +346,8 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
             lattice_merge=cfg.model.lattice_merge,
             protocol=cfg.evaluation.protocol,
             fold=cfg.evaluation.test_fold,
-            cube_path=str(cube_file),
+            # relative to the run folder: the output folder (cube and runs) can move
+            cube_path=os.path.relpath(Path(cube_file).resolve(), Path(path).resolve().parent),
             package_version=__version__,
         ),
     )
@@ -321,7 +358,10 @@ def _reason(exc: Exception) -> str:
     (torch's refusals of a pickle that is not plain data run over many lines, and end by
     suggesting ``weights_only=False``, which would let a shared file run code)."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    first = text[0].split(". ")[0].rstrip(".:")  # torch's lines run on with advice
+    return f"{type(exc).__name__}: {first}"
 
 
 def read_model_payload(path: str | Path) -> dict[str, Any]:
@@ -353,12 +393,11 @@ def read_model_payload(path: str | Path) -> dict[str, Any]:
 # -- checkpoints -----------------------------------------------------------------------------
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write a training checkpoint atomically (model, optimiser and RNG state, history)."""
-    import torch
 
     from .io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(_torch_bytes(payload))
 
 
 def stage_checkpoint(checkpoints: Path, stage: str) -> Path:

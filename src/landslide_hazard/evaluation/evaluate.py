@@ -285,6 +285,35 @@ class MapFiles:
         }
 
 
+#: The range of each scored map's values and what they are.
+VALUE_RANGES = {
+    "observed": (0.0, 100.0, "a density in % of the cell area"),
+    "susceptibility": (0.0, 1.0, "a probability"),
+    "density": (0.0, 100.0, "a density in % of the cell area"),
+    "hazard": (0.0, 100.0, "a density in % of the cell area"),
+}
+
+
+def check_value_range(data, path, key: str) -> None:
+    """Refuse a map with values outside its quantity's range (a negative or > 100 % density,
+    a probability above 1): scores computed from it would mean nothing."""
+    from ..io import RasterError
+
+    lo, hi, what = VALUE_RANGES[key]
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return
+    low, high = float(finite.min()), float(finite.max())
+    if low < lo or high > hi:
+        bad = int(((finite < lo) | (finite > hi)).sum())
+        raise RasterError(
+            f"{path}: {key} values span [{low:g}, {high:g}] on {bad} cell(s) outside "
+            f"[{lo:g}, {hi:g}], the range of {what}; is it in another unit (a fraction for a "
+            "percentage, x 100), or does its nodata value lack its tag? fix the file (gdal_edit.py "
+            "-a_nodata VALUE)"
+        )
+
+
 def evaluate_files(
     maps: MapFiles,
     out_dir: str | Path = ".",
@@ -307,6 +336,9 @@ def evaluate_files(
     from ..io import RasterError, atomic_write_text, raster_info, read_raster
 
     paths = maps.paths()
+    from ..io.atomic import ensure_writable_dir
+
+    ensure_writable_dir(Path(out_dir), "evaluate --out folder")
     infos = {k: raster_info(p) for k, p in paths.items() if p is not None}
     ref = infos["observed"]
     for key, info in infos.items():
@@ -323,6 +355,8 @@ def evaluate_files(
     scored = ("observed", "susceptibility", "density", "hazard")
     arrays = {k: read_raster(p)[0] for k, p in paths.items() if p is not None and k in scored}
     fold_arr = read_raster(paths["folds"], bands=1)[0] if paths["folds"] is not None else None
+    for key, data in arrays.items():
+        check_value_range(data, paths[key], key)
     names = [d if d else f"period {i + 1}" for i, d in enumerate(ref.descriptions)]
     result = evaluate_arrays(
         arrays["observed"],

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
@@ -36,8 +35,10 @@ from ..grid import StudyGrid
 from ..io.rasters import (
     RasterError,
     check_grid,
+    open_raster,
     raster_info,
     read_on_grid,
+    read_pixels,
     read_raster,
     resample_array,
 )
@@ -126,11 +127,11 @@ def _fine_blocks(path: str | Path, grid: StudyGrid) -> Iterator[tuple[int, np.nd
     """Rows blocks (first row, (rows, x) float64 with NaN nodata) of a raster on the fine grid."""
     block = BLOCK_CELL_ROWS * grid.cell_pixels
     rows, cols = grid.fine_shape
-    with rasterio.open(path) as ds:
+    with open_raster(path) as ds:
         nodata = ds.nodata
         for r0 in range(0, rows, block):
             h = min(block, rows - r0)
-            data = ds.read(1, window=Window(0, r0, cols, h), out_dtype="float64")
+            data = read_pixels(ds, path, 1, window=Window(0, r0, cols, h), out_dtype="float64")
             if nodata is not None and not np.isnan(nodata):
                 data[data == nodata] = np.nan
             yield r0, data
@@ -298,6 +299,59 @@ def _empty_rule(totals: list[float], names: list[str], paths: list[Path], cumula
         warnings.warn(f"{path}: inventory '{name}' holds no landslide area", stacklevel=3)
 
 
+#: A cumulative density falling by more than this (percentage points of the cell's area)
+#: between two dates is refused: re-vegetation and mapping noise remove much less.
+DECREASE_REFUSE_POINTS = 5.0
+#: A cumulative inventory keeping less than this share of the previous date's landslide area is
+#: taken for a per-period one (each file maps the new landslides only).
+PER_PERIOD_RETAINED = 0.5
+
+
+def _decrease_rule(densities: list[np.ndarray], names: list[str], paths: list[Path]) -> None:
+    """Check cumulative cell densities (% of cell) for decreases between consecutive dates.
+
+    A file that keeps less than :data:`PER_PERIOD_RETAINED` of the previous area is refused as
+    a per-period inventory; a decrease above :data:`DECREASE_REFUSE_POINTS` is refused naming
+    the dates and cells; smaller decreases are clipped to 0 new failure (DESIGN, Targets) with
+    a warning counting the cells (prepare writes it to the cube's log).
+    """
+    for i in range(1, len(densities)):
+        prev, cur = densities[i - 1], densities[i]
+        both = np.isfinite(prev) & np.isfinite(cur)
+        before = float(prev[both].sum())
+        if before <= 0:
+            continue
+        kept = float(np.minimum(prev[both], cur[both]).sum()) / before
+        if kept < PER_PERIOD_RETAINED:
+            raise InventoryError(
+                f"{paths[i]}: inventory.kind is cumulative but '{names[i]}' keeps only "
+                f"{100 * kept:.0f} % of the landslide area that '{names[i - 1]}' ({paths[i - 1]}) "
+                "maps: these look like per-period inventories (each file the new landslides "
+                "only); set inventory.kind: per_period"
+            )
+        drop = np.where(both, prev - cur, 0.0)
+        big = drop > DECREASE_REFUSE_POINTS
+        if big.any():
+            rows, cols = np.nonzero(big)
+            shown = ", ".join(f"({r}, {c})" for r, c in zip(rows[:5], cols[:5], strict=True))
+            raise InventoryError(
+                f"{paths[i]}: the cumulative landslide density falls from '{names[i - 1]}' to "
+                f"'{names[i]}' by up to {float(drop.max()):.1f} % of the cell area on "
+                f"{int(big.sum())} cell(s) (row, col: {shown}{' ...' if big.sum() > 5 else ''}); "
+                f"more than {DECREASE_REFUSE_POINTS:g} points is not re-vegetation or mapping "
+                "noise: check that the files are cumulative and in date order, or set "
+                "inventory.kind: per_period"
+            )
+        small = drop > 0
+        if small.any():
+            message = (
+                f"{paths[i]}: cumulative density decreases from '{names[i - 1]}' to "
+                f"'{names[i]}' on {int(small.sum())} cell(s) (at most {float(drop.max()):.2f} % "
+                "of the cell area): clipped to 0 new failure (re-vegetation or mapping noise)"
+            )
+            warnings.warn(message, stacklevel=3)
+
+
 def new_failure_targets(
     cfg: RunConfig,
     log: list[str] | None = None,
@@ -340,12 +394,14 @@ def new_failure_targets(
         stack = np.stack(densities)
         if inv.kind == "per_period":
             return stack.astype(np.float32)
+        _decrease_rule(densities, [d.name for d in dates], [d.inventory for d in dates])
         return new_failed_density(stack[1:], stack[0]).astype(np.float32)
 
     out = np.empty((len(cfg.periods), *grid.cell_shape), dtype=np.float32)
     previous: PixelFractions | None = None
     previous_unmapped: np.ndarray | None = None
     cache: dict = {}
+    cumulative: list[np.ndarray] = []
     for i, d in enumerate(dates):
         pf = read_pixel_fractions(d.inventory, grid, log, what=f"inventory '{d.name}'", cache=cache)
         unmapped = pf.unmapped_cells.copy()
@@ -353,6 +409,9 @@ def new_failure_targets(
         if mapped is not None:
             unmapped |= ~mapped
         totals.append(pf.total_area_m2)
+        density = fractions_to_cell_density(pf.fractions, grid.cell_pixels)
+        density[unmapped] = np.nan
+        cumulative.append(density)
         if previous is not None:
             new = fractions_to_cell_density(
                 new_failed_fractions(pf.fractions, previous.fractions), grid.cell_pixels
@@ -363,4 +422,5 @@ def new_failure_targets(
         if on_date:
             on_date(d.name)
     _empty_rule(totals, [d.name for d in dates], [d.inventory for d in dates], True)
+    _decrease_rule(cumulative, [d.name for d in dates], [d.inventory for d in dates])
     return out

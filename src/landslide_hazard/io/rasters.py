@@ -6,6 +6,7 @@ touches files. Errors name the file, the problem and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import warnings
 from collections.abc import Sequence
@@ -22,8 +23,9 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.warp import reproject
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..grid import StudyGrid
+from ..units import normalise_tag, rain_factor
 from .atomic import atomic_path
 
 ResampleKind = Literal["continuous", "classes", "mask"]
@@ -47,26 +49,107 @@ class RasterInfo:
     nodata: float | None
     descriptions: tuple[str | None, ...]
     count: int
+    units: tuple[str | None, ...] = ()  # the bands' unit tags (gdal_edit.py -units)
 
     @property
     def pixel_size(self) -> tuple[float, float]:
         return (abs(self.transform.a), abs(self.transform.e))
 
 
-def _open(path: str | Path):
+def open_raster(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise RasterError(f"{path}: file not found; check the path in your config")
+    with _gdal_io_errors() as io_errors:
+        try:
+            ds = rasterio.open(path)
+        except RasterioIOError as exc:
+            raise RasterError(
+                f"{path}: cannot be read as a raster ({exc}); is it a GeoTIFF (or another GDAL "
+                "format)?"
+            ) from None
     try:
-        return rasterio.open(path)
-    except RasterioIOError as exc:
+        if io_errors:  # e.g. the band descriptions' tag cut off: read on, it would look undated
+            raise RasterError(
+                f"{path}: the file is truncated or damaged (GDAL: {io_errors[0]}); copy or "
+                "export it again"
+            )
+        _check_not_truncated(ds, path)
+    except RasterError:
+        ds.close()
+        raise
+    return ds
+
+
+@contextlib.contextmanager
+def _gdal_io_errors():
+    """Collect the I/O errors GDAL reports as warnings while opening a file (a TIFF tag past
+    the end of a truncated file is "ignored" with a warning, not an error)."""
+    import logging
+
+    found: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if "IO error" in text or "Read error" in text or "truncat" in text.lower():
+                found.append(text.split(": ", 1)[-1] if ": " in text else text)
+
+    logger = logging.getLogger("rasterio._env")
+    handler = _Collect(level=logging.WARNING)
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def _check_not_truncated(ds, path: Path) -> None:
+    """Refuse a GeoTIFF whose pixel blocks end past the end of the file.
+
+    GDAL opens a truncated TIFF (an interrupted download or copy) and reads the missing blocks
+    as zeros or fails with "Read failed"; the band descriptions may be lost as well (a rain
+    stack then looks undated). The last and first blocks of the first and last band are
+    checked: the file's data end at the largest of their offsets + sizes.
+    """
+    if ds.driver != "GTiff":
+        return
+    size = path.stat().st_size
+    bh, bw = ds.block_shapes[0]
+    last_y, last_x = -(-ds.height // bh) - 1, -(-ds.width // bw) - 1
+    end = 0
+    for band in {1, ds.count}:
+        for y, x in {(0, 0), (last_y, last_x)}:
+            offset = ds.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
+            length = ds.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band)
+            if offset and length and int(offset) > 0:  # offset 0: a sparse (empty) block
+                end = max(end, int(offset) + int(length))
+    if end > size:
         raise RasterError(
-            f"{path}: cannot be read as a raster ({exc}); is it a GeoTIFF (or another GDAL format)?"
+            f"{path}: the file is truncated or damaged: its pixel data run to byte {end:,} but "
+            f"the file holds {size:,} bytes (an interrupted download or copy?); copy or export "
+            "it again"
+        )
+
+
+def read_pixels(ds, path: str | Path, *args, **kwargs) -> np.ndarray:
+    """``ds.read`` with a failure that names the file (GDAL says only "Read failed")."""
+    try:
+        return ds.read(*args, **kwargs)
+    except RasterioIOError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "read failed"
+        raise RasterError(
+            f"{path}: the file is damaged or truncated: reading its pixels failed ({first}); "
+            "copy or export it again"
         ) from None
 
 
 def raster_info(path: str | Path) -> RasterInfo:
-    with _open(path) as ds:
+    with open_raster(path) as ds:
         return RasterInfo(
             path=str(path),
             crs=ds.crs,
@@ -75,6 +158,7 @@ def raster_info(path: str | Path) -> RasterInfo:
             nodata=ds.nodata,
             descriptions=tuple(ds.descriptions),
             count=ds.count,
+            units=tuple(ds.units or ()),
         )
 
 
@@ -90,8 +174,8 @@ def read_raster(
     int band, else (band, y, x).
     """
     info = raster_info(path)
-    with _open(path) as ds:
-        data = ds.read(bands, out_dtype=dtype)
+    with open_raster(path) as ds:
+        data = read_pixels(ds, path, bands, out_dtype=dtype)
     nd = nodata if nodata is not None else info.nodata
     if nd is not None and not np.isnan(nd):
         data[data == nd] = np.nan
@@ -280,7 +364,7 @@ def write_raster(
         profile.update(blocksize=256, overview_resampling=resampling, predictor=2)
     else:
         profile.update(tiled=height >= 256 and width >= 256, predictor=2)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _named_write_errors(path):
         if cog:
             # The COG driver is create-copy only: build in memory, then copy to disk.
             mem_profile = {**profile, "driver": "GTiff"}
@@ -303,6 +387,22 @@ def write_raster(
             with rasterio.open(tmp, "w", **profile) as ds:
                 _fill(ds, arr, band_names, units, tags, colormap)
     return path
+
+
+@contextlib.contextmanager
+def _named_write_errors(path: Path):
+    """GDAL's write failures (a full disk: "Free disk space available is ...") as an
+    OutputError naming the file."""
+    try:
+        yield
+    except Exception as exc:
+        if not type(exc).__module__.startswith("rasterio"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OutputError(
+            f"{path}: writing the raster failed ({first}); check the free space and write "
+            f"permission of {path.parent}"
+        ) from exc
 
 
 def _fill(
@@ -350,6 +450,14 @@ class RainStack:
         ]
         index = {d: i for i, d in enumerate(self.dates)}
         missing = [d for d in want if d not in index]
+        if missing and self.dates and (missing[0] > self.dates[-1] or missing[-1] < self.dates[0]):
+            raise RasterError(
+                f"{self.path}: the rain stack covers {self.dates[0]} to {self.dates[-1]} "
+                f"({len(self.dates)} days) but the period ({start_exclusive}, {end_inclusive}] "
+                f"needs {len(missing)} day(s) {'after' if missing[0] > self.dates[-1] else 'before'} "
+                "it; extend the stack to cover every period (or check that the file was not cut "
+                "short)"
+            )
         if missing:
             shown = ", ".join(str(d) for d in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise RasterError(
@@ -378,11 +486,36 @@ def read_rain_stack(path: str | Path) -> RainStack:
     data, info = read_raster(path)
     if data.ndim == 2:
         data = data[None]
+    if not any(info.descriptions):
+        raise RasterError(
+            f"{path}: none of its {info.count} band(s) carries a date; a daily rain GeoTIFF needs "
+            "one band per day described YYYY-MM-DD (set them with rasterio's "
+            "set_band_description, or use NetCDF with a CF time axis)"
+        )
     dates = tuple(_parse_date(d, str(path), i + 1) for i, d in enumerate(info.descriptions))
-    return _checked_stack(data, dates, info.transform, info.crs, str(path))
+    tags = {normalise_tag(u) for u in info.units if u}
+    if len(tags) > 1:
+        raise RasterError(
+            f"{path}: its bands declare different units {sorted(tags)}; convert every band to "
+            "mm/day"
+        )
+    return _checked_stack(data, dates, info.transform, info.crs, str(path), next(iter(tags), ""))
 
 
-def _checked_stack(data, dates, transform, crs, path) -> RainStack:
+def _checked_stack(data, dates, transform, crs, path, unit: str = "") -> RainStack:
+    factor = rain_factor(unit)
+    if factor is None:
+        raise RasterError(
+            f"{path}: daily rain declared in '{unit}', a unit this version does not convert; "
+            "convert the file to mm/day and set that unit (gdal_edit.py -units mm/day, or the "
+            "NetCDF variable's units attribute)"
+        )
+    if factor != 1.0:
+        data = np.asarray(data, dtype=np.float32) * np.float32(factor)
+        warnings.warn(
+            f"{path}: daily rain declared in '{unit}': converted to mm/day (x {factor:g})",
+            stacklevel=3,
+        )
     if any(b <= a for a, b in zip(dates, dates[1:], strict=False)):
         raise RasterError(f"{path}: rain days are not in increasing date order; sort the bands")
     if np.isnan(data).all():
@@ -434,13 +567,14 @@ def _read_rain_netcdf(path: Path) -> RainStack:
         crs = rain.rio.crs
         transform = _transform_of_centres(rain[x_dim].values, rain[y_dim].values, path)
         data = np.asarray(rain.values, dtype=np.float32)  # _FillValue already NaN
+        unit = normalise_tag(str(rain.attrs.get("units", "")))
         dates = [_cf_date(t, path) for t in rain[time].values]
     if crs is None:
         warnings.warn(f"{path}: NetCDF without CRS, assuming EPSG:4326", stacklevel=2)
         crs = CRS.from_epsg(4326)
     else:
         crs = CRS.from_wkt(crs.to_wkt())
-    return _checked_stack(data, dates, transform, crs, str(path))
+    return _checked_stack(data, dates, transform, crs, str(path), unit)
 
 
 def _transform_of_centres(x: np.ndarray, y: np.ndarray, path: Path) -> Affine:

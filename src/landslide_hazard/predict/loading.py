@@ -14,6 +14,7 @@ from ..errors import InputError, MissingFileError, RunFolderError
 from ..models.enn import ENN
 from ..run import (
     RunFolder,
+    _reason,
     check_run_folder,
     cube_path,
     enn_arguments_of,
@@ -55,7 +56,7 @@ def load_model_file(
         model.load_state_dict(meta["state_dict"])
     except RuntimeError as exc:
         raise RunFolderError(
-            f"{path}: its weights do not fit the {meta['preset']} preset ({exc}); the file is "
+            f"{path}: its weights do not fit the {meta['preset']} preset ({_reason(exc)}); the file is "
             "damaged or foreign; train the run again"
         ) from exc
     model.to(device)
@@ -91,18 +92,29 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
     return LoadedRun(run_dir, cfg, model, norm, meta)
 
 
-def _cube_of(run: LoadedRun):
+def _cube_of(run: LoadedRun, cube: str | Path | None = None):
+    """The run's cube: ``cube`` if given (``predict --cube``), else ``output.dir/cube.zarr`` of
+    the run's config (relative to the run folder), else the path model.pt recorded (relative
+    to the run folder in files of this version)."""
     from ..cube import open_cube
 
-    candidates = [cube_path(run.cfg)]
-    if run.meta.get("cube_path"):
-        candidates.append(Path(run.meta["cube_path"]))
+    if cube is not None:
+        given = Path(cube)
+        if not given.exists():
+            raise MissingFileError(f"{given}: no cube here (predict --cube); give a cube.zarr")
+        candidates = [given]
+    else:
+        candidates = [cube_path(run.cfg)]
+        if run.meta.get("cube_path"):
+            recorded = Path(run.meta["cube_path"])
+            candidates.append(recorded if recorded.is_absolute() else run.run_dir / recorded)
     for c in candidates:
         if c.exists():
-            cube = open_cube(c)
-            check_model_grid(run.meta, cube.grid, str(c))
-            return cube
+            opened = open_cube(c)
+            check_model_grid(run.meta, opened.grid, str(c))
+            return opened
     raise MissingFileError(
-        f"{run.run_dir}: the run's cube is missing ({candidates[0]}); run "
-        "`landslide-hazard prepare` with the run's config.yaml"
+        f"{run.run_dir}: the run's cube is missing ({candidates[0]}); pass the cube's path "
+        "with `predict RUN --cube PATH`, or run `landslide-hazard prepare` with the run's "
+        "config.yaml"
     )

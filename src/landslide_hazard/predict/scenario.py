@@ -90,9 +90,11 @@ class ScenarioSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _folder_name(cls, name: str) -> str:
+        from ..run import check_folder_name
+
         if not re.fullmatch(r"[0-9A-Za-z._-]+", name):
             raise ValueError(f"scenario name '{name}' must use letters, digits, '.', '_', '-'")
-        return name
+        return check_folder_name(name, "scenario name")
 
     @field_validator("rasters")
     @classmethod

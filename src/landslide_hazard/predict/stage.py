@@ -11,7 +11,7 @@ import torch
 
 from ..distributed import resolve_scheduler
 from ..errors import InputError
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, ensure_writable_dir, remove_stale_temporaries
 from ..run import SCENARIO_FILE, RunFolder
 from ..runtime import apply_thread_policy, resolve_device, to_memory_format
 from ..sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
@@ -31,6 +31,7 @@ def predict(
     scheduler: str | None = None,
     cpu_bf16: bool = False,
     raw: bool = False,
+    cube: str | Path | None = None,
 ) -> Path:
     """Wall-to-wall maps of a trained run; returns the folder written (RUN/maps or
     RUN/scenarios/<name>).
@@ -49,6 +50,9 @@ def predict(
 
     raw: maps of the network's own probabilities, without the calibration stored in the run
     (``training.calibration``), written to RUN/maps-raw (or RUN/scenarios/<name>-raw).
+
+    cube: the predictor cube, when it is not where the run's config puts it
+    (``<output.dir>/cube.zarr``, relative to the run folder).
     """
     from ..malloc import tune_malloc
 
@@ -73,8 +77,16 @@ def predict(
         input_threads=default_input_threads(device),
         cpu_bf16=cpu_bf16,
     )
-    job = _Prediction(run, run_dir, inference, scheduler, progress, raw, mc_samples)
+    job = _Prediction(run, run_dir, inference, scheduler, progress, raw, mc_samples, cube)
     return job.maps() if scenario is None else job.scenario(Path(scenario))
+
+
+def _clean_leftovers(out_dir: Path) -> None:
+    """Check that the maps' folder can be written (before the long work) and delete the
+    temporaries a killed predict left beside it."""
+    ensure_writable_dir(out_dir.parent, "run folder")
+    for stale in remove_stale_temporaries(out_dir.parent, out_dir.name):
+        warnings.warn(f"{stale}: removed, left by an interrupted predict", stacklevel=4)
 
 
 def _device_for(run: LoadedRun) -> torch.device:
@@ -101,6 +113,7 @@ class _Prediction:
     progress: bool
     raw: bool
     mc_samples: int  # MC-dropout passes for the uncertainty map (0: none)
+    cube: str | Path | None = None  # predict --cube: the cube, if not where the config says
 
     @property
     def tags(self) -> dict[str, str]:
@@ -126,14 +139,15 @@ class _Prediction:
 
     def maps(self) -> Path:
         """RUN/maps (RUN/maps-raw when raw), with the MC-dropout spread if ``mc_samples``."""
-        run, cube, mc_samples = self.run, _cube_of(self.run), self.mc_samples
+        folder = RunFolder(self.run_dir)
+        out_dir = folder.raw_maps if self.raw else folder.maps
+        _clean_leftovers(out_dir)
+        run, cube, mc_samples = self.run, _cube_of(self.run, self.cube), self.mc_samples
         reader = CubeReader(cube, memory_budget_bytes=self.budget)
         arrays = self.arrays(reader)
         observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
         device = self.inference.torch_device
         spread = mc_uncertainty(run, reader, device, mc_samples) if mc_samples else None
-        folder = RunFolder(self.run_dir)
-        out_dir = folder.raw_maps if self.raw else folder.maps
         # the folder is replaced as a whole: no reader sees old and new maps mixed, and no file
         # of an earlier prediction (an uncertainty map, a scenario layer) lingers beside new ones
         with atomic_path(out_dir) as tmp:
@@ -151,9 +165,12 @@ class _Prediction:
     def scenario(self, scenario: Path) -> Path:
         """RUN/scenarios/<name>: the maps of the scenario's periods under its triggers, their
         applicability, and a copy of the scenario file."""
-        run, cube = self.run, _cube_of(self.run)
+        run, cube = self.run, _cube_of(self.run, self.cube)
         periods = cube.meta.period_names
         spec = load_scenario(scenario, periods)
+        name = f"{spec.name}-raw" if self.raw else spec.name
+        out_dir = RunFolder(self.run_dir).scenario(name)
+        _clean_leftovers(out_dir)
         dynamic, monsoons = scenario_triggers(spec, cube)
         reader = CubeReader(
             cube, memory_budget_bytes=self.budget, dynamic=dynamic, monsoons=monsoons
@@ -171,8 +188,6 @@ class _Prediction:
                 "inputs outside the training range; see applicability.tif (0 = extrapolating)",
                 stacklevel=3,
             )
-        name = f"{spec.name}-raw" if self.raw else spec.name
-        out_dir = RunFolder(self.run_dir).scenario(name)
         with atomic_path(out_dir) as tmp:
             write_maps(
                 tmp,
@@ -188,6 +203,14 @@ class _Prediction:
             )
             (tmp / SCENARIO_FILE).write_text(scenario.read_text())
         return out_dir
+
+
+def _clean_leftovers(out_dir: Path) -> None:
+    """Check that the maps' folder can be written (before the long work) and delete the
+    temporaries a killed predict left beside it."""
+    ensure_writable_dir(out_dir.parent, "run folder")
+    for stale in remove_stale_temporaries(out_dir.parent, out_dir.name):
+        warnings.warn(f"{stale}: removed, left by an interrupted predict", stacklevel=3)
 
 
 def mc_uncertainty(

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from rasterio.warp import transform_bounds
 
 from .. import __version__
@@ -30,6 +29,7 @@ from ..io.rasters import (
     raster_info,
     read_on_grid,
     read_rain_stack,
+    read_raster,
 )
 from ..io.vectors import check_vector_crs, is_vector_path, read_vectors, vector_info
 from ..predictors.triggers import (
@@ -37,6 +37,7 @@ from ..predictors.triggers import (
     PGA_UNITS,
     pga_to_ms2,
 )
+from ..units import elevation_factor, normalise_tag
 
 #: Files up to this size get a sha256 in the provenance; bigger ones size + mtime.
 HASH_MAX_BYTES = 64 * 2**20
@@ -55,9 +56,6 @@ RAIN_MIN_DAYS_FOR_CHECK = 30
 #: Largest plausible sigma of ln PGA (ShakeMap values are ~0.2-1).
 SIGMA_MAX_PLAUSIBLE = 5.0
 
-_METRE_UNITS = {"", "m", "metre", "metres", "meter", "meters"}
-_RAIN_UNITS = {"", "mm", "mm/day", "mm/d", "mm day-1", "mm d-1", "mm per day", "kg m-2 day-1"}
-
 
 class PrepareError(InputError):
     """An input that prepare cannot use; the message names the file, the problem and the fix."""
@@ -68,9 +66,19 @@ class PrepareError(InputError):
 
 
 def _unit_of(path: Path) -> str:
-    with rasterio.open(path) as ds:
-        unit = ds.units[0] if ds.units else None
-    return (unit or "").strip()
+    """The first band's unit tag, normalised (lower case, single spaces)."""
+    units = raster_info(path).units
+    return normalise_tag(units[0] if units else None)
+
+
+def _check_one_band(path: Path, what: str, fix: str) -> None:
+    """Refuse a raster with more bands than the one prepare reads (the rest would be dropped)."""
+    count = raster_info(path).count
+    if count != 1:
+        raise PrepareError(
+            f"{path}: the {what} raster holds {count} bands but prepare reads one (the others "
+            f"would be silently dropped); {fix}"
+        )
 
 
 def file_provenance(path: str | Path) -> dict[str, Any]:
@@ -196,15 +204,19 @@ def _check_pga(cfg: RunConfig, grid: StudyGrid) -> None:
         # No coverage check per event: an aftershock ShakeMap may cover part of the grid only;
         # the maximum over events must be finite on every valid cell (checked in prepare).
         _check_raster_crs(eq.pga, grid, f"PGA ({eq.name})")
-        declared = _unit_of(eq.pga).lower()
+        _check_one_band(
+            eq.pga,
+            f"PGA ({eq.name})",
+            "give one file per event, each a separate earthquakes entry",
+        )
+        declared = _unit_of(eq.pga)
         if declared and PGA_UNIT_ALIASES.get(declared) not in (None, eq.pga_unit):
             raise PrepareError(
                 f"{eq.pga}: the file declares PGA in '{declared}' but the config says "
                 f"pga_unit: '{eq.pga_unit}'; set earthquakes[{eq.name}].pga_unit to "
                 f"'{PGA_UNIT_ALIASES[declared]}'"
             )
-        with rasterio.open(eq.pga) as ds:
-            values = ds.read(1, out_dtype="float64", masked=True).compressed()
+        values, _ = read_raster(eq.pga, bands=1, dtype="float64")
         values = values[np.isfinite(values)]
         if values.size == 0:
             raise PrepareError(f"{eq.pga}: PGA raster holds no valid value")
@@ -234,8 +246,12 @@ def _check_pga(cfg: RunConfig, grid: StudyGrid) -> None:
             )
         if eq.sigma_ln_pga is not None:
             _check_raster_crs(eq.sigma_ln_pga, grid, f"sigma of ln PGA ({eq.name})")
-            with rasterio.open(eq.sigma_ln_pga) as ds:
-                sig = ds.read(1, out_dtype="float64", masked=True).compressed()
+            _check_one_band(
+                eq.sigma_ln_pga,
+                f"sigma of ln PGA ({eq.name})",
+                "give the event's ShakeMap uncertainty as a one-band file",
+            )
+            sig, _ = read_raster(eq.sigma_ln_pga, bands=1, dtype="float64")
             sig = sig[np.isfinite(sig)]
             if sig.size and (sig.min() < 0 or sig.max() > SIGMA_MAX_PLAUSIBLE):
                 raise PrepareError(
@@ -249,13 +265,7 @@ def _check_rain(cfg: RunConfig, grid: StudyGrid) -> RainStack:
     netcdf = cfg.inputs.rain.suffix.lower() in (".nc", ".nc4", ".netcdf")
     if not netcdf:
         _check_raster_crs(cfg.inputs.rain, grid, "rain")
-    declared = "" if netcdf else _unit_of(cfg.inputs.rain).lower()
-    if declared not in _RAIN_UNITS:
-        raise PrepareError(
-            f"{cfg.inputs.rain}: daily rain declared in '{declared}'; prepare expects mm/day - "
-            "convert the file (e.g. m/day x 1000) and set the band unit to mm/day"
-        )
-    rain = read_rain_stack(cfg.inputs.rain)
+    rain = read_rain_stack(cfg.inputs.rain)  # converts a declared unit to mm/day
     _check_rain_values(rain)
     for p in period_infos(cfg):
         rain.days_in(dt.date.fromisoformat(p.start), dt.date.fromisoformat(p.end))
@@ -352,6 +362,13 @@ def _read_dem(cfg: RunConfig, grid: StudyGrid, inside: np.ndarray, log: list[str
     ).astype(np.float64)
     if np.isinf(dem).any():
         raise PrepareError(f"{path}: the DEM holds +-inf values; declare its nodata value")
+    unit = _unit_of(path)
+    factor = elevation_factor(unit)
+    if factor is not None and factor != 1.0:
+        dem *= factor
+        message = f"{path}: DEM elevation declared in '{unit}': converted to metres (x {factor:g})"
+        log.append(message)
+        warnings.warn(message, stacklevel=3)
     # The same collar rule as predictors.static.prepare_dem (NaN or an undeclared constant fill
     # connected to the border), applied in place: one whole-grid float64 array, not three.
     fill_value = detect_fill_value(dem) if cfg.inputs.dem_nodata is None else None
@@ -372,6 +389,7 @@ def _read_dem(cfg: RunConfig, grid: StudyGrid, inside: np.ndarray, log: list[str
             "exclude them with a study mask"
         )
     del inner
+    holes |= _fill_blocks(path, dem, inside, grid, log)
     if holes.any():
         _, (ri, ci) = ndimage.distance_transform_edt(np.isnan(dem), return_indices=True)
         dem[holes] = dem[ri[holes], ci[holes]]
@@ -381,6 +399,45 @@ def _read_dem(cfg: RunConfig, grid: StudyGrid, inside: np.ndarray, log: list[str
             "with the nearest elevation for flow routing (NaN in the cube)"
         )
     return dem
+
+
+def _fill_blocks(
+    path: Path, dem: np.ndarray, inside: np.ndarray, grid: StudyGrid, log: list[str]
+) -> np.ndarray:
+    """Refuse constant fill blocks inside the study area (``dem_checks``); blocks outside it
+    become NaN (returned as a mask, filled for flow routing like the other holes)."""
+    from .dem_checks import find_fill_blocks
+
+    blocks = find_fill_blocks(dem)
+    if not blocks:
+        return np.zeros(dem.shape, dtype=bool)
+    mask = np.zeros(dem.shape, dtype=bool)
+    refused = []
+    for b in blocks:
+        window = (slice(b.rows[0], b.rows[1] + 1), slice(b.cols[0], b.cols[1] + 1))
+        pixels = dem[window] == b.value
+        if (pixels & inside[window]).any():
+            refused.append(b)
+        mask[window] |= pixels
+    if refused:
+        b = max(refused, key=lambda blk: blk.pixels)
+        x0, y0 = grid.fine_transform * (b.cols[0], b.rows[0])
+        x1, y1 = grid.fine_transform * (b.cols[1] + 1, b.rows[1] + 1)
+        total = sum(blk.pixels for blk in refused)
+        raise PrepareError(
+            f"{path}: {len(refused)} block(s) of a constant value inside the DEM with cliffs at "
+            f"their edges ({total} pixels), the largest {b.pixels} pixels of {b.value:g} at fine "
+            f"rows {b.rows[0]}-{b.rows[1]}, cols {b.cols[0]}-{b.cols[1]} (x {x0:.0f}-{x1:.0f}, "
+            f"y {y1:.0f}-{y0:.0f}) with a {b.cliff_m:.0f} m wall: an undeclared nodata value, "
+            f"not terrain; declare it (inputs.dem_nodata: {b.value:g}) and fill the holes "
+            "(gdal_fillnodata.py), or exclude them with a study mask"
+        )
+    dem[mask] = np.nan
+    log.append(
+        f"{path}: {int(mask.sum())} pixel(s) of constant fill blocks outside the study mask "
+        "taken as nodata"
+    )
+    return mask
 
 
 def validate_inputs(cfg: RunConfig, log: list[str] | None = None) -> ValidatedInputs:
@@ -397,11 +454,12 @@ def validate_inputs(cfg: RunConfig, log: list[str] | None = None) -> ValidatedIn
     _check_files_exist(paths)
 
     _check_raster_crs(cfg.inputs.dem, grid, "DEM")
-    unit = _unit_of(cfg.inputs.dem).lower()
-    if unit not in _METRE_UNITS:
+    _check_one_band(cfg.inputs.dem, "DEM", "extract the elevation band (gdal_translate -b 1)")
+    unit = _unit_of(cfg.inputs.dem)
+    if elevation_factor(unit) is None:
         raise PrepareError(
-            f"{cfg.inputs.dem}: DEM elevation declared in '{unit}'; prepare expects metres - "
-            "convert it (e.g. feet x 0.3048) and set the band unit to m"
+            f"{cfg.inputs.dem}: DEM elevation declared in '{unit}', a unit this version does not "
+            "convert; convert it to metres and set the band unit to m (gdal_edit.py -units m)"
         )
     rain = _check_rain(cfg, grid)
     _check_pga(cfg, grid)

@@ -29,7 +29,7 @@ from ..bands import DYNAMIC_NAMES
 from ..config import RunConfig
 from ..cube import CUBE_FORMAT_VERSION, Cube, CubeMeta, create_cube
 from ..distributed import resolve_scheduler
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, ensure_writable_dir
 from ..run import PREPARE_PROGRESS_FILE as PROGRESS_FILE
 from ..run import cube_path
 from .dynamic import compute_dynamic
@@ -126,6 +126,7 @@ def prepare(
             inputs = validate_inputs(cfg, log)
         for w in caught:
             log.append(f"warning: {w.message}")
+        ensure_writable_dir(out.parent, "output folder (output.dir or --out)")
         fingerprint = _fingerprint(inputs.provenance, tile_px, chunk_px)
         cube, state = _open_partial(cfg, inputs, partial, fingerprint, chunk_px, log)
         build = _CubeBuild(cfg, inputs, cube, partial, state, log, bar, task)

@@ -8,7 +8,9 @@ inline: the page works offline and loads nothing from the network.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import html
 import json
 from collections.abc import Callable
@@ -156,6 +158,7 @@ def _page(data: ReportInputs, sections: list[tuple[str, str, str]], payload: dic
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()}'; base-uri 'none'; form-action 'none'">
 <title>Landslide hazard report: {html.escape(data.directory.name or str(data.directory))}</title>
 <style>{css}</style></head>
 <body>

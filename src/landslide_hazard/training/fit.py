@@ -95,11 +95,28 @@ class FitRuntime:
         return 1 if self.dist is None else self.dist.world_size
 
 
-def config_hash(cfg: RunConfig) -> str:
+def config_hash(cfg: RunConfig, portable: bool = False) -> str:
     """What a checkpoint must match to be resumed: the config without its ``runtime`` section
     (threads may change between a crash and the resume; before the section existed the hash
-    was of the same text)."""
+    was of the same text). ``portable``: every path reduced to its last part, so that a run
+    folder (or the whole output folder) moved or copied elsewhere still resumes."""
+    if portable:
+        data = cfg.model_dump()
+        _path_names(data)
+        cfg = RunConfig.model_validate(data)
     return hashlib.sha256(cfg.to_yaml(exclude={"runtime"}).encode()).hexdigest()
+
+
+def _path_names(obj: Any) -> None:
+    """Replace every ``Path`` in a dumped model by its last part, in place."""
+    items = (
+        obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    )
+    for key, value in list(items):
+        if isinstance(value, Path):
+            obj[key] = Path(value.name)
+        else:
+            _path_names(value)
 
 
 def _rng_state() -> dict[str, Any]:

@@ -16,6 +16,7 @@ and rank 0 alone writes the run folder (docs/training.md, "Several GPUs / proces
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,7 +30,7 @@ from ..cube import open_cube
 from ..errors import InputError, ResumeError
 from ..evaluation.evaluate import metrics_to_json
 from ..evaluation.held_out import evaluate_run
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, ensure_writable_dir
 from ..models.enn import ENN
 from ..run import (
     RunFolder,
@@ -145,18 +146,19 @@ def _run_training(
 ) -> Path:
     """Open the run folder (refusing another config's checkpoint), read the cube, split, fit,
     then (rank 0) calibrate, write model.pt and score the held-out cells."""
-    checkpoints = Checkpoints(run.checkpoints, config_hash(cfg_run))
+    checkpoints = Checkpoints(run.checkpoints, config_hash(cfg_run, portable=True))
     if checkpoints.last.is_file():
         old = load_checkpoint(checkpoints.last)
-        if old.get("config_hash") != checkpoints.config_hash:
+        # a checkpoint of an earlier version hashed the config with its absolute paths
+        if old.get("config_hash") not in (checkpoints.config_hash, config_hash(cfg_run)):
             raise ResumeError(
                 f"{run.path}: holds a checkpoint of a different config; delete the folder or "
                 "set output.run_name to train a new run"
             )
     if rt.is_main:
-        run.path.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(run.path, "run folder (output.dir/runs/<name>)")
         run.checkpoints.mkdir(exist_ok=True)
-        save_config(cfg_run, run.config)
+        save_config(cfg_run, run.config, portable=True)
     rt = replace(rt, log=_Log(run.train_log, rt.progress, write=rt.is_main))
     threads = apply_thread_policy(cfg.runtime.threads)
     # CPU results depend on the thread count (reductions are split per thread): say so
@@ -180,7 +182,7 @@ def _run_training(
         if cfg_run.training.hparam_search_trials > 0:
             best = hparam_search(cfg_run, data, run.path, rt)
             cfg_run = apply_hparams(cfg_run, best)
-            save_config(cfg_run, run.config)
+            save_config(cfg_run, run.config, portable=True)
         model = fit(cfg_run, data, checkpoints, rt)
     finally:
         torch.use_deterministic_algorithms(prev_det)
@@ -246,6 +248,8 @@ def _finish_run(
     metrics = evaluate_run(model, reader, norm, split, cfg_run, rt.device, rt.progress)
     metrics["calibration"] = calibration
     metrics["threads"] = threads.threads  # CPU results depend on it (docs/performance.md)
+    if metrics.get("truth_dir"):  # relative to the run folder, like its config.yaml
+        metrics["truth_dir"] = os.path.relpath(metrics["truth_dir"], run.path.resolve())
     atomic_write_text(run.metrics, metrics_to_json(metrics))
     rt.log(
         f"held-out AUC {_fmt(metrics['held_out_auc'])}, oracle AUC "
