@@ -132,7 +132,7 @@ def test_maps_are_replaced_as_a_set_and_leftovers_removed(trained, tmp_path, mon
 def test_report_carries_a_content_security_policy(tmp_path):
     from affine import Affine
 
-    from landslide_hazard.evaluation import evaluate_files
+    from landslide_hazard.evaluation import MapFiles, evaluate_files
     from landslide_hazard.io import write_raster
     from landslide_hazard.report import build_report
 
@@ -145,7 +145,7 @@ def test_report_carries_a_content_security_policy(tmp_path):
     sus = write_raster(
         tmp_path / "sus.tif", rng.random((2, 4, 5)), t, "EPSG:32645", band_names=names
     )
-    evaluate_files(obs, sus, out_dir=tmp_path / "eval", show_table=False)
+    evaluate_files(MapFiles(obs, sus), out_dir=tmp_path / "eval", show_table=False)
     page = build_report(tmp_path / "eval").read_text()
     head = page.split("</head>")[0]
     csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', head)

@@ -256,6 +256,9 @@ class ModelFile:
     package_version: str
     wide: str = "none"  # the susceptibility's wide path (models.susceptibility)
     members: int = 1  # susceptibility nets in the deep ensemble
+    # the cube's absolute path when trained: the last place looked for it (cube_path, relative
+    # to the run folder, serves a moved output folder; this one a run folder moved alone)
+    cube_path_absolute: str = ""
 
     #: The keys without which a file is foreign (older files may lack the others).
     REQUIRED = frozenset(
@@ -348,6 +351,7 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
             fold=cfg.evaluation.test_fold,
             # relative to the run folder: the output folder (cube and runs) can move
             cube_path=os.path.relpath(Path(cube_file).resolve(), Path(path).resolve().parent),
+            cube_path_absolute=str(Path(cube_file).resolve()),
             package_version=__version__,
         ),
     )

@@ -116,7 +116,7 @@ class FaultEnv:
         mp = self.monkeypatch
         mp.setattr("landslide_hazard.prepare.stage.compute_dynamic", reached)
         mp.setattr("landslide_hazard.prepare.stage._write_static", reached)
-        mp.setattr("landslide_hazard.training.loop._fit", reached)
+        mp.setattr("landslide_hazard.training.loop.fit", reached)
         mp.setattr("landslide_hazard.predict.stage.predict_arrays", reached)
 
     def os_error_on(self, target: str, code: int, when=lambda *a, **k: True) -> None:

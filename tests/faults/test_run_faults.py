@@ -141,7 +141,11 @@ def _(env):
 def _(env):
     import shutil
 
-    shutil.rmtree(env.root / "out" / "cube.zarr")
+    cube = env.root / "out" / "cube.zarr"
+    shutil.rmtree(cube)
+    payload = torch.load(_run(env) / "model.pt", weights_only=True)
+    payload["cube_path_absolute"] = str(cube)  # trained here: no copy of the cube anywhere
+    torch.save(payload, _run(env) / "model.pt")
     return predict_args(env)
 
 

@@ -95,7 +95,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
 def _cube_of(run: LoadedRun, cube: str | Path | None = None):
     """The run's cube: ``cube`` if given (``predict --cube``), else ``output.dir/cube.zarr`` of
     the run's config (relative to the run folder), else the path model.pt recorded (relative
-    to the run folder in files of this version)."""
+    to the run folder in files of this version), else the absolute path it recorded."""
     from ..cube import open_cube
 
     if cube is not None:
@@ -108,6 +108,8 @@ def _cube_of(run: LoadedRun, cube: str | Path | None = None):
         if run.meta.get("cube_path"):
             recorded = Path(run.meta["cube_path"])
             candidates.append(recorded if recorded.is_absolute() else run.run_dir / recorded)
+        if run.meta.get("cube_path_absolute"):  # a run folder moved without its output folder
+            candidates.append(Path(run.meta["cube_path_absolute"]))
     for c in candidates:
         if c.exists():
             opened = open_cube(c)
