@@ -483,8 +483,8 @@ def _densest_cell_polygons(env, name):
     grid = cfg.study_grid()
     density = read_cell_density(_inv(env, name), grid, []).density
     r, c = np.unravel_index(np.nanargmax(density), density.shape)
-    x0, y0 = grid.cell_transform * (c, r)
-    x1, y1 = grid.cell_transform * (c + 1, r + 1)
+    x0, y0 = grid.cell_transform @ (c, r)
+    x1, y1 = grid.cell_transform @ (c + 1, r + 1)
     return shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
@@ -523,8 +523,8 @@ def _(env):
     quiet = np.where((before == last) & (last > 0) & (last < 1), last, np.inf)
     r, c = np.unravel_index(np.argmin(quiet), quiet.shape)
     assert np.isfinite(quiet[r, c])
-    x0, y0 = grid.cell_transform * (c, r)
-    x1, y1 = grid.cell_transform * (c + 1, r + 1)
+    x0, y0 = grid.cell_transform @ (c, r)
+    x1, y1 = grid.cell_transform @ (c + 1, r + 1)
     cell = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
     vec = read_vectors(_inv(env, LAST))
     keep = [g for g in vec.geometries if not g.intersects(cell)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -279,7 +280,11 @@ def test_viewer_interactions_in_headless_chromium(built, tmp_path):
     zoom, pin; no console error; the map canvas and the screenshot are not blank."""
     _need_chromium()
     page = tmp_path / "interact.html"
-    page.write_text(built.read_text().replace("</body>", _INTERACT + "</body>"))
+    # the report's Content-Security-Policy runs scripts by hash only: allow the injected one
+    injected = re.search(r"<script>(.*?)</script>", _INTERACT, flags=re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(injected.encode()).digest()).decode()
+    text = built.read_text().replace("script-src ", f"script-src 'sha256-{digest}' ", 1)
+    page.write_text(text.replace("</body>", _INTERACT + "</body>"))
     shot = tmp_path / "interact.png"
     console = _chromium(page, tmp_path, shot)
     messages = _messages(console)

@@ -421,8 +421,8 @@ def _fill_blocks(
         mask[window] |= pixels
     if refused:
         b = max(refused, key=lambda blk: blk.pixels)
-        x0, y0 = grid.fine_transform * (b.cols[0], b.rows[0])
-        x1, y1 = grid.fine_transform * (b.cols[1] + 1, b.rows[1] + 1)
+        x0, y0 = grid.fine_transform @ (b.cols[0], b.rows[0])
+        x1, y1 = grid.fine_transform @ (b.cols[1] + 1, b.rows[1] + 1)
         total = sum(blk.pixels for blk in refused)
         raise PrepareError(
             f"{path}: {len(refused)} block(s) of a constant value inside the DEM with cliffs at "
