@@ -555,7 +555,6 @@ def _(env):
         np.full(grid.cell_shape, 150.0, dtype="float32"),
         grid.cell_transform,
         grid.crs,
-        cog=False,
     )
 
     def change(cfg):
