@@ -89,7 +89,7 @@ def remove_stale_temporaries(folder: str | Path, name: str) -> list[Path]:
     Only the process that writes ``folder / name`` may call this (another one's temporary
     would vanish under it): the stages call it when they start writing their output."""
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for suffix in (TMP_SUFFIX, OLD_SUFFIX):

@@ -205,14 +205,6 @@ class _Prediction:
         return out_dir
 
 
-def _clean_leftovers(out_dir: Path) -> None:
-    """Check that the maps' folder can be written (before the long work) and delete the
-    temporaries a killed predict left beside it."""
-    ensure_writable_dir(out_dir.parent, "run folder")
-    for stale in remove_stale_temporaries(out_dir.parent, out_dir.name):
-        warnings.warn(f"{stale}: removed, left by an interrupted predict", stacklevel=3)
-
-
 def mc_uncertainty(
     run: LoadedRun, reader: CubeReader, device: torch.device, n_samples: int
 ) -> UncertaintyLayer:
