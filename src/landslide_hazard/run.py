@@ -357,7 +357,7 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
     )
 
 
-def _reason(exc: Exception) -> str:
+def reason_of(exc: Exception) -> str:
     """One line for an error message: the exception's type and the first line of its text
     (torch's refusals of a pickle that is not plain data run over many lines, and end by
     suggesting ``weights_only=False``, which would let a shared file run code)."""
@@ -381,7 +381,7 @@ def read_model_payload(path: str | Path) -> dict[str, Any]:
         meta = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated zip, a foreign pickle, ...: all mean "not our file"
         raise RunFolderError(
-            f"{path}: not a readable model file ({_reason(exc)}); it is truncated "
+            f"{path}: not a readable model file ({reason_of(exc)}); it is truncated "
             "or was not written by `landslide-hazard train`; train the run again"
         ) from exc
     if not isinstance(meta, dict) or not ModelFile.REQUIRED <= meta.keys():
@@ -417,7 +417,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise RunFolderError(
-            f"{path}: not a readable checkpoint ({_reason(exc)}); delete it to "
+            f"{path}: not a readable checkpoint ({reason_of(exc)}); delete it to "
             "restart the stage, or the run folder to start over"
         ) from exc
     if not isinstance(payload, dict):

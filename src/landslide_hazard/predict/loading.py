@@ -14,11 +14,11 @@ from ..errors import InputError, MissingFileError, RunFolderError
 from ..models.enn import ENN
 from ..run import (
     RunFolder,
-    _reason,
     check_run_folder,
     cube_path,
     enn_arguments_of,
     read_model_payload,
+    reason_of,
 )
 from ..sampling.normalisation import Normalisation
 
@@ -56,7 +56,7 @@ def load_model_file(
         model.load_state_dict(meta["state_dict"])
     except RuntimeError as exc:
         raise RunFolderError(
-            f"{path}: its weights do not fit the {meta['preset']} preset ({_reason(exc)}); the file is "
+            f"{path}: its weights do not fit the {meta['preset']} preset ({reason_of(exc)}); the file is "
             "damaged or foreign; train the run again"
         ) from exc
     model.to(device)
