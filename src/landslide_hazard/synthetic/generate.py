@@ -26,6 +26,7 @@ intercepts are calibrated), so memory is bounded by a tile plus cell-grid arrays
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, fields
@@ -50,11 +51,14 @@ from .config import (
 )
 from .dem import DemScenarioInput, read_dem_scenario
 from .landslides import AreaLaw, CellPlacer, draw_counts_and_areas, truth_from_rates
+from .legacy import DrawnAreas, apply_legacy_process
 from .rates import (
     CELL_STREAM,
+    LEGACY_RATE_MODEL,
     RATE_MODEL,
     CellRates,
     Covariates,
+    RateModel,
     calibrate_rates,
     observable_truth,
     stream_rng,
@@ -95,6 +99,9 @@ class _Scenario:
     out: Path
     # The cells the pipeline will use: those of a real DEM free of nodata; None: all of them.
     valid: np.ndarray | None
+    rm: RateModel = RATE_MODEL  # LEGACY_RATE_MODEL with --legacy-process
+    # the legacy process's landslide areas, drawn period by period (None: drawn cell by cell)
+    drawn: DrawnAreas | None = None
 
     @property
     def names(self) -> list[str]:
@@ -190,7 +197,7 @@ def _cell_landslides(
 ) -> list[_Found]:
     """Draw and place cell (r, c)'s landslides of the baseline and every period (the cell's own
     random stream); record its new density in ``acc``."""
-    spec, rm = scn.spec, RATE_MODEL
+    spec, rm = scn.spec, scn.rm
     k, cell_m = spec.cell_pixels, spec.grid.cell_size_m
     n_c, n_t = spec.shape_cells[1], len(spec.periods)
     area_hi, cell_area = cr.calibration.area_hi_m2, cr.calibration.cell_area_m2
@@ -198,9 +205,15 @@ def _cell_landslides(
     cell_laws = [
         AreaLaw(rm.area_rho, float(th), rm.area_lo_m2, area_hi) for th in cr.theta_cells[:, r, c]
     ]
-    draws = draw_counts_and_areas(
-        np.concatenate([[cr.base_rate[r, c]], cr.rates[:, r, c]]), [cr.base_law, *cell_laws], crng
-    )
+    if scn.drawn is None:
+        draws = draw_counts_and_areas(
+            np.concatenate([[cr.base_rate[r, c]], cr.rates[:, r, c]]),
+            [cr.base_law, *cell_laws],
+            crng,
+        )
+    else:  # the legacy process drew the periods' areas in period order
+        draws = draw_counts_and_areas(np.array([cr.base_rate[r, c]]), [cr.base_law], crng)
+        draws += [period.get((r, c), np.zeros(0)) for period in scn.drawn]
     if not any(len(a) for a in draws):
         return []
     tw, log_w = tile.fields()
@@ -308,11 +321,11 @@ def _truth(scn: _Scenario, cr: CellRates, landslides: _Landslides) -> _Truth:
         cr.rates, cr.mean_areas, cr.calibration.cell_area_m2
     )
     p_obs, d_obs, e_obs = observable_truth(
-        cr.observable_log(RATE_MODEL),
+        cr.observable_log(scn.rm),
         cr.calibration,
         scn.spec.grid.cell_size_m / 1000.0,
         scn.seed,
-        RATE_MODEL,
+        scn.rm,
     )
     truth = _Truth(
         p_occ,
@@ -359,7 +372,7 @@ class _Outcome:
 def _period_summaries(scn: _Scenario, o: _Outcome) -> dict[str, dict]:
     on_valid, truth = scn.on_valid, o.truth
     occurred = truth.new_density > 0
-    observable = o.rates.observable_log(RATE_MODEL)
+    observable = o.rates.observable_log(scn.rm)
     per_period = {}
     for t, name in enumerate(scn.names):
         per_period[name] = {
@@ -377,13 +390,19 @@ def _period_summaries(scn: _Scenario, o: _Outcome) -> dict[str, dict]:
             "observable_oracle_auc": rank_auc(
                 on_valid(truth.observable_susceptibility[t]), on_valid(occurred[t])
             ),
+            # the record alone: the cell's summed new density of the earlier periods
+            "legacy_auc": (
+                rank_auc(on_valid(truth.new_density[:t].sum(axis=0)), on_valid(occurred[t]))
+                if t
+                else None
+            ),
         }
     return per_period
 
 
 def _summary(scn: _Scenario, source: DemScenarioInput | None, o: _Outcome) -> dict[str, Any]:
     """Sizes, seed, calibration, per-period statistics and attainable skill (oracle AUCs)."""
-    spec, on_valid, truth, rm = scn.spec, scn.on_valid, o.truth, RATE_MODEL
+    spec, on_valid, truth, rm = scn.spec, scn.on_valid, o.truth, scn.rm
     cal, rates = o.rates.calibration, o.rates.rates
     occurred = truth.new_density > 0
     observable = o.rates.observable_log(rm)
@@ -456,12 +475,15 @@ def generate_scenario(
     spec: ScenarioSpec | None = None,
     *,
     dem: str | Path | None = None,
+    legacy_process: bool = False,
 ) -> dict:
     """Generate the synthetic scenario ``size`` from ``seed`` into ``out``; return the summary.
 
     ``spec`` overrides the named size's geometry (tests use it to exercise the tiled path on a
     small grid). ``dem``: a DEM file (projected CRS in metres) to use as the terrain instead of
     the procedural one; it sets the grid (:mod:`.dem`), and ``size`` and ``spec`` are ignored.
+    ``legacy_process``: failed ground reactivates (:mod:`.legacy`); the config is named
+    ``synthetic-<size>-legacy``.
     The same seed and spec (or DEM) give the same files.
 
     Stages: terrain (pass 1: the DEM and each cell's static weight), triggers (shaking, rain),
@@ -473,7 +495,13 @@ def generate_scenario(
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     source = read_dem_scenario(dem) if dem is not None else None
     spec = source.spec if source is not None else (spec or get_spec(size))
-    scn = _Scenario(spec, seed, Path(out), source.valid_cells if source is not None else None)
+    scn = _Scenario(
+        spec,
+        seed,
+        Path(out),
+        source.valid_cells if source is not None else None,
+        LEGACY_RATE_MODEL if legacy_process else RATE_MODEL,
+    )
     (scn.out / INVENTORIES_DIR).mkdir(parents=True, exist_ok=True)
     (scn.out / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
     terrain = procedural_terrain(spec, seed) if source is None else dem_terrain_source(source)
@@ -491,7 +519,10 @@ def generate_scenario(
             rain.rain_max,
             [monsoons_ended(mainshock, date) for _, date in spec.periods],
         )
-        rates = calibrate_rates(covariates, spec, seed, scn.valid, RATE_MODEL)
+        rates = calibrate_rates(covariates, spec, seed, scn.valid, scn.rm)
+        if scn.rm.reactivation > 0:
+            rates, drawn = apply_legacy_process(rates, spec, seed, scn.valid, scn.rm)
+            scn = dataclasses.replace(scn, drawn=drawn)
         landslides = _landslide_pass(scn, terrain, rates, bar)
         timings["landslides_s"] = time.perf_counter() - started - sum(timings.values())
 
@@ -500,8 +531,9 @@ def generate_scenario(
     )
     truth = _truth(scn, rates, landslides)
     _write_truth(scn, truth)
+    name = f"synthetic-{spec.size}" if source is None else f"synthetic-dem-{source.path.stem}"
     config = scenario_config(
-        spec, seed, scn.names, name=None if source is None else f"synthetic-dem-{source.path.stem}"
+        spec, seed, scn.names, name=f"{name}-legacy" if legacy_process else name
     )
     save_config(config, scn.out / CONFIG_FILE)
     outcome = _Outcome(terrain, slope_sum, shaking, rain, covariates, rates, landslides, truth)

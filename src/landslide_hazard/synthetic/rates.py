@@ -29,6 +29,10 @@ class RateModel:
     b_pga(t) = b_pga_coseismic for the co-seismic period, else
                b_pga_coseismic * legacy_fraction * exp(-(m_t - 1) / legacy_decay_monsoons),
     S_c = mean over the cell's pixels of exp(eta_s) (terrain.landslide_log_weight).
+
+    reactivation > 0 adds the optional legacy process (:mod:`.legacy`): failed ground fails
+    again, ln raw_ct += reactivation ln(1 + M_ct / reactivation_scale_pct), M_ct the cell's
+    decaying record of new failures (% of the cell) before t.
     """
 
     b_pga_coseismic: float = 2.0
@@ -46,6 +50,9 @@ class RateModel:
     max_rate: float = 15.0  # lambda saturates at this many landslides per cell and period
     baseline_prevalence: float = 0.12
     baseline_mean_area_m2: float = 2500.0
+    reactivation: float = 0.0  # 0: no legacy process (synth --legacy-process: 1.0)
+    reactivation_scale_pct: float = 1.0
+    reactivation_memory_periods: float = 1.5
 
     def b_pga(self, monsoons: int, coseismic: bool) -> float:
         if coseismic:
@@ -58,6 +65,7 @@ class RateModel:
 
 
 RATE_MODEL = RateModel()
+LEGACY_RATE_MODEL = RateModel(reactivation=1.0)  # synth --legacy-process
 RIVER_STREAM, SHAKE_STREAM, RAIN_STREAM, LATENT_STREAM, CELL_STREAM, AREA_STREAM = range(1, 7)
 ORACLE_STREAM = 7  # the observable oracle's latent draws (never used by the scenario itself)
 OBSERVABLE_DRAWS = 128
