@@ -9,6 +9,7 @@ import pytest
 import zarr
 
 from landslide_hazard.bands import (
+    CUBE_DYNAMIC_NAMES,
     DYNAMIC_NAMES,
     INPUT_NAMES,
     N_INPUT_CHANNELS,
@@ -62,7 +63,7 @@ def test_cube_create_and_reopen(tmp_path):
         tmp_path / "c.zarr", CubeMeta(g, periods, provenance={"seed": 1}), chunk_px=8
     )
     assert cube.static.shape == (8, 12, 20)
-    assert cube.dynamic.shape == (2, 4, 3, 5)
+    assert cube.dynamic.shape == (2, len(CUBE_DYNAMIC_NAMES), 3, 5)
     assert cube.target_density.shape == (2, 3, 5)
     assert np.isnan(cube.static[0, 0, 0])
     cube.target_density[1] = np.ones((3, 5), dtype="float32")
@@ -107,8 +108,8 @@ def test_cube_opens_with_xarray_and_rioxarray(tmp_path):
     assert ds["valid_cells"].dims == ("y_cell", "x_cell")
     assert ds["valid_cells"].dtype == np.uint8 and int(ds["valid_cells"].sum()) == 14
     assert list(ds["band_static"].values) == list(STATIC_NAMES)
-    assert list(ds["band_dynamic"].values) == list(DYNAMIC_NAMES)
-    assert list(ds["band_dynamic_unit"].values) == [UNITS[b] for b in DYNAMIC_NAMES]
+    assert list(ds["band_dynamic"].values) == list(CUBE_DYNAMIC_NAMES)
+    assert list(ds["band_dynamic_unit"].values) == [UNITS[b] for b in CUBE_DYNAMIC_NAMES]
     assert list(ds["period"].values) == ["a", "b"]
     np.testing.assert_array_equal(
         ds["period_end"].values, np.array(["2015-06-01", "2015-11-01"], dtype="datetime64[ns]")

@@ -13,6 +13,7 @@ import yaml
 
 from landslide_hazard import predict as predict_mod
 from landslide_hazard.config import parse_config
+from landslide_hazard.errors import ConfigError, InputError
 from landslide_hazard.models import ENNOutput
 from landslide_hazard.predict import Inference
 from landslide_hazard.sampling.dataset import CubeReader
@@ -182,9 +183,12 @@ def test_predict_writes_cogs_and_gpkg(trained_run, monkeypatch):
 
 
 def test_predict_real_model_and_scenario(trained_run, tmp_path):
+    from landslide_hazard.bands import DYNAMIC_NAMES, LEGACY_NAMES
     from landslide_hazard.io import write_raster
 
     run, cube = trained_run
+    # a temporal run reads the legacy bands (predictors.legacy: auto)
+    assert predict_mod.load_run(run).dynamic_bands == DYNAMIC_NAMES + LEGACY_NAMES
     maps = predict_mod.predict(run, progress=False)
     with rasterio.open(maps / "susceptibility.tif") as ds:
         s = ds.read()
@@ -708,3 +712,63 @@ def test_cli_predict_result_on_stdout_the_rest_on_stderr_unwrapped(trained_run, 
     assert len(str(deep)) > 80
     assert f"next: `landslide-hazard report {deep}`" in proc.stderr.splitlines()
     assert "wrote" not in proc.stderr
+
+
+def test_forecast_of_a_new_period_after_the_last_mapped(trained_run, tmp_path):
+    """A scenario's `forecast` period: its legacy from every mapped period, its own rain, the
+    last period's shaking; the cube is untouched; missing rain and name clashes refused."""
+    from landslide_hazard.bands import CUBE_DYNAMIC_NAMES
+    from landslide_hazard.config import load_config
+    from landslide_hazard.cube import PeriodInfo
+    from landslide_hazard.io import write_raster
+    from landslide_hazard.predict.forecast import forecast_cube
+
+    run, cube = trained_run
+    g = cube.grid
+    last = cube.meta.periods[-1]
+    cfg = load_config(run / "config.yaml")
+    view = forecast_cube(cube, PeriodInfo("next", last.end, "2015-12-01"), cfg)
+    valid = cube.valid_cells
+    targets = np.nan_to_num(np.asarray(cube.target_density[:]))
+    legacy = view.dynamic[-1, 4:]
+    np.testing.assert_allclose(legacy[1][valid], targets.sum(0)[valid], rtol=1e-6)  # cum
+    np.testing.assert_array_equal(legacy[0][valid], targets[-1][valid])  # previous period
+    np.testing.assert_array_equal(view.dynamic[-1, 2:4], cube.dynamic[-1, 2:4])  # shaking
+    assert np.isnan(view.dynamic[-1, :2]).all() and np.isnan(view.target_density[-1]).all()
+    assert view.meta.dynamic_bands == CUBE_DYNAMIC_NAMES and cube.dynamic.shape[0] == 3
+
+    for name in ("rain_max", "rain_ci95"):
+        write_raster(
+            tmp_path / f"{name}.tif", np.full(g.cell_shape, 8.0, "float32"), g.cell_transform, g.crs
+        )
+    spec = {
+        "name": "next-season",
+        "forecast": {"name": "next", "end": "2015-12-01"},
+        "rasters": {"rain_max": "rain_max.tif", "rain_ci95": "rain_ci95.tif"},
+    }
+    (tmp_path / "next.yaml").write_text(yaml.safe_dump(spec))
+    out = predict_mod.predict(run, scenario=tmp_path / "next.yaml", progress=False)
+    assert out == run / "scenarios" / "next-season"
+    with rasterio.open(out / "susceptibility.tif") as ds:
+        assert list(ds.descriptions) == ["next"] and ds.count == 1
+        assert (ds.tags(1)["period_start"], ds.tags(1)["period_end"]) == (last.end, "2015-12-01")
+        s = ds.read(1)
+    assert np.isfinite(s[valid]).all() and ((s[valid] >= 0) & (s[valid] <= 1)).all()
+    assert cube.dynamic.shape[0] == 3  # the cube on disk is unchanged
+
+    no_rain = {
+        "name": "dry",
+        "forecast": {"name": "next", "end": "2015-12-01"},
+        "monsoons_since_eq": 1,
+    }
+    (tmp_path / "dry.yaml").write_text(yaml.safe_dump(no_rain))
+    with pytest.raises(InputError, match="no rain_max, rain_ci95.*give its rain"):
+        predict_mod.predict(run, scenario=tmp_path / "dry.yaml", progress=False)
+    clash = {**spec, "forecast": {"name": last.name, "end": "2015-12-01"}}
+    (tmp_path / "clash.yaml").write_text(yaml.safe_dump(clash))
+    with pytest.raises(InputError, match="already a period"):
+        predict_mod.predict(run, scenario=tmp_path / "clash.yaml", progress=False)
+    both = {**spec, "periods": [last.name]}
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump(both))
+    with pytest.raises(ConfigError, match="remove `periods`"):
+        predict_mod.predict(run, scenario=tmp_path / "both.yaml", progress=False)

@@ -15,7 +15,7 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject
 
 from landslide_hazard import prepare as prepare_mod
-from landslide_hazard.bands import DYNAMIC_NAMES, STATIC_NAMES, UNITS
+from landslide_hazard.bands import CUBE_DYNAMIC_NAMES, STATIC_NAMES, UNITS
 from landslide_hazard.config import load_config
 from landslide_hazard.cube import open_cube, open_dataset
 from landslide_hazard.io.rasters import read_rain_stack, read_raster, write_rain_stack, write_raster
@@ -74,7 +74,7 @@ def test_cube_layout_matches_the_design(scenario, cube_path):
     expected = {
         "static": ((len(STATIC_NAMES), *grid.fine_shape), ("band_static", "y", "x")),
         "dynamic": (
-            (n_p, len(DYNAMIC_NAMES), *grid.cell_shape),
+            (n_p, len(CUBE_DYNAMIC_NAMES), *grid.cell_shape),
             ("period", "band_dynamic", "y_cell", "x_cell"),
         ),
         "target_density": ((n_p, *grid.cell_shape), ("period", "y_cell", "x_cell")),
@@ -93,7 +93,7 @@ def test_cube_layout_matches_the_design(scenario, cube_path):
     np.testing.assert_array_equal(ds["dynamic"].values, cube.dynamic[:])
     attrs = dict(cube.group.attrs)
     assert attrs["static_bands"] == list(STATIC_NAMES)
-    assert attrs["dynamic_bands"] == list(DYNAMIC_NAMES)
+    assert attrs["dynamic_bands"] == list(CUBE_DYNAMIC_NAMES)
     assert attrs["units"]["pga_max"] == UNITS["pga_max"] == "m/s2"
     assert attrs["fine_transform"] == list(grid.fine_transform)[:6]
     assert attrs["cell_transform"] == list(grid.cell_transform)[:6]

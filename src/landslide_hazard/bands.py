@@ -2,7 +2,8 @@
 
 The model input has 13 channels (paper Table 1): the 8 static fine-grid bands, the 4 dynamic
 trigger bands (stored on the cell grid, upsampled when a patch is read) and the scalar count of
-monsoons since the earthquake, broadcast to a constant channel.
+monsoons since the earthquake, broadcast to a constant channel. With ``predictors.legacy`` on,
+the 3 legacy bands follow the triggers (16 channels; :func:`input_names`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,29 @@ DYNAMIC_BANDS: tuple[Band, ...] = (
     Band("pga_std", "1", "sigma of ln PGA of the event giving the maximum"),
 )
 
+#: The landslide legacy (issue 15): a cell's own record before the period, derived by ``prepare``
+#: from the inventories, strictly causal (a period starting at date s sees only periods that
+#: ended at or before s). Stored in the cube's dynamic bands after the triggers; a model sees them
+#: only when ``predictors.legacy`` is on (docs/predictors.md, "Legacy").
+LEGACY_BANDS: tuple[Band, ...] = (
+    Band(
+        "legacy_prev_density",
+        "% of cell area",
+        "new-failure density of the last period that ended by this period's start (0 if none)",
+    ),
+    Band(
+        "legacy_cum_density",
+        "% of cell area",
+        "summed new-failure density of every period that ended by this period's start",
+    ),
+    Band(
+        "legacy_periods_since",
+        "periods",
+        "periods since the cell last had new failures (1: the previous period); a cell with "
+        "none so far: the number of earlier periods + 1",
+    ),
+)
+
 SCALAR_BANDS: tuple[Band, ...] = (
     Band(
         "monsoons_since_eq", "count", "monsoon seasons ended after the earthquake by the period end"
@@ -55,11 +79,38 @@ TERRAIN_BANDS: tuple[str, ...] = (
 )
 
 STATIC_NAMES: tuple[str, ...] = tuple(b.name for b in STATIC_BANDS)
-DYNAMIC_NAMES: tuple[str, ...] = tuple(b.name for b in DYNAMIC_BANDS)
+DYNAMIC_NAMES: tuple[str, ...] = tuple(b.name for b in DYNAMIC_BANDS)  # the triggers
+LEGACY_NAMES: tuple[str, ...] = tuple(b.name for b in LEGACY_BANDS)
+CUBE_DYNAMIC_NAMES: tuple[str, ...] = DYNAMIC_NAMES + LEGACY_NAMES  # the cube's dynamic bands
 SCALAR_NAMES: tuple[str, ...] = tuple(b.name for b in SCALAR_BANDS)
 INPUT_NAMES: tuple[str, ...] = STATIC_NAMES + DYNAMIC_NAMES + SCALAR_NAMES
 N_INPUT_CHANNELS: int = len(INPUT_NAMES)  # 13, as in the paper
-UNITS: dict[str, str] = {b.name: b.unit for b in STATIC_BANDS + DYNAMIC_BANDS + SCALAR_BANDS}
+UNITS: dict[str, str] = {
+    b.name: b.unit for b in STATIC_BANDS + DYNAMIC_BANDS + LEGACY_BANDS + SCALAR_BANDS
+}
 UNITS["aspect"] = "deg"
 TARGET_NAME = "target_density"
 TARGET_UNIT = "% of cell area"
+
+
+def model_dynamic_names(legacy: bool) -> tuple[str, ...]:
+    """The cell-grid bands a model reads, in its channel order: the triggers, then the legacy."""
+    return DYNAMIC_NAMES + (LEGACY_NAMES if legacy else ())
+
+
+def input_names(legacy: bool) -> tuple[str, ...]:
+    """A model's input channels: static, triggers, [legacy,] the monsoon count (13 or 16)."""
+    return STATIC_NAMES + model_dynamic_names(legacy) + SCALAR_NAMES
+
+
+def dynamic_names_of(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The dynamic bands of a recorded input band list; raises ValueError if it is no layout
+    this package builds (static, triggers, [legacy,] monsoon count)."""
+    names = tuple(names)
+    for legacy in (False, True):
+        if names == input_names(legacy):
+            return model_dynamic_names(legacy)
+    raise ValueError(
+        f"input bands {list(names)} are neither {list(input_names(False))} nor "
+        f"{list(input_names(True))}"
+    )

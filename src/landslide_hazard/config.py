@@ -253,6 +253,20 @@ class EvaluationConfig(_Model):
     )
 
 
+class PredictorsConfig(_Model):
+    legacy: Literal["auto"] | bool = Field(
+        "auto",
+        description="the landslide legacy bands (a cell's earlier new failures) as model "
+        "inputs: auto = on for the temporal and spacetime protocols (forecasts), off for "
+        "spatial and paper (held-out cells would see their own earlier labels) and for the "
+        "paper preset; true under spatial or paper is refused",
+    )
+
+
+#: Protocols whose held-out cells would see their own labels of earlier periods through legacy.
+LEGACY_LEAKING_PROTOCOLS = ("spatial", "paper")
+
+
 class OutputConfig(_Model):
     dir: Path = Path("out")
     run_name: str | None = None
@@ -316,6 +330,7 @@ class RunConfig(_Model):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    predictors: PredictorsConfig = Field(default_factory=PredictorsConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
@@ -337,6 +352,28 @@ class RunConfig(_Model):
                 "wide path to; set model.wide: none or choose another preset"
             )
         return self
+
+    @model_validator(mode="after")
+    def _legacy_allowed(self) -> RunConfig:
+        protocol = self.evaluation.protocol
+        if self.predictors.legacy is True and protocol in LEGACY_LEAKING_PROTOCOLS:
+            raise ValueError(
+                f"predictors.legacy = true with evaluation.protocol = {protocol}: the held-out "
+                "cells of this protocol are labelled in every period, so their legacy bands "
+                "would carry their own earlier labels into the test (a leak). Use legacy with "
+                "the temporal or spacetime protocol (a forecast), or set predictors.legacy: auto"
+            )
+        return self
+
+    @property
+    def legacy(self) -> bool:
+        """Whether the model reads the legacy bands (``predictors.legacy`` resolved)."""
+        if self.predictors.legacy == "auto":
+            return (
+                self.evaluation.protocol not in LEGACY_LEAKING_PROTOCOLS
+                and self.model.preset != "paper"
+            )
+        return bool(self.predictors.legacy)
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> RunConfig:

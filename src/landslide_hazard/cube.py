@@ -4,7 +4,7 @@ Layout (format 2; DESIGN.md section 3). Data variables:
 
 - ``static`` (band_static, y, x) float32 on the fine grid, bands :data:`bands.STATIC_NAMES`;
 - ``dynamic`` (period, band_dynamic, y_cell, x_cell) float32 on the cell grid, bands
-  :data:`bands.DYNAMIC_NAMES`;
+  :data:`bands.CUBE_DYNAMIC_NAMES` (the triggers, then the legacy of earlier periods);
 - ``monsoons_since_eq`` (period,) float32;
 - ``target_density`` (period, y_cell, x_cell) float32, % of cell area, NaN outside the mask or
   where unmapped;
@@ -27,15 +27,16 @@ import datetime as dt
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import numpy as np
 import zarr
 
 from . import __version__
 from .bands import (
+    CUBE_DYNAMIC_NAMES,
     DYNAMIC_BANDS,
-    DYNAMIC_NAMES,
+    LEGACY_BANDS,
     SCALAR_BANDS,
     STATIC_BANDS,
     STATIC_NAMES,
@@ -66,7 +67,9 @@ CUBE_ZARR_FORMAT: Final = 2
 DATE_UNITS = "days since 1970-01-01"
 DATE_CALENDAR = "proleptic_gregorian"
 _EPOCH = dt.date(1970, 1, 1)
-_BAND_DESCRIPTIONS = {b.name: b.description for b in STATIC_BANDS + DYNAMIC_BANDS + SCALAR_BANDS}
+_BAND_DESCRIPTIONS = {
+    b.name: b.description for b in STATIC_BANDS + DYNAMIC_BANDS + LEGACY_BANDS + SCALAR_BANDS
+}
 
 
 @dataclass
@@ -81,7 +84,7 @@ class CubeMeta:
     grid: StudyGrid
     periods: list[PeriodInfo]
     static_bands: tuple[str, ...] = STATIC_NAMES
-    dynamic_bands: tuple[str, ...] = DYNAMIC_NAMES
+    dynamic_bands: tuple[str, ...] = CUBE_DYNAMIC_NAMES
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -144,6 +147,28 @@ def check_format(path: str | Path, attrs: dict[str, Any]) -> None:
         f"this version reads ({CUBE_FORMAT_VERSION}); re-run "
         "`landslide-hazard prepare CONFIG --overwrite` to rewrite it"
     )
+
+
+class CubeArrays(Protocol):
+    """What a reader needs of a cube: an opened :class:`Cube`, or one with an unmapped period
+    appended in memory (:class:`~landslide_hazard.predict.forecast.ForecastCube`)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def meta(self) -> CubeMeta: ...
+    @property
+    def grid(self) -> StudyGrid: ...
+    @property
+    def static(self) -> Any: ...
+    @property
+    def dynamic(self) -> Any: ...
+    @property
+    def monsoons_since_eq(self) -> np.ndarray: ...
+    @property
+    def target_density(self) -> Any: ...
+    @property
+    def valid_cells(self) -> np.ndarray: ...
 
 
 class Cube:

@@ -301,13 +301,14 @@ ARCHITECTURE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def enn_arguments(model_cfg: Any, grid: Any) -> dict[str, Any]:
-    """``build_enn``'s keyword arguments for a config's ``model`` section on a grid."""
-    from .bands import INPUT_NAMES
+def enn_arguments(model_cfg: Any, grid: Any, legacy: bool = False) -> dict[str, Any]:
+    """``build_enn``'s keyword arguments for a config's ``model`` section on a grid (``legacy``:
+    the model reads the legacy bands, ``RunConfig.legacy``)."""
+    from .bands import input_names
 
     return {
         "preset": model_cfg.preset,
-        "in_channels": len(INPUT_NAMES),
+        "in_channels": len(input_names(legacy)),
         "patch_cells": grid.patch_cells,
         "cell_pixels": grid.cell_pixels,
         **{key: getattr(model_cfg, key) for key in ARCHITECTURE_DEFAULTS},
@@ -320,7 +321,7 @@ def enn_arguments_of(meta: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "preset": meta["preset"],
-        "in_channels": len(INPUT_NAMES),
+        "in_channels": len(meta.get("bands", INPUT_NAMES)),
         "patch_cells": int(meta["patch_cells"]),
         "cell_pixels": int(meta["cell_pixels"]),
         **{key: type(old)(meta.get(key, old)) for key, old in ARCHITECTURE_DEFAULTS.items()},
@@ -330,7 +331,7 @@ def enn_arguments_of(meta: dict[str, Any]) -> dict[str, Any]:
 def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
     """Write the ``model.pt`` of a trained ENN (weights on the CPU, with what rebuilds it)."""
     from . import __version__
-    from .bands import INPUT_NAMES, UNITS
+    from .bands import UNITS
 
     save_model(
         path,
@@ -338,8 +339,8 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
             state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
             preset=cfg.model.preset,
             **{key: getattr(cfg.model, key) for key in ARCHITECTURE_DEFAULTS},
-            bands=list(INPUT_NAMES),
-            units={b: UNITS[b] for b in INPUT_NAMES},
+            bands=list(norm.names),
+            units={b: UNITS[b] for b in norm.names},
             normalisation=norm.to_dict(),
             grid=grid.to_dict(),
             cell_pixels=grid.cell_pixels,

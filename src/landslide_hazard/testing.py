@@ -13,6 +13,7 @@ import numpy as np
 
 from .cube import Cube, CubeMeta, PeriodInfo, create_cube, open_cube
 from .grid import StudyGrid
+from .prepare.legacy import legacy_bands
 
 
 def make_cube(
@@ -41,13 +42,14 @@ def make_cube(
     if hole:
         valid[:2, :3] = False  # a corner outside the study mask
     static[:, ~np.repeat(np.repeat(valid, k, 0), k, 1)] = np.nan
-    dynamic = rng.gamma(2.0, 3.0, size=(n_periods, 4, cy, cx)).astype("float32")
+    triggers = rng.gamma(2.0, 3.0, size=(n_periods, 4, cy, cx)).astype("float32")
     occ = rng.random((n_periods, cy, cx)) < 0.3
     target = np.where(occ, rng.exponential(1.0, (n_periods, cy, cx)), 0.0).astype("float32")
     target[:, ~valid] = np.nan
     target[0, 5, 5] = np.nan  # an unmapped cell in one period
+    legacy = legacy_bands(target, periods, valid)
     cube.static[:] = static
-    cube.dynamic[:] = dynamic
+    cube.dynamic[:] = np.concatenate([triggers, legacy], axis=1)
     cube.array("monsoons_since_eq")[:] = np.arange(n_periods, dtype="float32")
     cube.target_density[:] = target
     cube.array("valid_cells")[:] = valid.astype("uint8")

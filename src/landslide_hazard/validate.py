@@ -13,13 +13,14 @@ import datetime as dt
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import __version__
+from .bands import LEGACY_NAMES
 from .config import RunConfig
 from .errors import InputError
 from .evaluation.baselines import OCCURRENCE_MODELS
@@ -112,13 +113,35 @@ class _Observed:
     """What every fold is scored against: the cube, the baselines' per-cell features, the
     observed density and occurrence (NaN where unlabelled), and the synthetic truth if any."""
 
-    reader: CubeReader
+    reader: CubeReader  # every dynamic band of the cube (triggers and legacy)
     features: np.ndarray
+    feature_names: list[str]
     observed: np.ndarray
     occurrence: np.ndarray
     truth_dir: Path | None
     truth: dict[str, np.ndarray] | None
     observable: dict[str, np.ndarray] | None
+    model_readers: dict[tuple[str, ...], CubeReader] = field(default_factory=dict)
+
+    def reader_for(self, bands: tuple[str, ...]) -> CubeReader:
+        """A reader of the cell-grid bands a run's model reads (triggers, or with legacy)."""
+        from .sampling.dataset import CubeReader
+
+        if bands not in self.model_readers:
+            r = self.reader
+            self.model_readers[bands] = CubeReader(
+                r.cube, dynamic=r.dynamic, monsoons=r.monsoons, dynamic_bands=bands
+            )
+        return self.model_readers[bands]
+
+    def features_for(self, bands: tuple[str, ...]) -> np.ndarray:
+        """The baselines' per-cell features with the same cell-grid bands as the network."""
+        keep = [
+            i
+            for i, name in enumerate(self.feature_names)
+            if name not in LEGACY_NAMES or name in bands
+        ]
+        return self.features[..., keep]
 
     @classmethod
     def load(cls, cfg: RunConfig) -> _Observed:
@@ -128,10 +151,15 @@ class _Observed:
         from .run import cube_path, find_truth_dir
         from .sampling.dataset import CubeReader
 
-        reader = CubeReader(open_cube(cube_path(cfg)))
+        cube = open_cube(cube_path(cfg))
+        reader = CubeReader(cube, dynamic_bands=cube.meta.dynamic_bands)
         static = np.asarray(reader.static if reader.static_in_memory else reader.static[:])
-        features, _ = cell_features(
-            static, reader.dynamic, reader.monsoons, reader.grid.cell_pixels
+        features, feature_names = cell_features(
+            static,
+            reader.dynamic,
+            reader.monsoons,
+            reader.grid.cell_pixels,
+            dynamic_names=reader.dynamic_bands,
         )
         truth_dir = find_truth_dir(cfg)
         truth = read_truth(truth_dir, reader.grid, reader.n_periods) if truth_dir else None
@@ -142,7 +170,9 @@ class _Observed:
         )
         observed = np.where(reader.valid[None], reader.target, np.nan)
         occurrence = np.where(np.isfinite(observed), observed > cfg.inventory.min_density, np.nan)
-        return cls(reader, features, observed, occurrence, truth_dir, truth, observable)
+        return cls(
+            reader, features, feature_names, observed, occurrence, truth_dir, truth, observable
+        )
 
 
 def _score_fold(
@@ -166,7 +196,7 @@ def _score_fold(
     run = load_run(run_dir)
     enn_maps = predict_arrays(
         run.model,
-        reader,
+        data.reader_for(run.dynamic_bands),
         run.norm,
         merge=cfg.model.lattice_merge,
         inference=Inference(batch_size=cfg.training.batch_size),
@@ -190,13 +220,14 @@ def _score_fold(
     if data.observable is not None:
         susceptibility_maps[OBSERVABLE_ORACLE] = data.observable["susceptibility"]
     train_cells = split.train_cells
+    features = data.features_for(run.dynamic_bands)
     fitted = fit_baselines(
-        data.features[train_cells],
+        features[train_cells],
         data.occurrence[train_cells],
         observed[train_cells],
         seed=cfg.seed,
     )
-    for name, (p_occ, dens) in predict_baselines(fitted, data.features).items():
+    for name, (p_occ, dens) in predict_baselines(fitted, features).items():
         arrays = {"susceptibility": p_occ, "density": dens, "hazard": p_occ * dens}
         scored[name] = score_on_split(arrays, observed, split, cfg, reader.period_names)
         susceptibility_maps[name] = p_occ

@@ -268,7 +268,11 @@ def _worker_row(
     if reader is None:
         _WORKER_READER.clear()
         reader = CubeReader(
-            open_cube(job["cube"]), memory_budget_bytes=0, dynamic=dynamic, monsoons=monsoons
+            open_cube(job["cube"]),
+            memory_budget_bytes=0,
+            dynamic=dynamic,
+            monsoons=monsoons,
+            dynamic_bands=job["dynamic_bands"],
         )
         _WORKER_READER[job["token"]] = reader
     inference: Inference = job["inference"]
@@ -301,6 +305,7 @@ def _distributed_rows(
     job = {
         "token": token,
         "cube": str(Path(reader.cube.path).resolve()),
+        "dynamic_bands": reader.dynamic_bands,
         # the workers build no input in threads: parallelism comes from the workers
         "inference": replace(inference, device=str(inference.device), input_threads=0),
     }

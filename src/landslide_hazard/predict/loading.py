@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bands import INPUT_NAMES, UNITS
+from ..bands import UNITS, dynamic_names_of
 from ..errors import InputError, MissingFileError, RunFolderError
 from ..models.enn import ENN
 from ..run import (
@@ -31,6 +31,11 @@ class LoadedRun:
     norm: Normalisation
     meta: dict[str, Any]
 
+    @property
+    def dynamic_bands(self) -> tuple[str, ...]:
+        """The cell-grid bands the model reads (the triggers, and the legacy if trained so)."""
+        return dynamic_names_of(tuple(self.norm.names))
+
 
 def load_model_file(
     path: str | Path, device: torch.device | str = "cpu"
@@ -40,13 +45,13 @@ def load_model_file(
 
     path = Path(path)
     meta = read_model_payload(path)
-    if tuple(meta.get("bands", ())) != INPUT_NAMES:
-        raise RunFolderError(
-            f"{path}: trained on bands {meta.get('bands')}, this package uses {list(INPUT_NAMES)}; "
-            "retrain the run with this version"
-        )
+    bands = tuple(meta.get("bands", ()))
+    try:
+        dynamic_names_of(bands)
+    except ValueError as exc:
+        raise RunFolderError(f"{path}: {exc}; retrain the run with this version") from exc
     units = meta.get("units", {})
-    for b in INPUT_NAMES:
+    for b in bands:
         if units.get(b) != UNITS[b]:
             raise RunFolderError(
                 f"{path}: band '{b}' was in {units.get(b)!r}, the cube holds {UNITS[b]!r}; retrain"
@@ -61,7 +66,7 @@ def load_model_file(
         ) from exc
     model.to(device)
     norm = Normalisation.from_dict(meta["normalisation"])
-    norm.check_bands(INPUT_NAMES, str(path))
+    norm.check_bands(bands, str(path))
     return model, norm, meta
 
 

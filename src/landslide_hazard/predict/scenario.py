@@ -43,6 +43,17 @@ class RainWindow(BaseModel):
     end: dt.date
 
 
+class ForecastPeriod(BaseModel):
+    """A period after the last mapped inventory, to forecast: (start exclusive, end inclusive];
+    ``start`` defaults to the last inventory's date."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    start: dt.date | None = None
+    end: dt.date
+
+
 class ScenarioSpec(BaseModel):
     """A what-if: new trigger inputs for some periods of the cube.
 
@@ -51,8 +62,9 @@ class ScenarioSpec(BaseModel):
     covering each applied period's days, or ``rain_window`` used for every applied period;
     earthquakes: replace the shaking (events after a period's end are ignored; ``name``
     defaults to ``event<i>``); rasters: cell-grid rasters for any dynamic band, a band per
-    applied period or one band for all; monsoons_since_eq: override. Paths are relative to the
-    scenario file.
+    applied period or one band for all; monsoons_since_eq: override. forecast: a new period
+    after the last mapped one (:mod:`.forecast`) instead of ``periods``. Paths are relative to
+    the scenario file.
     """
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
@@ -64,6 +76,7 @@ class ScenarioSpec(BaseModel):
     earthquakes: list[EarthquakeConfig] | None = None
     rasters: dict[str, Path] | None = None
     monsoons_since_eq: float | None = None
+    forecast: ForecastPeriod | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -137,6 +150,14 @@ def load_scenario(path: str | Path, period_names: list[str]) -> ScenarioSpec:
         raise ConfigError(_one_line(path, exc)) from None
     resolved = spec.model_dump(exclude_unset=True)
     resolve_relative_paths(resolved, path.parent.resolve())
+    if spec.forecast is not None:
+        if spec.periods:
+            raise ConfigError(
+                f"{path}: a forecast applies to its own new period '{spec.forecast.name}'; "
+                "remove `periods` (or remove `forecast` to change mapped periods)"
+            )
+        resolved["periods"] = [spec.forecast.name]
+        return ScenarioSpec.model_validate(resolved)
     resolved["periods"] = spec.periods or list(period_names)
     spec = ScenarioSpec.model_validate(resolved)
     missing = [p for p in spec.periods if p not in period_names]

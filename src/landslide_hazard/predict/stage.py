@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import RunConfig
+from ..cube import Cube, PeriodInfo
 from ..distributed import resolve_scheduler
 from ..errors import InputError
 from ..io.atomic import atomic_path, ensure_writable_dir, remove_stale_temporaries
@@ -16,9 +18,10 @@ from ..run import SCENARIO_FILE, RunFolder
 from ..runtime import apply_thread_policy, resolve_device, to_memory_format
 from ..sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
 from .core import Inference, default_input_threads, predict_arrays
+from .forecast import ForecastCube, check_forecast_triggers, forecast_cube
 from .loading import LoadedRun, _cube_of, load_run
 from .maps import ExtraLayers, MapLabels, UncertaintyLayer, write_maps
-from .scenario import applicability, load_scenario, scenario_triggers
+from .scenario import ScenarioSpec, applicability, load_scenario, scenario_triggers
 from .uncertainty import mc_dropout_maps
 
 
@@ -143,7 +146,7 @@ class _Prediction:
         out_dir = folder.raw_maps if self.raw else folder.maps
         _clean_leftovers(out_dir)
         run, cube, mc_samples = self.run, _cube_of(self.run, self.cube), self.mc_samples
-        reader = CubeReader(cube, memory_budget_bytes=self.budget)
+        reader = CubeReader(cube, memory_budget_bytes=self.budget, dynamic_bands=run.dynamic_bands)
         arrays = self.arrays(reader)
         observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
         device = self.inference.torch_device
@@ -165,15 +168,23 @@ class _Prediction:
     def scenario(self, scenario: Path) -> Path:
         """RUN/scenarios/<name>: the maps of the scenario's periods under its triggers, their
         applicability, and a copy of the scenario file."""
-        run, cube = self.run, _cube_of(self.run, self.cube)
+        run = self.run
+        mapped = _cube_of(run, self.cube)
+        spec = load_scenario(scenario, mapped.meta.period_names)
+        cube = _scenario_cube(spec, mapped, run.cfg)
         periods = cube.meta.period_names
-        spec = load_scenario(scenario, periods)
         name = f"{spec.name}-raw" if self.raw else spec.name
         out_dir = RunFolder(self.run_dir).scenario(name)
         _clean_leftovers(out_dir)
         dynamic, monsoons = scenario_triggers(spec, cube)
+        if spec.forecast is not None:
+            check_forecast_triggers(dynamic, cube.valid_cells, spec.forecast.name, scenario)
         reader = CubeReader(
-            cube, memory_budget_bytes=self.budget, dynamic=dynamic, monsoons=monsoons
+            cube,
+            memory_budget_bytes=self.budget,
+            dynamic=dynamic,
+            monsoons=monsoons,
+            dynamic_bands=run.dynamic_bands,
         )
         apply_idx = [periods.index(p) for p in spec.periods]
         arrays = self.arrays(reader, apply_idx)
@@ -203,6 +214,16 @@ class _Prediction:
             )
             (tmp / SCENARIO_FILE).write_text(scenario.read_text())
         return out_dir
+
+
+def _scenario_cube(spec: ScenarioSpec, cube: Cube, cfg: RunConfig) -> Cube | ForecastCube:
+    """The cube a scenario applies to: the run's, or with the scenario's forecast period
+    appended after the last mapped one (its start defaults to the last inventory's date)."""
+    if spec.forecast is None:
+        return cube
+    start = spec.forecast.start.isoformat() if spec.forecast.start else cube.meta.periods[-1].end
+    period = PeriodInfo(spec.forecast.name, start, spec.forecast.end.isoformat())
+    return forecast_cube(cube, period, cfg)
 
 
 def mc_uncertainty(

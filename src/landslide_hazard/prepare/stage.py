@@ -34,6 +34,7 @@ from ..run import PREPARE_PROGRESS_FILE as PROGRESS_FILE
 from ..run import cube_path
 from .dynamic import compute_dynamic
 from .inputs import PrepareError, ValidatedInputs, cells_all, period_infos, validate_inputs
+from .legacy import legacy_bands
 from .static import (
     DEFAULT_TILE_PX,
     compute_static_tile,
@@ -245,7 +246,13 @@ def _write_dynamic(build: _CubeBuild, valid_cells: np.ndarray) -> None:
             "cell(s): the raster(s) hold nodata or do not reach there; fill them, give "
             "rasters that cover the study area, or exclude those cells with a study mask"
         )
-    build.cube.dynamic[:] = dynamic
+    legacy = legacy_bands(
+        build.cube.target_density[:],
+        build.cube.meta.periods,
+        valid_cells,
+        min_density=build.cfg.inventory.min_density,
+    )
+    build.cube.dynamic[:] = np.concatenate([dynamic, legacy], axis=1)
     build.cube.array("monsoons_since_eq")[:] = monsoons
     build.advance()
     build.done("dynamic")

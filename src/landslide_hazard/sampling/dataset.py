@@ -2,7 +2,10 @@
 
 A model input is (13, n*k, n*k) in :data:`bands.INPUT_NAMES` order: the 8 static bands read from
 the fine grid, the 4 dynamic bands upsampled bilinearly from the cell grid when the patch is read
-(never materialised on the whole fine grid), and the monsoon count as a constant channel. Inputs
+(never materialised on the whole fine grid), and the monsoon count as a constant channel. A
+reader built with the legacy bands (``dynamic_bands=model_dynamic_names(True)``) gives 16
+channels, the 3 legacy bands after the triggers (:func:`bands.input_names`), each constant over
+its cell. Inputs
 are normalised with the run's training statistics, then NaN -> 0. Targets outside the grid, NaN,
 or outside the role's cell mask are masked.
 """
@@ -15,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..bands import DYNAMIC_NAMES, STATIC_NAMES
-from ..cube import Cube
+from ..bands import DYNAMIC_NAMES, LEGACY_NAMES, SCALAR_NAMES, STATIC_NAMES
+from ..cube import CubeArrays
 from ..errors import InputError
 from ..grid import StudyGrid
 from .lattice import PatchIndex, read_window
@@ -24,8 +27,6 @@ from .normalisation import Normalisation
 
 DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024**3
 _STATIC = slice(0, len(STATIC_NAMES))
-_DYNAMIC = slice(len(STATIC_NAMES), len(STATIC_NAMES) + len(DYNAMIC_NAMES))
-_MONSOON = slice(len(STATIC_NAMES) + len(DYNAMIC_NAMES), len(STATIC_NAMES) + len(DYNAMIC_NAMES) + 1)
 
 
 @functools.lru_cache(maxsize=32)
@@ -75,15 +76,18 @@ class CubeReader:
     The cell-grid arrays (dynamic, targets, monsoons, valid mask) are small and always held in
     memory; the fine static array is loaded when it fits ``memory_budget_bytes``, else read
     window by window from Zarr. ``dynamic`` / ``monsoons`` override the cube's triggers (what-if
-    scenarios) without touching the cube.
+    scenarios) without touching the cube; it holds all the cube's dynamic bands
+    (``cube.meta.dynamic_bands``) or only those of ``dynamic_bands``. ``dynamic_bands``: those the model reads, in its channel
+    order (the triggers, or the triggers and the legacy); ``self.dynamic`` holds only them.
     """
 
     def __init__(
         self,
-        cube: Cube,
+        cube: CubeArrays,
         memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
         dynamic: np.ndarray | None = None,
         monsoons: np.ndarray | None = None,
+        dynamic_bands: tuple[str, ...] = DYNAMIC_NAMES,
     ) -> None:
         self.cube = cube
         self.grid: StudyGrid = cube.grid
@@ -93,31 +97,43 @@ class CubeReader:
                 f"{cube.path}: static bands {cube.meta.static_bands} differ from {STATIC_NAMES}; "
                 "re-run prepare with this package version"
             )
-        if tuple(cube.meta.dynamic_bands) != DYNAMIC_NAMES:
+        missing = [b for b in dynamic_bands if b not in cube.meta.dynamic_bands]
+        if missing:
             raise InputError(
-                f"{cube.path}: dynamic bands {cube.meta.dynamic_bands} differ from {DYNAMIC_NAMES}; "
-                "re-run prepare with this package version"
+                f"{cube.path}: the cube has no band(s) {missing} (its dynamic bands: "
+                f"{list(cube.meta.dynamic_bands)}); re-run `landslide-hazard prepare CONFIG "
+                "--overwrite` with this package version"
             )
+        self.dynamic_bands = tuple(dynamic_bands)
+        self.input_names = STATIC_NAMES + self.dynamic_bands + SCALAR_NAMES
+        n_dyn = len(self.dynamic_bands)
+        self._dynamic_slice = slice(len(STATIC_NAMES), len(STATIC_NAMES) + n_dyn)
+        self._monsoon_slice = slice(len(STATIC_NAMES) + n_dyn, len(STATIC_NAMES) + n_dyn + 1)
+        pick = [cube.meta.dynamic_bands.index(b) for b in self.dynamic_bands]
+        # the bands upsampled bilinearly come first (the triggers), the per-cell ones last
+        self._n_smooth = sum(b not in LEGACY_NAMES for b in self.dynamic_bands)
+        if any(b in LEGACY_NAMES for b in self.dynamic_bands[: self._n_smooth]):
+            raise InputError(f"legacy bands must follow the triggers: {self.dynamic_bands}")
         static = cube.static
         self.static_in_memory = int(np.prod(static.shape)) * 4 <= memory_budget_bytes
         self.static = np.asarray(static[:], dtype=np.float32) if self.static_in_memory else static
         self._row_cache: tuple[int, int, np.ndarray] | None = None
-        self.dynamic = (
-            np.asarray(cube.dynamic[:], dtype=np.float32)
-            if dynamic is None
-            else np.asarray(dynamic, dtype=np.float32)
-        )
+        all_dynamic = np.asarray(cube.dynamic[:] if dynamic is None else dynamic, np.float32)
+        n_p = len(self.period_names)
+        expected = (n_p, len(cube.meta.dynamic_bands), *self.grid.cell_shape)
+        if all_dynamic.shape == expected:
+            all_dynamic = all_dynamic[:, pick]
+        elif all_dynamic.shape != (n_p, n_dyn, *self.grid.cell_shape):  # already picked
+            raise InputError(
+                f"dynamic bands of shape {all_dynamic.shape}, expected {expected} "
+                f"(period, {list(cube.meta.dynamic_bands)}, cell rows, cell columns)"
+            )
+        self.dynamic = np.ascontiguousarray(all_dynamic)
         self.monsoons = (
             cube.monsoons_since_eq if monsoons is None else np.asarray(monsoons, dtype=np.float32)
         )
         self.target = np.asarray(cube.target_density[:], dtype=np.float32)
         self.valid = cube.valid_cells
-        n_p = len(self.period_names)
-        if self.dynamic.shape != (n_p, len(DYNAMIC_NAMES), *self.grid.cell_shape):
-            raise InputError(
-                f"dynamic triggers of shape {self.dynamic.shape}, expected "
-                f"{(n_p, len(DYNAMIC_NAMES), *self.grid.cell_shape)}"
-            )
 
     @property
     def n_periods(self) -> int:
@@ -153,10 +169,24 @@ class CubeReader:
                 return read_window(rows, (row0 - c_row0) * k, col0 * k, h * k, w * k)
         return read_window(self.static, row0 * k, col0 * k, h * k, w * k)
 
+    @property
+    def n_channels(self) -> int:
+        """Model input channels: 13, or 16 with the legacy bands."""
+        return self._monsoon_slice.stop
+
     def dynamic_window(self, period: int, row0: int, col0: int, h: int, w: int) -> np.ndarray:
-        """(4, h*k, w*k) raw dynamic values, upsampled bilinearly from the cell grid."""
+        """(D, h*k, w*k) raw dynamic values on the fine pixels: the triggers upsampled
+        bilinearly from the cell grid (smooth fields), the legacy bands constant over each cell
+        (a cell's own record, not to be blended with its neighbours')."""
         cells = read_window(self.dynamic, row0 - 1, col0 - 1, h + 2, w + 2, prefix=(period,))
-        return upsample_cells_bilinear(cells, self.grid.cell_pixels)
+        k = self.grid.cell_pixels
+        n = self._n_smooth
+        if n == cells.shape[0]:
+            return upsample_cells_bilinear(cells, k)
+        out = np.empty((cells.shape[0], h * k, w * k), dtype=np.float32)
+        out[:n] = upsample_cells_bilinear(cells[:n], k)
+        out[n:] = np.repeat(np.repeat(cells[n:, 1:-1, 1:-1], k, axis=-2), k, axis=-1)
+        return out
 
     def target_window(self, period: int, row0: int, col0: int, h: int, w: int) -> np.ndarray:
         """(h, w) target density (%), NaN outside the grid, outside valid cells or unlabelled."""
@@ -180,18 +210,20 @@ class CubeReader:
         size: int | None = None,
         static: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The normalised model input (13, s*k, s*k) of the ``s x s``-cell patch at (row0, col0).
+        """The normalised model input (C, s*k, s*k) of the ``s x s``-cell patch at (row0, col0)
+        (C = :attr:`n_channels`; ``norm`` holds the statistics of :attr:`input_names`).
 
         ``static``: its 8 static bands already normalised (e.g. from a
         :class:`StaticPatchCache`), used instead of reading them."""
         s = self.grid.patch_cells if size is None else size
         k = self.grid.cell_pixels
-        x = np.empty((_MONSOON.stop, s * k, s * k), dtype=np.float32)
+        dyn, mon = self._dynamic_slice, self._monsoon_slice
+        x = np.empty((mon.stop, s * k, s * k), dtype=np.float32)
         if static is None:
             static = self.static_input(norm, row0, col0, s)
         x[_STATIC] = static
-        x[_DYNAMIC] = norm.scale(self.dynamic_window(period, row0, col0, s, s), _DYNAMIC)
-        x[_MONSOON] = norm.scale(np.array([self.monsoons[period]], dtype=np.float32), _MONSOON)[0]
+        x[dyn] = norm.scale(self.dynamic_window(period, row0, col0, s, s), dyn)
+        x[mon] = norm.scale(np.array([self.monsoons[period]], dtype=np.float32), mon)[0]
         np.copyto(x, np.float32(0.0), where=~np.isfinite(x))  # NaN, +-inf -> 0 in one pass
         return x
 

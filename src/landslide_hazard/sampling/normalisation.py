@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bands import DYNAMIC_NAMES, INPUT_NAMES, STATIC_NAMES, UNITS
+from ..bands import DYNAMIC_NAMES, INPUT_NAMES, SCALAR_NAMES, STATIC_NAMES, UNITS
 from ..errors import InputError
 
 
@@ -118,18 +118,22 @@ def compute_normalisation(
     train_cells: np.ndarray,
     cell_pixels: int,
     rows_per_read: int = 16,
+    dynamic_names: tuple[str, ...] = DYNAMIC_NAMES,
 ) -> Normalisation:
-    """Statistics of the 13 input bands over the training cells only.
+    """Statistics of the input bands over the training cells only.
 
-    static: (8, H, W) numpy or zarr array on the fine grid; dynamic: (P, 4, cy, cx) on the cell
-    grid; monsoons: (P,); train_cells: (P, cy, cx) bool. Static pixels are streamed in bands of
+    static: (8, H, W) numpy or zarr array on the fine grid; dynamic: (P, D, cy, cx) on the cell
+    grid, bands ``dynamic_names`` (the triggers, or the triggers and the legacy); monsoons:
+    (P,); train_cells: (P, cy, cx) bool. Static pixels are streamed in bands of
     ``rows_per_read`` cell rows, so memory stays bounded on large grids.
     """
     train_cells = np.asarray(train_cells, dtype=bool)
     if not train_cells.any():
         raise InputError("no training cell to compute the normalisation from")
     k = cell_pixels
-    n_static, n_dyn = len(STATIC_NAMES), len(DYNAMIC_NAMES)
+    n_static, n_dyn = len(STATIC_NAMES), len(dynamic_names)
+    if np.shape(dynamic)[1] != n_dyn:
+        raise ValueError(f"dynamic has {np.shape(dynamic)[1]} bands, names {list(dynamic_names)}")
     stats = _Stats(n_static + n_dyn + 1)
     cells_any = np.asarray(train_cells.any(axis=0))
     cy = cells_any.shape[0]
@@ -146,4 +150,5 @@ def compute_normalisation(
         stats.add(n_static + b, np.asarray(dynamic)[t_idx, b, r_idx, c_idx])
     stats.add(n_static + n_dyn, np.asarray(monsoons, dtype=np.float64)[t_idx])
     mean, std, lo, hi, count = stats.result()
-    return Normalisation(INPUT_NAMES, mean, std, lo, hi, count)
+    names = STATIC_NAMES + tuple(dynamic_names) + SCALAR_NAMES
+    return Normalisation(names, mean, std, lo, hi, count)

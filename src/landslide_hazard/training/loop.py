@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..bands import model_dynamic_names
 from ..config import RunConfig, save_config
 from ..cube import open_cube
 from ..errors import InputError, ResumeError
@@ -175,6 +176,10 @@ def _run_training(
         f"{summary['n_train_patches']} train / {summary['n_val_patches']} val patches, "
         f"{summary['n_test_cells']} test cells; static in memory: {data.reader.static_in_memory}"
     )
+    rt.log(
+        f"inputs: {data.reader.n_channels} bands"
+        + (" with the landslide legacy (predictors.legacy)" if cfg_run.legacy else "")
+    )
     prev_det = torch.are_deterministic_algorithms_enabled()
     if rt.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -211,7 +216,11 @@ def _training_data(cfg: RunConfig, memory_budget_bytes: int) -> TrainingData:
             f"cells) differs from the config (k={want.cell_pixels}, n={want.patch_cells}, "
             f"{want.cell_shape}); re-run `landslide-hazard prepare` with this config"
         )
-    reader = CubeReader(cube, memory_budget_bytes=memory_budget_bytes)
+    reader = CubeReader(
+        cube,
+        memory_budget_bytes=memory_budget_bytes,
+        dynamic_bands=model_dynamic_names(cfg.legacy),
+    )
     split = make_split(
         reader.target,
         reader.valid,
@@ -220,7 +229,12 @@ def _training_data(cfg: RunConfig, memory_budget_bytes: int) -> TrainingData:
         cell_size_m=grid.cell_size_m,
     )
     norm = compute_normalisation(
-        reader.static, reader.dynamic, reader.monsoons, split.train_cells, grid.cell_pixels
+        reader.static,
+        reader.dynamic,
+        reader.monsoons,
+        split.train_cells,
+        grid.cell_pixels,
+        dynamic_names=reader.dynamic_bands,
     )
     return TrainingData(reader, split, norm)
 
