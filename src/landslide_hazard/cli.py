@@ -451,12 +451,7 @@ def synth_cmd(
         "--dem",
         help="your own DEM (GeoTIFF, projected CRS in metres) as the terrain; it sets the grid",
     ),
-    legacy_process: bool = typer.Option(
-        False,
-        "--legacy-process",
-        help="failed ground fails again (a cell's record raises its later rates; "
-        "docs/synthetic.md)",
-    ),
+    legacy: bool = typer.Option(False, "--legacy-process", help="failed ground fails again"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:
     """Write a synthetic scenario: the inputs a user brings, config.yaml, and truth/."""
@@ -467,14 +462,8 @@ def synth_cmd(
             f"--size {size} and --dem exclude each other: the DEM sets the grid (its pixel "
             "size, ~1 km cells, its extent); drop --size"
         )
-    summary = generate_scenario(
-        size or "demo",
-        seed,
-        out,
-        progress=not no_progress,
-        dem=dem,
-        legacy_process=legacy_process,
-    )
+    progress = not no_progress
+    summary = generate_scenario(size or "demo", seed, out, progress, dem=dem, legacy_process=legacy)
     console.print(
         f"{summary['n_cells']} cells x {len(summary['periods'])} periods "
         f"({summary['timings_s']['total_s']:.1f} s); next: `landslide-hazard prepare "

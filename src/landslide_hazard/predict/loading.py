@@ -49,7 +49,10 @@ def load_model_file(
     try:
         dynamic_names_of(bands)
     except ValueError as exc:
-        raise RunFolderError(f"{path}: {exc}; retrain the run with this version") from exc
+        raise RunFolderError(
+            f"{path}: trained on bands {list(bands)}, neither the 13 inputs of this package nor "
+            "its 16 with the landslide legacy; retrain the run with this version"
+        ) from exc
     units = meta.get("units", {})
     for b in bands:
         if units.get(b) != UNITS[b]:
