@@ -30,7 +30,7 @@ NAMES = ["Co-seismic", "Post-monsoon 1", "Pre-monsoon 2"]
 TRANSFORM = Affine(1000.0, 0, 300000.0, 0, -1000.0, 3100000.0)
 
 
-def _synthetic_folder(tmp_path: Path, with_folds: bool = True) -> Path:
+def _synthetic_folder(tmp_path: Path, with_folds: bool = True, names=NAMES) -> Path:
     rng = np.random.default_rng(7)
     shape = (3, 18, 24)
     latent = rng.random(shape)
@@ -40,7 +40,7 @@ def _synthetic_folder(tmp_path: Path, with_folds: bool = True) -> Path:
     observed[:, :3, :4] = np.nan
     maps = tmp_path / "maps"
     paths = {
-        k: write_raster(maps / f"{k}.tif", a, TRANSFORM, "EPSG:32645", NAMES)
+        k: write_raster(maps / f"{k}.tif", a, TRANSFORM, "EPSG:32645", names)
         for k, a in {"observed": observed, "susceptibility": sus, "density": dens}.items()
     }
     if with_folds:
@@ -319,6 +319,31 @@ def test_viewer_interactions_in_headless_chromium(built, tmp_path):
     ]
     assert others == ["viewer ready"], others
     assert len(messages) == len(console), console  # every console line is one of ours
+    _assert_not_blank(shot)
+
+
+# Period names as a hostile input file could carry them: markup that would run if inserted as
+# HTML, and a script-tag breakout of the embedded JSON.
+HOSTILE = [
+    "<img src=x onerror=\"console.log('pwned img')\">",
+    "</script><script>console.log('pwned script')</script>",
+    "Pre-monsoon <b onmouseover=console.log('pwned')>2</b>",
+]
+
+
+def test_hostile_period_names_render_as_text_in_headless_chromium(tmp_path):
+    """A report whose period names are markup: chromium shows them as text, runs none of it
+    (no console line but the viewer's own), and the page still works."""
+    _need_chromium()
+    folder = _synthetic_folder(tmp_path, names=HOSTILE)
+    result = CliRunner().invoke(app, ["report", str(folder)])
+    assert result.exit_code == 0, result.output
+    page = folder / "report.html"
+    shot = tmp_path / "hostile.png"
+    console = _chromium(page, tmp_path, shot)
+    messages = _messages(console)
+    assert messages == ["viewer ready"], console[-5:]
+    assert not any("pwned" in line for line in console)
     _assert_not_blank(shot)
 
 
