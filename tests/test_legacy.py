@@ -188,3 +188,18 @@ def test_legacy_bands_are_constant_over_each_cell(tiny_cube):
     np.testing.assert_array_equal(win[4:], np.repeat(np.repeat(cells, k, 1), k, 2))
     halo = read_window(reader.dynamic, 2, 3, 6, 6, prefix=(2,))
     np.testing.assert_array_equal(win[:4], upsample_cells_bilinear(halo[:4], k))
+
+
+def test_validate_refuses_legacy_true_with_a_leaking_protocol_before_training(monkeypatch):
+    from landslide_hazard import validate as validate_mod
+    from landslide_hazard.config import RunConfig
+    from landslide_hazard.errors import InputError
+
+    cfg = RunConfig.model_validate(_minimal("temporal", True))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("no training may start")
+
+    monkeypatch.setattr("landslide_hazard.training.train", boom)
+    with pytest.raises(InputError, match="legacy = true with protocol.*spatial"):
+        validate_mod.validate(cfg, ["temporal", "spatial"], progress=False)

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from .bands import LEGACY_NAMES
-from .config import RunConfig
+from .config import LEGACY_LEAKING_PROTOCOLS, RunConfig
 from .errors import InputError
 from .evaluation.baselines import OCCURRENCE_MODELS
 from .run import RELIABILITY_PLOT, VALIDATION_DIR, VALIDATION_FILE, RunFolder
@@ -300,6 +300,13 @@ def validate(
     for p in protocols:
         if p not in PROTOCOLS:
             raise InputError(f"unknown protocol '{p}'; choose from {', '.join(PROTOCOLS)}")
+    leaking = [p for p in protocols if p in LEGACY_LEAKING_PROTOCOLS]
+    if cfg.predictors.legacy is True and leaking:
+        raise InputError(
+            f"predictors.legacy = true with protocol(s) {', '.join(leaking)}: their held-out "
+            "cells would see their own earlier labels; set predictors.legacy: auto (on for "
+            "temporal and spacetime only) or validate only temporal,spacetime"
+        )
     out_dir = Path(out_dir) if out_dir is not None else Path(cfg.output.dir) / VALIDATION_DIR
     data = _Observed.load(cfg)
     rows: list[dict[str, Any]] = []
