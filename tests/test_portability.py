@@ -24,21 +24,14 @@ from landslide_hazard.run import RunFolder
 def trained(tmp_path_factory):
     """A run trained one epoch per stage on a small random cube, in <base>/out."""
     from landslide_hazard.config import load_config
-    from landslide_hazard.testing import make_cube
+    from landslide_hazard.testing import grid_config, make_cube
     from landslide_hazard.training import train
 
     base = tmp_path_factory.mktemp("portable")
     cube = make_cube(base / "out" / "cube.zarr", shape_cells=(8, 8), k=4, n=4, n_periods=3)
     g = cube.grid
     data = {
-        "grid": {
-            "crs": g.crs,
-            "origin": [g.x_min, g.y_max],
-            "pixel_size_m": g.pixel_size_m,
-            "cell_pixels": g.cell_pixels,
-            "shape_cells": list(g.cell_shape),
-            "patch_cells": 4,
-        },
+        "grid": grid_config(g),
         "baseline": {"name": "base", "date": "2015-01-01", "inventory": "inv/b.gpkg"},
         "periods": [
             {"name": p.name, "date": p.end, "inventory": "inv/p.gpkg"} for p in cube.meta.periods

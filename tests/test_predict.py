@@ -18,7 +18,7 @@ from landslide_hazard.models import ENNOutput
 from landslide_hazard.predict import Inference
 from landslide_hazard.sampling.dataset import CubeReader
 from landslide_hazard.sampling.normalisation import compute_normalisation
-from landslide_hazard.testing import make_cube
+from landslide_hazard.testing import grid_config, make_cube
 
 N = 4
 
@@ -75,14 +75,7 @@ def test_lattices_merged_per_cell(tmp_path, merge):
 def _config(tmp_path, cube):
     g = cube.grid
     data = {
-        "grid": {
-            "crs": g.crs,
-            "origin": [g.x_min, g.y_max],
-            "pixel_size_m": g.pixel_size_m,
-            "cell_pixels": g.cell_pixels,
-            "shape_cells": list(g.cell_shape),
-            "patch_cells": N,
-        },
+        "grid": grid_config(g),
         "baseline": {"name": "base", "date": "2015-01-01", "inventory": "b.gpkg"},
         "periods": [
             {"name": p.name, "date": p.end, "inventory": "p.gpkg"} for p in cube.meta.periods

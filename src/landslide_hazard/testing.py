@@ -54,3 +54,16 @@ def make_cube(
     cube.target_density[:] = target
     cube.array("valid_cells")[:] = valid.astype("uint8")
     return open_cube(path)
+
+
+def grid_config(grid: StudyGrid) -> dict:
+    """The config's ``grid`` section that describes ``grid`` (e.g. a :func:`make_cube` cube's),
+    so that a test config and its cube agree by construction."""
+    return {
+        "crs": grid.crs,
+        "origin": [grid.x_min, grid.y_max],
+        "pixel_size_m": grid.pixel_size_m,
+        "cell_pixels": grid.cell_pixels,
+        "shape_cells": list(grid.cell_shape),
+        "patch_cells": grid.patch_cells,
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from landslide_hazard.testing import make_cube
+from landslide_hazard.testing import grid_config, make_cube
 
 
 def make_config(tmp_path, cube_kw=None, **training):
@@ -18,14 +18,7 @@ def make_config(tmp_path, cube_kw=None, **training):
     n_p = cube_kw["n_periods"]
     data = {
         "seed": 3,
-        "grid": {
-            "crs": g.crs,
-            "origin": [g.x_min, g.y_max],
-            "pixel_size_m": g.pixel_size_m,
-            "cell_pixels": g.cell_pixels,
-            "shape_cells": list(g.cell_shape),
-            "patch_cells": g.patch_cells,
-        },
+        "grid": grid_config(g),
         "baseline": {"name": "base", "date": "2015-01-01", "inventory": "b.gpkg"},
         "periods": [
             {"name": p.name, "date": f"2015-{i + 2:02d}-01", "inventory": f"p{i}.gpkg"}
