@@ -125,14 +125,22 @@ def _row(label: str, paper: float, ours: float, digits: int) -> str:
     return f"| {label} | {paper:.{digits}f} | {ours:.3f} | {'yes' if ok else 'no'} |"
 
 
+def _pooled_scores(rep: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The pooled score blocks both sections read: occurrence, density on all and on positive
+    cells, hazard on all cells (at the paper's 0.5 threshold), occurrence at the max-F1 one."""
+    pooled = rep["paper_threshold"]["pooled"]
+    return (
+        pooled["occurrence"],
+        pooled["density"]["all"],
+        pooled["density"]["positive"],
+        pooled["hazard"]["all"],
+        rep["max_f1"]["pooled"]["occurrence"],
+    )
+
+
 def _pooled_tables(rep: dict[str, Any]) -> list[str]:
     """The pooled scores beside the paper's quoted values, then further scores."""
-    res = rep["paper_threshold"]
-    po = res["pooled"]["occurrence"]
-    pd_all = res["pooled"]["density"]["all"]
-    pd_pos = res["pooled"]["density"]["positive"]
-    hz_all = res["pooled"]["hazard"]["all"]
-    bo = rep["max_f1"]["pooled"]["occurrence"]
+    po, pd_all, pd_pos, hz_all, bo = _pooled_scores(rep)
     q = PAPER_QUOTED
     return [
         _row("AUC-ROC (susceptibility)", q["auc"], po["auc"], 2),
@@ -196,11 +204,7 @@ def _period_table(res: dict[str, Any]) -> list[str]:
 def _differences(rep: dict[str, Any]) -> list[str]:
     """Why our scores differ from the quoted ones."""
     res = rep["paper_threshold"]
-    po = res["pooled"]["occurrence"]
-    pd_all = res["pooled"]["density"]["all"]
-    pd_pos = res["pooled"]["density"]["positive"]
-    hz_all = res["pooled"]["hazard"]["all"]
-    bo = rep["max_f1"]["pooled"]["occurrence"]
+    po, pd_all, pd_pos, hz_all, bo = _pooled_scores(rep)
     q = PAPER_QUOTED
     iou_from_f1 = q["f1"] / (2 - q["f1"])
     f1_from_iou = 2 * q["iou"] / (1 + q["iou"])
