@@ -203,3 +203,24 @@ def test_validate_refuses_legacy_true_with_a_leaking_protocol_before_training(mo
     monkeypatch.setattr("landslide_hazard.training.train", boom)
     with pytest.raises(InputError, match="legacy = true with protocol.*spatial"):
         validate_mod.validate(cfg, ["temporal", "spatial"], progress=False)
+
+
+def test_a_reader_with_other_bands_equals_a_fresh_one(tiny_cube):
+    """``with_dynamic_bands`` shares the static pixels and gives the patches a fresh reader of
+    those bands gives."""
+    from landslide_hazard.errors import InputError
+    from landslide_hazard.sampling.normalisation import compute_normalisation
+
+    full = CubeReader(tiny_cube, dynamic_bands=DYNAMIC_NAMES + LEGACY_NAMES)
+    derived = full.with_dynamic_bands(DYNAMIC_NAMES)
+    fresh = CubeReader(tiny_cube)
+    assert derived.static is full.static and derived.input_names == fresh.input_names
+    np.testing.assert_array_equal(derived.dynamic, fresh.dynamic)
+    cells = np.ones_like(fresh.label_mask)
+    norm = compute_normalisation(fresh.static, fresh.dynamic, fresh.monsoons, cells, 4)
+    np.testing.assert_array_equal(
+        derived.patch_input(norm, 1, 2, 3), fresh.patch_input(norm, 1, 2, 3)
+    )
+    assert full.n_channels == 16  # the original is untouched
+    with pytest.raises(InputError, match="no band"):
+        derived.with_dynamic_bands(DYNAMIC_NAMES + LEGACY_NAMES)

@@ -125,13 +125,8 @@ class _Observed:
 
     def reader_for(self, bands: tuple[str, ...]) -> CubeReader:
         """A reader of the cell-grid bands a run's model reads (triggers, or with legacy)."""
-        from .sampling.dataset import CubeReader
-
         if bands not in self.model_readers:
-            r = self.reader
-            self.model_readers[bands] = CubeReader(
-                r.cube, dynamic=r.dynamic, monsoons=r.monsoons, dynamic_bands=bands
-            )
+            self.model_readers[bands] = self.reader.with_dynamic_bands(bands)
         return self.model_readers[bands]
 
     def features_for(self, bands: tuple[str, ...]) -> np.ndarray:

@@ -12,6 +12,7 @@ or outside the role's cell mask are masked.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -77,8 +78,9 @@ class CubeReader:
     memory; the fine static array is loaded when it fits ``memory_budget_bytes``, else read
     window by window from Zarr. ``dynamic`` / ``monsoons`` override the cube's triggers (what-if
     scenarios) without touching the cube; it holds all the cube's dynamic bands
-    (``cube.meta.dynamic_bands``) or only those of ``dynamic_bands``. ``dynamic_bands``: those the model reads, in its channel
-    order (the triggers, or the triggers and the legacy); ``self.dynamic`` holds only them.
+    (``cube.meta.dynamic_bands``) or only those of ``dynamic_bands``. ``dynamic_bands``: those
+    the model reads, in its channel order (the triggers, or the triggers and the legacy);
+    ``self.dynamic`` holds only them (:meth:`with_dynamic_bands` for another choice).
     """
 
     def __init__(
@@ -104,16 +106,9 @@ class CubeReader:
                 f"{list(cube.meta.dynamic_bands)}); re-run `landslide-hazard prepare CONFIG "
                 "--overwrite` with this package version"
             )
-        self.dynamic_bands = tuple(dynamic_bands)
-        self.input_names = STATIC_NAMES + self.dynamic_bands + SCALAR_NAMES
+        self._choose_bands(tuple(dynamic_bands))
         n_dyn = len(self.dynamic_bands)
-        self._dynamic_slice = slice(len(STATIC_NAMES), len(STATIC_NAMES) + n_dyn)
-        self._monsoon_slice = slice(len(STATIC_NAMES) + n_dyn, len(STATIC_NAMES) + n_dyn + 1)
         pick = [cube.meta.dynamic_bands.index(b) for b in self.dynamic_bands]
-        # the bands upsampled bilinearly come first (the triggers), the per-cell ones last
-        self._n_smooth = sum(b not in LEGACY_NAMES for b in self.dynamic_bands)
-        if any(b in LEGACY_NAMES for b in self.dynamic_bands[: self._n_smooth]):
-            raise InputError(f"legacy bands must follow the triggers: {self.dynamic_bands}")
         static = cube.static
         self.static_in_memory = int(np.prod(static.shape)) * 4 <= memory_budget_bytes
         self.static = np.asarray(static[:], dtype=np.float32) if self.static_in_memory else static
@@ -134,6 +129,31 @@ class CubeReader:
         )
         self.target = np.asarray(cube.target_density[:], dtype=np.float32)
         self.valid = cube.valid_cells
+
+    def _choose_bands(self, bands: tuple[str, ...]) -> None:
+        """Set the dynamic bands the model reads and their channel slices."""
+        self.dynamic_bands = bands
+        self.input_names = STATIC_NAMES + bands + SCALAR_NAMES
+        n_dyn = len(bands)
+        self._dynamic_slice = slice(len(STATIC_NAMES), len(STATIC_NAMES) + n_dyn)
+        self._monsoon_slice = slice(len(STATIC_NAMES) + n_dyn, len(STATIC_NAMES) + n_dyn + 1)
+        # the bands upsampled bilinearly come first (the triggers), the per-cell ones last
+        self._n_smooth = sum(b not in LEGACY_NAMES for b in bands)
+        if any(b in LEGACY_NAMES for b in bands[: self._n_smooth]):
+            raise InputError(f"legacy bands must follow the triggers: {bands}")
+
+    def with_dynamic_bands(self, bands: tuple[str, ...]) -> CubeReader:
+        """This reader with another choice among its dynamic bands, sharing its static pixels,
+        targets and monsoon counts (nothing is read again)."""
+        missing = [b for b in bands if b not in self.dynamic_bands]
+        if missing:
+            raise InputError(f"this reader holds no band(s) {missing}: {self.dynamic_bands}")
+        other = copy.copy(self)
+        other._row_cache = None
+        other._choose_bands(tuple(bands))
+        pick = [self.dynamic_bands.index(b) for b in bands]
+        other.dynamic = np.ascontiguousarray(self.dynamic[:, pick])
+        return other
 
     @property
     def n_periods(self) -> int:
