@@ -12,6 +12,7 @@ from landslide_hazard.bands import (
     CUBE_DYNAMIC_NAMES,
     DYNAMIC_NAMES,
     LEGACY_NAMES,
+    MODEL_LEGACY_NAMES,
     dynamic_names_of,
     input_names,
 )
@@ -51,6 +52,11 @@ def test_legacy_of_one_cell_by_hand():
     np.testing.assert_array_equal(since[:, 1], [1, 2, 3, 4])  # never failed: n_seen + 1
     np.testing.assert_array_equal(prev[:, 2], [0.0, 1.0, 0.0, 0.0])  # NaN counts as 0
     np.testing.assert_array_equal(since[:, 2], [1, 1, 2, 3])
+    mean, frac = out[:, 3, 0], out[:, 4, 0]
+    np.testing.assert_allclose(mean[:, 0], [0.0, 2.0, 1.0, 2.5 / 3], rtol=1e-6)
+    np.testing.assert_allclose(frac[:, 0], [0.0, 1.0, 0.5, 2 / 3], rtol=1e-6)
+    np.testing.assert_array_equal(frac[:, 1], [0, 0, 0, 0])
+    np.testing.assert_allclose(frac[:, 2], [0.0, 1.0, 0.5, 1 / 3], rtol=1e-6)  # NaN: not failed
 
 
 def test_a_threshold_and_cells_outside_the_mask():
@@ -75,7 +81,8 @@ def test_a_period_sees_only_periods_mapped_by_its_start():
 
 def test_band_layouts():
     assert len(input_names(False)) == 13 and len(input_names(True)) == 16
-    assert dynamic_names_of(input_names(True)) == DYNAMIC_NAMES + LEGACY_NAMES
+    assert dynamic_names_of(input_names(True)) == DYNAMIC_NAMES + MODEL_LEGACY_NAMES
+    assert set(MODEL_LEGACY_NAMES) <= set(LEGACY_NAMES)
     assert dynamic_names_of(list(input_names(False))) == DYNAMIC_NAMES
     with pytest.raises(ValueError, match="neither"):
         dynamic_names_of(input_names(False)[:-1])
@@ -157,11 +164,12 @@ def test_a_later_inventory_never_changes_earlier_inputs(tiny_scenario, tmp_path)
 
 def test_a_reader_gives_the_model_its_bands(tiny_cube):
     plain = CubeReader(tiny_cube)
-    legacy = CubeReader(tiny_cube, dynamic_bands=DYNAMIC_NAMES + LEGACY_NAMES)
+    legacy = CubeReader(tiny_cube, dynamic_bands=DYNAMIC_NAMES + MODEL_LEGACY_NAMES)
     assert plain.n_channels == 13 and legacy.n_channels == 16
     assert plain.input_names == input_names(False) and legacy.input_names == input_names(True)
     np.testing.assert_array_equal(legacy.dynamic[:, :4], plain.dynamic)
-    np.testing.assert_array_equal(legacy.dynamic[:, 4:], tiny_cube.dynamic[:, 4:])
+    stored = [CUBE_DYNAMIC_NAMES.index(b) for b in MODEL_LEGACY_NAMES]
+    np.testing.assert_array_equal(legacy.dynamic[:, 4:], tiny_cube.dynamic[:, stored])
 
 
 def test_a_cube_without_legacy_bands_is_refused_by_a_legacy_model(tiny_cube):
@@ -170,7 +178,9 @@ def test_a_cube_without_legacy_bands_is_refused_by_a_legacy_model(tiny_cube):
     tiny_cube.meta.dynamic_bands = DYNAMIC_NAMES  # as a cube written before the legacy bands
     with pytest.raises(InputError, match=r"no band\(s\).*legacy_prev_density.*--overwrite"):
         CubeReader(
-            tiny_cube, dynamic=tiny_cube.dynamic[:, :4], dynamic_bands=DYNAMIC_NAMES + LEGACY_NAMES
+            tiny_cube,
+            dynamic=tiny_cube.dynamic[:, :4],
+            dynamic_bands=DYNAMIC_NAMES + MODEL_LEGACY_NAMES,
         )
 
 
@@ -221,6 +231,6 @@ def test_a_reader_with_other_bands_equals_a_fresh_one(tiny_cube):
     np.testing.assert_array_equal(
         derived.patch_input(norm, 1, 2, 3), fresh.patch_input(norm, 1, 2, 3)
     )
-    assert full.n_channels == 16  # the original is untouched
+    assert full.n_channels == 13 + len(LEGACY_NAMES)  # the original is untouched
     with pytest.raises(InputError, match="no band"):
         derived.with_dynamic_bands(DYNAMIC_NAMES + LEGACY_NAMES)

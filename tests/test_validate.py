@@ -164,3 +164,34 @@ def test_several_configs_make_one_report_with_the_spread_over_seeds():
     assert "## demo (8 x 8 cells; seeds 0, 1)" in text and "## big (8 x 8 cells; seed 0)" in text
     assert "| spatial | 0 | 0.720 | 0.700 | 0.300 | 0.200 |" in text  # the per-seed table
     assert "the ENN (AUC 0.740) beats the best baseline, logistic_regression" in text
+
+
+def test_period_ratio_deviation_by_hand():
+    from landslide_hazard.validate import period_ratio_deviation
+
+    result = {
+        "periods": [
+            {"hazard": {"mean_predicted": 0.6, "mean_observed": 0.5}},  # |1.2 - 1| = 0.2
+            {"hazard": {"mean_predicted": 0.2, "mean_observed": 0.4}},  # |0.5 - 1| = 0.5
+            {"hazard": {"mean_predicted": 0.3, "mean_observed": 0.0}},  # no ratio: skipped
+        ]
+    }
+    assert period_ratio_deviation(result) == pytest.approx(0.35)
+    assert np.isnan(period_ratio_deviation({"periods": []}))
+
+
+def test_pooled_calibration_table_pools_every_cell_period():
+    from landslide_hazard.evaluation.metrics import expected_calibration_error
+    from landslide_hazard.validate_report import pooled_calibration_table
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 4000)
+    y = (rng.uniform(0, 1, 4000) < p).astype(float)
+    table = pooled_calibration_table({"spatial": {"y": y, "enn": p, "biased": p * 0.5}})
+    rows = {
+        line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| spatial")
+    }
+    assert f"{expected_calibration_error(y, p):.3f} |" in rows["enn"]
+    assert f"| 4000 | {y.mean():.3f} | {p.mean():.3f} |" in rows["enn"]
+    # halving every probability leaves about half the observed frequency unexplained
+    assert float(rows["biased"].split(" | ")[-1].strip(" |")) > 0.2

@@ -3,7 +3,8 @@
 The model input has 13 channels (paper Table 1): the 8 static fine-grid bands, the 4 dynamic
 trigger bands (stored on the cell grid, upsampled when a patch is read) and the scalar count of
 monsoons since the earthquake, broadcast to a constant channel. With ``predictors.legacy`` on,
-the 3 legacy bands follow the triggers (16 channels; :func:`input_names`).
+3 of the legacy bands (:data:`MODEL_LEGACY_NAMES`, of the 5 in the cube) follow the triggers (16
+channels; :func:`input_names`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,27 @@ LEGACY_BANDS: tuple[Band, ...] = (
         "periods since the cell last had new failures (1: the previous period); a cell with "
         "none so far: the number of earlier periods + 1",
     ),
+    Band(
+        "legacy_mean_density",
+        "% of cell area",
+        "mean new-failure density per period over every period that ended by this period's "
+        "start (0 if none)",
+    ),
+    Band(
+        "legacy_failed_fraction",
+        "1",
+        "share of the periods that ended by this period's start in which the cell had new "
+        "failures (0 if none)",
+    ),
+)
+#: The legacy bands a model reads: the stationary ones. The cumulative density and the periods
+#: since the last failure grow with the length of the record, so a forecast of a later period
+#: sees values that no training period had (docs/decisions.md, "Stationary legacy inputs");
+#: their per-period mean and share do not.
+MODEL_LEGACY_NAMES: tuple[str, ...] = (
+    "legacy_prev_density",
+    "legacy_mean_density",
+    "legacy_failed_fraction",
 )
 
 SCALAR_BANDS: tuple[Band, ...] = (
@@ -95,7 +117,7 @@ TARGET_UNIT = "% of cell area"
 
 def model_dynamic_names(legacy: bool) -> tuple[str, ...]:
     """The cell-grid bands a model reads, in its channel order: the triggers, then the legacy."""
-    return DYNAMIC_NAMES + (LEGACY_NAMES if legacy else ())
+    return DYNAMIC_NAMES + (MODEL_LEGACY_NAMES if legacy else ())
 
 
 def input_names(legacy: bool) -> tuple[str, ...]:

@@ -162,11 +162,12 @@ class ModelConfig(_Model):
     members: int = Field(
         1, ge=1, description="susceptibility nets in a deep ensemble (their mean probability)"
     )
-    wide: Literal["none", "linear", "pixel"] = Field(
+    wide: Literal["none", "linear", "summary", "pixel"] = Field(
         "pixel",
         description="a per-cell term added to the susceptibility logit (wide & deep): pixel (a "
         "per-pixel MLP's log rate, log-mean-exp pooled to the cell), linear (on each band's cell "
-        "mean and std) or none; the paper preset: none",
+        "mean and std), summary (mean, std, 10th and 90th percentiles, as the per-cell "
+        "baselines) or none; the paper preset: none",
     )
 
 
@@ -243,6 +244,13 @@ class EvaluationConfig(_Model):
     n_folds: int = Field(5, ge=2)
     test_fold: int = Field(0, ge=0)
     buffer_cells: int | None = Field(None, ge=0, description="default: patch_cells (n)")
+    val_buffer_cells: int | None = Field(
+        None,
+        ge=0,
+        description="cells left out around the validation blocks of the spatial protocols, so "
+        "validation cells are as far from training cells as test cells are; default: "
+        "patch_cells // 2",
+    )
     temporal_test_periods: int = Field(2, ge=1)
     ece_bins: int = Field(15, ge=2)
     threshold: float | None = Field(

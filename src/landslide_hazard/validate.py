@@ -76,7 +76,22 @@ def _pooled_row(result: dict[str, Any]) -> dict[str, float]:
         else:
             value = block.get(key)
         row[column] = float(value) if value is not None else math.nan
+    row["hazard_ratio_dev"] = period_ratio_deviation(result)
     return row
+
+
+def period_ratio_deviation(result: dict[str, Any]) -> float:
+    """Mean over the scored periods of |mean predicted E[D] / mean observed - 1|: how far each
+    period's mean hazard is from the observed one (issue "Skill", item 3); NaN if no period has
+    an observed mean above 0."""
+    devs = []
+    for period in result.get("periods", []):
+        block = period.get("hazard") or {}
+        block = block.get("all", block)
+        pred, obs = block.get("mean_predicted"), block.get("mean_observed")
+        if pred is not None and obs:
+            devs.append(abs(float(pred) / float(obs) - 1.0))
+    return float(np.mean(devs)) if devs else math.nan
 
 
 def calibrated_ece(
@@ -412,6 +427,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             keys.append(key)
     out = []
     columns = [c for c, _, _ in TABLE_METRICS] + [
+        "hazard_ratio_dev",
         "skill",
         "skill_observable",
         "ece_calibrated",

@@ -32,6 +32,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "hazard_r",
     "density_r_pos",
     "hazard_ratio",
+    "hazard_ratio_dev",
 )
 
 
@@ -126,6 +127,34 @@ def _reading(summary: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def pooled_calibration_table(reliability: dict[str, dict[str, np.ndarray]]) -> str:
+    """ECE and mean probability against the observed frequency on every held-out cell-period of
+    every run pooled together (per protocol and model): the per-run ECE above is biased upwards
+    by the few cells of one fold, this pools them, as the reliability diagrams do."""
+    from .evaluation.metrics import expected_calibration_error
+
+    lines = [
+        "Calibration pooled over every held-out cell-period of every run (the reliability "
+        "diagrams' data):",
+        "",
+        "| protocol | model | cell-periods | observed frequency | mean probability | pooled ece |",
+        "|---|---|---|---|---|---|",
+    ]
+    for protocol, series in reliability.items():
+        y = np.asarray(series["y"], dtype=float)
+        for name, p in series.items():
+            if name == "y":
+                continue
+            p = np.asarray(p, dtype=float)
+            ok = np.isfinite(p) & np.isfinite(y)
+            ece = expected_calibration_error(y[ok], p[ok]) if ok.any() else math.nan
+            lines.append(
+                f"| {protocol} | {name} | {int(ok.sum())} | {_cell(float(y[ok].mean()), None)} "
+                f"| {_cell(float(p[ok].mean()), None)} | {_cell(ece, None)} |"
+            )
+    return "\n".join(lines)
+
+
 def render_markdown(result: dict[str, Any], command: str, figure: str | None = None) -> str:
     """docs/validation.md: the tables, how they were made, and a plain reading of them."""
     summary = result["summary"]
@@ -147,7 +176,9 @@ def render_markdown(result: dict[str, Any], command: str, figure: str | None = N
         "ceiling). `hazard_*` compare predicted E[D] (susceptibility x density) with the "
         "observed new-failure density (%) on all test cells; `density_r_pos` is the Pearson r of "
         "predicted and observed density on the positive test cells; `hazard_ratio` the mean "
-        "predicted E[D] over the mean observed one. `enn_constant_density` is an ablation: the "
+        "predicted E[D] over the mean observed one, pooled over the test periods, and "
+        "`hazard_ratio_dev` the mean over test periods of |that ratio in the period - 1|. "
+        "`enn_constant_density` is an ablation: the "
         "ENN's susceptibility times one constant density (the mean of the positive training "
         "cells). The ENN's maps are the calibrated ones `predict` writes (Platt scaling fitted on "
         "the fold's validation cells and stored in the model).",
@@ -172,6 +203,8 @@ def render_markdown(result: dict[str, Any], command: str, figure: str | None = N
         if len(seeds) > 1:
             lines += [per_seed_table(result["rows"], scenario), ""]
         lines += ["Reading:", "", *_reading(part), ""]
+    if result.get("reliability"):
+        lines += [pooled_calibration_table(result["reliability"]), ""]
     if figure:
         lines += [
             f"![Reliability diagrams per protocol]({figure})",

@@ -42,6 +42,34 @@ def test_cell_summary_linear_is_a_linear_model_of_cell_means_and_stds():
     np.testing.assert_allclose(got, want + 0.25, atol=1e-6)
 
 
+def test_summary_wide_path_reads_the_baselines_percentiles():
+    """The ``summary`` wide path's 10th and 90th percentiles are numpy's (and so the per-cell
+    baselines', ``evaluation.baselines.cell_statistics``) on every cell."""
+    from landslide_hazard.evaluation.baselines import cell_statistics
+    from landslide_hazard.models.layers import cell_percentiles
+
+    rng = np.random.default_rng(3)
+    k = 4
+    x = rng.normal(size=(2, 3, 8, 12))
+    got = cell_percentiles(torch.from_numpy(x), k, (10.0, 90.0)).numpy()
+    assert got.shape == (2, 6, 2, 3)
+    for b in range(2):
+        for c in range(3):
+            stats = cell_statistics(x[b, c], k)  # (cy, cx, [mean, std, p10, p90])
+            np.testing.assert_allclose(got[b, 2 * c], stats[..., 2], rtol=1e-12)
+            np.testing.assert_allclose(got[b, 2 * c + 1], stats[..., 3], rtol=1e-12)
+    layer = CellSummaryLinear(3, k, percentiles=True).double()
+    w = torch.from_numpy(rng.normal(size=(1, 12, 1, 1)))
+    with torch.no_grad():
+        layer.linear.weight.copy_(w)
+    mean, std = _cells_by_hand(x, k)
+    coef = w.numpy().reshape(-1)
+    feats = np.concatenate([mean, std, got], axis=1)
+    want = np.einsum("bchw,c->bhw", feats, coef)
+    # atol: the std carries a 1e-6 floor under its square root
+    np.testing.assert_allclose(layer(torch.from_numpy(x)).detach().numpy(), want, atol=1e-5)
+
+
 def test_pixel_rate_pool_is_the_log_of_the_mean_pixel_rate():
     torch.manual_seed(1)
     k = 4
@@ -54,7 +82,7 @@ def test_pixel_rate_pool_is_the_log_of_the_mean_pixel_rate():
     np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
-@pytest.mark.parametrize("wide", ["linear", "pixel"])
+@pytest.mark.parametrize("wide", ["linear", "summary", "pixel"])
 def test_a_fresh_wide_path_leaves_the_deep_network_unchanged(wide):
     torch.manual_seed(2)
     plain = build_enn("tiny", 13, 4, 8, wide="none").eval()

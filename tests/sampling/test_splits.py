@@ -78,6 +78,29 @@ def test_buffer_respected(protocol):
     assert not (s.train_cells.any(axis=0) & (s.buffer | test_region)).any()
 
 
+@pytest.mark.parametrize(("protocol", "ring"), [("spatial", 2), ("spacetime", 1), ("spatial", 0)])
+def test_validation_blocks_keep_their_distance_from_training_cells(protocol, ring):
+    t, valid = _targets(shape=(4, 36, 36))
+    kw = {**KW, "n_folds": 3}
+    s = _make(t, valid, protocol, test_fold=0, val_buffer_cells=ring, **kw)
+    val = s.val_cells.any(axis=0)
+    dist = ndimage.distance_transform_cdt(~val, metric="chessboard")
+    assert val.any() and s.train_cells.any()
+    assert dist[s.train_cells.any(axis=0)].min() > ring
+    default = _make(t, valid, protocol, test_fold=0, **kw)  # half a patch side: 2 cells
+    assert dist[default.train_cells.any(axis=0)].min() > 2
+    if ring:
+        loose = _make(t, valid, protocol, test_fold=0, val_buffer_cells=0, **kw)
+        assert s.train_cells.sum() < loose.train_cells.sum()
+
+
+def test_temporal_validation_has_no_ring():
+    t, valid = _targets()
+    a = _make(t, valid, "temporal", val_buffer_cells=0, **KW)
+    b = _make(t, valid, "temporal", val_buffer_cells=3, **KW)
+    np.testing.assert_array_equal(a.train_cells, b.train_cells)
+
+
 def test_temporal_and_spacetime_periods():
     t, valid = _targets(shape=(5, 24, 28))
     s = _make(t, valid, "temporal", temporal_test_periods=2, **KW)

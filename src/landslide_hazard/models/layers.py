@@ -59,19 +59,46 @@ def patch_to_cells(x: torch.Tensor, cell_pixels: int) -> torch.Tensor:
     return x.reshape(b * ny * nx, c, k, k)
 
 
-class CellSummaryLinear(nn.Module):
-    """The "wide" path: a linear score on each cell's per-band mean and standard deviation.
+def cell_percentiles(x: torch.Tensor, cell_pixels: int, qs: tuple[float, ...]) -> torch.Tensor:
+    """Per-band percentiles of each cell's pixels, numpy's default ('linear') method.
 
-    (B, C, n*k, n*k) -> (B, n, n). It is a per-cell generalised linear model on the same summaries
-    a per-cell baseline uses (docs/models.md, "wide & deep"), added to the deep network's logit, so
-    the network can always represent the per-cell linear model and spends its capacity on what
-    that model misses. Weights start at 0: at initialisation the network is the deep path alone.
+    (B, C, n*k, m*k) -> (B, C * len(qs), n, m), the percentiles of a band together. Sorts each
+    cell's k*k values (``torch.quantile`` refuses inputs above 16M values, which a whole-tile
+    prediction exceeds).
+    """
+    b, c, h, w = x.shape
+    k = cell_pixels
+    cells = x.reshape(b, c, h // k, k, w // k, k).permute(0, 1, 2, 4, 3, 5)
+    ordered = cells.reshape(b, c, h // k, w // k, k * k).sort(dim=-1).values
+    out = []
+    for q in qs:
+        pos = (k * k - 1) * q / 100.0
+        lo, frac = int(pos), pos - int(pos)
+        hi = min(lo + 1, k * k - 1)
+        out.append(ordered[..., lo] + frac * (ordered[..., hi] - ordered[..., lo]))
+    return torch.stack(out, dim=2).reshape(b, c * len(qs), h // k, w // k)
+
+
+class CellSummaryLinear(nn.Module):
+    """The "wide" path: a linear score on summaries of each band over each cell.
+
+    (B, C, n*k, n*k) -> (B, n, n). ``linear``: each band's cell mean and standard deviation;
+    ``summary`` (``percentiles=True``): also its 10th and 90th percentiles, the four statistics the
+    per-cell baselines read (``evaluation.baselines.CELL_STATISTICS``). It is a per-cell
+    generalised linear model on those summaries (docs/models.md, "wide & deep"), added to the
+    deep network's logit, so the network can always represent the per-cell linear model and
+    spends its capacity on what that model misses. Weights start at 0: at initialisation the
+    network is the deep path alone.
     """
 
-    def __init__(self, in_channels: int, cell_pixels: int) -> None:
+    PERCENTILES = (10.0, 90.0)
+
+    def __init__(self, in_channels: int, cell_pixels: int, percentiles: bool = False) -> None:
         super().__init__()
         self.cell_pixels = cell_pixels
-        self.linear = nn.Conv2d(2 * in_channels, 1, 1)
+        self.percentiles = percentiles
+        n_stats = 2 + (len(self.PERCENTILES) if percentiles else 0)
+        self.linear = nn.Conv2d(n_stats * in_channels, 1, 1)
         nn.init.zeros_(self.linear.weight)
         assert self.linear.bias is not None  # Conv2d(bias=True)
         nn.init.zeros_(self.linear.bias)
@@ -81,7 +108,10 @@ class CellSummaryLinear(nn.Module):
         mean = nn.functional.avg_pool2d(x, k)
         var = nn.functional.avg_pool2d(x * x, k) - mean * mean
         std = torch.sqrt(torch.clamp(var, min=0.0) + 1e-6)
-        return self.linear(torch.cat([mean, std], dim=1))[:, 0]
+        parts = [mean, std]
+        if self.percentiles:
+            parts.append(cell_percentiles(x, k, self.PERCENTILES))
+        return self.linear(torch.cat(parts, dim=1))[:, 0]
 
 
 class PixelRatePool(nn.Module):

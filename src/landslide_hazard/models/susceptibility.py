@@ -78,7 +78,8 @@ class SusceptibilityNet(nn.Module, ABC):
 
     def add_wide_path(self, kind: str = "linear") -> None:
         """Add a per-cell term to the logit: ``linear`` (:class:`CellSummaryLinear`, on each
-        band's cell mean and std) or ``pixel`` (:class:`PixelRatePool`)."""
+        band's cell mean and std), ``summary`` (also its 10th and 90th percentiles) or ``pixel``
+        (:class:`PixelRatePool`)."""
         if self.preset == "paper":
             raise ValueError(
                 "the 'paper' preset ends in a sigmoid after batch norm (the published code), so "
@@ -86,10 +87,12 @@ class SusceptibilityNet(nn.Module, ABC):
             )
         if kind == "linear":
             self.wide = CellSummaryLinear(self.in_channels, self.cell_pixels)
+        elif kind == "summary":
+            self.wide = CellSummaryLinear(self.in_channels, self.cell_pixels, percentiles=True)
         elif kind == "pixel":
             self.wide = PixelRatePool(self.in_channels, self.cell_pixels)
         else:
-            raise ValueError(f"unknown wide path {kind!r}; choose none, linear or pixel")
+            raise ValueError(f"unknown wide path {kind!r}; choose none, linear, summary or pixel")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n*k, n*k) -> (B, n, n) occurrence probabilities."""

@@ -12,7 +12,13 @@ legacy (tested).
   baseline inventory is pre-event);
 - ``legacy_periods_since`` (periods): how many such periods ago the cell last had new failures
   (1 = the latest one); a cell with none so far gets the number of such periods + 1, as if it
-  had failed just before the record began, so the value grows with quiet time either way.
+  had failed just before the record began, so the value grows with quiet time either way;
+- ``legacy_mean_density`` (% of cell area): the cumulative density over the number of such
+  periods (0 if none);
+- ``legacy_failed_fraction`` (1): the share of such periods in which the cell failed (0 if none).
+
+The last two do not grow with the length of the record, so they are the ones a model reads with
+the previous density (:data:`bands.MODEL_LEGACY_NAMES`).
 
 A cell is "failed" in a period when its density is above ``min_density`` (the same threshold the
 labels use). Unmapped (NaN) densities count as 0. Cells outside ``valid_cells`` are NaN.
@@ -43,7 +49,7 @@ def legacy_bands(
     valid_cells: np.ndarray | None = None,
     min_density: float = 0.0,
 ) -> np.ndarray:
-    """(period, 3, cy, cx) float32 legacy bands in :data:`bands.LEGACY_NAMES` order.
+    """(period, 5, cy, cx) float32 legacy bands in :data:`bands.LEGACY_NAMES` order.
 
     targets: (period, cy, cx) new-failure density (%), NaN where unmapped.
     """
@@ -61,6 +67,9 @@ def legacy_bands(
         out[p, 0] = density[seen[-1]] if seen else 0.0
         out[p, 1] = density[seen].sum(axis=0) if seen else 0.0
         out[p, 2] = since
+        if seen:
+            out[p, 3] = out[p, 1] / len(seen)
+            out[p, 4] = failed[seen].mean(axis=0)
     if valid_cells is not None:
         out[:, :, ~np.asarray(valid_cells, dtype=bool)] = np.nan
     return out

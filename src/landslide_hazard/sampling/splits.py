@@ -188,13 +188,14 @@ class SplitSettings:
     """How to split: the protocol and fold, the block grid of the folds, the test periods of
     the temporal protocols, the validation share and the seed (a config's ``evaluation``
     section and ``training.val_fraction``: :meth:`from_config`). ``buffer_cells`` None: one
-    patch side."""
+    patch side; ``val_buffer_cells`` None: half of one (spatial and spacetime only)."""
 
     protocol: str
     block_km: float = 16.0
     n_folds: int = 5
     test_fold: int = 0
     buffer_cells: int | None = None
+    val_buffer_cells: int | None = None
     temporal_test_periods: int = 2
     val_fraction: float = 0.3
     seed: int = 0
@@ -209,6 +210,7 @@ class SplitSettings:
             n_folds=ev.n_folds,
             test_fold=ev.test_fold,
             buffer_cells=ev.buffer_cells,
+            val_buffer_cells=ev.val_buffer_cells,
             temporal_test_periods=ev.temporal_test_periods,
             val_fraction=cfg.training.val_fraction,
             seed=cfg.seed,
@@ -316,6 +318,13 @@ def _blocked_split(label: np.ndarray, s: SplitSettings, n: int, block_cells: int
         train_region = any_label.copy()
     val_region = choose_val_blocks(train_region, block_cells, s.val_fraction, s.seed)
     fit_region = train_region & ~val_region
+    if spatial:
+        # validation cells as far from training cells as test cells are (a ring left out):
+        # a network whose context reaches into training cells, or that learns where it is from
+        # smooth inputs such as elevation, scores better next to its training cells than on
+        # the buffered test blocks, and early stopping and calibration would believe it
+        val_buffer = n // 2 if s.val_buffer_cells is None else s.val_buffer_cells
+        fit_region &= ~buffer_around(val_region, val_buffer)
 
     test_cells = label & test_region[None] & in_test_period
     train_cells = label & fit_region[None] & in_train_period
