@@ -30,6 +30,7 @@ from ..runtime import (
     to_memory_format,
 )
 from ..sampling.dataset import CubeReader
+from ..sampling.device import DeviceInputs, device_inputs
 from ..sampling.lattice import LATTICES, lattice_origins, read_window
 from ..sampling.normalisation import Normalisation
 
@@ -89,27 +90,34 @@ def _predict_row(
     row: list[tuple[int, int, int]],
     inference: Inference,
     pool: ThreadPoolExecutor | None = None,
+    inputs: DeviceInputs | None = None,
 ) -> np.ndarray:
     """(len(row), 3, n, n) float32: susceptibility, density and hazard of each patch of a row.
 
-    The model must be in eval mode (or in the MC-dropout mode the caller chose). ``pool``: build
-    the next batches' inputs in these threads while the model runs (same inputs, same order)."""
+    The model must be in eval mode (or in the MC-dropout mode the caller chose). ``inputs``:
+    build each batch on the device (``sampling.device_inputs``); else per patch in numpy,
+    ``pool``: the next batches' inputs in these threads while the model runs (same inputs,
+    same order)."""
     batch_size, device = inference.batch_size, inference.torch_device
     layout = torch.channels_last if inference.channels_last else torch.contiguous_format
     n = reader.grid.patch_cells
     out_rows = np.empty((len(row), 3, n, n), dtype=np.float32)
     chunks = [row[i : i + batch_size] for i in range(0, len(row), batch_size)]
 
-    def assemble(chunk: list[tuple[int, int, int]]) -> np.ndarray:
+    def assemble(chunk: list[tuple[int, int, int]]) -> np.ndarray | torch.Tensor:
+        if inputs is not None:
+            t, r0, c0 = np.asarray(chunk, dtype=np.int64).T
+            return inputs.inputs(t, r0, c0)
         return assemble_inputs(reader, norm, chunk)
 
-    reader.hold_rows(row[0][1], n)  # one row of patches: read its static rows once
+    if inputs is None:
+        reader.hold_rows(row[0][1], n)  # one row of patches: read its static rows once
     try:
         with torch.inference_mode():
             batches = map(assemble, chunks) if pool is None else _prefetch(pool, assemble, chunks)
             for i, x in zip(range(0, len(row), batch_size), batches, strict=True):
                 chunk = row[i : i + batch_size]
-                xt = torch.from_numpy(x).to(device).contiguous(memory_format=layout)
+                xt = torch.as_tensor(x).to(device).contiguous(memory_format=layout)
                 with autocast(device, inference.amp, inference.cpu_bf16):
                     out = model(xt)
                 for q, value in enumerate((out.susceptibility, out.density, out.hazard)):
@@ -220,11 +228,12 @@ def predict_arrays(
             model.eval()
             if inference.channels_last:
                 to_memory_format(model, torch.channels_last)
-            threads = inference.input_threads
+            inputs, _ = device_inputs(reader, norm, inference.torch_device)
+            threads = inference.input_threads if inputs is None else 0
             pool = ThreadPoolExecutor(threads) if threads > 0 else None
             try:
                 for row in rows:
-                    values = _predict_row(model, reader, norm, row, inference, pool)
+                    values = _predict_row(model, reader, norm, row, inference, pool, inputs)
                     _accumulate(sums, counts, row, values)
                     if task is not None:
                         bar.advance(task, len(row))

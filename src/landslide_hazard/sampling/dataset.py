@@ -110,6 +110,7 @@ class CubeReader:
         n_dyn = len(self.dynamic_bands)
         pick = [cube.meta.dynamic_bands.index(b) for b in self.dynamic_bands]
         static = cube.static
+        self.memory_budget_bytes = int(memory_budget_bytes)
         self.static_in_memory = int(np.prod(static.shape)) * 4 <= memory_budget_bytes
         self.static = np.asarray(static[:], dtype=np.float32) if self.static_in_memory else static
         self._row_cache: tuple[int, int, np.ndarray] | None = None
@@ -188,6 +189,12 @@ class CubeReader:
             if c_row0 <= row0 and row0 + h <= c_row0 + c_h:
                 return read_window(rows, (row0 - c_row0) * k, col0 * k, h * k, w * k)
         return read_window(self.static, row0 * k, col0 * k, h * k, w * k)
+
+    @property
+    def n_bilinear_bands(self) -> int:
+        """How many of :attr:`dynamic_bands` (the first ones) are upsampled bilinearly; the
+        rest are constant over each cell."""
+        return self._n_smooth
 
     @property
     def n_channels(self) -> int:

@@ -3,6 +3,7 @@ data loaders (persistent workers), and the training and validation passes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..errors import InputError
 from ..models.enn import ENN
 from ..runtime import autocast, progress_bar, single_thread_worker
 from ..sampling.dataset import PatchDataset, batches_of
+from ..sampling.device import DeviceInputs
 from .ddp import DistContext, all_reduce_sums, average_gradients, shard_batches
 from .stages import ExponentialDecay, Stage, part_of, stage_loss, stages_from_config
 
@@ -21,7 +23,8 @@ from .stages import ExponentialDecay, Stage, part_of, stage_loss, stages_from_co
 @dataclass(frozen=True)
 class Steps:
     """How batches run: the device, mixed precision, the training config, the occurrence
-    threshold, the progress bar, and the data-parallel context (None: one process)."""
+    threshold, the progress bar, the data-parallel context (None: one process), and the inputs
+    built on the device (None: by a DataLoader from the datasets)."""
 
     device: torch.device
     use_amp: bool
@@ -29,6 +32,7 @@ class Steps:
     min_density: float
     progress: bool = False
     dist: DistContext | None = None
+    inputs: DeviceInputs | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,26 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device):
     return x, batch["target"].to(device), batch["mask"].to(device)
 
 
+def _batches(
+    ds: PatchDataset, batches: list[list[int]], steps: Steps
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(x, target, mask) on the device for each batch of ``ds`` items: built there
+    (``steps.inputs``) or by a DataLoader and copied."""
+    if steps.inputs is None:
+        for batch in _loader(ds, batches, steps.t.num_workers):
+            yield _to_device(batch, steps.device)
+        return
+    # a DataLoader's iterator draws its base seed from torch's generator: draw it here too, so
+    # that dropout masks (and so the weights) follow the same random stream on both paths
+    torch.empty((), dtype=torch.int64).random_()
+    patches = steps.inputs.patches(ds)
+    for items in batches:
+        x, target, mask = patches.batch(items)
+        if steps.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, target, mask
+
+
 class _EpochBatches(torch.utils.data.Sampler):
     """A batch sampler whose batches are replaced every epoch (a persistent loader's)."""
 
@@ -192,8 +216,7 @@ def train_epoch(
     total, count = 0.0, 0.0
     with progress_bar(steps.progress) as bar:
         task = bar.add_task(f"{stage.name} {epoch + 1}/{stage.max_epochs}", total=len(batches))
-        for batch in _loader(ds, batches, t.num_workers):
-            x, target, mask = _to_device(batch, device)
+        for x, target, mask in _batches(ds, batches, steps):
             opt.optimizer.zero_grad(set_to_none=True)
             with autocast(device, steps.use_amp):
                 loss = stage_loss(stage.name, model, x, target, mask, t, steps.min_density)
@@ -221,8 +244,7 @@ def eval_loss(model: ENN, stage: Stage, ds: PatchDataset, steps: Steps) -> float
     if dist is not None:
         batches = batches[dist.rank :: dist.world_size]
     with torch.inference_mode():
-        for batch in _loader(ds, batches, t.num_workers):
-            x, target, mask = _to_device(batch, device)
+        for x, target, mask in _batches(ds, batches, steps):
             with autocast(device, steps.use_amp):
                 loss = stage_loss(stage.name, model, x, target, mask, t, steps.min_density)
             total += float(loss) * len(x)

@@ -33,6 +33,7 @@ from ..sampling.dataset import (
     batches_of,
     epoch_order,
 )
+from ..sampling.device import DeviceInputs
 from ..sampling.normalisation import Normalisation
 from ..sampling.splits import Split
 from .ddp import DistContext, broadcast_module
@@ -52,11 +53,13 @@ PATCH_CACHE_BYTES = 1024**3  # normalised static pixels of patch windows kept fo
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What a fit reads: the cube, the split of its cells, the normalisation."""
+    """What a fit reads: the cube, the split of its cells, the normalisation, and the inputs
+    built on the device (``sampling.device_inputs``; None: per patch, by DataLoaders)."""
 
     reader: CubeReader
     split: Split
     norm: Normalisation
+    inputs: DeviceInputs | None = None
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,9 @@ class _Fit:
         if rt.device.type == "cuda":
             model = to_memory_format(model, torch.channels_last)
         self.model = model
-        self.steps = Steps(rt.device, use_amp, self.t, min_density, rt.progress, rt.dist)
+        self.steps = Steps(
+            rt.device, use_amp, self.t, min_density, rt.progress, rt.dist, data.inputs
+        )
         close_loaders()  # the workers of an earlier fit (hyper-parameter trials) hold its datasets
         cache = StaticPatchCache(data.reader, data.norm, PATCH_CACHE_BYTES)
         self.datasets = _Datasets(data, min_density, cache)

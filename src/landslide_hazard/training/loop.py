@@ -42,6 +42,7 @@ from ..run import (
 )
 from ..runtime import ThreadChoice, apply_thread_policy, resolve_device
 from ..sampling.dataset import DEFAULT_MEMORY_BUDGET_BYTES, CubeReader
+from ..sampling.device import device_inputs
 from ..sampling.normalisation import compute_normalisation
 from ..sampling.splits import PROTOCOLS, SplitSettings, make_split
 from .calibrate import fit_calibration
@@ -180,6 +181,9 @@ def _run_training(
         f"inputs: {data.reader.n_channels} bands"
         + (" with the landslide legacy (predictors.legacy)" if cfg_run.legacy else "")
     )
+    inputs, input_path = device_inputs(data.reader, data.norm, rt.device)
+    data = replace(data, inputs=inputs)
+    rt.log(input_path)
     prev_det = torch.are_deterministic_algorithms_enabled()
     if rt.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
