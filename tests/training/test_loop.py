@@ -315,3 +315,26 @@ def test_num_workers_give_the_same_weights_and_fill_the_cache(tmp_path, config_f
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
     assert not epochs._LOADERS  # workers stopped at the end of the fit
+
+
+def test_inputs_built_on_the_device_train_as_the_numpy_path(
+    tmp_path, config_factory, reference_dropout_run, monkeypatch
+):
+    """The batched device path (here on the CPU) gives the numpy path's inputs within float
+    rounding and the same random stream (dropout masks), so the same weights within rounding;
+    train.log says which path built the inputs."""
+    from landslide_hazard.sampling import device as device_mod
+
+    monkeypatch.setattr(device_mod, "ON_CPU", True)
+    cfg = _with_dropout(config_factory(tmp_path / "device", **DROPOUT_EXTRA))
+    run = train(cfg, progress=False)
+    assert "inputs built in batches on cpu" in (run / "train.log").read_text()
+    assert "inputs built per patch in numpy" in (reference_dropout_run / "train.log").read_text()
+    got, want = _weights(run), _weights(reference_dropout_run)
+    assert got.keys() == want.keys()
+    worst = max(float((got[k].double() - want[k].double()).abs().max()) for k in got)
+    print("max |weight difference|", worst)
+    assert worst < 1e-3
+    a = json.loads((run / "metrics.json").read_text())
+    b = json.loads((reference_dropout_run / "metrics.json").read_text())
+    assert a["held_out_auc"] == pytest.approx(b["held_out_auc"], abs=1e-3)

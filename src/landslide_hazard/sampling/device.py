@@ -36,6 +36,7 @@ DEVICE_MEMORY_FRACTION = 0.5  # of a GPU's free memory, at most, for the input t
 # default (tests and benchmarks turn it on)
 ON_CPU = False
 _N_STATIC = len(STATIC_NAMES)
+Indices = Sequence[int] | np.ndarray | torch.Tensor  # patches' periods, rows or columns
 
 
 def _cells(starts: torch.Tensor, size: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,10 +107,13 @@ class DeviceInputs:
         static = len(STATIC_NAMES) * np.prod(np.add(reader.grid.fine_shape, n_px)) * 4
         return int(static + reader.dynamic.nbytes + reader.target.nbytes + reader.valid.size)
 
-    def _index(self, values: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    def _index(self, values: Indices) -> torch.Tensor:
+        """Integer indices as an int64 tensor on the device."""
+        if isinstance(values, torch.Tensor):  # np.asarray cannot read a GPU tensor
+            return values.to(self.device, torch.int64)
         return torch.as_tensor(np.asarray(values, dtype=np.int64), device=self.device)
 
-    def inputs(self, period, row0, col0) -> torch.Tensor:
+    def inputs(self, period: Indices, row0: Indices, col0: Indices) -> torch.Tensor:
         """(B, C, nk, nk) float32 normalised inputs of the patches (period[i], row0[i], col0[i])
         (1-D integer sequences, cells; C = ``reader.n_channels``), NaN -> 0, on the device."""
         t, r0, c0 = (self._index(v) for v in (period, row0, col0))
@@ -208,9 +212,16 @@ class DevicePatches:
         target, mask = self._targets(t, r0, c0)
         for c in np.unique(code[code > 0]).tolist():
             sel = self.inputs._index(np.flatnonzero(code == c))
-            x[sel], target[sel], mask[sel] = dihedral_batch(
-                x[sel], target[sel], mask[sel], c, self.inputs
+            # index_select / index_copy_: whole patches copied (the CPU's indexing is per value)
+            turned = dihedral_batch(
+                x.index_select(0, sel),
+                target.index_select(0, sel),
+                mask.index_select(0, sel),
+                c,
+                self.inputs,
             )
+            for whole, part in zip((x, target, mask), turned, strict=True):
+                whole.index_copy_(0, sel, part)
         return x, target, mask
 
     def _targets(self, t, r0, c0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,24 +246,26 @@ def dihedral_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`dihedral_transform` of a batch (B, C, H, W), (B, n, n), (B, n, n): the same flip /
     rotation ``code`` of every patch, the aspect bands turned with their terrain (on the raw
-    values, as there)."""
+    values, as there). Returns new tensors."""
     mean, std = inputs.mean, inputs.std
-    north_b, east_b = _NORTHNESS, _EASTNESS
-    north = x[:, north_b] * std[north_b] + mean[north_b]
-    east = x[:, east_b] * std[east_b] + mean[east_b]
+    north = x[:, _NORTHNESS] * std[_NORTHNESS] + mean[_NORTHNESS]
+    east = x[:, _EASTNESS] * std[_EASTNESS] + mean[_EASTNESS]
+    flips = [d for bit, d in ((2, -2), (1, -1)) if code & bit]
+
+    def turn(a: torch.Tensor) -> torch.Tensor:  # one copy: transpose (a view), then the flips
+        a = a.transpose(-1, -2) if code & 4 else a
+        return a.flip(flips) if flips else a.contiguous()
+
     if code & 4:
-        x, target, mask = (a.transpose(-1, -2) for a in (x, target, mask))
-        north, east = -east.transpose(-1, -2), -north.transpose(-1, -2)
+        north, east = -east, -north
     if code & 2:
-        x, target, mask = (a.flip(-2) for a in (x, target, mask))
-        north, east = -north.flip(-2), east.flip(-2)
+        north = -north
     if code & 1:
-        x, target, mask = (a.flip(-1) for a in (x, target, mask))
-        north, east = north.flip(-1), -east.flip(-1)
-    x = x.contiguous()
-    x[:, north_b] = (north - mean[north_b]) / std[north_b]
-    x[:, east_b] = (east - mean[east_b]) / std[east_b]
-    return x, target.contiguous(), mask.contiguous()
+        east = -east
+    x = turn(x)
+    x[:, _NORTHNESS] = (turn(north) - mean[_NORTHNESS]) / std[_NORTHNESS]
+    x[:, _EASTNESS] = (turn(east) - mean[_EASTNESS]) / std[_EASTNESS]
+    return x, turn(target), turn(mask)
 
 
 def device_inputs(
