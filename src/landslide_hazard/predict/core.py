@@ -209,6 +209,10 @@ def predict_arrays(
     upsampled triggers, normalisation) while the model runs the current one - worth it when the
     model runs elsewhere (a GPU) or on fewer threads than there are cores. ``cpu_bf16`` is fast
     on CPUs with AMX or AVX512-BF16, slow elsewhere.
+
+    On a GPU, when the reader holds its static cube in memory and it fits the device
+    (``sampling.device_inputs``), the inputs are built there in batches instead (no input
+    threads; the same inputs within float rounding); on the CPU per patch in numpy.
     """
     if merge not in ("mean", "lattice0"):
         raise InputError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")

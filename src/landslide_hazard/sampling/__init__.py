@@ -1,4 +1,5 @@
-"""Sampling: patch lattices, validation splits, normalisation and the lazy patch Dataset."""
+"""Sampling: patch lattices, validation splits, normalisation, the lazy patch Dataset and the
+inputs built in batches on the model's device."""
 
 from .dataset import (
     CubeReader,
@@ -7,6 +8,7 @@ from .dataset import (
     epoch_order,
     upsample_cells_bilinear,
 )
+from .device import DeviceInputs, DevicePatches, device_inputs
 from .lattice import (
     LATTICES,
     PatchIndex,
@@ -26,6 +28,8 @@ __all__ = [
     "LATTICES",
     "PROTOCOLS",
     "CubeReader",
+    "DeviceInputs",
+    "DevicePatches",
     "Normalisation",
     "PatchDataset",
     "PatchIndex",
@@ -35,6 +39,7 @@ __all__ = [
     "buffer_around",
     "build_patch_index",
     "compute_normalisation",
+    "device_inputs",
     "epoch_order",
     "lattice_offset",
     "lattice_origins",
