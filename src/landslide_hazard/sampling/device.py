@@ -1,22 +1,23 @@
 """Model inputs built where the model runs: batches of patches gathered from tensors on its device.
 
-The array path (:meth:`CubeReader.patch_input`, one patch at a time in numpy, then a copy to the
-device) costs a Python loop per patch and a host-to-device copy per batch. Here the static cube
-(fine grid) and the cell-grid arrays (the reader's dynamic bands, targets, valid cells, monsoon
-counts) are held as torch tensors on the model's device - on the CPU they share the reader's
-arrays, nothing is copied - and a whole batch is built there with index arithmetic: the cells of
-every patch gathered at once (cells outside the grid NaN), the bilinear bands upsampled as
+The per-patch path (:meth:`CubeReader.patch_input`, one patch at a time in numpy, then a copy to
+the device) costs a Python loop per patch and a host-to-device copy per batch. Here the static
+cube (fine grid) is held on the model's device normalised once with the run's
+:class:`Normalisation`, NaN -> 0, and padded by a patch of zeros, so every patch is one window
+of it; the cell-grid arrays (the reader's dynamic bands, targets, valid cells, monsoon counts)
+are held there too. A whole batch is then built with index arithmetic: the static windows, the
+halo cells of the dynamic bands (NaN outside the grid), the bilinear bands upsampled as
 :func:`upsample_cells_bilinear` does (the same weights, as batched matrix products), the
 per-cell bands (the legacy) repeated over their cells as :meth:`CubeReader.dynamic_window`
-does, everything normalised with the run's :class:`Normalisation`, NaN -> 0, and the monsoon
-count broadcast. Training batches also get their targets and masks (as
-:class:`PatchDataset`) and the flips / rotations of :func:`dihedral_transform`. The channels
-follow the reader's band list (:attr:`CubeReader.input_names`), so a new band needs no code here.
+does, normalisation, NaN -> 0, and the monsoon count broadcast. Training batches also get their
+targets and masks (as :class:`PatchDataset`) and the flips / rotations of
+:func:`dihedral_transform`. The channels follow the reader's band list
+(:attr:`CubeReader.dynamic_bands`, :attr:`CubeReader.input_names`), so a new band needs no code
+here.
 
-The inputs equal the array path's within float rounding (the upsampling's matrix products may
-round differently, ~1e-7; tests compare every patch). The path is used when the reader holds its
-static cube in memory (``CubeReader``'s memory budget) and, on a GPU, the tensors fit
-:data:`DEVICE_MEMORY_FRACTION` of the device's free memory (:func:`device_inputs`).
+The inputs equal the per-patch path's within float rounding: the static, per-cell and monsoon
+channels exactly, the upsampled bands within a few float32 steps (the matrix products round
+differently); tests compare every patch. :func:`device_inputs` decides which path a run uses.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from .dataset import _EASTNESS, _NORTHNESS, CubeReader, PatchDataset, _bilinear_
 from .normalisation import Normalisation
 
 DEVICE_MEMORY_FRACTION = 0.5  # of a GPU's free memory, at most, for the input tensors
-# On the CPU the per-patch numpy path is as fast for predict and faster for augmented training
-# batches (bench_predict, docs/performance.md), so the batched path is a choice there, not the
-# default (tests and benchmarks turn it on)
+# On the CPU the per-patch numpy path is as fast for predict and faster for training batches
+# (bench_inputs, docs/performance.md "Input path"), so the batched path is a choice there, not
+# the default (tests and benchmarks turn it on)
 ON_CPU = False
 _N_STATIC = len(STATIC_NAMES)
 Indices = Sequence[int] | np.ndarray | torch.Tensor  # patches' periods, rows or columns
@@ -51,8 +52,9 @@ class DeviceInputs:
     """A reader's arrays and a normalisation as tensors on ``device``; builds batches of model
     inputs there (:meth:`inputs`), equal to ``reader.patch_input(norm, ...)`` within rounding.
 
-    Needs the reader's static cube in memory (``reader.static_in_memory``). ``nbytes``: what the
-    tensors take on the device (on the CPU they share the reader's arrays)."""
+    Needs the reader's static cube in memory (``reader.static_in_memory``); what the tensors
+    take on the device: :meth:`bytes_needed`. ``copy_per_patch``: how static windows are copied
+    (:meth:`_static_into`; set from the device, tests try both)."""
 
     def __init__(self, reader: CubeReader, norm: Normalisation, device: torch.device | str):
         if not reader.static_in_memory:
@@ -156,7 +158,7 @@ class DeviceInputs:
         for i, (y, x) in enumerate(zip(rows, cols, strict=True)):
             dest[i] = self.static[:, y : y + side, x : x + side]
 
-    def _upsample(self, cells: torch.Tensor, dest: torch.Tensor | None = None) -> torch.Tensor:
+    def _upsample(self, cells: torch.Tensor) -> torch.Tensor:
         """wy @ cells @ wx.T, as numpy computes it (rows first): (B, D, n + 2, n + 2) ->
         (B, D, nk, nk). The second product as one 2-D matrix product (a broadcast matmul is
         3-5x slower on the CPU)."""
