@@ -116,7 +116,7 @@ def test_default_model_and_the_paper_presets_recipe(tmp_path):
     every field the config leaves unset, and a wide path refused (it has no logit)."""
     data = _minimal(tmp_path)
     cfg = RunConfig.model_validate(data)
-    assert (cfg.model.preset, cfg.model.wide, cfg.training.loss) == ("tiny", "linear", "bce")
+    assert (cfg.model.preset, cfg.model.wide, cfg.training.loss) == ("tiny", "pixel", "bce")
     assert cfg.training.bce_pos_weight == 1.0 and cfg.training.calibration == "platt"
     paper = RunConfig.model_validate(data | {"model": {"preset": "paper"}})
     assert (paper.model.wide, paper.training.loss, paper.training.bce_pos_weight) == (

@@ -163,7 +163,7 @@ class ModelConfig(_Model):
         1, ge=1, description="susceptibility nets in a deep ensemble (their mean probability)"
     )
     wide: Literal["none", "linear", "summary", "pixel"] = Field(
-        "linear",
+        "pixel",
         description="a per-cell term added to the susceptibility logit (wide & deep): pixel (a "
         "per-pixel MLP's log rate, log-mean-exp pooled to the cell), linear (on each band's cell "
         "mean and std), summary (mean, std, 10th and 90th percentiles, as the per-cell "

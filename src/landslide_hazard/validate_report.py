@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .validate import BASELINE_MODELS, ENN, OBSERVABLE_ORACLE, ORACLE
+from .validate import BASELINE_MODELS, ENN, ENN_CONSTANT_DENSITY, OBSERVABLE_ORACLE, ORACLE
 
 
 def _cell(value: float | None, std: float | None, digits: int = 3) -> str:
@@ -134,8 +134,9 @@ def pooled_calibration_table(reliability: dict[str, dict[str, np.ndarray]]) -> s
     from .evaluation.metrics import expected_calibration_error
 
     lines = [
-        "Calibration pooled over every held-out cell-period of every run (the reliability "
-        "diagrams' data):",
+        "Calibration pooled over every held-out cell-period of every run above, all configs "
+        "together (the reliability diagrams' data; the constant-density ablation has the "
+        "network's probabilities):",
         "",
         "| protocol | model | cell-periods | observed frequency | mean probability | pooled ece |",
         "|---|---|---|---|---|---|",
@@ -143,7 +144,7 @@ def pooled_calibration_table(reliability: dict[str, dict[str, np.ndarray]]) -> s
     for protocol, series in reliability.items():
         y = np.asarray(series["y"], dtype=float)
         for name, p in series.items():
-            if name == "y":
+            if name in ("y", ENN_CONSTANT_DENSITY):
                 continue
             p = np.asarray(p, dtype=float)
             ok = np.isfinite(p) & np.isfinite(y)

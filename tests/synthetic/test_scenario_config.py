@@ -60,6 +60,6 @@ def test_demo_defaults():
     )
     assert (t.max_epochs_finetune, t.patience) == (2, 5)
     # the default model (docs/models.md): pixel wide path, unweighted BCE, stored calibration
-    assert cfg.model.wide == "linear" and cfg.model.members == 1
+    assert cfg.model.wide == "pixel" and cfg.model.members == 1
     assert (t.loss, t.bce_pos_weight, t.calibration) == ("bce", 1.0, "platt")
     assert cfg.evaluation.buffer_cells is None and cfg.evaluation.n_folds == 5
