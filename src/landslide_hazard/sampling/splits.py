@@ -341,7 +341,8 @@ def _blocked_split(label: np.ndarray, s: SplitSettings, n: int, block_cells: int
     if not len(train_p):
         raise InputError(
             f"protocol '{protocol}' fold {test_fold}: no training patch left (every patch "
-            "straddles a test block or the buffer); raise evaluation.block_km"
+            "straddles a test or validation block or a buffer around them); raise "
+            "evaluation.block_km, or lower evaluation.buffer_cells / val_buffer_cells"
         )
     if not test_cells.any():
         raise InputError(f"protocol '{protocol}' fold {test_fold}: no labelled test cell")
