@@ -24,30 +24,13 @@ from landslide_hazard.run import RunFolder
 def trained(tmp_path_factory):
     """A run trained one epoch per stage on a small random cube, in <base>/out."""
     from landslide_hazard.config import load_config
-    from landslide_hazard.testing import grid_config, make_cube
+    from landslide_hazard.testing import make_cube, one_epoch_config
     from landslide_hazard.training import train
 
     base = tmp_path_factory.mktemp("portable")
     cube = make_cube(base / "out" / "cube.zarr", shape_cells=(8, 8), k=4, n=4, n_periods=3)
-    g = cube.grid
-    data = {
-        "grid": grid_config(g),
-        "baseline": {"name": "base", "date": "2015-01-01", "inventory": "inv/b.gpkg"},
-        "periods": [
-            {"name": p.name, "date": p.end, "inventory": "inv/p.gpkg"} for p in cube.meta.periods
-        ],
-        "inputs": {"dem": "inputs/dem.tif", "rain": "inputs/rain.tif"},
-        "training": {
-            "batch_size": 8,
-            "max_epochs_susceptibility": 1,
-            "max_epochs_density_log": 1,
-            "max_epochs_density": 1,
-            "max_epochs_finetune": 1,
-            "device": "cpu",
-        },
-        "evaluation": {"protocol": "temporal", "temporal_test_periods": 1, "block_km": 2.0},
-        "output": {"dir": "out", "run_name": "shared"},
-    }
+    data = one_epoch_config(cube, inventories="inv/", inputs="inputs/")
+    data["output"]["run_name"] = "shared"
     (base / "config.yaml").write_text(yaml.safe_dump(data))
     run = train(load_config(base / "config.yaml"), progress=False)
     return base, run

@@ -18,7 +18,7 @@ from landslide_hazard.models import ENNOutput
 from landslide_hazard.predict import Inference
 from landslide_hazard.sampling.dataset import CubeReader
 from landslide_hazard.sampling.normalisation import compute_normalisation
-from landslide_hazard.testing import grid_config, make_cube
+from landslide_hazard.testing import make_cube, one_epoch_config
 
 N = 4
 
@@ -73,26 +73,9 @@ def test_lattices_merged_per_cell(tmp_path, merge):
 
 
 def _config(tmp_path, cube):
-    g = cube.grid
-    data = {
-        "grid": grid_config(g),
-        "baseline": {"name": "base", "date": "2015-01-01", "inventory": "b.gpkg"},
-        "periods": [
-            {"name": p.name, "date": p.end, "inventory": "p.gpkg"} for p in cube.meta.periods
-        ],
-        "inputs": {"dem": "dem.tif", "rain": "rain.tif"},
-        "model": {"preset": "tiny"},
-        "training": {
-            "batch_size": 4,
-            "max_epochs_susceptibility": 1,
-            "max_epochs_density_log": 1,
-            "max_epochs_density": 1,
-            "max_epochs_finetune": 1,
-            "device": "cpu",
-        },
-        "evaluation": {"protocol": "temporal", "temporal_test_periods": 1, "block_km": 3.0},
-        "output": {"dir": str(tmp_path / "out"), "hazard_class_breaks": [0.1, 0.2, 0.3]},
-    }
+    data = one_epoch_config(cube, batch_size=4, block_km=3.0)
+    data["model"] = {"preset": "tiny"}
+    data["output"] = {"dir": str(tmp_path / "out"), "hazard_class_breaks": [0.1, 0.2, 0.3]}
     return parse_config(data, tmp_path)
 
 

@@ -67,3 +67,38 @@ def grid_config(grid: StudyGrid) -> dict:
         "shape_cells": list(grid.cell_shape),
         "patch_cells": grid.patch_cells,
     }
+
+
+def one_epoch_config(
+    cube: Cube,
+    *,
+    inventories: str = "",
+    inputs: str = "",
+    batch_size: int = 8,
+    block_km: float = 2.0,
+) -> dict:
+    """A config (as a dict) that trains one epoch per stage on a :func:`make_cube` cube, on the
+    CPU, under the temporal protocol with the last period held out; ``output.dir`` is ``out``.
+
+    ``inventories`` / ``inputs`` prefix the (never read) inventory and input file names, e.g.
+    ``"inv/"``. Tests add or change sections (``model``, ``output``, ...) as they need.
+    """
+    return {
+        "grid": grid_config(cube.grid),
+        "baseline": {"name": "base", "date": "2015-01-01", "inventory": f"{inventories}b.gpkg"},
+        "periods": [
+            {"name": p.name, "date": p.end, "inventory": f"{inventories}p.gpkg"}
+            for p in cube.meta.periods
+        ],
+        "inputs": {"dem": f"{inputs}dem.tif", "rain": f"{inputs}rain.tif"},
+        "training": {
+            "batch_size": batch_size,
+            "max_epochs_susceptibility": 1,
+            "max_epochs_density_log": 1,
+            "max_epochs_density": 1,
+            "max_epochs_finetune": 1,
+            "device": "cpu",
+        },
+        "evaluation": {"protocol": "temporal", "temporal_test_periods": 1, "block_km": block_km},
+        "output": {"dir": "out"},
+    }

@@ -192,32 +192,14 @@ def expect(result, outcome: str, needles: list[str]) -> str:
 def trained_run(tmp_path_factory) -> Path:
     """A run trained (one epoch per stage) on a small random cube; read-only, copy it."""
     from landslide_hazard.config import load_config
-    from landslide_hazard.testing import grid_config, make_cube
+    from landslide_hazard.testing import make_cube, one_epoch_config
     from landslide_hazard.training import train
 
     base = tmp_path_factory.mktemp("faults_run")
     cube = make_cube(base / "out" / "cube.zarr", shape_cells=(8, 8), k=4, n=4, n_periods=3)
-    g = cube.grid
-    data = {
-        "grid": grid_config(g),
-        "baseline": {"name": "base", "date": "2015-01-01", "inventory": "b.gpkg"},
-        "periods": [
-            {"name": p.name, "date": p.end, "inventory": "p.gpkg"} for p in cube.meta.periods
-        ],
-        "inputs": {"dem": "dem.tif", "rain": "rain.tif"},
-        "model": {"preset": "tiny", "dropout": 0.2},
-        "training": {
-            "batch_size": 8,
-            "max_epochs_susceptibility": 1,
-            "max_epochs_density_log": 1,
-            "max_epochs_density": 1,
-            "max_epochs_finetune": 1,
-            "device": "cpu",
-            "calibration": "none",
-        },
-        "evaluation": {"protocol": "temporal", "temporal_test_periods": 1, "block_km": 2.0},
-        "output": {"dir": "out"},
-    }
+    data = one_epoch_config(cube)
+    data["model"] = {"preset": "tiny", "dropout": 0.2}
+    data["training"]["calibration"] = "none"
     (base / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return train(load_config(base / "config.yaml"), progress=False)
 
