@@ -4,9 +4,8 @@ A model input is (13, n*k, n*k) in :data:`bands.INPUT_NAMES` order: the 8 static
 the fine grid, the 4 dynamic bands upsampled bilinearly from the cell grid when the patch is read
 (never materialised on the whole fine grid), and the monsoon count as a constant channel. A
 reader built with the legacy bands (``dynamic_bands=model_dynamic_names(True)``) gives 16
-channels, the 3 model legacy bands after the triggers (:func:`bands.input_names`), each constant over
-its cell. Inputs
-are normalised with the run's training statistics, then NaN -> 0. Targets outside the grid, NaN,
+channels, the 3 model legacy bands after the triggers (:func:`bands.input_names`), each constant
+over its cell. Inputs are normalised with the run's training statistics, then NaN -> 0. Targets outside the grid, NaN,
 or outside the role's cell mask are masked.
 """
 

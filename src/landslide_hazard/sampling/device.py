@@ -32,9 +32,9 @@ from .dataset import _EASTNESS, _NORTHNESS, CubeReader, PatchDataset, _bilinear_
 from .normalisation import Normalisation
 
 DEVICE_MEMORY_FRACTION = 0.5  # of a GPU's free memory, at most, for the input tensors
-# On the CPU the per-patch numpy path is as fast for predict and faster for training batches
-# (bench_inputs, docs/performance.md "Input path"), so the batched path is a choice there, not
-# the default (tests and benchmarks turn it on)
+# On the CPU the per-patch numpy path is at least as fast for predict and faster for training
+# batches (bench_inputs, docs/performance.md "Input path"), so the batched path is a choice
+# there, not the default (tests and benchmarks turn it on)
 ON_CPU = False
 _N_STATIC = len(STATIC_NAMES)
 Indices = Sequence[int] | np.ndarray | torch.Tensor  # patches' periods, rows or columns
@@ -282,7 +282,7 @@ def device_inputs(
     device = torch.device(device)
     numpy_path = "inputs built per patch in numpy"
     if device.type == "cpu" and not ON_CPU:
-        return None, f"{numpy_path} (as fast on the CPU)"
+        return None, f"{numpy_path} (at least as fast on the CPU: bench_inputs)"
     if not reader.static_in_memory:
         return None, f"{numpy_path} (the static cube is read from Zarr: over the memory budget)"
     need = DeviceInputs.bytes_needed(reader, device)
