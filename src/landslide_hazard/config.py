@@ -217,6 +217,12 @@ class TrainingConfig(_Model):
         "aspect bands rotated to match",
     )
     weight_decay: float = Field(0.0, ge=0, description="> 0: AdamW with this decoupled decay")
+    average_epochs: float = Field(
+        0.0,
+        ge=0,
+        description="> 0: validate, early-stop and keep an exponential moving average of the "
+        "weights over about this many epochs (Polyak averaging) instead of the last step's",
+    )
     lr_wide_factor: float = Field(
         10.0, gt=0, description="learning-rate factor of the susceptibility's wide path"
     )

@@ -30,7 +30,7 @@ Every stage builds these paths through this module; no other module spells a fil
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +259,8 @@ class ModelFile:
     # the cube's absolute path when trained: the last place looked for it (cube_path, relative
     # to the run folder, serves a moved output folder; this one a run folder moved alone)
     cube_path_absolute: str = ""
+    # per-period logit shifts of the calibration, by period name (ENN.period_shifts)
+    period_shifts: dict[str, float] = field(default_factory=dict)
 
     #: The keys without which a file is foreign (older files may lack the others).
     REQUIRED = frozenset(
@@ -354,6 +356,7 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
             cube_path=os.path.relpath(Path(cube_file).resolve(), Path(path).resolve().parent),
             cube_path_absolute=str(Path(cube_file).resolve()),
             package_version=__version__,
+            period_shifts={str(k): float(v) for k, v in getattr(model, "period_shifts", {}).items()},
         ),
     )
 

@@ -220,3 +220,46 @@ def test_evaluate_calibration_report_matches_the_metrics_module(overconfident):
     # a hand case: p = (0.2, 0.8), y = (0, 1) -> Brier 0.04, NLL -ln 0.8
     s = calibration_scores([0, 1], [0.2, 0.8])
     assert s["brier"] == pytest.approx(0.04) and s["nll"] == pytest.approx(-math.log(0.8))
+
+
+def test_level_shift_recovers_a_known_shift_and_solves_the_score_equation():
+    from scipy.optimize import brentq
+
+    from landslide_hazard.evaluation.calibration import level_shift
+
+    rng = np.random.default_rng(11)
+    z = rng.normal(-1.5, 1.0, 20_000)
+    y = (rng.random(z.size) < expit(z + 0.7)).astype(float)  # the period sits 0.7 higher
+    d_ml = level_shift(z, y, prior_sd=math.inf)
+    assert d_ml == pytest.approx(0.7, abs=0.05)
+    # the maximum-likelihood shift is the root of mean(sigmoid(z + d)) = mean(y)
+    root = brentq(lambda d: expit(z + d).mean() - y.mean(), -5, 5, xtol=1e-12)
+    assert d_ml == pytest.approx(root, abs=1e-8)
+    # with hundreds of cells the prior barely moves it
+    assert level_shift(z, y) == pytest.approx(d_ml, abs=0.01)
+
+
+def test_level_shift_map_matches_a_brute_force_minimum_and_shrinks_small_groups():
+    from scipy.optimize import minimize_scalar
+
+    from landslide_hazard.evaluation.calibration import level_shift
+
+    z = np.array([-2.0, -1.0, -1.5, 0.2, -0.4])
+    y = np.array([1.0, 1.0, 0.0, 1.0, 0.0])
+    sd = 0.5
+
+    def objective(d):
+        return binary_nll(y, z + d) * y.size + d**2 / (2 * sd**2)
+
+    ref = minimize_scalar(objective, bounds=(-10, 10), method="bounded", options={"xatol": 1e-12})
+    d_map = level_shift(z, y, prior_sd=sd)
+    assert d_map == pytest.approx(ref.x, abs=1e-6)
+    assert 0 < d_map < level_shift(z, y, prior_sd=math.inf)  # drawn towards no shift
+
+
+def test_level_shift_errors():
+    from landslide_hazard.evaluation.calibration import level_shift
+
+    with pytest.raises(ValueError, match="both classes"):
+        level_shift(np.zeros(4), np.ones(4), prior_sd=math.inf)
+    assert level_shift(np.zeros(4), np.ones(4)) > 0  # a finite prior copes with one class

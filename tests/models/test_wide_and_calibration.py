@@ -145,6 +145,20 @@ def test_calibration_is_platt_scaling_of_a_map_and_survives_the_state_dict():
     torch.testing.assert_close(other(x).susceptibility, enn(x).susceptibility)  # forward is raw
 
 
+def test_period_shifts_add_to_each_named_periods_logit():
+    enn = build_enn("tiny", 13, 4, 8).eval()
+    p = np.random.default_rng(1).uniform(0.01, 0.99, (3, 4, 4)).astype(np.float32)
+    enn.set_calibration(0.8, -0.5)
+    enn.period_shifts = {"wet": 0.4, "dry": -0.3}
+    z = 0.8 * logit(p.astype(np.float64)) - 0.5
+    got = enn.calibrate_map(p, ["dry", "new forecast", "wet"])
+    want = expit(z + np.array([-0.3, 0.0, 0.4])[:, None, None])  # an unknown period: no shift
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(enn.calibrate_map(p), expit(z), rtol=1e-6)  # no names: pooled
+    with pytest.raises(ValueError, match="period names"):
+        enn.calibrate_map(p, ["dry"])
+
+
 def test_pixel_rate_pool_does_not_underflow_far_below_the_patch_maximum():
     """One cell's pixels 200 log units below another cell's: exp underflows in float32 if the
     shift were the patch maximum; the per-cell shift keeps the value and a finite gradient."""

@@ -81,6 +81,36 @@ def test_run_folder_contents_and_normalisation(reference_run):
         assert f"{stage} epoch 1/" in log
 
 
+def test_period_shifts_are_fitted_on_each_periods_validation_cells(reference_run):
+    """model.pt holds one logit shift per period with validation cells; recomputed from the
+    loaded model's raw maps, the stored Platt scaling and ``level_shift``, they agree."""
+    from scipy.special import logit
+
+    from landslide_hazard.cube import open_cube
+    from landslide_hazard.evaluation.calibration import level_shift
+    from landslide_hazard.predict import load_run, predict_arrays
+    from landslide_hazard.sampling.dataset import CubeReader
+
+    cfg, run_dir = reference_run
+    run = load_run(run_dir)
+    split = Split.load(run_dir / "splits.npz")
+    reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"))
+    with_val = [reader.period_names[t] for t in np.flatnonzero(split.val_cells.any(axis=(1, 2)))]
+    assert sorted(run.model.period_shifts) == sorted(with_val)
+    run.model.use_calibration = False
+    raw = predict_arrays(run.model, reader, run.norm)["susceptibility"]
+    slope, intercept = (float(v) for v in run.model.calibration[:2])
+    for t, name in enumerate(reader.period_names):
+        cells = split.val_cells[t] & np.isfinite(reader.target[t]) & np.isfinite(raw[t])
+        if name not in run.model.period_shifts:
+            continue
+        z = slope * logit(np.clip(raw[t][cells].astype(np.float64), 1e-7, 1 - 1e-7)) + intercept
+        want = level_shift(z, reader.target[t][cells] > cfg.inventory.min_density)
+        assert run.model.period_shifts[name] == pytest.approx(want, abs=1e-6)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["calibration"]["period_shifts"] == pytest.approx(run.model.period_shifts)
+
+
 def test_same_seed_same_weights(tmp_path, config_factory, reference_run):
     b = train(config_factory(tmp_path / "b"), progress=False)
     _assert_same_weights(_weights(reference_run[1]), _weights(b))

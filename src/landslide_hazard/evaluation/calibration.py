@@ -44,6 +44,9 @@ CALIBRATION_KINDS: tuple[str, ...] = ("none", "temperature", "platt", "isotonic"
 # to exactly 0 or 1, whose logit is infinite. 1e-7 is about float32's resolution just below 1.
 LOGIT_EPS = 1e-7
 _PROB_TOL = 1e-6
+# Prior sd (logit units) of a period's level shift (level_shift): a period's hundreds of
+# validation cells outweigh it; a period with a handful is drawn towards no shift.
+LEVEL_PRIOR_SD = 0.5
 # Search range of log T for temperature scaling: T in [1e-3, 1e3] covers any sane model.
 _LOG_T_BOUNDS = (math.log(1e-3), math.log(1e3))
 
@@ -299,6 +302,38 @@ class PlattScaling(Calibrator):
         if not (math.isfinite(slope) and math.isfinite(intercept)):
             raise ValueError(f"Platt parameters must be finite, got {slope}, {intercept}")
         self.slope, self.intercept = slope, intercept
+
+
+def level_shift(z: Any, y: Any, prior_sd: float = LEVEL_PRIOR_SD) -> float:
+    """The additive logit shift ``d`` of one group of cells (one period's validation cells):
+    the maximum a posteriori fit of ``sigmoid(z + d)`` to 0/1 labels ``y`` under a Normal(0,
+    ``prior_sd``) prior on ``d``.
+
+    With many cells it is the maximum-likelihood shift, where the mean of ``sigmoid(z + d)``
+    equals the observed frequency; a group of a few cells is drawn towards 0 (no shift). The
+    objective is concave in ``d``, so Newton's method converges from 0. ``prior_sd`` inf: the
+    plain maximum-likelihood shift (both classes needed).
+    """
+    zz = np.asarray(z, dtype="float64").ravel()
+    yy = np.asarray(y, dtype="float64").ravel()
+    keep = np.isfinite(zz) & np.isfinite(yy)
+    zz, yy = zz[keep], yy[keep]
+    precision = 0.0 if math.isinf(prior_sd) else 1.0 / prior_sd**2
+    if zz.size == 0 or (precision == 0.0 and (yy.min() == yy.max())):
+        raise ValueError(
+            "a level shift needs cells of both classes (or a finite prior); give the period's "
+            "validation cells with occurrences and non-occurrences"
+        )
+    d = 0.0
+    for _ in range(100):
+        q = expit(zz + d)
+        grad = float(np.sum(yy - q)) - precision * d
+        hess = float(np.sum(q * (1.0 - q))) + precision
+        step = grad / hess
+        d += float(np.clip(step, -2.0, 2.0))  # damped: safe far from the optimum
+        if abs(step) < 1e-12:
+            break
+    return d
 
 
 class IsotonicCalibration(Calibrator):

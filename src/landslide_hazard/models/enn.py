@@ -56,6 +56,9 @@ class ENN(nn.Module):
         # (training.calibrate): [slope, intercept, on]; off (the raw network) until set
         self.register_buffer("calibration", torch.tensor([1.0, 0.0, 0.0]))
         self.use_calibration = True  # False: maps of the raw network output (predict --raw)
+        # per-period logit shifts on top of it, by period name (fitted on the validation cells
+        # of each period, training.calibrate); a period without one (a forecast) gets none
+        self.period_shifts: dict[str, float] = {}
 
     def set_calibration(self, slope: float, intercept: float) -> None:
         """Calibrate the susceptibility maps with ``sigmoid(slope * logit(p) + intercept)``;
@@ -66,14 +69,26 @@ class ENN(nn.Module):
     def calibrated(self) -> bool:
         return bool(self.calibration[2] > 0)
 
-    def calibrate_map(self, p: np.ndarray) -> np.ndarray | None:
-        """The stored calibration applied to a susceptibility map (after the lattices are
-        merged, where it was fitted); None when there is none or ``use_calibration`` is off."""
+    def calibrate_map(
+        self, p: np.ndarray, period_names: list[str] | None = None
+    ) -> np.ndarray | None:
+        """The stored calibration applied to susceptibility maps (after the lattices are
+        merged, where it was fitted); None when there is none or ``use_calibration`` is off.
+
+        ``p``: (P, ...) maps of the periods ``period_names``; each period whose name has a
+        stored shift (:attr:`period_shifts`) gets it added to its logit. Without names, or for
+        a period without a shift, the pooled calibration alone applies.
+        """
         if not (self.use_calibration and self.calibrated):
             return None
         slope, intercept = (float(v) for v in self.calibration[:2])
-        z = logit(np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7))
-        return np.asarray(expit(slope * z + intercept)).astype(np.float32)
+        z = slope * logit(np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)) + intercept
+        if period_names is not None and self.period_shifts:
+            if len(period_names) != z.shape[0]:
+                raise ValueError(f"{len(period_names)} period names for {z.shape[0]} maps")
+            for t, name in enumerate(period_names):
+                z[t] += self.period_shifts.get(name, 0.0)
+        return np.asarray(expit(z)).astype(np.float32)
 
     def forward(self, x: torch.Tensor) -> ENNOutput:
         """(B, C, n*k, n*k) -> ENNOutput of three (B, n, n) tensors (the raw network: the

@@ -256,8 +256,12 @@ def predict_arrays(
     merged[:, counts == 0] = np.nan
     out = dict(zip(QUANTITIES, merged, strict=True))
     calibrate = getattr(model, "calibrate_map", None)
-    calibrated = calibrate(out["susceptibility"]) if calibrate is not None else None
-    if calibrated is not None:  # the stored Platt scaling (training.calibration)
+    calibrated = (
+        calibrate(out["susceptibility"], list(reader.period_names))
+        if calibrate is not None
+        else None
+    )
+    if calibrated is not None:  # the stored Platt scaling and period shifts (training.calibrate)
         out["susceptibility"] = calibrated
         out["hazard"] = calibrated * out["density"]
     return out

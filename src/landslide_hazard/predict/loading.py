@@ -68,6 +68,7 @@ def load_model_file(
             "damaged or foreign; train the run again"
         ) from exc
     model.to(device)
+    model.period_shifts = {str(k): float(v) for k, v in meta.get("period_shifts", {}).items()}
     norm = Normalisation.from_dict(meta["normalisation"])
     norm.check_bands(bands, str(path))
     return model, norm, meta

@@ -197,10 +197,10 @@ class MCDropout(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
-    def calibrate_map(self, p: Any) -> Any:
+    def calibrate_map(self, p: Any, period_names: list[str] | None = None) -> Any:
         """The wrapped model's map calibration (``ENN.calibrate_map``), if it has one."""
         calibrate = getattr(self.model, "calibrate_map", None)
-        return calibrate(p) if calibrate is not None else None
+        return calibrate(p, period_names) if calibrate is not None else None
 
 
 def _warn_no_dropout(stacklevel: int) -> None:

@@ -16,6 +16,7 @@ from ..models.enn import ENN
 from ..runtime import autocast, progress_bar, single_thread_worker
 from ..sampling.dataset import PatchDataset, batches_of
 from ..sampling.device import DeviceInputs
+from .average import WeightAverage
 from .ddp import DistContext, all_reduce_sums, average_gradients, shard_batches
 from .stages import ExponentialDecay, Stage, part_of, stage_loss, stages_from_config
 
@@ -205,9 +206,10 @@ def train_epoch(
     opt: StageOptimiser,
     steps: Steps,
     epoch: int,
+    average: WeightAverage | None = None,
 ) -> float:
-    """Train ``stage``'s part of ``model`` one epoch over ``batches``; the mean training loss per
-    patch (over every rank)."""
+    """Train ``stage``'s part of ``model`` one epoch over ``batches`` (folding each step's
+    weights into ``average``, if given); the mean training loss per patch (over every rank)."""
     device, t, dist = steps.device, steps.t, steps.dist
     part = part_of(model, stage.part)
     model.eval()
@@ -226,6 +228,8 @@ def train_epoch(
             opt.scaler.step(opt.optimizer)
             opt.scaler.update()
             opt.scheduler.step()
+            if average is not None:
+                average.update()
             total += float(loss.detach()) * len(x)
             count += len(x)
             bar.advance(task)

@@ -10,6 +10,7 @@ same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
@@ -36,6 +37,7 @@ from ..sampling.dataset import (
 from ..sampling.device import DeviceInputs
 from ..sampling.normalisation import Normalisation
 from ..sampling.splits import Split
+from .average import WeightAverage
 from .ddp import DistContext, broadcast_module
 from .epochs import (
     StageOptimiser,
@@ -195,6 +197,11 @@ class _StageRun:
     train_ds: PatchDataset
     val_ds: PatchDataset
     has_pos: np.ndarray | None = field(default=None)
+    average: WeightAverage | None = None
+
+    def averaged(self) -> contextlib.AbstractContextManager[None]:
+        """The block in which the model holds the weights that are validated and kept."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
 
 
 class _Fit:
@@ -284,11 +291,14 @@ class _Fit:
         part = part_of(self.model, stage.part)
         opt = StageOptimiser.create(part, stage.lr, self.t, self.steps.use_amp)
         stop = EarlyStopping(self.t.patience, copy.deepcopy(self.model.state_dict()))
+        average = self._weight_average(part, len(train_ds))
         start_epoch = 0
         if resume is not None:
             _set_rng_state(resume["rng"])
             if "optimizer" in resume:  # a mid-stage checkpoint (else: saved at a stage's end)
                 opt.load(resume)
+                if average is not None and resume.get("average") is not None:
+                    average.load_state_dict(resume["average"])
                 start_epoch = resume["epoch"]
                 stop = EarlyStopping(
                     self.t.patience, resume["best_state"], resume["best"], resume["bad_epochs"]
@@ -297,7 +307,7 @@ class _Fit:
             self.rt.log(
                 f"{stage.name}: no validation patch; early stopping watches the training loss"
             )
-        run = _StageRun(stage, opt, stop, train_ds, val_ds)
+        run = _StageRun(stage, opt, stop, train_ds, val_ds, average=average)
         if self.t.balance_patches and not stage.positive_only:
             run.has_pos = self.datasets.has_positive(train_ds)
         for epoch in range(start_epoch, stage.max_epochs):
@@ -320,14 +330,17 @@ class _Fit:
         if dist is not None:
             batches = rank_batches(batches, stage, epoch, self.cfg.seed, t.batch_size, dist)
         train_loss = train_epoch(
-            self.model, stage, run.train_ds, batches, run.opt, self.steps, epoch
+            self.model, stage, run.train_ds, batches, run.opt, self.steps, epoch, run.average
         )
         if dist is not None:  # one model everywhere: rank 0's batch-norm statistics
             broadcast_module(self.model)
-        val_loss = (
-            eval_loss(self.model, stage, run.val_ds, self.steps) if len(run.val_ds) else train_loss
-        )
-        improved = run.stop.update(val_loss, self.model)
+        with run.averaged():
+            val_loss = (
+                eval_loss(self.model, stage, run.val_ds, self.steps)
+                if len(run.val_ds)
+                else train_loss
+            )
+            improved = run.stop.update(val_loss, self.model)
         lr_now = run.opt.optimizer.param_groups[0]["lr"]
         self.history.append(
             {
@@ -355,12 +368,21 @@ class _Fit:
                     "best": stop.best,
                     "bad_epochs": stop.bad,
                     "best_state": stop.best_state,
+                    "average": run.average.state_dict() if run.average is not None else None,
                     "rng": _rng_state(),
                     "history": self.history,
                 },
             )
         if self.rt.epoch_callback is not None:
             self.rt.epoch_callback(stage.name, epoch)
+
+    def _weight_average(self, part: torch.nn.Module, n_train: int) -> WeightAverage | None:
+        """The moving average of ``part``'s weights over ``training.average_epochs`` epochs of
+        this process's batches (None when off)."""
+        if self.t.average_epochs <= 0:
+            return None
+        steps = math.ceil(n_train / self.t.batch_size) / self.rt.world_size
+        return WeightAverage(part, max(1.0, self.t.average_epochs * steps))
 
     def _checkpoint_head(self, stage_index: int, epoch: int) -> dict[str, Any]:
         return {
