@@ -356,7 +356,9 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
             cube_path=os.path.relpath(Path(cube_file).resolve(), Path(path).resolve().parent),
             cube_path_absolute=str(Path(cube_file).resolve()),
             package_version=__version__,
-            period_shifts={str(k): float(v) for k, v in getattr(model, "period_shifts", {}).items()},
+            period_shifts={
+                str(k): float(v) for k, v in getattr(model, "period_shifts", {}).items()
+            },
         ),
     )
 
