@@ -305,3 +305,16 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
     diff = float(by_name["predict channels_last"]["note"].split("NCHW ")[1].split()[0])
     assert diff < 1e-4
     assert by_name["predict channels_last + 1 input thread(s)"]["note"].endswith("maps identical")
+
+
+def test_mc_benchmark_quick_rows_and_the_shared_route_writes_the_same_maps(common):
+    """bench_mc --quick (2 passes): well-formed rows; the shared-input route's maps are
+    predict_arrays' bit for bit."""
+    rows = _load("bench_mc").run(quick=True, n_samples=2)
+    common.validate_rows(rows, "bench_mc")
+    by_name = {r["name"]: r for r in rows}
+    before, after = "predict + 2 MC passes, per pass", "predict + 2 MC passes, shared inputs"
+    assert set(by_name) == {"predict, maps only", before, after}
+    assert all(r["value"] > 0 for r in rows)
+    assert by_name[after]["ratio_to"] == before
+    assert "maps identical to predict_arrays" in by_name[after]["note"]

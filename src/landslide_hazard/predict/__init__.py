@@ -5,7 +5,8 @@ against the cube; :mod:`.loading`), runs :func:`predict_arrays` over the cube (:
 and writes COGs, ``cells.gpkg``, a QGIS style and a STAC Item (:mod:`.stac`) to ``RUN/maps/``
 (:mod:`.maps`), replacing the folder as a whole. With a scenario YAML
 (:mod:`.scenario`) the triggers are replaced and the maps go to ``RUN/scenarios/<name>/``.
-:mod:`.uncertainty`: MC dropout, deep ensembles, reliability diagrams, std maps.
+:mod:`.uncertainty`: MC dropout, deep ensembles, reliability diagrams, std maps;
+:mod:`.mc`: the maps and their MC-dropout spread with each batch's inputs built once.
 """
 
 from .core import QUANTITIES, Inference, default_input_threads, predict_arrays
@@ -25,6 +26,7 @@ from .maps import (
     write_cells_gpkg,
     write_maps,
 )
+from .mc import MCPasses, predict_with_mc_dropout
 from .scenario import ScenarioSpec, applicability, load_scenario, scenario_triggers
 from .stage import mc_uncertainty, predict
 
@@ -38,6 +40,7 @@ __all__ = [
     "ExtraLayers",
     "MapLabels",
     "LoadedRun",
+    "MCPasses",
     "ScenarioSpec",
     "applicability",
     "check_model_grid",
@@ -52,6 +55,7 @@ __all__ = [
     "mc_uncertainty",
     "predict",
     "predict_arrays",
+    "predict_with_mc_dropout",
     "Inference",
     "scenario_triggers",
     "write_cells_gpkg",

@@ -12,8 +12,9 @@ merged hazard is the ensemble mean of E[D], not exactly the product of the merge
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -94,14 +95,39 @@ def _predict_row(
 ) -> np.ndarray:
     """(len(row), 3, n, n) float32: susceptibility, density and hazard of each patch of a row.
 
-    The model must be in eval mode (or in the MC-dropout mode the caller chose). ``inputs``:
-    build each batch on the device (``sampling.device_inputs``); else per patch in numpy,
-    ``pool``: the next batches' inputs in these threads while the model runs (same inputs,
-    same order)."""
+    The model must be in eval mode (or in the MC-dropout mode the caller chose). ``pool`` and
+    ``inputs``: how the inputs are built (:func:`row_inputs`)."""
+    n = reader.grid.patch_cells
+    out_rows = np.empty((len(row), 3, n, n), dtype=np.float32)
+    device = inference.torch_device
+    with (
+        torch.inference_mode(),
+        closing(row_inputs(reader, norm, row, inference, pool, inputs)) as batches,
+    ):
+        for i, xt in batches:
+            with autocast(device, inference.amp, inference.cpu_bf16):
+                store_outputs(out_rows, i, model(xt))
+    return out_rows
+
+
+def row_inputs(
+    reader: CubeReader,
+    norm: Normalisation,
+    row: list[tuple[int, int, int]],
+    inference: Inference,
+    pool: ThreadPoolExecutor | None = None,
+    inputs: DeviceInputs | None = None,
+) -> Generator[tuple[int, torch.Tensor], None, None]:
+    """(index in ``row`` of its first patch, model input on the device) of each batch of a row,
+    in ``inference``'s batch size, device and layout.
+
+    ``inputs``: build each batch on the device (``sampling.device_inputs``); else per patch in
+    numpy, ``pool``: the next batches' inputs in these threads while the caller runs the model
+    (same inputs, same order). Consume it under the caller's ``torch.inference_mode()`` and
+    close it (``contextlib.closing``): the reader holds the row's static rows until then."""
     batch_size, device = inference.batch_size, inference.torch_device
     layout = torch.channels_last if inference.channels_last else torch.contiguous_format
     n = reader.grid.patch_cells
-    out_rows = np.empty((len(row), 3, n, n), dtype=np.float32)
     chunks = [row[i : i + batch_size] for i in range(0, len(row), batch_size)]
 
     def assemble(chunk: list[tuple[int, int, int]]) -> np.ndarray | torch.Tensor:
@@ -113,18 +139,18 @@ def _predict_row(
     if inputs is None:
         reader.hold_rows(row[0][1], n)  # one row of patches: read its static rows once
     try:
-        with torch.inference_mode():
-            batches = map(assemble, chunks) if pool is None else _prefetch(pool, assemble, chunks)
-            for i, x in zip(range(0, len(row), batch_size), batches, strict=True):
-                chunk = row[i : i + batch_size]
-                xt = torch.as_tensor(x).to(device).contiguous(memory_format=layout)
-                with autocast(device, inference.amp, inference.cpu_bf16):
-                    out = model(xt)
-                for q, value in enumerate((out.susceptibility, out.density, out.hazard)):
-                    out_rows[i : i + len(chunk), q] = value.float().cpu().numpy()
+        batches = map(assemble, chunks) if pool is None else _prefetch(pool, assemble, chunks)
+        for i, x in zip(range(0, len(row), batch_size), batches, strict=True):
+            yield i, torch.as_tensor(x).to(device).contiguous(memory_format=layout)
     finally:
         reader.release_rows()
-    return out_rows
+
+
+def store_outputs(out_rows: np.ndarray, first: int, out: Any) -> None:
+    """Put a batch's ENN outputs (susceptibility, density, hazard) into ``out_rows`` (patches,
+    3, n, n) from patch ``first`` on, as float32 on the CPU."""
+    for q, value in enumerate((out.susceptibility, out.density, out.hazard)):
+        out_rows[first : first + value.shape[0], q] = value.float().cpu().numpy()
 
 
 def assemble_inputs(
@@ -165,16 +191,52 @@ def _prefetch(pool: ThreadPoolExecutor, fn, items: list, ahead: int = 2):
 
 
 def _accumulate(
-    sums: np.ndarray, counts: np.ndarray, row: list[tuple[int, int, int]], values: np.ndarray
+    sums: np.ndarray,
+    counts: np.ndarray | None,
+    row: list[tuple[int, int, int]],
+    values: np.ndarray,
+    first_row: int = 0,
 ) -> None:
-    """Add a row's patch values into the per-cell sums (clipped at the grid edge)."""
+    """Add a row's patch values into the per-cell sums (clipped at the grid edge).
+
+    ``values``: (len(row), 3, n, n) into ``sums`` (3, P, rows, cx); with leading axes (such as
+    MC passes) on both, (N, len(row), 3, n, n) into (N, 3, P, rows, cx). ``sums`` holds the
+    cell rows from ``first_row`` on (0: the whole grid); ``counts`` (P, cy, cx), if given,
+    counts the values added per cell."""
     n = values.shape[-1]
-    cy, cx = counts.shape[-2:]
+    end_row, cx = first_row + sums.shape[-2], sums.shape[-1]
     for j, (t, r0, c0) in enumerate(row):
-        ra, rb = max(r0, 0), min(r0 + n, cy)
+        ra, rb = max(r0, 0), min(r0 + n, end_row)
         ca, cb = max(c0, 0), min(c0 + n, cx)
-        sums[:, t, ra:rb, ca:cb] += values[j, :, ra - r0 : rb - r0, ca - c0 : cb - c0]
-        counts[t, ra:rb, ca:cb] += 1
+        sums[..., t, ra - first_row : rb - first_row, ca:cb] += values[
+            ..., j, :, ra - r0 : rb - r0, ca - c0 : cb - c0
+        ]
+        if counts is not None:
+            counts[t, ra:rb, ca:cb] += 1
+
+
+def merged_maps(
+    sums: np.ndarray,
+    counts: np.ndarray,
+    valid: np.ndarray,
+    model: torch.nn.Module,
+    period_names: list[str],
+) -> dict[str, np.ndarray]:
+    """Per-cell maps from the lattices' sums (3, P, rows, cx) and counts (P, rows, cx): their
+    mean as float32, NaN outside ``valid`` (rows, cx) and where no patch was predicted, then the
+    model's stored calibration (``calibrate_map``, if any) on the susceptibility and hazard =
+    that x density. The same definition for the maps and for each MC-dropout pass."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        merged = (sums / counts[None]).astype(np.float32)
+    merged[:, :, ~valid] = np.nan
+    merged[:, counts == 0] = np.nan
+    out = dict(zip(QUANTITIES, merged, strict=True))
+    calibrate = getattr(model, "calibrate_map", None)
+    calibrated = calibrate(out["susceptibility"], period_names) if calibrate is not None else None
+    if calibrated is not None:  # the stored Platt scaling and period shifts (training.calibrate)
+        out["susceptibility"] = calibrated
+        out["hazard"] = calibrated * out["density"]
+    return out
 
 
 def predict_arrays(
@@ -250,21 +312,7 @@ def predict_arrays(
                 _accumulate(sums, counts, row, values)
                 if task is not None:
                     bar.advance(task, len(row))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        merged = (sums / counts[None]).astype(np.float32)
-    merged[:, :, ~reader.valid] = np.nan
-    merged[:, counts == 0] = np.nan
-    out = dict(zip(QUANTITIES, merged, strict=True))
-    calibrate = getattr(model, "calibrate_map", None)
-    calibrated = (
-        calibrate(out["susceptibility"], list(reader.period_names))
-        if calibrate is not None
-        else None
-    )
-    if calibrated is not None:  # the stored Platt scaling and period shifts (training.calibrate)
-        out["susceptibility"] = calibrated
-        out["hazard"] = calibrated * out["density"]
-    return out
+    return merged_maps(sums, counts, reader.valid, model, list(reader.period_names))
 
 
 # Worker-side state of distributed prediction: the reader of the job being run (one at a time

@@ -21,8 +21,9 @@ from .core import Inference, default_input_threads, predict_arrays
 from .forecast import ForecastCube, check_forecast_triggers, forecast_cube
 from .loading import LoadedRun, _cube_of, load_run
 from .maps import ExtraLayers, MapLabels, UncertaintyLayer, write_maps
+from .mc import MCPasses, predict_with_mc_dropout
 from .scenario import ScenarioSpec, applicability, load_scenario, scenario_triggers
-from .uncertainty import mc_dropout_maps
+from .uncertainty import PredictiveStats, mc_dropout_maps
 
 
 def predict(
@@ -40,13 +41,16 @@ def predict(
     RUN/scenarios/<name>).
 
     mc_samples > 0 also writes ``uncertainty.tif``: the per-cell standard deviation of the
-    susceptibility over that many MC-dropout passes (dropout on, batch norm frozen; seeded with
-    the run's seed), one band per period. It needs a run trained with ``model.dropout > 0``.
+    (calibrated) susceptibility over that many MC-dropout passes (dropout on, batch norm frozen;
+    seeded with the run's seed), one band per period. It needs a run trained with
+    ``model.dropout > 0``. In this process the passes share the maps' inputs: each batch is
+    built once and the model run 1 + mc_samples times on it (``predict_with_mc_dropout``).
 
     scheduler: run the rows of patches on dask.distributed - ``"local"`` / ``"local:N"`` for a
     LocalCluster on this machine, or a scheduler address such as ``tcp://10.0.0.5:8786`` (None:
     the environment variable ``LANDSLIDE_HAZARD_SCHEDULER`` if set, else in this process). The
-    MC-dropout passes always run in this process.
+    MC-dropout passes always run in this process, after the maps, one pass over the inputs each
+    (``mc_uncertainty``).
 
     cpu_bf16: bf16 autocast when predicting on the CPU (1.3-2x faster on CPUs with AMX or
     AVX512-BF16; probabilities change by ~1e-3). On a GPU, ``training.amp`` decides.
@@ -140,17 +144,32 @@ class _Prediction:
         with dist.client_for(self.scheduler) as client:
             return predict_arrays(*args, client)
 
+    def arrays_and_spread(
+        self, reader: CubeReader
+    ) -> tuple[dict[str, np.ndarray], UncertaintyLayer | None]:
+        """The maps and, with ``mc_samples``, their MC-dropout spread: in this process from one
+        assembly of the inputs; with a scheduler the maps on the cluster, then the passes here."""
+        run, n = self.run, self.mc_samples
+        if not n:
+            return self.arrays(reader), None
+        if self.scheduler is not None:
+            return self.arrays(reader), mc_uncertainty(run, reader, self.inference.torch_device, n)
+        passes = MCPasses(n, seed=run.cfg.seed)
+        merge = run.cfg.model.lattice_merge
+        arrays, stats = predict_with_mc_dropout(
+            run.model, reader, run.norm, passes, None, merge, self.inference, self.progress
+        )
+        return arrays, _spread_layer(stats, run.cfg, n)
+
     def maps(self) -> Path:
         """RUN/maps (RUN/maps-raw when raw), with the MC-dropout spread if ``mc_samples``."""
         folder = RunFolder(self.run_dir)
         out_dir = folder.raw_maps if self.raw else folder.maps
         _clean_leftovers(out_dir)
-        run, cube, mc_samples = self.run, _cube_of(self.run, self.cube), self.mc_samples
+        run, cube = self.run, _cube_of(self.run, self.cube)
         reader = CubeReader(cube, memory_budget_bytes=self.budget, dynamic_bands=run.dynamic_bands)
-        arrays = self.arrays(reader)
+        arrays, spread = self.arrays_and_spread(reader)
         observed = np.where(reader.valid[None], reader.target, np.nan).astype(np.float32)
-        device = self.inference.torch_device
-        spread = mc_uncertainty(run, reader, device, mc_samples) if mc_samples else None
         # the folder is replaced as a whole: no reader sees old and new maps mixed, and no file
         # of an earlier prediction (an uncertainty map, a scenario layer) lingers beside new ones
         with atomic_path(out_dir) as tmp:
@@ -229,7 +248,10 @@ def _scenario_cube(spec: ScenarioSpec, cube: Cube, cfg: RunConfig) -> Cube | For
 def mc_uncertainty(
     run: LoadedRun, reader: CubeReader, device: torch.device, n_samples: int
 ) -> UncertaintyLayer:
-    """MC-dropout standard deviation of the susceptibility, per cell and period."""
+    """MC-dropout standard deviation of the susceptibility, per cell and period: one
+    ``predict_arrays`` per pass (``mc_dropout_maps``), each building its inputs again.
+    ``predict`` uses it with a scheduler; in this process it runs the maps and the passes on the
+    same inputs instead (:func:`.mc.predict_with_mc_dropout`)."""
 
     cfg = run.cfg
 
@@ -243,6 +265,11 @@ def mc_uncertainty(
         )
 
     stats = mc_dropout_maps(run.model, one_pass, n_samples=n_samples, seed=cfg.seed)
+    return _spread_layer(stats, cfg, n_samples)
+
+
+def _spread_layer(stats: PredictiveStats, cfg: RunConfig, n_samples: int) -> UncertaintyLayer:
+    """uncertainty.tif's layer: the std of the susceptibility over the MC-dropout passes."""
     return UncertaintyLayer(
         stats.std["susceptibility"],
         quantity="susceptibility",

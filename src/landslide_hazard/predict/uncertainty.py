@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -260,18 +261,27 @@ def _mc_dropout(
 ) -> PredictiveStats:
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    with seeded_passes(model, seed):
+        wrapped = MCDropout(model)
+        return accumulate_stats(
+            (predict_maps(wrapped) for _ in range(n_samples)),
+            ddof=ddof,
+            n_dropout_layers=wrapped.dropout_count,
+        )
+
+
+@contextmanager
+def seeded_passes(model: nn.Module, seed: int) -> Iterator[None]:
+    """The state MC-dropout passes run in: inside, the global torch RNG is forked (the CPU's,
+    and the CUDA one of the model's device) and seeded with ``seed``; on exit the caller's
+    random stream and every module's train/eval flag are as they were before."""
     device = _model_device(model)
     saved_modes = {m: m.training for m in model.modules()}
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     try:
-        wrapped = MCDropout(model)
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
-            return accumulate_stats(
-                (predict_maps(wrapped) for _ in range(n_samples)),
-                ddof=ddof,
-                n_dropout_layers=wrapped.dropout_count,
-            )
+            yield
     finally:
         for m, mode in saved_modes.items():
             m.training = mode
