@@ -124,8 +124,8 @@ def run(quick: bool, n_samples: int | None = None, cells: tuple[int, int] | None
             patches / best["shared"],
             "patches/s",
             ratio_to=before,
-            note="predict_with_mc_dropout: inputs built once, the model run "
-            f"{1 + passes} times per batch; maps "
+            note="predict_with_mc_dropout: inputs built once, the ENN run once and its "
+            f"susceptibility block {passes} times per batch; maps "
             + ("identical to predict_arrays" if same else "DIFFER FROM predict_arrays")
             + f"; mean susceptibility std {std_ratio:.3f}x the per-pass route's (other masks)",
         ),

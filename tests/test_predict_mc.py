@@ -44,13 +44,20 @@ def _reader(tmp_path, shape=(9, 10), n_periods=3):
     return reader, norm
 
 
-def _model(dropout=0.3, calibrated=True):
-    """An untrained tiny ENN; calibrated: Platt scaling and a logit shift on two periods."""
+def _model(dropout=0.3, calibrated=True, density_dropout=True):
+    """An untrained tiny ENN; calibrated: Platt scaling and a logit shift on two periods.
+    ``density_dropout`` False: the density block's dropout layers at p = 0, so that the
+    per-pass route (every pass a whole forward) draws the masks the susceptibility-only passes
+    draw, and its density is the evaluation pass's."""
     torch.manual_seed(0)
     model = build_enn("tiny", in_channels=13, patch_cells=N, cell_pixels=K, dropout=dropout)
     if calibrated:
         model.set_calibration(1.5, -0.3)
         model.period_shifts = {"P0": 0.4, "P2": -0.2}
+    if not density_dropout:
+        for m in model.density.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
     return model
 
 
@@ -85,23 +92,29 @@ def test_maps_are_those_of_predict_arrays_bit_for_bit(
         model, reader, norm, MCPasses(3), periods, merge, inference
     )
     assert _equal(maps, want)
-    assert stats.n_samples == 3 and stats.n_dropout_layers == len(dropout_layers(model))
+    assert stats.n_samples == 3
+    assert stats.n_dropout_layers == len(dropout_layers(model.susceptibility)) > 0
     for q in QUANTITIES:
         assert stats.std[q].shape == want[q].shape
         np.testing.assert_array_equal(np.isnan(stats.std[q]), np.isnan(want[q]))
         np.testing.assert_array_equal(np.isnan(stats.mean[q]), np.isnan(want[q]))
     assert np.nanmin(stats.std["susceptibility"]) >= 0
     assert np.nanmax(stats.std["susceptibility"]) > 0
+    # the passes vary the susceptibility only: the density is the maps' (its dropout stays off)
+    assert dropout_layers(model.density)
+    np.testing.assert_array_equal(stats.mean["density"], maps["density"].astype(np.float32))
+    assert np.nanmax(stats.std["density"]) == 0
 
 
 @pytest.mark.parametrize("path", ["numpy", "device"])
 def test_one_pass_equals_the_per_pass_route_with_the_same_masks(small, monkeypatch, path):
     """With one pass both routes draw the same masks when the rows come in the same order (the
-    per-pass route's rows sorted as here): the pass's merged, calibrated maps bit for bit."""
+    per-pass route's rows sorted as here) and the density block draws none (its dropout at 0):
+    the pass's merged, calibrated maps bit for bit."""
     reader, norm = small
     monkeypatch.setattr(sampling_device, "ON_CPU", path == "device")
     inference = Inference(batch_size=5)
-    model = _model()
+    model = _model(density_dropout=False)
     _, stats = predict_with_mc_dropout(
         model, reader, norm, MCPasses(1, seed=3), inference=inference
     )
@@ -147,7 +160,7 @@ def test_band_bookkeeping_equals_whole_maps_per_pass(tmp_path):
     reader.valid = reader.valid.copy()
     reader.valid[7:17] = False
     inference = Inference(batch_size=3)
-    model = _model()
+    model = _model(density_dropout=False)
     maps, stats = predict_with_mc_dropout(
         model, reader, norm, MCPasses(3, seed=5, ddof=1), inference=inference
     )
@@ -199,7 +212,7 @@ def test_the_std_agrees_with_the_per_pass_route_within_monte_carlo_error(tmp_pat
     1.5 (the size of the calibration's slope here) fails it."""
     reader, norm = _reader(tmp_path, shape=(6, 7), n_periods=2)
     inference, n_samples = Inference(batch_size=32), 150
-    model = _model()
+    model = _model(density_dropout=False)  # both routes: only the susceptibility varies
     _, new = predict_with_mc_dropout(
         model, reader, norm, MCPasses(n_samples, seed=1), inference=inference
     )
@@ -214,6 +227,10 @@ def test_the_std_agrees_with_the_per_pass_route_within_monte_carlo_error(tmp_pat
     old = mc_dropout_maps(model, one_pass, n_samples, seed=2)
     z_all, z_wrong = [], []
     for q in QUANTITIES:
+        if q == "density":  # the density block draws no mask in either route
+            np.testing.assert_array_equal(np.nan_to_num(new.std[q]), 0.0)
+            np.testing.assert_array_equal(np.nan_to_num(old.std[q]), 0.0)
+            continue
         x = np.stack(samples[q])
         centred = x - x.mean(axis=0)
         m2, m4 = (centred**2).mean(axis=0), (centred**4).mean(axis=0)
