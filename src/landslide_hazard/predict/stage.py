@@ -44,7 +44,8 @@ def predict(
     (calibrated) susceptibility over that many MC-dropout passes (dropout on, batch norm frozen;
     seeded with the run's seed), one band per period. It needs a run trained with
     ``model.dropout > 0``. In this process the passes share the maps' inputs: each batch is
-    built once and the model run 1 + mc_samples times on it (``predict_with_mc_dropout``).
+    built once, the ENN run on it once and its susceptibility block mc_samples times
+    (``predict_with_mc_dropout``).
 
     scheduler: run the rows of patches on dask.distributed - ``"local"`` / ``"local:N"`` for a
     LocalCluster on this machine, or a scheduler address such as ``tcp://10.0.0.5:8786`` (None:
