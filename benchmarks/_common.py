@@ -203,3 +203,21 @@ def emit(rows: list[dict[str, Any]]) -> None:
     if os.environ.get("LANDSLIDE_BENCH_JSON"):
         with open(os.environ["LANDSLIDE_BENCH_JSON"], "w") as f:
             json.dump(rows, f)
+
+
+def random_reader(directory: Any, shape: tuple[int, int], k: int, periods: int) -> tuple[Any, Any]:
+    """A random cube (``landslide_hazard.testing.make_cube``, 4-cell patches) of ``shape``
+    cells of ``k`` px and ``periods`` periods in ``directory``: its reader and the
+    normalisation of its labelled cells, as the predict and input benchmarks use them."""
+    from pathlib import Path
+
+    from landslide_hazard.sampling.dataset import CubeReader
+    from landslide_hazard.sampling.normalisation import compute_normalisation
+    from landslide_hazard.testing import make_cube
+
+    cube = make_cube(Path(directory) / "cube.zarr", shape_cells=shape, k=k, n=4, n_periods=periods)
+    reader = CubeReader(cube)
+    norm = compute_normalisation(
+        reader.static, reader.dynamic, reader.monsoons, reader.label_mask, k
+    )
+    return reader, norm

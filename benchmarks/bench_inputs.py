@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, interleaved_best, row  # noqa: E402
+from _common import emit, interleaved_best, random_reader, row  # noqa: E402
 
 
 def _differences(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
@@ -99,10 +99,7 @@ def _training_variants(reader, norm, inputs, batch: int, augment: bool):
 def run(quick: bool, device: str = "cpu") -> list[dict]:
     """The rows (module doc)."""
     from landslide_hazard.malloc import tune_malloc
-    from landslide_hazard.sampling.dataset import CubeReader
     from landslide_hazard.sampling.device import DeviceInputs
-    from landslide_hazard.sampling.normalisation import compute_normalisation
-    from landslide_hazard.testing import make_cube
 
     tune_malloc()
     threads = torch.get_num_threads()
@@ -114,11 +111,7 @@ def run(quick: bool, device: str = "cpu") -> list[dict]:
     rows: list[dict] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench_inputs_") as tmp:
-            cube = make_cube(Path(tmp) / "c.zarr", shape_cells=shape, k=k, n=4, n_periods=periods)
-            reader = CubeReader(cube)
-            norm = compute_normalisation(
-                reader.static, reader.dynamic, reader.monsoons, reader.label_mask, k
-            )
+            reader, norm = random_reader(tmp, shape, k, periods)
             inputs = DeviceInputs(reader, norm, dev)
             setting = (
                 f"k={k}, {shape[0]}x{shape[1]} cells, {periods} periods, "

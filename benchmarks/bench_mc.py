@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, interleaved_best, row  # noqa: E402
+from _common import emit, interleaved_best, random_reader, row  # noqa: E402
 
 
 def run(quick: bool, n_samples: int | None = None, cells: tuple[int, int] | None = None) -> list:
@@ -48,9 +48,6 @@ def run(quick: bool, n_samples: int | None = None, cells: tuple[int, int] | None
     )
     from landslide_hazard.predict.core import _patch_rows
     from landslide_hazard.predict.uncertainty import mc_dropout_maps
-    from landslide_hazard.sampling.dataset import CubeReader
-    from landslide_hazard.sampling.normalisation import compute_normalisation
-    from landslide_hazard.testing import make_cube
 
     tune_malloc()
     threads = torch.get_num_threads()
@@ -62,13 +59,7 @@ def run(quick: bool, n_samples: int | None = None, cells: tuple[int, int] | None
     pass_inference = Inference(batch_size=16)  # mc_uncertainty's: Inference.of_run
     try:
         with tempfile.TemporaryDirectory(prefix="bench_mc_") as tmp:
-            cube = make_cube(
-                Path(tmp) / "cube.zarr", shape_cells=shape, k=k, n=4, n_periods=periods
-            )
-            reader = CubeReader(cube)
-            norm = compute_normalisation(
-                reader.static, reader.dynamic, reader.monsoons, reader.label_mask, k
-            )
+            reader, norm = random_reader(tmp, shape, k, periods)
             patches = sum(len(r) for r in _patch_rows(reader, "mean", list(range(periods))))
             torch.manual_seed(0)
             model = build_enn(

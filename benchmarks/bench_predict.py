@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, interleaved_best, row  # noqa: E402
+from _common import emit, interleaved_best, random_reader, row  # noqa: E402
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -108,9 +108,6 @@ def run(
         write_maps,
     )
     from landslide_hazard.predict.core import _patch_rows, assemble_inputs
-    from landslide_hazard.sampling.dataset import CubeReader
-    from landslide_hazard.sampling.normalisation import compute_normalisation
-    from landslide_hazard.testing import make_cube
 
     tune_malloc()  # in-process rows run with the heap settings the CLI uses
     threads = torch.get_num_threads()
@@ -122,13 +119,7 @@ def run(
     prefetch_threads = default_input_threads(dev) if gpu else 1
     try:
         with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
-            cube = make_cube(
-                Path(tmp) / "cube.zarr", shape_cells=shape, k=k, n=4, n_periods=periods
-            )
-            reader = CubeReader(cube)
-            norm = compute_normalisation(
-                reader.static, reader.dynamic, reader.monsoons, reader.label_mask, k
-            )
+            reader, norm = random_reader(tmp, shape, k, periods)
             patches = sum(len(r) for r in _patch_rows(reader, "mean", list(range(periods))))
             torch.manual_seed(0)
             models = {
@@ -193,8 +184,8 @@ def run(
                     "write": lambda: write_maps(
                         out_maps,
                         maps["channels_last0"],
-                        cube.grid,
-                        cube.meta.periods,
+                        reader.cube.grid,
+                        reader.cube.meta.periods,
                         [0.01, 0.1, 1.0],
                         ExtraLayers(observed=reader.target),
                     )
