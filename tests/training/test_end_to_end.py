@@ -57,9 +57,13 @@ def test_tiny_scenario_train_and_predict_cli(tmp_path):
         calibrated, raw = a.read(), b.read()
     ok = np.isfinite(raw)
     assert ok.any() and not np.allclose(calibrated[ok], raw[ok])
-    # the written map is exactly the stored Platt scaling of the raw one
-    z = np.log(np.clip(raw[ok], 1e-7, 1 - 1e-7) / (1 - np.clip(raw[ok], 1e-7, 1 - 1e-7)))
-    want = 1 / (1 + np.exp(-(cal["slope"] * z + cal["intercept"])))
-    np.testing.assert_allclose(calibrated[ok], want, rtol=1e-4, atol=1e-6)
+    # the written map is exactly the stored Platt scaling of the raw one plus each period's
+    # shift (fitted on its validation cells; every period has some under spatial)
+    assert sorted(cal["period_shifts"]) == sorted(cfg.period_names)
+    shift = np.array([cal["period_shifts"][name] for name in cfg.period_names])[:, None, None]
+    q = np.clip(raw.astype(np.float64), 1e-7, 1 - 1e-7)
+    z = cal["slope"] * np.log(q / (1 - q)) + cal["intercept"] + shift
+    want = 1 / (1 + np.exp(-z))
+    np.testing.assert_allclose(calibrated[ok], want[ok], rtol=1e-4, atol=1e-6)
     res = runner.invoke(app, ["predict", str(tmp_path / "nope"), "--no-progress"])
     assert res.exit_code == 2 and "not a run folder" in " ".join(res.output.split())
