@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,10 @@ def _patch_rows(
     reader: CubeReader, merge: str, periods: list[int]
 ) -> list[list[tuple[int, int, int]]]:
     """The prediction's work units: one row of patches of one lattice, every period of each
-    patch, as lists of (period, row0, col0). Patches without any valid cell are left out."""
+    patch, as lists of (period, row0, col0). Patches without any valid cell are left out.
+    ``merge``: ``mean`` (both lattices) or ``lattice0``; anything else is an InputError."""
+    if merge not in ("mean", "lattice0"):
+        raise InputError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")
     grid = reader.grid
     n = grid.patch_cells
     valid_f = reader.valid.astype(np.float32)
@@ -239,6 +242,27 @@ def merged_maps(
     return out
 
 
+@contextmanager
+def model_inputs(
+    model: torch.nn.Module, reader: CubeReader, norm: Normalisation, inference: Inference
+) -> Iterator[tuple[DeviceInputs | None, ThreadPoolExecutor | None]]:
+    """The model in evaluation mode (channels-last if ``inference`` says so) and how its inputs
+    are built, as (inputs, pool) for :func:`row_inputs`: on the device when the cube fits
+    (``sampling.device_inputs``), else per patch in numpy with ``inference.input_threads``
+    threads; the threads stop on exit. The caller restores the model's train/eval flags."""
+    model.eval()
+    if inference.channels_last:
+        to_memory_format(model, torch.channels_last)
+    inputs, _ = device_inputs(reader, norm, inference.torch_device)
+    threads = inference.input_threads if inputs is None else 0
+    pool = ThreadPoolExecutor(threads) if threads > 0 else None
+    try:
+        yield inputs, pool
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
 def predict_arrays(
     model: torch.nn.Module,
     reader: CubeReader,
@@ -276,8 +300,6 @@ def predict_arrays(
     (``sampling.device_inputs``), the inputs are built there in batches instead (no input
     threads; the same inputs within float rounding); on the CPU per patch in numpy.
     """
-    if merge not in ("mean", "lattice0"):
-        raise InputError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")
     inference = inference or Inference()
     cy, cx = reader.grid.cell_shape
     n_periods = reader.n_periods
@@ -291,22 +313,15 @@ def predict_arrays(
         task = bar.add_task("predict", total=sum(len(r) for r in rows)) if progress else None
         if client is None:
             was_training = model.training
-            model.eval()
-            if inference.channels_last:
-                to_memory_format(model, torch.channels_last)
-            inputs, _ = device_inputs(reader, norm, inference.torch_device)
-            threads = inference.input_threads if inputs is None else 0
-            pool = ThreadPoolExecutor(threads) if threads > 0 else None
             try:
-                for row in rows:
-                    values = _predict_row(model, reader, norm, row, inference, pool, inputs)
-                    _accumulate(sums, counts, row, values)
-                    if task is not None:
-                        bar.advance(task, len(row))
+                with model_inputs(model, reader, norm, inference) as (inputs, pool):
+                    for row in rows:
+                        values = _predict_row(model, reader, norm, row, inference, pool, inputs)
+                        _accumulate(sums, counts, row, values)
+                        if task is not None:
+                            bar.advance(task, len(row))
             finally:
                 model.train(was_training)
-                if pool is not None:
-                    pool.shutdown()
         else:
             for row, values in _distributed_rows(client, model, reader, norm, rows, inference):
                 _accumulate(sums, counts, row, values)

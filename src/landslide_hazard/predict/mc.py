@@ -41,11 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..models.enn import ENNOutput
-from ..runtime import autocast, progress_bar, to_memory_format
+from ..runtime import autocast, progress_bar
 from ..sampling.dataset import CubeReader
-from ..sampling.device import DeviceInputs, device_inputs
+from ..sampling.device import DeviceInputs
 from ..sampling.normalisation import Normalisation
 from .core import (
     QUANTITIES,
@@ -53,6 +52,7 @@ from .core import (
     _accumulate,
     _patch_rows,
     merged_maps,
+    model_inputs,
     row_inputs,
     store_outputs,
 )
@@ -103,8 +103,8 @@ def predict_with_mc_dropout(
     them before (``stage.mc_uncertainty``). The model's train/eval flags and the global torch
     RNG are as they were afterwards. A model without an active dropout layer gives a zero std,
     with a warning."""
-    if merge not in ("mean", "lattice0"):
-        raise InputError(f"lattice merge '{merge}' unknown; use 'mean' or 'lattice0'")
+    periods = list(range(reader.n_periods)) if periods is None else [int(t) for t in periods]
+    rows = rows_by_band(reader, merge, periods)  # an unknown merge is refused here
     if passes.n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {passes.n_samples}")
     drops = dropout_layers(getattr(model, "susceptibility", model))
@@ -112,8 +112,6 @@ def predict_with_mc_dropout(
         _warn_no_dropout(stacklevel=2)
     inference = inference or Inference()
     cy, cx = reader.grid.cell_shape
-    periods = list(range(reader.n_periods)) if periods is None else [int(t) for t in periods]
-    rows = rows_by_band(reader, merge, periods)
     sums = np.zeros((3, reader.n_periods, cy, cx), dtype=np.float64)
     counts = np.zeros((reader.n_periods, cy, cx), dtype=np.int32)
     band = _PassBand(passes, reader, model, counts)
@@ -121,23 +119,14 @@ def predict_with_mc_dropout(
     with bar, seeded_passes(model, passes.seed):
         label = f"predict + {passes.n_samples} MC-dropout passes"
         task = bar.add_task(label, total=sum(len(r) for r in rows)) if progress else None
-        model.eval()
-        if inference.channels_last:
-            to_memory_format(model, torch.channels_last)
-        inputs, _ = device_inputs(reader, norm, inference.torch_device)
-        threads = inference.input_threads if inputs is None else 0
-        pool = ThreadPoolExecutor(threads) if threads > 0 else None
         run_row = _RowPasses(model, drops, inference, passes.n_samples)
-        try:
+        with model_inputs(model, reader, norm, inference) as (inputs, pool):
             for row in rows:
                 values, samples = run_row(reader, norm, row, pool, inputs)
                 _accumulate(sums, counts, row, values)
                 band.add(row, samples)
                 if task is not None:
                     bar.advance(task, len(row))
-        finally:
-            if pool is not None:
-                pool.shutdown()
     maps = merged_maps(sums, counts, reader.valid, model, list(reader.period_names))
     return maps, band.stats(len(drops))
 
