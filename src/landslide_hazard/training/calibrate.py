@@ -78,7 +78,7 @@ def fit_calibration(
         for t in np.unique(period)
     }
     model.period_shifts = shifts
-    shifted = z + np.array([shifts[reader.period_names[t]] for t in period])
+    shifted = z + np.array([shifts.get(name, 0.0) for name in reader.period_names])[period]
     bins = cfg.evaluation.ece_bins
     report.update(
         slope=platt.slope,
