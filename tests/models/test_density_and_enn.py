@@ -78,6 +78,40 @@ def test_density_of_a_cell_ignores_its_neighbours():
         assert torch.allclose(per_cell, block(x))
 
 
+def test_density_first_conv_pads_as_the_published_zero_pad_does():
+    """The conv's own padding = 3 against the published ZeroPad2d(3) and an unpadded conv."""
+    torch.manual_seed(5)
+    block = DensityBlock(13, 8).eval()
+    conv = block.features[1]
+    assert isinstance(conv, torch.nn.Conv2d)
+    cells = torch.randn(6, 13, 8, 8, dtype=torch.float64)
+    padded = torch.nn.functional.pad(cells, (3, 3, 3, 3))
+    want = torch.nn.functional.conv2d(padded, conv.weight.double(), conv.bias.double(), stride=2)
+    with torch.no_grad():
+        got = block.double().features[:2](cells)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "resnet18"])
+def test_channels_last_gives_the_nchw_outputs_and_gradients(preset):
+    """The layout training uses by default (``training.channels_last``) changes float
+    rounding only: outputs and every weight's gradient agree with NCHW's."""
+    torch.manual_seed(6)
+    nchw = build_enn(preset, 13, 4, 8, dropout=0.0, wide="pixel").double()
+    last = build_enn(preset, 13, 4, 8, dropout=0.0, wide="pixel").double()
+    last.load_state_dict(nchw.state_dict())
+    last = last.to(memory_format=torch.channels_last)
+    x = torch.randn(3, 13, 32, 32, dtype=torch.float64)
+    grads = []
+    for model, inputs in ((nchw, x), (last, x.contiguous(memory_format=torch.channels_last))):
+        out = model(inputs)
+        (out.hazard.sum() + out.susceptibility.sum()).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-9, atol=1e-12, msg=name)
+
+
 def test_enn_hazard_is_the_product_and_parts_are_separate():
     torch.manual_seed(3)
     enn = build_enn("tiny", in_channels=13, patch_cells=4, cell_pixels=8, dropout=0.1)

@@ -58,8 +58,11 @@ class DensityBlock(nn.Module):
         pool1, size = _pool_or_identity(size)
         pool2, size = _pool_or_identity(size)
         self.features = nn.Sequential(
-            nn.ZeroPad2d(3),
-            nn.Conv2d(in_channels, 64, 4, stride=2),
+            # the code's ZeroPad2d(3) is the conv's own zero padding here: the same output
+            # without a padded copy of every cell (1.14x on the block's training step, channels-
+            # last; bench_train). The Identity keeps the layers' indices (state_dict keys).
+            nn.Identity(),
+            nn.Conv2d(in_channels, 64, 4, stride=2, padding=3),
             nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
             pool1,

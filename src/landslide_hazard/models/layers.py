@@ -141,13 +141,19 @@ class PixelRatePool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.cell_pixels
-        r = self.pixel(x)
+        hidden = self.pixel[:-1](x)
+        last = self.pixel[-1]
+        assert isinstance(last, nn.Conv2d)
+        # the last 1 x 1 conv (hidden -> 1) as a matrix-vector product on the pixels: oneDNN's
+        # one-output-channel conv is slow, most of all its backward (bench_train)
+        r = nn.functional.linear(hidden.permute(0, 2, 3, 1), last.weight.flatten(1), last.bias)
+        b, h, w, _ = r.shape
+        r = r.reshape(b, h // k, k, w // k, k)
         # log-mean-exp per cell, shifted by the cell's own maximum (held constant, as in any
         # log-sum-exp): every cell keeps one term exp(0) = 1, so nothing underflows to log(0)
-        top = nn.functional.max_pool2d(r, k).detach()
-        shift = top.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3)
-        pooled = nn.functional.avg_pool2d(torch.exp(r - shift), k)
-        return (torch.log(pooled) + top)[:, 0]
+        top = r.detach().amax(dim=(2, 4), keepdim=True)
+        pooled = torch.exp(r - top).mean(dim=(2, 4))
+        return torch.log(pooled) + top[:, :, 0, :, 0]
 
 
 def cells_to_grid(values: torch.Tensor, batch: int, ny: int, nx: int) -> torch.Tensor:

@@ -123,11 +123,14 @@ def rank_batches(
     return shard_batches(batches, dist.rank, dist.world_size)
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device):
-    x = batch["x"].to(device, non_blocking=True)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, batch["target"].to(device), batch["mask"].to(device)
+def _layout(x: torch.Tensor, steps: Steps) -> torch.Tensor:
+    """``x`` in the model's layout (``training.channels_last``)."""
+    return x.contiguous(memory_format=torch.channels_last) if steps.t.channels_last else x
+
+
+def _to_device(batch: dict[str, torch.Tensor], steps: Steps):
+    x = _layout(batch["x"].to(steps.device, non_blocking=True), steps)
+    return x, batch["target"].to(steps.device), batch["mask"].to(steps.device)
 
 
 def _batches(
@@ -137,7 +140,7 @@ def _batches(
     (``steps.inputs``) or by a DataLoader and copied."""
     if steps.inputs is None:
         for batch in _loader(ds, batches, steps.t.num_workers):
-            yield _to_device(batch, steps.device)
+            yield _to_device(batch, steps)
         return
     # a DataLoader's iterator draws its base seed from torch's generator: draw it here too, so
     # that dropout masks (and so the weights) follow the same random stream on both paths
@@ -145,9 +148,7 @@ def _batches(
     patches = steps.inputs.patches(ds)
     for items in batches:
         x, target, mask = patches.batch(items)
-        if steps.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        yield x, target, mask
+        yield _layout(x, steps), target, mask
 
 
 class _EpochBatches(torch.utils.data.Sampler):

@@ -217,7 +217,7 @@ class _Fit:
         torch.manual_seed(cfg.seed)
         model = build_enn(**enn_arguments(cfg.model, data.reader.grid, cfg.legacy)).to(rt.device)
         use_amp = bool(self.t.amp and rt.device.type == "cuda")
-        if rt.device.type == "cuda":
+        if self.t.channels_last:
             model = to_memory_format(model, torch.channels_last)
         self.model = model
         self.steps = Steps(
