@@ -180,6 +180,38 @@ def test_period_ratio_deviation_by_hand():
     assert np.isnan(period_ratio_deviation({"periods": []}))
 
 
+def test_paired_difference_by_hand():
+    from landslide_hazard.validate_report import paired_difference
+
+    def run(seed, fold, model, auc, protocol="spatial"):
+        return {
+            "scenario": "s",
+            "seed": seed,
+            "fold": fold,
+            "model": model,
+            "auc": auc,
+            "protocol": protocol,
+        }
+
+    rows = [
+        run(0, 0, "enn", 0.72),
+        run(0, 0, "logistic_regression", 0.70),  # +0.02
+        run(0, 1, "enn", 0.70),
+        run(0, 1, "logistic_regression", 0.74),  # -0.04
+        run(1, 0, "enn", 0.75),
+        run(1, 0, "logistic_regression", 0.74),  # +0.01
+        run(1, 1, "enn", 0.60),  # no baseline in this run: not paired
+        run(0, 0, "enn", 0.99, "temporal"),
+        run(0, 0, "logistic_regression", 0.5, "temporal"),
+    ]
+    mean, se, ahead, n = paired_difference(rows, "spatial", "logistic_regression", "auc")
+    diffs = np.array([0.02, -0.04, 0.01])
+    assert n == 3 and ahead == 2
+    assert mean == pytest.approx(diffs.mean())
+    assert se == pytest.approx(diffs.std(ddof=1) / np.sqrt(3))
+    assert paired_difference(rows, "spacetime", "logistic_regression", "auc") is None
+
+
 def test_pooled_calibration_table_pools_every_cell_period():
     from landslide_hazard.evaluation.metrics import expected_calibration_error
     from landslide_hazard.validate_report import pooled_calibration_table

@@ -86,7 +86,41 @@ def _verdict(enn: float, best: float) -> str:
     return "beats" if diff > 0.005 else ("does not beat" if diff < -0.005 else "ties with")
 
 
-def _reading(summary: list[dict[str, Any]]) -> list[str]:
+def paired_difference(
+    rows: list[dict[str, Any]], protocol: str, baseline: str, metric: str
+) -> tuple[float, float, int, int] | None:
+    """ENN minus ``baseline`` on ``metric``, paired by run (scenario, seed, fold) under
+    ``protocol``: (mean, standard error, runs where the ENN is ahead, runs). None without
+    a pair. The standard error is that of a mean over runs (sd / sqrt(n); nan for one run)."""
+    by_run: dict[tuple[Any, Any, Any], dict[str, float]] = {}
+    for r in rows:
+        if r["protocol"] == protocol and r["model"] in (ENN, baseline):
+            by_run.setdefault((r.get("scenario"), r["seed"], r["fold"]), {})[r["model"]] = r[metric]
+    diffs = np.array(
+        [
+            v[ENN] - v[baseline]
+            for v in by_run.values()
+            if ENN in v and baseline in v and math.isfinite(v[ENN]) and math.isfinite(v[baseline])
+        ]
+    )
+    if diffs.size == 0:
+        return None
+    se = float(diffs.std(ddof=1) / math.sqrt(diffs.size)) if diffs.size > 1 else math.nan
+    return float(diffs.mean()), se, int((diffs > 0).sum()), int(diffs.size)
+
+
+def _paired_text(rows: list[dict[str, Any]], protocol: str, baseline: str, metric: str) -> str:
+    paired = paired_difference(rows, protocol, baseline, metric)
+    if paired is None or paired[3] < 2:
+        return ""
+    mean, se, ahead, n = paired
+    return f" (paired over {n} runs: {mean:+.3f} ± {se:.3f} s.e., the ENN ahead in {ahead})"
+
+
+def _reading(summary: list[dict[str, Any]], rows: list[dict[str, Any]] | None = None) -> list[str]:
+    """One line per protocol; with the per-run ``rows``, the ENN's differences from the best
+    baselines paired by run, so a tie within the noise reads as one."""
+    rows = rows or []
     lines = []
     by_protocol: dict[str, dict[str, dict[str, Any]]] = {}
     for e in summary:
@@ -107,9 +141,12 @@ def _reading(summary: list[dict[str, Any]]) -> list[str]:
         text = (
             f"- **{protocol}**: the ENN (AUC {_cell(enn['auc'], None)}) "
             f"{_verdict(enn['auc'], best['auc'])} the best baseline, {best_name} "
-            f"(AUC {_cell(best['auc'], None)}); on hazard r the ENN "
-            f"({_cell(enn['hazard_r'], None)}) {_verdict(enn['hazard_r'], best_r['hazard_r'])} "
+            f"(AUC {_cell(best['auc'], None)})"
+            + _paired_text(rows, protocol, best_name, "auc")
+            + f"; on hazard r the ENN ({_cell(enn['hazard_r'], None)}) "
+            f"{_verdict(enn['hazard_r'], best_r['hazard_r'])} "
             f"{best_r_name} ({_cell(best_r['hazard_r'], None)})"
+            + _paired_text(rows, protocol, best_r_name, "hazard_r")
         )
         if OBSERVABLE_ORACLE in models:
             obs = models[OBSERVABLE_ORACLE]
@@ -204,7 +241,8 @@ def render_markdown(result: dict[str, Any], command: str, figure: str | None = N
         ]
         if len(seeds) > 1:
             lines += [per_seed_table(result["rows"], scenario), ""]
-        lines += ["Reading:", "", *_reading(part), ""]
+        part_rows = [r for r in result["rows"] if r.get("scenario", scenario) == scenario]
+        lines += ["Reading:", "", *_reading(part, part_rows), ""]
     if result.get("reliability"):
         lines += [pooled_calibration_table(result["reliability"]), ""]
     if figure:
