@@ -261,6 +261,9 @@ class ModelFile:
     cube_path_absolute: str = ""
     # per-period logit shifts of the calibration, by period name (ENN.period_shifts)
     period_shifts: dict[str, float] = field(default_factory=dict)
+    # [weight, constant] of the density maps' blend toward a constant (ENN.density_blend);
+    # empty: none (files written before it, or a run without calibration)
+    density_blend: list[float] = field(default_factory=list)
 
     #: The keys without which a file is foreign (older files may lack the others).
     REQUIRED = frozenset(
@@ -359,6 +362,7 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
             period_shifts={
                 str(k): float(v) for k, v in getattr(model, "period_shifts", {}).items()
             },
+            density_blend=[float(v) for v in getattr(model, "density_blend", None) or ()],
         ),
     )
 

@@ -263,3 +263,26 @@ def test_level_shift_errors():
     with pytest.raises(ValueError, match="both classes"):
         level_shift(np.zeros(4), np.ones(4), prior_sd=math.inf)
     assert level_shift(np.zeros(4), np.ones(4)) > 0  # a finite prior copes with one class
+
+
+def test_density_blend_weight_least_squares_and_its_bounds():
+    from landslide_hazard.evaluation.calibration import density_blend_weight
+
+    rng = np.random.default_rng(3)
+    d = rng.gamma(2.0, 1.0, 400)
+    c = 1.5
+    # observed = c + 0.4 (d - c) exactly: the weight is 0.4
+    assert density_blend_weight(c + 0.4 * (d - c), d, c) == pytest.approx(0.4, abs=1e-12)
+    # with noise: the brute-force minimiser of the squared error over [0, 1]
+    y = c + 0.6 * (d - c) + rng.normal(0, 1.0, d.size)
+    grid = np.linspace(0, 1, 100001)
+    sse = [np.sum((y - c - w * (d - c)) ** 2) for w in grid]
+    assert density_blend_weight(y, d, c) == pytest.approx(grid[int(np.argmin(sse))], abs=1e-5)
+    # predictions that run against the observed ones: the constant (0); steeper: the model (1)
+    assert density_blend_weight(c - (d - c), d, c) == 0.0
+    assert density_blend_weight(c + 3 * (d - c), d, c) == 1.0
+    # nothing to fit: the model as it is; non-finite pairs are dropped
+    assert density_blend_weight([], [], c) == 1.0
+    assert density_blend_weight([2.0, 3.0], [c, c], c) == 1.0
+    y_nan = np.append(c + 0.4 * (d - c), np.nan)
+    assert density_blend_weight(y_nan, np.append(d, 5.0), c) == pytest.approx(0.4)

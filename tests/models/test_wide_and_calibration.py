@@ -159,6 +159,16 @@ def test_period_shifts_add_to_each_named_periods_logit():
         enn.calibrate_map(p, ["dry"])
 
 
+def test_density_blend_moves_the_density_maps_toward_the_constant():
+    enn = build_enn("tiny", 13, 4, 8).eval()
+    d = np.random.default_rng(2).gamma(2.0, 1.0, (3, 4, 4)).astype(np.float32)
+    assert enn.calibrate_density(d) is None  # none stored: the maps as they are
+    enn.density_blend = (0.25, 1.5)
+    np.testing.assert_allclose(enn.calibrate_density(d), 1.5 + 0.25 * (d - 1.5), rtol=1e-6)
+    enn.use_calibration = False  # predict --raw: the network's own maps
+    assert enn.calibrate_density(d) is None
+
+
 def test_pixel_rate_pool_does_not_underflow_far_below_the_patch_maximum():
     """One cell's pixels 200 log units below another cell's: exp underflows in float32 if the
     shift were the patch maximum; the per-cell shift keeps the value and a finite gradient."""

@@ -111,6 +111,45 @@ def test_period_shifts_are_fitted_on_each_periods_validation_cells(reference_run
     assert metrics["calibration"]["period_shifts"] == pytest.approx(run.model.period_shifts)
 
 
+def test_density_blend_is_fitted_on_the_positive_validation_cells(reference_run):
+    """model.pt holds the density maps' blend toward the positive training cells' mean; the
+    weight recomputed from the loaded model's raw density maps by least squares agrees, and
+    the maps predict writes are that blend."""
+    from landslide_hazard.cube import open_cube
+    from landslide_hazard.predict import load_run, predict_arrays
+    from landslide_hazard.sampling.dataset import CubeReader
+
+    cfg, run_dir = reference_run
+    run = load_run(run_dir)
+    split = Split.load(run_dir / "splits.npz")
+    reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"))
+    obs = np.where(reader.valid[None], reader.target, np.nan)
+    md = cfg.inventory.min_density
+    assert run.model.density_blend is not None
+    weight, constant = run.model.density_blend
+    train_pos = split.train_cells & (obs > md)
+    assert constant == pytest.approx(float(np.mean(obs[train_pos])), rel=1e-9)
+    run.model.use_calibration = False
+    raw = predict_arrays(run.model, reader, run.norm)["density"]
+    val = split.val_cells & (obs > md) & np.isfinite(raw)
+    y, d = obs[val].astype(np.float64), raw[val].astype(np.float64)
+    # the least-squares weight by brute force over [0, 1]
+    grid = np.linspace(0.0, 1.0, 10001)
+    sse = [np.sum((y - constant - w * (d - constant)) ** 2) for w in grid]
+    assert weight == pytest.approx(grid[int(np.argmin(sse))], abs=2e-4)
+    run.model.use_calibration = True
+    maps = predict_arrays(run.model, reader, run.norm)
+    ok = np.isfinite(raw)
+    np.testing.assert_allclose(
+        maps["density"][ok], constant + weight * (raw[ok] - constant), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        maps["hazard"][ok], (maps["susceptibility"] * maps["density"])[ok], rtol=1e-6
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["calibration"]["density_blend"]["weight"] == pytest.approx(weight)
+
+
 def test_same_seed_same_weights(tmp_path, config_factory, reference_run):
     b = train(config_factory(tmp_path / "b"), progress=False)
     _assert_same_weights(_weights(reference_run[1]), _weights(b))

@@ -336,6 +336,26 @@ def level_shift(z: Any, y: Any, prior_sd: float = LEVEL_PRIOR_SD) -> float:
     return d
 
 
+def density_blend_weight(observed: Any, predicted: Any, constant: float) -> float:
+    """The weight ``w`` in [0, 1] of the blend ``constant + w (predicted - constant)`` that
+    minimises the squared error against ``observed`` (densities of positive validation cells).
+
+    The least-squares slope of ``observed - constant`` on ``predicted - constant`` through the
+    origin, clipped to [0, 1]: 1 keeps the density model as it is, 0 replaces it by the constant
+    (the mean density of the positive training cells), which it does where its predictions do
+    not follow the observed ones at all. Non-finite pairs are dropped; no pair, or predictions
+    all equal to the constant, give 1 (nothing to fit: the model is left as it is).
+    """
+    y = np.asarray(observed, dtype="float64").ravel()
+    d = np.asarray(predicted, dtype="float64").ravel()
+    keep = np.isfinite(y) & np.isfinite(d)
+    dy, dd = y[keep] - constant, d[keep] - constant
+    denominator = float(np.sum(dd * dd))
+    if dd.size == 0 or denominator == 0.0:
+        return 1.0
+    return float(np.clip(np.sum(dy * dd) / denominator, 0.0, 1.0))
+
+
 class IsotonicCalibration(Calibrator):
     """Non-decreasing step-wise map fitted by isotonic regression (scikit-learn), clipped outside.
 

@@ -59,6 +59,9 @@ class ENN(nn.Module):
         # per-period logit shifts on top of it, by period name (fitted on the validation cells
         # of each period, training.calibrate); a period without one (a forecast) gets none
         self.period_shifts: dict[str, float] = {}
+        # (weight, constant) of the density maps' blend toward a constant, fitted on the
+        # validation cells (training.calibrate); None: the density block's maps as they are
+        self.density_blend: tuple[float, float] | None = None
 
     def set_calibration(self, slope: float, intercept: float) -> None:
         """Calibrate the susceptibility maps with ``sigmoid(slope * logit(p) + intercept)``;
@@ -89,6 +92,15 @@ class ENN(nn.Module):
             for t, name in enumerate(period_names):
                 z[t] += self.period_shifts.get(name, 0.0)
         return np.asarray(expit(z)).astype(np.float32)
+
+    def calibrate_density(self, d: np.ndarray) -> np.ndarray | None:
+        """The stored density blend applied to (merged) density maps: ``constant + weight (d -
+        constant)``; None when there is none or ``use_calibration`` is off."""
+        if not self.use_calibration or self.density_blend is None:
+            return None
+        weight, constant = self.density_blend
+        blended = constant + weight * (np.asarray(d, dtype=np.float64) - constant)
+        return blended.astype(np.float32)
 
     def forward(self, x: torch.Tensor) -> ENNOutput:
         """(B, C, n*k, n*k) -> ENNOutput of three (B, n, n) tensors (the raw network: the

@@ -227,8 +227,8 @@ def merged_maps(
 ) -> dict[str, np.ndarray]:
     """Per-cell maps from the lattices' sums (3, P, rows, cx) and counts (P, rows, cx): their
     mean as float32, NaN outside ``valid`` (rows, cx) and where no patch was predicted, then the
-    model's stored calibration (``calibrate_map``, if any) on the susceptibility and hazard =
-    that x density. The same definition for the maps and for each MC-dropout pass."""
+    model's stored calibration (``calibrate_map``, if any) on the susceptibility, its density
+    blend (``calibrate_density``, if any) on the density, and hazard = their product. The same definition for the maps and for each MC-dropout pass."""
     with np.errstate(invalid="ignore", divide="ignore"):
         merged = (sums / counts[None]).astype(np.float32)
     merged[:, :, ~valid] = np.nan
@@ -238,7 +238,12 @@ def merged_maps(
     calibrated = calibrate(out["susceptibility"], period_names) if calibrate is not None else None
     if calibrated is not None:  # the stored Platt scaling and period shifts (training.calibrate)
         out["susceptibility"] = calibrated
-        out["hazard"] = calibrated * out["density"]
+    blend = getattr(model, "calibrate_density", None)
+    blended = blend(out["density"]) if blend is not None else None
+    if blended is not None:  # the stored density blend (training.calibrate)
+        out["density"] = blended
+    if calibrated is not None or blended is not None:
+        out["hazard"] = out["susceptibility"] * out["density"]
     return out
 
 

@@ -11,6 +11,13 @@ Then each period with validation cells gets its own logit shift ``d_t`` on top
 saved in model.pt): a network learns a period's level from a handful of period-wide values
 (rain statistics, monsoon count), and on the demo it missed some periods' prevalence by a third
 (docs/decisions.md). A period without validation cells (a forecast) gets no shift.
+
+Last, the density maps get a blend toward a constant, ``c + w (D - c)`` with ``c`` the mean
+density of the positive training cells (the constant-density ablation of ``validate``) and
+``w`` in [0, 1] fitted by least squares on the positive validation cells
+(``evaluation.calibration.density_blend_weight``; ``ENN.density_blend``, saved in model.pt):
+where the density block's predictions do not follow the observed densities of cells it never
+trained on, its maps fall back toward the constant instead of adding noise to the hazard.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import torch
 from scipy.special import expit
 
 from ..config import RunConfig
-from ..evaluation.calibration import PlattScaling, level_shift, logit
+from ..evaluation.calibration import PlattScaling, density_blend_weight, level_shift, logit
 from ..evaluation.held_out import predict_cells
 from ..evaluation.metrics import expected_calibration_error
 from ..models.enn import ENN
@@ -88,4 +95,25 @@ def fit_calibration(
         ece_platt=float(expected_calibration_error(y, platt.transform(p), bins)),
         ece_calibrated=float(expected_calibration_error(y, expit(shifted), bins)),
     )
+    blend = _fit_density_blend(observed, arrays["density"], split, cfg.inventory.min_density)
+    if blend is not None:
+        model.density_blend = (blend["weight"], blend["constant"])
+        report["density_blend"] = blend
     return report
+
+
+def _fit_density_blend(
+    observed: np.ndarray, density: np.ndarray, split: Split, min_density: float
+) -> dict[str, Any] | None:
+    """The blend of the density maps toward the positive training cells' mean density, fitted
+    on the positive validation cells; None without positive cells in either."""
+    train = split.train_cells & np.isfinite(observed) & (observed > min_density)
+    val = split.val_cells & np.isfinite(observed) & (observed > min_density)
+    val &= np.isfinite(density)
+    if not train.any() or not val.any():
+        return None
+    constant = float(np.mean(observed[train]))
+    y, d = observed[val].astype(np.float64), density[val].astype(np.float64)
+    weight = density_blend_weight(y, d, constant)
+    r = float(np.corrcoef(y, d)[0, 1]) if y.size > 1 and y.std() > 0 and d.std() > 0 else None
+    return {"weight": weight, "constant": constant, "n_cells": int(val.sum()), "r_val": r}
