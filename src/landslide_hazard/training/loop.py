@@ -260,6 +260,13 @@ def _finish_run(
             f"validation cells: ECE {_fmt(calibration['ece_raw'])} -> "
             f"{_fmt(calibration['ece_calibrated'])}"
         )
+    blend = calibration.get("density_blend")
+    if blend is not None:
+        rt.log(
+            f"density blend on {blend['n_cells']} positive validation cells: "
+            f"{_fmt(blend['weight'])} x the density block + the rest x {_fmt(blend['constant'])} % "
+            f"(validation r of the block {_fmt(blend['r_val'])})"
+        )
     save_trained_model(
         run.model, model, cfg_run, norm, reader.grid, reader.cube, cube_path(cfg_run)
     )
