@@ -55,6 +55,18 @@ def test_upsample_linear_field_exact_and_nan_aware():
     assert np.isfinite(out2).all()  # a NaN cell is filled from its neighbours' weights
 
 
+def test_upsample_of_a_finite_window_equals_the_nan_aware_sum_bit_for_bit():
+    """A window whose cells are all finite takes the cached weight sum: the same float32
+    values as the NaN-aware route, which a single NaN far off switches on for the copy."""
+    rng = np.random.default_rng(4)
+    cells = rng.normal(size=(3, 6, 6)).astype("float32")
+    k = 8
+    fast = upsample_cells_bilinear(cells, k)
+    with_nan = np.concatenate([cells, np.full((1, 6, 6), np.nan, dtype="float32")])
+    slow = upsample_cells_bilinear(with_nan, k)[:3]  # the NaN channel forces the general route
+    np.testing.assert_array_equal(fast, slow)
+
+
 def test_normalisation_uses_training_cells_only(tiny_cube):
     reader = CubeReader(tiny_cube)
     k = reader.grid.cell_pixels

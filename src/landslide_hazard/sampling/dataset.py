@@ -55,19 +55,35 @@ def upsample_cells_bilinear(cells_with_halo: np.ndarray, cell_pixels: int) -> np
     the grid edge the value is extended as a constant). With the halo, windows read side by side
     give the same pixels as upsampling the whole grid at once (no seams). Bilinear weights are
     separable, so both the weighted sum and the weight of the finite cells are two small matrix
-    products per channel.
+    products per channel; where every cell is finite (a window inside the grid) the weight is
+    the same every time and comes from a cache (the same float32 values, computed once).
     """
     v = np.asarray(cells_with_halo, dtype=np.float32)
     h, w = v.shape[-2] - 2, v.shape[-1] - 2
     wy = _bilinear_weights(h, cell_pixels)
     wx = _bilinear_weights(w, cell_pixels)
     finite = np.isfinite(v)
+    if finite.all():  # every weight sum is about 1: nothing to mask
+        out = wy @ v @ wx.T
+        out /= _full_weight(h, w, cell_pixels)
+        return out
     num = wy @ np.where(finite, v, np.float32(0.0)) @ wx.T
     den = wy @ finite.astype(np.float32) @ wx.T
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
     out[den <= 1e-6] = np.nan
     return out.astype(np.float32, copy=False)
+
+
+@functools.lru_cache(maxsize=32)
+def _full_weight(h: int, w: int, cell_pixels: int) -> np.ndarray:
+    """(h*k, w*k) summed bilinear weight of a window whose cells are all finite, as
+    :func:`upsample_cells_bilinear` computes it for one channel (read-only)."""
+    wy = _bilinear_weights(h, cell_pixels)
+    wx = _bilinear_weights(w, cell_pixels)
+    den = wy @ np.ones((h + 2, w + 2), dtype=np.float32) @ wx.T
+    den.flags.writeable = False
+    return den
 
 
 class CubeReader:
@@ -221,11 +237,17 @@ class CubeReader:
         t[~valid] = np.nan
         return t
 
-    def static_input(self, norm: Normalisation, row0: int, col0: int, size: int) -> np.ndarray:
-        """(8, s*k, s*k) normalised static bands of a window (NaN kept): the same in every
-        period, so a caller building several periods of a patch computes it once and passes it
-        to :meth:`patch_input`."""
-        return norm.scale(self.static_window(row0, col0, size, size), _STATIC)
+    def static_input(
+        self, norm: Normalisation, row0: int, col0: int, size: int, finite: bool = False
+    ) -> np.ndarray:
+        """(8, s*k, s*k) normalised static bands of a window (NaN kept; ``finite``: NaN and
+        +-inf -> 0, as the model input has them): the same in every period, so a caller
+        building several periods of a patch computes it once and passes it (``finite``) to
+        :meth:`patch_input`."""
+        x = norm.scale(self.static_window(row0, col0, size, size), _STATIC)
+        if finite:
+            np.copyto(x, np.float32(0.0), where=~np.isfinite(x))
+        return x
 
     def patch_input(
         self,
@@ -235,22 +257,26 @@ class CubeReader:
         col0: int,
         size: int | None = None,
         static: np.ndarray | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """The normalised model input (C, s*k, s*k) of the ``s x s``-cell patch at (row0, col0)
         (C = :attr:`n_channels`; ``norm`` holds the statistics of :attr:`input_names`).
 
-        ``static``: its 8 static bands already normalised (e.g. from a
-        :class:`StaticPatchCache`), used instead of reading them."""
+        ``static``: its 8 static bands already normalised with NaN -> 0 (:meth:`static_input`
+        with ``finite=True``, or a :class:`StaticPatchCache`), used instead of reading them.
+        ``out``: a float32 (C, s*k, s*k) array to write the input into (e.g. a row of a batch),
+        returned."""
         s = self.grid.patch_cells if size is None else size
         k = self.grid.cell_pixels
         dyn, mon = self._dynamic_slice, self._monsoon_slice
-        x = np.empty((mon.stop, s * k, s * k), dtype=np.float32)
-        if static is None:
-            static = self.static_input(norm, row0, col0, s)
-        x[_STATIC] = static
+        x = np.empty((mon.stop, s * k, s * k), dtype=np.float32) if out is None else out
+        x[_STATIC] = (
+            self.static_input(norm, row0, col0, s, finite=True) if static is None else static
+        )
         x[dyn] = norm.scale(self.dynamic_window(period, row0, col0, s, s), dyn)
         x[mon] = norm.scale(np.array([self.monsoons[period]], dtype=np.float32), mon)[0]
-        np.copyto(x, np.float32(0.0), where=~np.isfinite(x))  # NaN, +-inf -> 0 in one pass
+        rest = x[dyn.start :]  # the static part is finite already
+        np.copyto(rest, np.float32(0.0), where=~np.isfinite(rest))  # NaN, +-inf -> 0, one pass
         return x
 
 
