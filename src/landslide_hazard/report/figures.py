@@ -257,7 +257,10 @@ def roc_pr_figure(
         ylim=(0, 1.01),
         title="ROC (AUC in the legend)",
     )
-    ax1.legend(fontsize=7, loc="lower right")
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(fontsize=7, loc="lower right")
+    else:  # no period had both classes: no curve to draw
+        ax1.text(0.5, 0.5, "no curve: every period has one class only", ha="center", fontsize=8)
     ax2.set(
         xlabel="recall",
         ylabel="precision",
