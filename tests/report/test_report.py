@@ -468,6 +468,16 @@ def _linked_evaluation(tmp_path):
         "oracle_auc": 0.912,
         "skill_pooled": 0.654,
         "truth_dir": str(tmp_path / "truth"),
+        "calibration": {
+            "kind": "platt",
+            "slope": 0.81,
+            "intercept": -0.42,
+            "n_cells": 640,
+            "ece_raw": 0.05,
+            "ece_calibrated": 0.02,
+            "period_shifts": {"<b>wet</b>": 0.31, "dry": -0.2},
+            "density_blend": {"weight": 0.5, "constant": 1.25, "n_cells": 90, "r_val": 0.2},
+        },
     }
     (run / "metrics.json").write_text(json.dumps(run_metrics))
     roles = np.zeros((18, 24))
@@ -545,6 +555,12 @@ def test_evaluation_of_a_run_shows_its_held_out_and_oracle_cards(tmp_path, monke
     for ax in map_bars:  # plain numbers, equal to the ticks they label
         labels = [t.get_text() for t in ax.yaxis.get_ticklabels()]
         np.testing.assert_allclose([float(x) for x in labels], ax.yaxis.get_ticklocs(), rtol=1e-6)
+    # the run's stored calibration, its period names escaped
+    cal = text[text.index("<h3>Calibration stored in the run</h3>") :]
+    cal = cal[: cal.index("</p>")]
+    assert "slope 0.810, intercept -0.420" in cal and "640 validation cells" in cal
+    assert "&lt;b&gt;wet&lt;/b&gt; +0.31" in cal and "dry -0.20" in cal
+    assert "toward 1.250 %" in cal and "weight 0.500" in cal
     run_text = build_report(run).read_text()  # ``report RUN`` shows the same cards
     assert re.search(r'<div class="k">oracle AUC</div><div class="v">0.912</div>', run_text)
     # limitations fit synthetic data and cite the paper's sections

@@ -21,6 +21,7 @@ from ..run import REPORT_FILE
 from .inputs import ReportInputs, load_report_inputs
 from .render import render_figures
 from .sections import (
+    calibration_note,
     cards,
     density_table,
     figure_html,
@@ -137,6 +138,7 @@ def _table_section(m: dict[str, Any]) -> str:
 <p class="note">D: density, H: hazard; +: cells with observed density &gt; 0; r: Pearson, &rho;:
 Spearman. Pooled = every cell of every period together. Definitions: docs/metrics.md.</p>
 {("<h3>Per fold / held out</h3>" + occurrence_table(fold_rows)) if fold_rows else ""}
+{calibration_note(m)}
 {notes(m)}"""
 
 

@@ -24,7 +24,15 @@ from ..run import MAPS_DIR, METRICS_FILE, UNCERTAINTY_MAP, map_file
 
 OPTIONAL_MAPS = ("density", "hazard", "uncertainty", "folds")
 #: What a run's metrics.json adds to the report: its held-out block and these keys.
-RUN_KEYS = ("protocol", "fold", "leaky", "oracle_auc", "skill_pooled", "truth_dir")
+RUN_KEYS = (
+    "protocol",
+    "fold",
+    "leaky",
+    "oracle_auc",
+    "skill_pooled",
+    "truth_dir",
+    "calibration",
+)
 
 
 @dataclass

@@ -216,6 +216,36 @@ _ALWAYS = (
 )
 
 
+def calibration_note(m: dict[str, Any]) -> str:
+    """What the run's stored calibration does to its maps (``metrics.json`` ``calibration``,
+    fitted on validation cells by ``train``); empty when the run has none."""
+    cal = m.get("calibration")
+    if not isinstance(cal, dict) or cal.get("slope") is None:
+        return ""
+    parts = [
+        f"Platt scaling of the susceptibility, slope {fmt(cal['slope'])}, intercept "
+        f"{fmt(cal['intercept'])}, fitted on {fmt(cal.get('n_cells'))} validation cells "
+        f"(their ECE {fmt(cal.get('ece_raw'))} raw, {fmt(cal.get('ece_calibrated'))} calibrated)"
+    ]
+    shifts = cal.get("period_shifts") or {}
+    if shifts:
+        listed = ", ".join(f"{html.escape(str(k))} {v:+.2f}" for k, v in shifts.items())
+        parts.append(f"a logit shift per period with validation cells ({listed})")
+    blend = cal.get("density_blend")
+    if isinstance(blend, dict):
+        parts.append(
+            f"the density blended toward {fmt(blend['constant'])} % (the positive training "
+            f"cells' mean) with weight {fmt(blend['weight'])} on the density block, fitted on "
+            f"{fmt(blend.get('n_cells'))} positive validation cells"
+        )
+    return (
+        '<h3>Calibration stored in the run</h3><p class="note">'
+        + "; ".join(parts)
+        + ". Every map of the run carries it; <code>predict --raw</code> gives the network's "
+        "own output (docs/training.md).</p>"
+    )
+
+
 def notes(m: dict[str, Any]) -> str:
     """The undefined-metric notes of every period and the pooled block, as a list."""
     notes = []
