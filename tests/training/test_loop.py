@@ -155,6 +155,19 @@ def test_same_seed_same_weights(tmp_path, config_factory, reference_run):
     _assert_same_weights(_weights(reference_run[1]), _weights(b))
 
 
+def test_nchw_layout_trains_the_same_model_to_rounding(tmp_path, config_factory, reference_run):
+    """``training.channels_last: false`` trains in NCHW (the log says which layout ran); the
+    same computation as the channels-last default, so the same run ends close to it."""
+    b = train(config_factory(tmp_path / "nchw", channels_last=False), progress=False)
+    assert "model and batches in NCHW" in (b / "train.log").read_text()
+    ref_log = (reference_run[1] / "train.log").read_text()
+    assert "model and batches in channels-last (NHWC)" in ref_log
+    auc = [
+        json.loads((d / "metrics.json").read_text())["held_out_auc"] for d in (b, reference_run[1])
+    ]
+    assert abs(auc[0] - auc[1]) < 0.05, auc
+
+
 @pytest.mark.parametrize("crash_at", [("susceptibility", 1), ("density", 0)])
 def test_kill_and_resume_is_exact(tmp_path, config_factory, crash_at, reference_dropout_run):
     ref = reference_dropout_run

@@ -177,9 +177,11 @@ def _run_training(
         f"{summary['n_train_patches']} train / {summary['n_val_patches']} val patches, "
         f"{summary['n_test_cells']} test cells; static in memory: {data.reader.static_in_memory}"
     )
+    layout = "channels-last (NHWC)" if cfg_run.training.channels_last else "NCHW"
     rt.log(
         f"inputs: {data.reader.n_channels} bands"
         + (" with the landslide legacy (predictors.legacy)" if cfg_run.legacy else "")
+        + f"; model and batches in {layout} (training.channels_last)"
     )
     inputs, input_path = device_inputs(data.reader, data.norm, rt.device)
     data = replace(data, inputs=inputs)
