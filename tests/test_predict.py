@@ -429,6 +429,43 @@ def test_mc_dropout_uncertainty_map(tmp_path):
     np.testing.assert_array_equal(again, std)
 
 
+def test_consecutive_distributed_predictions_on_one_client(tmp_path):
+    """Several predictions in a row on one client, each scattering the same normalisation and
+    triggers: each call's shared data has keys of its own, so one call's clean-up cannot cancel
+    what the next needs (with content-hashed keys, about half of such calls failed with "lost
+    dependencies")."""
+    from distributed import Client, LocalCluster
+
+    from landslide_hazard.models import build_enn
+
+    cube = _cube(tmp_path / "cube.zarr", shape=(9, 9))
+    reader = CubeReader(cube, memory_budget_bytes=0)
+    norm = compute_normalisation(
+        reader.static, reader.dynamic, reader.monsoons, reader.label_mask, 4
+    )
+    torch.manual_seed(0)
+    model = build_enn("tiny", patch_cells=N, cell_pixels=4)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        outs = [
+            predict_mod.predict_arrays(
+                model,
+                reader,
+                norm,
+                periods=[t % 2],
+                inference=Inference(batch_size=5),
+                client=client,
+            )
+            for t in range(8)
+        ]
+    for t, out in enumerate(outs):
+        assert np.isfinite(out["hazard"][t % 2][reader.valid]).all()
+
+
 def test_distributed_prediction_equals_in_process(tmp_path):
     """Rows of patches on a LocalCluster (2 workers, threads) give the in-process arrays; the
     workers read the static rows from Zarr themselves."""

@@ -397,7 +397,12 @@ def _distributed_rows(
         "inference": replace(inference, device=str(inference.device), input_threads=0),
     }
     cpu_model = copy.deepcopy(model).to("cpu").eval()
-    shared = client.scatter([cpu_model, norm, reader.dynamic, reader.monsoons], broadcast=True)
+    # hash=False: keys of this call only. Content-hashed keys are shared by the next call with
+    # the same norm or triggers, and the cancel below could then race its scatter on the
+    # scheduler ("lost dependencies", seen in the test suite)
+    shared = client.scatter(
+        [cpu_model, norm, reader.dynamic, reader.monsoons], broadcast=True, hash=False
+    )
     futures = {
         client.submit(_worker_row, job, *shared, row, key=f"predict-{token}-{i}", pure=False): i
         for i, row in enumerate(rows)
