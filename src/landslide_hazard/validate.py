@@ -191,6 +191,7 @@ def _score_fold(
     """The run's held-out scores, the constant-density ablation, the oracles and the baselines
     on the run's split; and each model's susceptibility map (for calibration and reliability)."""
     from .evaluation.baselines import fit_baselines, predict_baselines
+    from .evaluation.calibration import positive_mean_density
     from .evaluation.held_out import score_on_split
     from .predict import Inference, load_run, predict_arrays
     from .sampling.splits import Split
@@ -214,8 +215,7 @@ def _score_fold(
     susceptibility_maps = {ENN: enn_maps["susceptibility"]}
     # ablation: the ENN's susceptibility x one constant density, the mean observed
     # density of the positive training cells (does the density block earn its place?)
-    train_obs = observed[split.train_cells]
-    constant = float(np.nanmean(train_obs[train_obs > cfg.inventory.min_density]))
+    constant = positive_mean_density(observed, split.train_cells, cfg.inventory.min_density)
     ablation = {
         "susceptibility": enn_maps["susceptibility"],
         "density": np.full_like(enn_maps["density"], constant),

@@ -336,6 +336,15 @@ def level_shift(z: Any, y: Any, prior_sd: float = LEVEL_PRIOR_SD) -> float:
     return d
 
 
+def positive_mean_density(observed: np.ndarray, cells: np.ndarray, min_density: float) -> float:
+    """The mean observed density of ``cells`` (bool, the shape of ``observed``) with new
+    failures (density > ``min_density``): the constant density of ``validate``'s ablation and
+    of the density blend. NaN when there is no such cell."""
+    values = observed[cells]
+    values = values[np.isfinite(values) & (values > min_density)]
+    return float(np.mean(values)) if values.size else math.nan
+
+
 def density_blend_weight(observed: Any, predicted: Any, constant: float) -> float:
     """The weight ``w`` in [0, 1] of the blend ``constant + w (predicted - constant)`` that
     minimises the squared error against ``observed`` (densities of positive validation cells).

@@ -29,7 +29,13 @@ import torch
 from scipy.special import expit
 
 from ..config import RunConfig
-from ..evaluation.calibration import PlattScaling, density_blend_weight, level_shift, logit
+from ..evaluation.calibration import (
+    PlattScaling,
+    density_blend_weight,
+    level_shift,
+    logit,
+    positive_mean_density,
+)
 from ..evaluation.held_out import predict_cells
 from ..evaluation.metrics import expected_calibration_error
 from ..models.enn import ENN
@@ -107,12 +113,11 @@ def _fit_density_blend(
 ) -> dict[str, Any] | None:
     """The blend of the density maps toward the positive training cells' mean density, fitted
     on the positive validation cells; None without positive cells in either."""
-    train = split.train_cells & np.isfinite(observed) & (observed > min_density)
+    constant = positive_mean_density(observed, split.train_cells, min_density)
     val = split.val_cells & np.isfinite(observed) & (observed > min_density)
     val &= np.isfinite(density)
-    if not train.any() or not val.any():
+    if not np.isfinite(constant) or not val.any():
         return None
-    constant = float(np.mean(observed[train]))
     y, d = observed[val].astype(np.float64), density[val].astype(np.float64)
     weight = density_blend_weight(y, d, constant)
     r = float(np.corrcoef(y, d)[0, 1]) if y.size > 1 and y.std() > 0 and d.std() > 0 else None
