@@ -169,8 +169,26 @@ def run(
 
                 return go
 
+            # the ceiling of any assembly on this machine: one thread only copying the same
+            # bytes (every patch's bands, float32) from ready arrays into a batch buffer; four
+            # batches of sources rotate so that they do not all sit in the cache
+            side = reader.grid.patch_cells * k
+            sources = np.random.default_rng(0).random(
+                (4, batch, reader.n_channels, side, side), dtype=np.float32
+            )
+            dest = np.empty_like(sources[0])
+
+            def copy_only():
+                for i in range(-(-patches // batch)):
+                    np.copyto(dest, sources[i % len(sources)])
+
             timed = interleaved_best(
-                {"per patch": inputs_only(True), "per period": inputs_only(False)}, rounds
+                {
+                    "per patch": inputs_only(True),
+                    "per period": inputs_only(False),
+                    "copy": copy_only,
+                },
+                rounds,
             )
             assembly, assembly_old = timed["per patch"], timed["per period"]
             chunk0 = rows_of_patches[0][:batch]
@@ -249,6 +267,14 @@ def run(
             note="static window (once per patch and batch) + trigger upsampling + normalisation, "
             "one thread: the rate a GPU-bound predict needs its input threads to reach; "
             f"inputs identical to the per-period path: {same_inputs}",
+        ),
+        row(
+            "copying the patches' bytes only",
+            patches / timed["copy"],
+            "patches/s",
+            ratio_to="input assembly alone",
+            note="the same float32 bytes per patch copied from ready arrays into a batch, one "
+            "thread: a memory-bandwidth ceiling no assembly at one thread can pass",
         ),
         row(
             "write maps",

@@ -294,6 +294,7 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
         "predict channels_last + 1 input thread(s)",
         "input assembly, static per period",
         "input assembly alone",
+        "copying the patches' bytes only",
         "write maps",
         "predict channels_last bf16",
         "predict channels_last glibc default heap",

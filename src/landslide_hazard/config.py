@@ -169,6 +169,13 @@ class ModelConfig(_Model):
         "mean and std), summary (mean, std, 10th and 90th percentiles, as the per-cell "
         "baselines) or none; the paper preset: none",
     )
+    glm: bool = Field(
+        True,
+        description="start the susceptibility from a per-cell logistic regression fitted "
+        "exactly on the training cells and held fixed (mean, std, 10th and 90th percentiles of "
+        "every band per cell); the deep and wide paths learn what it misses. The paper "
+        "preset: false",
+    )
 
 
 class TrainingConfig(_Model):
@@ -320,6 +327,7 @@ class OutputConfig(_Model):
 # (section, field, value) the ``paper`` preset uses unless the config sets the field itself
 PAPER_RECIPE: tuple[tuple[str, str, Any], ...] = (
     ("model", "wide", "none"),
+    ("model", "glm", False),
     ("training", "loss", "focal_tversky"),
     ("training", "bce_pos_weight", 5.0),
 )
@@ -370,6 +378,12 @@ class RunConfig(_Model):
                 f"model.wide = {self.model.wide!r} with the paper preset: its head ends in a "
                 "sigmoid after batch norm (the published code), so there is no logit to add a "
                 "wide path to; set model.wide: none or choose another preset"
+            )
+        if self.model.glm:
+            raise ValueError(
+                "model.glm = true with the paper preset: its head ends in a sigmoid after batch "
+                "norm (the published code), so there is no logit to add a fitted regression to; "
+                "set model.glm: false or choose another preset"
             )
         return self
 

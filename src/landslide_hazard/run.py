@@ -256,6 +256,7 @@ class ModelFile:
     package_version: str
     wide: str = "none"  # the susceptibility's wide path (models.susceptibility)
     members: int = 1  # susceptibility nets in the deep ensemble
+    glm: bool = False  # a fitted per-cell regression in the susceptibility logit (model.glm)
     # the cube's absolute path when trained: the last place looked for it (cube_path, relative
     # to the run folder, serves a moved output folder; this one a run folder moved alone)
     cube_path_absolute: str = ""
@@ -303,6 +304,7 @@ ARCHITECTURE_DEFAULTS: dict[str, Any] = {
     "density_activation": "relu",
     "wide": "none",
     "members": 1,
+    "glm": False,
 }
 
 

@@ -5,6 +5,7 @@ origin that never reads the forecast period, the forecaster against a known answ
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -256,4 +257,29 @@ def test_real_record_command(tmp_path, monkeypatch):
     doc = Path(__file__).resolve().parents[2] / "docs" / "real_forecast.md"
     command = "landslide-hazard real-forecast --out docs/real_forecast.md"
     expected = real_forecast_doc.render_markdown(rep, command, "real_forecast_reliability.png")
-    assert doc.read_text() == expected, f"{doc} is out of date; regenerate it: {command}"
+    assert _same_to_last_digit(doc.read_text(), expected), (
+        f"{doc} is out of date; regenerate it: {command}"
+    )
+
+
+_DECIMAL = re.compile(r"-?\d+\.\d+")
+
+
+def _same_to_last_digit(a: str, b: str) -> bool:
+    """The same text, every decimal number within one unit of its last digit: the gradient-
+    boosting baseline's float sums round differently on different CPUs (one value moved by 0.001
+    between the CI machine and an AMD EPYC development machine with the same library versions)."""
+    if _DECIMAL.sub("#", a) != _DECIMAL.sub("#", b):
+        return False
+    for x, y in zip(_DECIMAL.findall(a), _DECIMAL.findall(b), strict=True):
+        decimals = len(x.split(".")[1])
+        if decimals != len(y.split(".")[1]) or abs(float(x) - float(y)) > 1.01 * 10.0**-decimals:
+            return False
+    return True
+
+
+def test_same_to_last_digit_allows_one_unit_only():
+    assert _same_to_last_digit("| 0.281 | x 1.50 |", "| 0.282 | x 1.49 |")
+    assert not _same_to_last_digit("| 0.281 |", "| 0.283 |")
+    assert not _same_to_last_digit("| 0.281 |", "| 0.2810 |")
+    assert not _same_to_last_digit("| 0.281 | a", "| 0.281 | b")

@@ -6,7 +6,7 @@ separately and then combined and fine-tuned (DESIGN section 4).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from torch import nn
 
 from .density import DensityBlock
 from .susceptibility import build_susceptibility
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
 
 
 class ENNOutput(NamedTuple):
@@ -110,23 +113,35 @@ class ENN(nn.Module):
         return ENNOutput(susceptibility=s, density=d, hazard=s * d)
 
 
+class ArchitectureOptions(TypedDict, total=False):
+    """``build_enn``'s architecture options beside preset and grid (their defaults there)."""
+
+    dropout: float  # 0.0
+    density_activation: str  # "relu" (the paper's code)
+    wide: str  # "none" (models.susceptibility)
+    members: int  # 1
+    glm: bool  # False: no fitted per-cell regression (models.layers.CellSummaryGLM)
+
+
 def build_enn(
     preset: str,
     in_channels: int = 13,
     patch_cells: int = 4,
     cell_pixels: int = 32,
-    dropout: float = 0.0,
-    density_activation: str = "relu",
-    wide: str = "none",
-    members: int = 1,
+    **options: Unpack[ArchitectureOptions],
 ) -> ENN:
     """An ENN: the preset's susceptibility block plus the code's density block, Glorot-initialised.
 
     The susceptibility block is built first and the density block second, so one
     ``torch.manual_seed`` before the call fixes every weight.
     """
+    dropout = options.get("dropout", 0.0)
+    density_activation = options.get("density_activation", "relu")
+    wide = options.get("wide", "none")
+    members = options.get("members", 1)
+    glm = options.get("glm", False)
     sus = build_susceptibility(
-        preset, in_channels, patch_cells, cell_pixels, dropout, wide=wide, members=members
+        preset, in_channels, patch_cells, cell_pixels, dropout, wide=wide, members=members, glm=glm
     )
     den = DensityBlock(in_channels, cell_pixels, dropout, output_activation=density_activation)
     enn = ENN(sus, den, patch_cells, cell_pixels)
@@ -139,5 +154,6 @@ def build_enn(
         "density_activation": density_activation,
         "wide": wide,
         "members": members,
+        "glm": glm,
     }
     return enn

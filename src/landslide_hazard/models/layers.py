@@ -79,6 +79,23 @@ def cell_percentiles(x: torch.Tensor, cell_pixels: int, qs: tuple[float, ...]) -
     return torch.stack(out, dim=2).reshape(b, c * len(qs), h // k, w // k)
 
 
+def cell_summaries(x: torch.Tensor, cell_pixels: int, percentiles: bool = False) -> torch.Tensor:
+    """Each band's mean and standard deviation over each cell, then (``percentiles``) its 10th
+    and 90th percentiles: (B, C, n*k, m*k) -> (B, 2C or 4C, n, m), all means first."""
+    k = cell_pixels
+    mean = nn.functional.avg_pool2d(x, k)
+    # two passes (the squared deviations from the cell mean), not E[x^2] - E[x]^2: a band that is
+    # constant over a cell (a period-wide trigger) then has a std of exactly the floor, where the
+    # one-pass formula leaves float noise that a fitted regression could read as a signal
+    dev = x - nn.functional.interpolate(mean, scale_factor=k, mode="nearest")
+    var = nn.functional.avg_pool2d(dev * dev, k)
+    std = torch.sqrt(var + 1e-6)
+    parts = [mean, std]
+    if percentiles:
+        parts.append(cell_percentiles(x, k, CellSummaryLinear.PERCENTILES))
+    return torch.cat(parts, dim=1)
+
+
 class CellSummaryLinear(nn.Module):
     """The "wide" path: a linear score on summaries of each band over each cell.
 
@@ -93,6 +110,9 @@ class CellSummaryLinear(nn.Module):
 
     PERCENTILES = (10.0, 90.0)
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, in_channels: int, cell_pixels: int, percentiles: bool = False) -> None:
         super().__init__()
         self.cell_pixels = cell_pixels
@@ -104,14 +124,49 @@ class CellSummaryLinear(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.cell_pixels
-        mean = nn.functional.avg_pool2d(x, k)
-        var = nn.functional.avg_pool2d(x * x, k) - mean * mean
-        std = torch.sqrt(torch.clamp(var, min=0.0) + 1e-6)
-        parts = [mean, std]
-        if self.percentiles:
-            parts.append(cell_percentiles(x, k, self.PERCENTILES))
-        return self.linear(torch.cat(parts, dim=1))[:, 0]
+        return self.linear(cell_summaries(x, self.cell_pixels, self.percentiles))[:, 0]
+
+
+class CellSummaryGLM(nn.Module):
+    """A per-cell logistic regression fitted before the network trains, then held fixed.
+
+    (B, C, n*k, n*k) -> (B, n, n): ``weight . s + bias`` on the cell summaries ``s`` of
+    :func:`cell_summaries`, the mean and standard deviation of every input band over the cell
+    (``percentiles``: also the 10th and 90th percentiles, as the per-cell baselines read; a sort
+    per cell that makes training ~2x slower on a CPU). Its coefficients are buffers, not parameters: they
+    are fitted exactly (convex, scikit-learn, ``training.glm.fit_glm_offset``) on the training
+    cells and no optimiser moves them, so the deep path learns what the per-cell model misses
+    (a "combined actuarial neural network", Wuethrich & Merz 2019; docs/models.md). Zero until
+    fitted.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, in_channels: int, cell_pixels: int, percentiles: bool = False) -> None:
+        super().__init__()
+        self.cell_pixels = cell_pixels
+        self.percentiles = percentiles
+        n_stats = 2 + (len(CellSummaryLinear.PERCENTILES) if percentiles else 0)
+        self.n_features = n_stats * in_channels
+        self.register_buffer("weight", torch.zeros(self.n_features))
+        self.register_buffer("bias", torch.zeros(()))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, n*k, n*k) -> (B, F, n, n), the summaries the regression reads."""
+        return cell_summaries(x, self.cell_pixels, self.percentiles)
+
+    def set_coefficients(self, weight: torch.Tensor, bias: float) -> None:
+        """Store fitted coefficients (on the features of :meth:`features`, unstandardised)."""
+        weight = torch.as_tensor(weight, dtype=self.weight.dtype).reshape(-1)
+        if weight.numel() != self.n_features:
+            raise ValueError(f"{weight.numel()} coefficients for {self.n_features} features")
+        self.weight.copy_(weight)
+        self.bias.fill_(float(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return torch.einsum("bfhw,f->bhw", f, self.weight.to(f.dtype)) + self.bias.to(f.dtype)
 
 
 class PixelRatePool(nn.Module):

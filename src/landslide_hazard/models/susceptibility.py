@@ -30,6 +30,7 @@ from .layers import (
     KERAS_BN_EPS,
     KERAS_BN_MOMENTUM,
     BasicBlock,
+    CellSummaryGLM,
     CellSummaryLinear,
     KerasBottleneck,
     PixelRatePool,
@@ -51,6 +52,7 @@ class SusceptibilityNet(nn.Module, ABC):
     def __init__(self, in_channels: int, patch_cells: int, cell_pixels: int) -> None:
         super().__init__()
         self.wide: nn.Module | None = None
+        self.glm: CellSummaryGLM | None = None
         if in_channels < 1 or patch_cells < 1:
             raise ValueError(
                 f"in_channels={in_channels} and patch_cells={patch_cells} must be >= 1"
@@ -94,6 +96,23 @@ class SusceptibilityNet(nn.Module, ABC):
         else:
             raise ValueError(f"unknown wide path {kind!r}; choose none, linear, summary or pixel")
 
+    def add_glm(self) -> None:
+        """Add a fixed per-cell logistic regression to the logit (:class:`CellSummaryGLM`,
+        ``model.glm``) and zero the deep path's head, so that the network starts as that
+        regression and its deep and wide paths learn the residual."""
+        if self.preset == "paper":
+            raise ValueError(
+                "the 'paper' preset ends in a sigmoid after batch norm (the published code), so "
+                "it has no logit to add a fitted regression to; set model.glm: false for it"
+            )
+        self.glm = CellSummaryGLM(self.in_channels, self.cell_pixels)
+        head = getattr(self, "head", None)
+        if not isinstance(head, nn.Conv2d):  # a wiring error, never a user error
+            raise RuntimeError(f"{self.preset}: no per-cell head conv to start at zero")
+        nn.init.zeros_(head.weight)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n*k, n*k) -> (B, n, n) occurrence probabilities."""
         self._check_input(x)
@@ -101,6 +120,8 @@ class SusceptibilityNet(nn.Module, ABC):
         if self.preset != "paper":  # the paper's head returns probabilities already
             if self.wide is not None:
                 out = out + self.wide(x)[:, None]
+            if self.glm is not None:
+                out = out + self.glm(x)[:, None]
             out = torch.sigmoid(out)
         expected = (x.shape[2] // self.cell_pixels, x.shape[3] // self.cell_pixels)
         if tuple(out.shape[-2:]) != expected:  # a wiring error, never a user error
@@ -308,11 +329,13 @@ def build_susceptibility(
     dropout: float = 0.0,
     wide: str = "none",
     members: int = 1,
+    glm: bool = False,
 ) -> SusceptibilityNet | SusceptibilityEnsemble:
     """The susceptibility block of a preset, Glorot-uniform initialised.
 
     Maps (B, in_channels, n*k, n*k) -> (B, n, n) probabilities, n = patch_cells, k = cell_pixels.
-    Seed torch (``torch.manual_seed``) before the call for reproducible weights.
+    ``glm``: each network gets a fixed per-cell regression (:meth:`SusceptibilityNet.add_glm`),
+    zero until ``training.glm.fit_glm_offset`` fits it. Seed torch (``torch.manual_seed``) before the call for reproducible weights.
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} must be in [0, 1)")
@@ -321,11 +344,13 @@ def build_susceptibility(
     if members > 1:
         return SusceptibilityEnsemble(
             [
-                _single_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout, wide)
+                _single_susceptibility(
+                    preset, in_channels, patch_cells, cell_pixels, dropout, wide, glm
+                )
                 for _ in range(members)
             ]
         )
-    return _single_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout, wide)
+    return _single_susceptibility(preset, in_channels, patch_cells, cell_pixels, dropout, wide, glm)
 
 
 def _single_susceptibility(
@@ -335,6 +360,7 @@ def _single_susceptibility(
     cell_pixels: int,
     dropout: float,
     wide: str,
+    glm: bool = False,
 ) -> SusceptibilityNet:
     """One network of the preset (an ensemble member, or the block itself)."""
     net: SusceptibilityNet
@@ -350,4 +376,6 @@ def _single_susceptibility(
         )
     if wide != "none":
         net.add_wide_path(wide)
+    if glm:
+        net.add_glm()
     return net

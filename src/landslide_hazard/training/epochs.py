@@ -133,7 +133,7 @@ def _to_device(batch: dict[str, torch.Tensor], steps: Steps):
     return x, batch["target"].to(steps.device), batch["mask"].to(steps.device)
 
 
-def _batches(
+def device_batches(
     ds: PatchDataset, batches: list[list[int]], steps: Steps
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(x, target, mask) on the device for each batch of ``ds`` items: built there
@@ -219,7 +219,7 @@ def train_epoch(
     total, count = 0.0, 0.0
     with progress_bar(steps.progress) as bar:
         task = bar.add_task(f"{stage.name} {epoch + 1}/{stage.max_epochs}", total=len(batches))
-        for x, target, mask in _batches(ds, batches, steps):
+        for x, target, mask in device_batches(ds, batches, steps):
             opt.optimizer.zero_grad(set_to_none=True)
             with autocast(device, steps.use_amp):
                 loss = stage_loss(stage.name, model, x, target, mask, t, steps.min_density)
@@ -249,7 +249,7 @@ def eval_loss(model: ENN, stage: Stage, ds: PatchDataset, steps: Steps) -> float
     if dist is not None:
         batches = batches[dist.rank :: dist.world_size]
     with torch.inference_mode():
-        for x, target, mask in _batches(ds, batches, steps):
+        for x, target, mask in device_batches(ds, batches, steps):
             with autocast(device, steps.use_amp):
                 loss = stage_loss(stage.name, model, x, target, mask, t, steps.min_density)
             total += float(loss) * len(x)

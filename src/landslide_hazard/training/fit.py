@@ -48,6 +48,7 @@ from .epochs import (
     rank_batches,
     train_epoch,
 )
+from .glm import fit_glm_offset, glm_modules
 from .stages import STAGES, Stage, part_of, stages_from_config
 
 PATCH_CACHE_BYTES = 1024**3  # normalised static pixels of patch windows kept for a whole run
@@ -243,6 +244,8 @@ class _Fit:
             )
             dist.barrier()  # every rank has read the checkpoint before rank 0 writes the next
             broadcast_module(self.model)  # the same start everywhere, whatever init did
+        if resume is None:  # a resumed fit has the regression in its checkpoint's weights
+            self._fit_glm()
         for stage in stages_from_config(self.t):
             if resume is not None and stage.index < resume["stage_index"]:
                 continue
@@ -258,6 +261,19 @@ class _Fit:
         if resume is not None:  # every stage was already done
             _set_rng_state(resume["rng"])
         return self.model
+
+    def _fit_glm(self) -> None:
+        """Fit the susceptibility's per-cell regression (``model.glm``) on the training cells.
+        Every data-parallel rank fits it on the same cells, so all get the same coefficients."""
+        tic = time.perf_counter()
+        fitted = fit_glm_offset(self.model, self.datasets.get("train", False), self.steps)
+        if fitted is not None:
+            self.rt.log(
+                f"per-cell regression (model.glm): fitted on {fitted['n_cells']} training cells "
+                f"({fitted['n_positive']} with new landslides) on {fitted['n_features']} cell "
+                "summaries (every band's mean, the fine-grid bands' std; "
+                f"{fitted['n_constant']} constant, left out), {time.perf_counter() - tic:.1f}s"
+            )
 
     def _resume(self) -> dict[str, Any] | None:
         """The checkpoint to resume from (its weights loaded, its history kept), if any."""
@@ -307,6 +323,11 @@ class _Fit:
             self.rt.log(
                 f"{stage.name}: no validation patch; early stopping watches the training loss"
             )
+        if resume is None and stage.name == "susceptibility" and glm_modules(self.model):
+            # the fitted regression alone is a candidate: kept unless an epoch validates better
+            start = eval_loss(self.model, stage, val_ds, self.steps) if len(val_ds) else math.inf
+            stop.best = start
+            self.rt.log(f"{stage.name}: the fitted regression alone, validation loss {start:.5f}")
         run = _StageRun(stage, opt, stop, train_ds, val_ds, average=average)
         if self.t.balance_patches and not stage.positive_only:
             run.has_pos = self.datasets.has_positive(train_ds)

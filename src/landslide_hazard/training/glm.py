@@ -1,0 +1,116 @@
+"""The fitted per-cell regression of the susceptibility block (``model.glm``).
+
+Before the susceptibility stage trains, :func:`fit_glm_offset` reads every training cell once
+(the cell summaries :class:`models.layers.CellSummaryGLM` computes from the network's own
+normalised inputs), fits a standardised logistic regression with scikit-learn (the same
+estimator and regularisation as the per-cell baseline, ``evaluation.baselines``), and stores its
+coefficients, folded back to unstandardised features, in every network of the block. The deep
+path's head starts at zero, so the network starts as that regression; the susceptibility stage
+then scores this start on the validation cells and keeps it unless an epoch does better
+(``training.fit``). Why: docs/models.md, "The fitted regression".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from ..bands import STATIC_NAMES
+from ..models.layers import CellSummaryGLM
+from ..sampling.dataset import PatchDataset, batches_of
+from .epochs import Steps, device_batches
+
+#: scikit-learn's default (the per-cell baseline's): L2 penalty 1/(2C) on the standardised weights
+GLM_C = 1.0
+#: summaries whose std over the training cells is below this (normalised units) are left out
+CONSTANT_STD = 1e-4
+
+
+def glm_modules(model: torch.nn.Module) -> list[CellSummaryGLM]:
+    """Every :class:`CellSummaryGLM` in ``model`` (one per ensemble member; none: ``[]``)."""
+    return [m for m in model.modules() if isinstance(m, CellSummaryGLM)]
+
+
+def training_cell_table(
+    glm: CellSummaryGLM, ds: PatchDataset, steps: Steps, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The summaries (N, F) float64 and occurrences (N,) bool of every cell whose loss counts in
+    ``ds``, each cell once (the two patch lattices overlap)."""
+    n = ds.n
+    shape = ds.cell_mask.shape  # (period, cy, cx)
+    period = ds.patches.period
+    row0, col0 = ds.patches.row0, ds.patches.col0
+    offsets = np.arange(n)
+    ids, feats, occ = [], [], []
+    order = np.arange(len(ds))
+    batches = batches_of(order, batch_size)
+    with torch.inference_mode():
+        for items, (x, target, mask) in zip(
+            batches, device_batches(ds, batches, steps), strict=True
+        ):
+            f = glm.features(x.float()).permute(0, 2, 3, 1)  # (B, n, n, F)
+            m = mask.cpu().numpy()
+            rows = row0[items][:, None, None] + offsets[None, :, None]
+            cols = col0[items][:, None, None] + offsets[None, None, :]
+            t = np.broadcast_to(period[items][:, None, None], rows.shape[:1] + (n, n))
+            flat = np.ravel_multi_index(
+                (t, np.broadcast_to(rows, t.shape), np.broadcast_to(cols, t.shape)),
+                shape,
+                mode="clip",  # a shifted lattice's patches overhang the grid; those cells are masked
+            )
+            ids.append(flat[m])
+            feats.append(f.cpu().numpy().astype(np.float64)[m])
+            occ.append((target > steps.min_density).cpu().numpy()[m])
+    if not ids:
+        return np.empty((0, glm.n_features)), np.empty(0, dtype=bool)
+    all_ids = np.concatenate(ids)
+    _, first = np.unique(all_ids, return_index=True)
+    return np.concatenate(feats)[first], np.concatenate(occ)[first]
+
+
+def fit_glm_offset(
+    model: torch.nn.Module, ds: PatchDataset, steps: Steps, n_static: int = len(STATIC_NAMES)
+) -> dict[str, Any] | None:
+    """Fit the per-cell regression of ``model``'s susceptibility block on ``ds`` (the training
+    patches) and store it in every :class:`CellSummaryGLM`; None when the model has none.
+
+    It reads every band's cell mean and the within-cell std of the first ``n_static`` bands
+    (the fine-grid ones, ``bands.STATIC_NAMES``); the other stds keep weight 0. Returns what was
+    fitted: cells, positives, features read, summaries left out as constant. Raises ``ValueError`` when the training
+    cells hold one class only (nothing to regress).
+    """
+    glms = glm_modules(model)
+    if not glms:
+        return None
+    x, y = training_cell_table(glms[0], ds, steps, steps.t.batch_size)
+    # only the fine-grid bands' within-cell spread: a band given per cell (a trigger, the
+    # monsoon count, the legacy) varies inside a cell only through the bilinear upsampling, and
+    # that spread (the field's local gradient) marks places, not hazard; on the Langtang
+    # scenario it cost the regression 0.08 AUC on held-out blocks (docs/decisions.md)
+    n_channels = x.shape[1] // 2
+    read = np.arange(x.shape[1]) < n_channels + min(n_static, n_channels)
+    if y.all() or not y.any():
+        raise ValueError(
+            f"the {y.size} training cells hold only one class (all or no landslides); the fitted "
+            "regression (model.glm) needs both; set model.glm: false or add inventories"
+        )
+    # a summary that does not vary over the training cells (the std of a band constant within
+    # cells, a trigger constant over the grid) says nothing the intercept does not: weight 0
+    varies = read & (x.std(axis=0) > CONSTANT_STD)
+    scaler = StandardScaler().fit(x[:, varies])
+    reg = LogisticRegression(C=GLM_C, max_iter=2000).fit(scaler.transform(x[:, varies]), y)
+    w = np.zeros(x.shape[1])
+    w[varies] = reg.coef_[0] / scaler.scale_
+    b = float(reg.intercept_[0] - np.sum(w[varies] * scaler.mean_))
+    for glm in glms:
+        glm.set_coefficients(torch.from_numpy(w), b)
+    return {
+        "n_cells": int(y.size),
+        "n_positive": int(y.sum()),
+        "n_features": int(varies.sum()),
+        "n_constant": int((read & ~varies).sum()),
+    }
