@@ -53,10 +53,24 @@ def _demo_model():
     from landslide_hazard.models import build_enn
 
     # the demo's model section (synthetic/config.py writes it): the tiny preset, dropout 0.3,
-    # a softplus density head and the pixel wide path
-    return build_enn(
-        "tiny", BANDS, PATCH_CELLS, CELL_PIXELS, 0.3, density_activation="softplus", wide="pixel"
+    # a softplus density head, the pixel wide path and the fitted per-cell regression; here
+    # with random coefficients and a random deep head (training starts the head at zero), so
+    # that every weight gets a gradient and the same-gradients check means something
+    model = build_enn(
+        "tiny",
+        BANDS,
+        PATCH_CELLS,
+        CELL_PIXELS,
+        dropout=0.3,
+        density_activation="softplus",
+        wide="pixel",
+        glm=True,
     )
+    sus = model.susceptibility
+    g = torch.Generator().manual_seed(1)
+    sus.glm.set_coefficients(0.1 * torch.randn(sus.glm.n_features, generator=g), -1.5)
+    nn.init.xavier_uniform_(sus.head.weight, generator=g)
+    return model
 
 
 def _round2(model: nn.Module) -> nn.Module:
@@ -100,7 +114,7 @@ def _stepper(model, stage: str, channels_last: bool, batch) -> Callable[[], floa
         loss = stage_loss(stage, model, inputs, target, mask, t, 0.0)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 

@@ -319,3 +319,16 @@ def test_mc_benchmark_quick_rows_and_the_shared_route_writes_the_same_maps(commo
     assert all(r["value"] > 0 for r in rows)
     assert by_name[after]["ratio_to"] == before
     assert "maps identical to predict_arrays" in by_name[after]["note"]
+
+
+def test_train_benchmark_quick_rows_and_the_same_computation(common):
+    """bench_train --quick: well-formed rows, and each stage's default path computes the same
+    loss and gradients as the round-2 path (else its row has no value)."""
+    rows = _load("bench_train").run(quick=True)
+    common.validate_rows(rows, "bench_train")
+    by_name = {r["name"]: r for r in rows}
+    for stage in ("susceptibility", "density", "finetune"):
+        default = by_name[f"{stage} default"]
+        assert default["value"] is not None and default["value"] > 0, default["note"]
+        assert default["note"].endswith("same loss and gradients as round-2")
+        assert default["ratio_to"] == f"{stage} round-2"

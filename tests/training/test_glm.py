@@ -48,6 +48,12 @@ def test_glm_module_is_a_linear_model_of_cell_means_and_stds():
     assert set(glm.state_dict()) == {"weight", "bias"}
     with pytest.raises(ValueError, match="coefficients"):
         glm.set_coefficients(torch.zeros(5), 0.0)
+    # what a fit reads: every band's mean, the first (fine-grid) bands' spread only
+    assert glm.read_mask(2).tolist() == [True] * 3 + [True, True, False]
+    wide = CellSummaryGLM(c, k, percentiles=True)  # p10, p90 of a band together
+    assert (
+        wide.read_mask(1).tolist() == [True] * 3 + [True, False, False] + [True, True] + [False] * 4
+    )
 
 
 def test_a_glm_network_starts_as_the_fitted_regression(tmp_path, config_factory):
@@ -133,3 +139,15 @@ def test_paper_preset_refuses_the_regression(tmp_path, config_factory):
     data["model"]["glm"] = True
     with pytest.raises(ValueError, match="model.glm = true with the paper preset"):
         parse_config(data, tmp_path)
+
+
+def test_one_class_training_cells_are_refused(monkeypatch):
+    from landslide_hazard.config import TrainingConfig
+    from landslide_hazard.errors import InputError
+    from landslide_hazard.training import glm as glm_module
+
+    enn = build_enn("tiny", 13, 4, 4, glm=True)
+    table = (np.zeros((10, 26)), np.zeros(10, dtype=bool))
+    monkeypatch.setattr(glm_module, "training_cell_table", lambda *a: table)
+    with pytest.raises(InputError, match="only one class.*model.glm: false"):
+        fit_glm_offset(enn, None, Steps(torch.device("cpu"), False, TrainingConfig(), 0.0))

@@ -152,6 +152,18 @@ class CellSummaryGLM(nn.Module):
         self.register_buffer("weight", torch.zeros(self.n_features))
         self.register_buffer("bias", torch.zeros(()))
 
+    def read_mask(self, n_static: int) -> torch.Tensor:
+        """(F,) bool: the summaries a fit reads, every band's mean and the spread (std,
+        percentiles) of the first ``n_static`` bands only, the fine-grid ones. A band given per
+        cell varies inside a cell only through its bilinear upsampling, so its spread is the
+        interpolated field's local gradient: it marks places, not hazard."""
+        c = self.n_features // (2 + (len(CellSummaryLinear.PERCENTILES) if self.percentiles else 0))
+        band = torch.arange(c)
+        parts = [torch.ones(c, dtype=torch.bool), band < n_static]
+        if self.percentiles:  # a band's percentiles together (cell_percentiles)
+            parts.append(band.repeat_interleave(len(CellSummaryLinear.PERCENTILES)) < n_static)
+        return torch.cat(parts)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n*k, n*k) -> (B, F, n, n), the summaries the regression reads."""
         return cell_summaries(x, self.cell_pixels, self.percentiles)

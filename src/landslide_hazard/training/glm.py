@@ -7,7 +7,7 @@ estimator and regularisation as the per-cell baseline, ``evaluation.baselines``)
 coefficients, folded back to unstandardised features, in every network of the block. The deep
 path's head starts at zero, so the network starts as that regression; the susceptibility stage
 then scores this start on the validation cells and keeps it unless an epoch does better
-(``training.fit``). Why: docs/models.md, "The fitted regression".
+(``training.fit``). Why: docs/models.md, "The default model", and docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from ..bands import STATIC_NAMES
+from ..errors import InputError
 from ..models.layers import CellSummaryGLM
 from ..sampling.dataset import PatchDataset, batches_of
 from .epochs import Steps, device_batches
@@ -78,26 +79,21 @@ def fit_glm_offset(
     """Fit the per-cell regression of ``model``'s susceptibility block on ``ds`` (the training
     patches) and store it in every :class:`CellSummaryGLM`; None when the model has none.
 
-    It reads every band's cell mean and the within-cell std of the first ``n_static`` bands
-    (the fine-grid ones, ``bands.STATIC_NAMES``); the other stds keep weight 0. Returns what was
-    fitted: cells, positives, features read, summaries left out as constant. Raises ``ValueError`` when the training
-    cells hold one class only (nothing to regress).
+    It reads every band's cell mean and the spread of the first ``n_static`` bands, the
+    fine-grid ones (:meth:`CellSummaryGLM.read_mask`); the other summaries keep weight 0.
+    Returns what was fitted: cells, positives, summaries read, summaries left out as constant.
+    Raises :class:`InputError` when the training cells hold one class only.
     """
     glms = glm_modules(model)
     if not glms:
         return None
     x, y = training_cell_table(glms[0], ds, steps, steps.t.batch_size)
-    # only the fine-grid bands' within-cell spread: a band given per cell (a trigger, the
-    # monsoon count, the legacy) varies inside a cell only through the bilinear upsampling, and
-    # that spread (the field's local gradient) marks places, not hazard; on the Langtang
-    # scenario it cost the regression 0.08 AUC on held-out blocks (docs/decisions.md)
-    n_channels = x.shape[1] // 2
-    read = np.arange(x.shape[1]) < n_channels + min(n_static, n_channels)
     if y.all() or not y.any():
-        raise ValueError(
+        raise InputError(
             f"the {y.size} training cells hold only one class (all or no landslides); the fitted "
             "regression (model.glm) needs both; set model.glm: false or add inventories"
         )
+    read = glms[0].read_mask(n_static).numpy()
     # a summary that does not vary over the training cells (the std of a band constant within
     # cells, a trigger constant over the grid) says nothing the intercept does not: weight 0
     varies = read & (x.std(axis=0) > CONSTANT_STD)
