@@ -46,3 +46,24 @@ def make_config(tmp_path, cube_kw=None, **training):
 def config_factory():
     """make_config(tmp_path, cube_kw=None, **training) -> RunConfig with a tiny cube."""
     return make_config
+
+
+@pytest.fixture
+def susceptibility_val_losses(monkeypatch):
+    """set(values): the susceptibility stage's validation losses become ``values`` in turn (the
+    other stages' stay real), to drive early stopping by hand."""
+    from landslide_hazard.training import fit as fit_module
+
+    real = fit_module.eval_loss
+
+    def set_losses(values):
+        losses = iter(values)
+
+        def fake(model, stage, *args, **kwargs):
+            if stage.name == "susceptibility":
+                return next(losses)
+            return real(model, stage, *args, **kwargs)
+
+        monkeypatch.setattr(fit_module, "eval_loss", fake)
+
+    return set_losses

@@ -12,7 +12,6 @@ from sklearn.preprocessing import StandardScaler
 from landslide_hazard.bands import STATIC_NAMES
 from landslide_hazard.models import build_enn
 from landslide_hazard.models.layers import CellSummaryGLM
-from landslide_hazard.training import fit as fit_module
 from landslide_hazard.training.epochs import Steps
 from landslide_hazard.training.glm import fit_glm_offset, training_cell_table
 from landslide_hazard.training.loop import _training_data, train
@@ -100,20 +99,12 @@ def test_a_glm_network_starts_as_the_fitted_regression(tmp_path, config_factory)
 
 
 def test_training_keeps_the_regression_when_no_epoch_validates_better(
-    tmp_path, config_factory, monkeypatch
+    tmp_path, config_factory, susceptibility_val_losses
 ):
     cfg = _with_glm(
         config_factory(tmp_path, max_epochs_susceptibility=20, patience=2, max_epochs_finetune=0)
     )
-    losses = iter([0.3, 0.5, 0.6] + [0.1] * 100)  # the regression alone first, then the epochs
-    real = fit_module.eval_loss
-
-    def fake(model, stage, *args, **kwargs):
-        if stage.name == "susceptibility":
-            return next(losses)
-        return real(model, stage, *args, **kwargs)
-
-    monkeypatch.setattr(fit_module, "eval_loss", fake)
+    susceptibility_val_losses([0.3, 0.5, 0.6] + [0.1] * 100)  # the regression alone, then epochs
     run = train(cfg, progress=False)
     log = (run / "train.log").read_text()
     assert "per-cell regression (model.glm): fitted on" in log

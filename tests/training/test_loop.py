@@ -220,19 +220,11 @@ def test_resume_refuses_other_config(tmp_path, config_factory):
         train(other, progress=False)
 
 
-def test_early_stopping_keeps_patience(tmp_path, config_factory, monkeypatch):
+def test_early_stopping_keeps_patience(tmp_path, config_factory, susceptibility_val_losses):
     make_config = config_factory
     cfg = make_config(tmp_path, max_epochs_susceptibility=20, patience=2)
     # the first value scores the fitted per-cell regression alone (model.glm), worse than all
-    losses = iter([2.0, 1.0, 0.5, 0.7, 0.8] + [0.1] * 100)
-    real = fit_module.eval_loss
-
-    def fake(model, stage, *args, **kwargs):
-        if stage.name == "susceptibility":
-            return next(losses)
-        return real(model, stage, *args, **kwargs)
-
-    monkeypatch.setattr(fit_module, "eval_loss", fake)
+    susceptibility_val_losses([2.0, 1.0, 0.5, 0.7, 0.8] + [0.1] * 100)
     run = train(cfg, progress=False)
     log = (run / "train.log").read_text()
     assert "susceptibility epoch 4/20" in log and "susceptibility epoch 5/20" not in log

@@ -79,6 +79,15 @@ def cell_percentiles(x: torch.Tensor, cell_pixels: int, qs: tuple[float, ...]) -
     return torch.stack(out, dim=2).reshape(b, c * len(qs), h // k, w // k)
 
 
+#: the percentiles of :func:`cell_summaries` (those of the per-cell baselines)
+CELL_PERCENTILES = (10.0, 90.0)
+
+
+def n_summary_stats(percentiles: bool) -> int:
+    """Statistics per band in :func:`cell_summaries`: mean and std, and the percentiles."""
+    return 2 + (len(CELL_PERCENTILES) if percentiles else 0)
+
+
 def cell_summaries(x: torch.Tensor, cell_pixels: int, percentiles: bool = False) -> torch.Tensor:
     """Each band's mean and standard deviation over each cell, then (``percentiles``) its 10th
     and 90th percentiles: (B, C, n*k, m*k) -> (B, 2C or 4C, n, m), all means first."""
@@ -92,7 +101,7 @@ def cell_summaries(x: torch.Tensor, cell_pixels: int, percentiles: bool = False)
     std = torch.sqrt(var + 1e-6)
     parts = [mean, std]
     if percentiles:
-        parts.append(cell_percentiles(x, k, CellSummaryLinear.PERCENTILES))
+        parts.append(cell_percentiles(x, k, CELL_PERCENTILES))
     return torch.cat(parts, dim=1)
 
 
@@ -108,17 +117,13 @@ class CellSummaryLinear(nn.Module):
     network is the deep path alone.
     """
 
-    PERCENTILES = (10.0, 90.0)
-
-    weight: torch.Tensor
-    bias: torch.Tensor
+    PERCENTILES = CELL_PERCENTILES
 
     def __init__(self, in_channels: int, cell_pixels: int, percentiles: bool = False) -> None:
         super().__init__()
         self.cell_pixels = cell_pixels
         self.percentiles = percentiles
-        n_stats = 2 + (len(self.PERCENTILES) if percentiles else 0)
-        self.linear = nn.Conv2d(n_stats * in_channels, 1, 1)
+        self.linear = nn.Conv2d(n_summary_stats(percentiles) * in_channels, 1, 1)
         nn.init.zeros_(self.linear.weight)
         assert self.linear.bias is not None  # Conv2d(bias=True)
         nn.init.zeros_(self.linear.bias)
@@ -132,12 +137,12 @@ class CellSummaryGLM(nn.Module):
 
     (B, C, n*k, n*k) -> (B, n, n): ``weight . s + bias`` on the cell summaries ``s`` of
     :func:`cell_summaries`, the mean and standard deviation of every input band over the cell
-    (``percentiles``: also the 10th and 90th percentiles, as the per-cell baselines read; a sort
-    per cell that makes training ~2x slower on a CPU). Its coefficients are buffers, not parameters: they
-    are fitted exactly (convex, scikit-learn, ``training.glm.fit_glm_offset``) on the training
-    cells and no optimiser moves them, so the deep path learns what the per-cell model misses
-    (a "combined actuarial neural network", Wuethrich & Merz 2019; docs/models.md). Zero until
-    fitted.
+    (``percentiles``: also the 10th and 90th percentiles, as the per-cell baselines read; a
+    sort per cell that makes training ~2x slower on a CPU). Its coefficients are buffers, not
+    parameters: they are fitted exactly (convex, scikit-learn, ``training.glm.fit_glm_offset``)
+    on the training cells and no optimiser moves them, so the deep path learns what the
+    per-cell model misses (a "combined actuarial neural network", Wuethrich & Merz 2019;
+    docs/models.md). Zero until fitted.
     """
 
     weight: torch.Tensor
@@ -145,10 +150,8 @@ class CellSummaryGLM(nn.Module):
 
     def __init__(self, in_channels: int, cell_pixels: int, percentiles: bool = False) -> None:
         super().__init__()
-        self.cell_pixels = cell_pixels
-        self.percentiles = percentiles
-        n_stats = 2 + (len(CellSummaryLinear.PERCENTILES) if percentiles else 0)
-        self.n_features = n_stats * in_channels
+        self.cell_pixels, self.percentiles, self.in_channels = cell_pixels, percentiles, in_channels
+        self.n_features = n_summary_stats(percentiles) * in_channels
         self.register_buffer("weight", torch.zeros(self.n_features))
         self.register_buffer("bias", torch.zeros(()))
 
@@ -157,11 +160,10 @@ class CellSummaryGLM(nn.Module):
         percentiles) of the first ``n_static`` bands only, the fine-grid ones. A band given per
         cell varies inside a cell only through its bilinear upsampling, so its spread is the
         interpolated field's local gradient: it marks places, not hazard."""
-        c = self.n_features // (2 + (len(CellSummaryLinear.PERCENTILES) if self.percentiles else 0))
-        band = torch.arange(c)
-        parts = [torch.ones(c, dtype=torch.bool), band < n_static]
+        band = torch.arange(self.in_channels)
+        parts = [torch.ones(self.in_channels, dtype=torch.bool), band < n_static]
         if self.percentiles:  # a band's percentiles together (cell_percentiles)
-            parts.append(band.repeat_interleave(len(CellSummaryLinear.PERCENTILES)) < n_static)
+            parts.append(band.repeat_interleave(len(CELL_PERCENTILES)) < n_static)
         return torch.cat(parts)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
