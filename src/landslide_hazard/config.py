@@ -172,8 +172,8 @@ class ModelConfig(_Model):
     glm: bool = Field(
         True,
         description="start the susceptibility from a per-cell logistic regression fitted "
-        "exactly on the training cells and held fixed (mean, std, 10th and 90th percentiles of "
-        "every band per cell); the deep and wide paths learn what it misses. The paper "
+        "exactly on the training cells and held fixed (every band's cell mean, the fine-grid "
+        "bands' within-cell std); the deep and wide paths learn what it misses. The paper "
         "preset: false",
     )
 

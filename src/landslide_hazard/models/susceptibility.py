@@ -335,7 +335,8 @@ def build_susceptibility(
 
     Maps (B, in_channels, n*k, n*k) -> (B, n, n) probabilities, n = patch_cells, k = cell_pixels.
     ``glm``: each network gets a fixed per-cell regression (:meth:`SusceptibilityNet.add_glm`),
-    zero until ``training.glm.fit_glm_offset`` fits it. Seed torch (``torch.manual_seed``) before the call for reproducible weights.
+    zero until ``training.glm.fit_glm_offset`` fits it. Seed torch (``torch.manual_seed``)
+    before the call for reproducible weights.
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} must be in [0, 1)")

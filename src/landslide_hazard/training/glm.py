@@ -61,7 +61,7 @@ def training_cell_table(
             flat = np.ravel_multi_index(
                 (t, np.broadcast_to(rows, t.shape), np.broadcast_to(cols, t.shape)),
                 shape,
-                mode="clip",  # a shifted lattice's patches overhang the grid; those cells are masked
+                mode="clip",  # a shifted lattice's patch overhangs the grid: masked cells
             )
             ids.append(flat[m])
             feats.append(f.cpu().numpy().astype(np.float64)[m])
