@@ -298,7 +298,9 @@ def save_model(path: str | Path, model_file: ModelFile) -> None:
 
 
 #: ``build_enn``'s architecture arguments beside preset and grid that ``model.pt`` records, with
-#: the value a file written before the argument existed meant.
+#: their defaults there, which are also the value a file written before the argument existed
+#: meant (the published code's: no dropout, a ReLU density head, no wide path, one network,
+#: no fitted regression).
 ARCHITECTURE_DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,
     "density_activation": "relu",

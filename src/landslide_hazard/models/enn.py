@@ -114,13 +114,14 @@ class ENN(nn.Module):
 
 
 class ArchitectureOptions(TypedDict, total=False):
-    """``build_enn``'s architecture options beside preset and grid (their defaults there)."""
+    """``build_enn``'s architecture options beside preset and grid; defaults:
+    ``run.ARCHITECTURE_DEFAULTS``."""
 
-    dropout: float  # 0.0
-    density_activation: str  # "relu" (the paper's code)
-    wide: str  # "none" (models.susceptibility)
-    members: int  # 1
-    glm: bool  # False: no fitted per-cell regression (models.layers.CellSummaryGLM)
+    dropout: float
+    density_activation: str
+    wide: str  # models.susceptibility
+    members: int
+    glm: bool  # a fitted per-cell regression (models.layers.CellSummaryGLM)
 
 
 def build_enn(
@@ -133,27 +134,35 @@ def build_enn(
     """An ENN: the preset's susceptibility block plus the code's density block, Glorot-initialised.
 
     The susceptibility block is built first and the density block second, so one
-    ``torch.manual_seed`` before the call fixes every weight.
+    ``torch.manual_seed`` before the call fixes every weight. Options not given take
+    ``run.ARCHITECTURE_DEFAULTS`` (the defaults ``model.pt`` files are read with).
     """
-    dropout = options.get("dropout", 0.0)
-    density_activation = options.get("density_activation", "relu")
-    wide = options.get("wide", "none")
-    members = options.get("members", 1)
-    glm = options.get("glm", False)
+    from ..run import ARCHITECTURE_DEFAULTS
+
+    unknown = set(options) - set(ARCHITECTURE_DEFAULTS)
+    if unknown:
+        raise TypeError(f"build_enn() got unknown architecture option(s) {sorted(unknown)}")
+    opts: dict[str, Any] = {**ARCHITECTURE_DEFAULTS, **options}
+    dropout = opts["dropout"]
     sus = build_susceptibility(
-        preset, in_channels, patch_cells, cell_pixels, dropout, wide=wide, members=members, glm=glm
+        preset,
+        in_channels,
+        patch_cells,
+        cell_pixels,
+        dropout,
+        wide=opts["wide"],
+        members=opts["members"],
+        glm=opts["glm"],
     )
-    den = DensityBlock(in_channels, cell_pixels, dropout, output_activation=density_activation)
+    den = DensityBlock(
+        in_channels, cell_pixels, dropout, output_activation=opts["density_activation"]
+    )
     enn = ENN(sus, den, patch_cells, cell_pixels)
     enn.build_args = {
         "preset": preset,
         "in_channels": in_channels,
         "patch_cells": patch_cells,
         "cell_pixels": cell_pixels,
-        "dropout": dropout,
-        "density_activation": density_activation,
-        "wide": wide,
-        "members": members,
-        "glm": glm,
+        **opts,
     }
     return enn
