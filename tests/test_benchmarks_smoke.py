@@ -293,6 +293,7 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
         "predict channels_last",
         "predict channels_last + 1 input thread(s)",
         "input assembly, static per period",
+        "input assembly, dynamic bands in numpy",
         "input assembly alone",
         "copying the patches' bytes only",
         "write maps",
@@ -302,7 +303,10 @@ def test_predict_benchmark_quick_rows_and_layouts_agree(common):
     }
     assert all(r["value"] > 0 for r in rows)
     assert by_name["predict channels_last"]["ratio_to"] == "predict nchw"
-    assert by_name["input assembly alone"]["note"].endswith("per-period path: True")
+    assembly = by_name["input assembly alone"]
+    assert "per-period path: True;" in assembly["note"] and assembly["value"] is not None
+    assert float(assembly["note"].split("vs numpy ")[1].split()[0]) < 1e-5
+    assert assembly["ratio_to"] == "input assembly, dynamic bands in numpy"
     diff = float(by_name["predict channels_last"]["note"].split("NCHW ")[1].split()[0])
     assert diff < 1e-4
     assert by_name["predict channels_last + 1 input thread(s)"]["note"].endswith("maps identical")

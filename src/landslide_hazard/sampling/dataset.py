@@ -22,6 +22,7 @@ from ..bands import DYNAMIC_NAMES, LEGACY_NAMES, SCALAR_NAMES, STATIC_NAMES
 from ..cube import CubeArrays
 from ..errors import InputError
 from ..grid import StudyGrid
+from .kernels import dynamic_into
 from .lattice import PatchIndex, read_window
 from .normalisation import Normalisation
 
@@ -273,10 +274,12 @@ class CubeReader:
         x[_STATIC] = (
             self.static_input(norm, row0, col0, s, finite=True) if static is None else static
         )
-        x[dyn] = norm.scale(self.dynamic_window(period, row0, col0, s, s), dyn)
-        x[mon] = norm.scale(np.array([self.monsoons[period]], dtype=np.float32), mon)[0]
-        rest = x[dyn.start :]  # the static part is finite already
-        np.copyto(rest, np.float32(0.0), where=~np.isfinite(rest))  # NaN, +-inf -> 0, one pass
+        # the triggers (and legacy) upsampled, normalised and NaN -> 0 in one compiled pass;
+        # the same values as norm.scale(self.dynamic_window(...)) within float32 rounding
+        stats = np.stack([norm.mean[dyn], norm.std[dyn]]).astype(np.float32)
+        dynamic_into(self.dynamic[period], row0, col0, s, k, stats, self._n_smooth, x[dyn])
+        count = norm.scale(np.array([self.monsoons[period]], dtype=np.float32), mon)[0]
+        x[mon] = count if np.isfinite(count) else np.float32(0.0)
         return x
 
 
