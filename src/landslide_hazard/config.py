@@ -171,10 +171,16 @@ class ModelConfig(_Model):
     )
     glm: bool = Field(
         True,
-        description="start the susceptibility from a per-cell logistic regression fitted "
-        "exactly on the training cells and held fixed (every band's cell mean, the fine-grid "
-        "bands' within-cell std); the deep and wide paths learn what it misses. The paper "
-        "preset: false",
+        description="a per-cell logistic regression fitted exactly on the training cells (every "
+        "band's cell mean, the fine-grid bands' within-cell std) in the susceptibility's logit, "
+        "joined to the network as glm_fit says. The paper preset: false",
+    )
+    glm_fit: Literal["stack", "start"] = Field(
+        "stack",
+        description="how the fitted regression joins the network: stack (the network trains "
+        "alone, then the logit becomes a * network + b * regression + c, the three fitted on the "
+        "validation cells) or start (the network starts as the regression and learns its "
+        "residual, the regression held fixed)",
     )
 
 
@@ -229,6 +235,13 @@ class TrainingConfig(_Model):
         ge=0,
         description="> 0: validate, early-stop and keep an exponential moving average of the "
         "weights over about this many epochs (Polyak averaging) instead of the last step's",
+    )
+    stopping: Literal["loss", "calibrated"] = Field(
+        "loss",
+        description="what early stopping of the susceptibility stage watches on the "
+        "validation cells: loss (the training loss) or calibrated (the negative "
+        "log-likelihood after the Platt scaling fitted there at the end, so epochs are ranked "
+        "by what the calibrated maps will score)",
     )
     lr_wide_factor: float = Field(
         10.0, gt=0, description="learning-rate factor of the susceptibility's wide path"

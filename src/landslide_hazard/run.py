@@ -257,6 +257,7 @@ class ModelFile:
     wide: str = "none"  # the susceptibility's wide path (models.susceptibility)
     members: int = 1  # susceptibility nets in the deep ensemble
     glm: bool = False  # a fitted per-cell regression in the susceptibility logit (model.glm)
+    glm_fit: str = "start"  # how it joins the network (model.glm_fit): start or stack
     # the cube's absolute path when trained: the last place looked for it (cube_path, relative
     # to the run folder, serves a moved output folder; this one a run folder moved alone)
     cube_path_absolute: str = ""
@@ -300,13 +301,14 @@ def save_model(path: str | Path, model_file: ModelFile) -> None:
 #: ``build_enn``'s architecture arguments beside preset and grid that ``model.pt`` records, with
 #: their defaults there, which are also the value a file written before the argument existed
 #: meant (the published code's: no dropout, a ReLU density head, no wide path, one network,
-#: no fitted regression).
+#: no fitted regression; a regression in a file written before ``glm_fit`` was its start).
 ARCHITECTURE_DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,
     "density_activation": "relu",
     "wide": "none",
     "members": 1,
     "glm": False,
+    "glm_fit": "start",
 }
 
 

@@ -226,14 +226,15 @@ def test_ddp_run_writes_once_and_ranks_agree(ddp_run):
         assert torch.equal(rank0["weights"][k], rank1["weights"][k]), k
         if k != CALIBRATION_KEY:  # fitted after _fit returns, on rank 0 (training.calibrate)
             assert torch.equal(rank0["weights"][k], saved[k]), k
-    # the same losses on both ranks every epoch, so the same early-stopping decisions
-    # (the first validation scores the fitted per-cell regression alone, model.glm, before
-    # the susceptibility stage's first epoch)
+    # the same losses on both ranks every epoch, so the same early-stopping decisions (the
+    # default stacks its per-cell regression after training: no start is scored first), and
+    # the same stacking weights on both (compared with every weight above)
+    assert "susceptibility.glm_stack" in saved
     n_epochs = sum(DDP_TRAINING[f"max_epochs_{s}"] for s in stages.STAGES)
-    assert len(rank0["train"]) == len(rank0["val"]) - 1 == n_epochs
+    assert len(rank0["train"]) == len(rank0["val"]) == n_epochs
     assert rank0["train"] == rank1["train"] and rank0["val"] == rank1["val"]
     history = torch.load(run / "checkpoints" / CHECKPOINT, weights_only=False)["history"]
-    assert [h["val_loss"] for h in history] == rank0["val"][1:]
+    assert [h["val_loss"] for h in history] == rank0["val"]
 
 
 def test_ddp_run_folder_resumes_in_one_process(ddp_run, tmp_path):

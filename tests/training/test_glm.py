@@ -17,8 +17,9 @@ from landslide_hazard.training.glm import fit_glm_offset, training_cell_table
 from landslide_hazard.training.loop import _training_data, train
 
 
-def _with_glm(cfg):
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"glm": True})})
+def _with_glm(cfg, fit: str = "start"):
+    update = {"glm": True, "glm_fit": fit}
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update=update)})
 
 
 def _cells_by_hand(x: np.ndarray, k: int) -> np.ndarray:
@@ -142,3 +143,83 @@ def test_one_class_training_cells_are_refused(monkeypatch):
     monkeypatch.setattr(glm_module, "training_cell_table", lambda *a: table)
     with pytest.raises(InputError, match="only one class.*model.glm: false"):
         fit_glm_offset(enn, None, Steps(torch.device("cpu"), False, TrainingConfig(), 0.0))
+
+
+def test_a_stacked_network_weighs_itself_and_the_regression():
+    """``glm_fit: stack``: logit = a * network + b * regression + c; while training (b = 0
+    until stacking) the regression is skipped."""
+    torch.manual_seed(0)
+    enn = build_enn("tiny", 13, 4, 4, wide="pixel", glm=True, glm_fit="stack")
+    net = enn.susceptibility
+    assert net.get_buffer("glm_stack").tolist() == [1.0, 0.0, 0.0]
+    assert torch.count_nonzero(net.head.weight) > 0  # the network's own start, not zero
+    net.glm.set_coefficients(torch.linspace(-1, 1, net.glm.n_features), -0.7)
+    x = torch.randn(2, 13, 16, 16)
+    net.get_buffer("glm_stack").copy_(torch.tensor([0.6, 0.8, -0.3]))
+    net.eval()
+    with torch.no_grad():
+        z = torch.logit(net(x).double())
+        want = 0.6 * net.network_logit(x)[:, 0] + 0.8 * net.glm(x) - 0.3
+    torch.testing.assert_close(z, want.double(), atol=1e-4, rtol=1e-5)
+    state = enn.state_dict()
+    assert "susceptibility.glm_stack" in state
+    again = build_enn("tiny", 13, 4, 4, wide="pixel", glm=True, glm_fit="stack")
+    again.load_state_dict(state)  # a saved stack loads into the same architecture
+    with pytest.raises(ValueError, match="unknown model.glm_fit"):
+        build_enn("tiny", glm=True, glm_fit="blend")
+
+
+def test_stacking_is_scikit_learns_regression_on_the_two_logits(tmp_path, config_factory):
+    """``stack_glm`` fits (a, b, c) as scikit-learn's logistic regression of the validation
+    cells' occurrences on the network's logit and the regression's, every (patch, cell) whose
+    loss counts once, collected here by hand."""
+    from landslide_hazard.sampling.dataset import PatchDataset
+    from landslide_hazard.training.glm import STACK_C, stack_glm
+
+    cfg = _with_glm(config_factory(tmp_path), "stack")
+    data = _training_data(cfg, 1 << 30)
+    torch.manual_seed(0)
+    enn = build_enn("tiny", data.reader.n_channels, 4, 4, wide="pixel", glm=True, glm_fit="stack")
+    steps = Steps(torch.device("cpu"), False, cfg.training, cfg.inventory.min_density)
+    train_ds = PatchDataset(
+        data.reader, data.split.train_patches, data.split.train_cells, data.norm
+    )
+    val_ds = PatchDataset(data.reader, data.split.val_patches, data.split.val_cells, data.norm)
+    fit_glm_offset(enn, train_ds, steps)
+    net = enn.susceptibility
+    net.eval()
+    rows, labels = [], []
+    with torch.no_grad():
+        for i in range(len(val_ds)):
+            item = val_ds[i]
+            x, mask = item["x"][None], item["mask"].numpy()
+            z_net = net.network_logit(x)[0, 0].numpy()[mask]
+            z_glm = net.glm(x)[0].numpy()[mask]
+            rows.append(np.stack([z_net, z_glm], 1))
+            labels.append(item["target"].numpy()[mask] > cfg.inventory.min_density)
+    z, y = np.concatenate(rows).astype(np.float64), np.concatenate(labels)
+    want = LogisticRegression(C=STACK_C, max_iter=1000).fit(z, y)
+    report = stack_glm(enn, val_ds, steps)
+    assert report is not None and report["n_cells"] == y.size
+    got = net.get_buffer("glm_stack").numpy()
+    np.testing.assert_allclose(got[:2], want.coef_[0], rtol=1e-3, atol=1e-4)
+    assert got[2] == pytest.approx(want.intercept_[0], rel=1e-3, abs=1e-4)
+    assert report["log_loss_stacked"][0] <= report["log_loss_network"][0] + 1e-9
+
+
+def test_the_default_trains_the_network_alone_then_stacks(tmp_path, config_factory):
+    from landslide_hazard.predict import load_run
+
+    cfg = config_factory(tmp_path)
+    assert cfg.model.glm and cfg.model.glm_fit == "stack"  # the default
+    run = train(cfg, progress=False)
+    log = (run / "train.log").read_text()
+    assert "the fitted regression alone" not in log  # no start candidate
+    assert log.index("finetune: done") < log.index("per-cell regression (model.glm): fitted on")
+    assert "stacked on" in log and "x per-cell regression" in log
+    saved = torch.load(run / "model.pt", weights_only=False)
+    assert saved["glm"] is True and saved["glm_fit"] == "stack"
+    stack = saved["state_dict"]["susceptibility.glm_stack"]
+    assert stack.tolist() != [1.0, 0.0, 0.0]  # fitted
+    loaded = load_run(run)
+    assert torch.equal(loaded.model.susceptibility.get_buffer("glm_stack"), stack)

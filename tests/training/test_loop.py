@@ -223,8 +223,8 @@ def test_resume_refuses_other_config(tmp_path, config_factory):
 def test_early_stopping_keeps_patience(tmp_path, config_factory, susceptibility_val_losses):
     make_config = config_factory
     cfg = make_config(tmp_path, max_epochs_susceptibility=20, patience=2)
-    # the first value scores the fitted per-cell regression alone (model.glm), worse than all
-    susceptibility_val_losses([2.0, 1.0, 0.5, 0.7, 0.8] + [0.1] * 100)
+    # the default stacks its per-cell regression after training: no start to score first
+    susceptibility_val_losses([1.0, 0.5, 0.7, 0.8] + [0.1] * 100)
     run = train(cfg, progress=False)
     log = (run / "train.log").read_text()
     assert "susceptibility epoch 4/20" in log and "susceptibility epoch 5/20" not in log

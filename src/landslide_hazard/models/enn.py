@@ -122,6 +122,7 @@ class ArchitectureOptions(TypedDict, total=False):
     wide: str  # models.susceptibility
     members: int
     glm: bool  # a fitted per-cell regression (models.layers.CellSummaryGLM)
+    glm_fit: str  # start or stack (SusceptibilityNet.add_glm)
 
 
 def build_enn(
@@ -152,7 +153,7 @@ def build_enn(
         dropout,
         wide=opts["wide"],
         members=opts["members"],
-        glm=opts["glm"],
+        glm=opts["glm_fit"] if opts["glm"] else None,
     )
     den = DensityBlock(
         in_channels, cell_pixels, dropout, output_activation=opts["density_activation"]

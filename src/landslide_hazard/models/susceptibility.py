@@ -40,6 +40,8 @@ from .layers import (
 )
 
 SUSCEPTIBILITY_PRESETS: tuple[str, ...] = ("paper", "resnet18", "resnet34", "tiny")
+#: How a fitted per-cell regression joins the network (``model.glm_fit``, ``add_glm``).
+GLM_FITS: tuple[str, ...] = ("stack", "start")
 
 PAPER_TRAINABLE_PARAMETERS = 23_556_931  # paper Sect. 6.1, with 13 input channels
 
@@ -96,16 +98,28 @@ class SusceptibilityNet(nn.Module, ABC):
         else:
             raise ValueError(f"unknown wide path {kind!r}; choose none, linear, summary or pixel")
 
-    def add_glm(self) -> None:
+    def add_glm(self, fit: str = "start") -> None:
         """Add a fixed per-cell logistic regression to the logit (:class:`CellSummaryGLM`,
-        ``model.glm``) and zero the deep path's head, so that the network starts as that
-        regression and its deep and wide paths learn the residual."""
+        ``model.glm``).
+
+        ``fit`` "start": zero the deep path's head, so that the network starts as that
+        regression and its deep and wide paths learn the residual. "stack": the network trains
+        alone (the regression is left out while training), then the logit becomes
+        ``a * network + b * regression + c`` with (a, b, c) in the buffer ``glm_stack``, fitted
+        on the validation cells after training (``training.glm.stack_glm``); (1, 0, 0) until
+        then.
+        """
+        if fit not in GLM_FITS:
+            raise ValueError(f"unknown model.glm_fit {fit!r}; choose one of {', '.join(GLM_FITS)}")
         if self.preset == "paper":
             raise ValueError(
                 "the 'paper' preset ends in a sigmoid after batch norm (the published code), so "
                 "it has no logit to add a fitted regression to; set model.glm: false for it"
             )
         self.glm = CellSummaryGLM(self.in_channels, self.cell_pixels)
+        if fit == "stack":
+            self.register_buffer("glm_stack", torch.tensor([1.0, 0.0, 0.0]))
+            return
         head = getattr(self, "head", None)
         if not isinstance(head, nn.Conv2d):  # a wiring error, never a user error
             raise RuntimeError(f"{self.preset}: no per-cell head conv to start at zero")
@@ -113,14 +127,29 @@ class SusceptibilityNet(nn.Module, ABC):
         if head.bias is not None:
             nn.init.zeros_(head.bias)
 
+    def network_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, n*k, n*k) -> (B, 1, n, n): the deep and wide paths' logit, without the
+        fitted regression (not for the paper preset, whose head ends in a sigmoid)."""
+        out = self.logits(x)
+        if self.wide is not None:
+            out = out + self.wide(x)[:, None]
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n*k, n*k) -> (B, n, n) occurrence probabilities."""
         self._check_input(x)
-        out = self.logits(x)
-        if self.preset != "paper":  # the paper's head returns probabilities already
-            if self.wide is not None:
-                out = out + self.wide(x)[:, None]
-            if self.glm is not None:
+        if self.preset == "paper":  # the paper's head returns probabilities already
+            out = self.logits(x)
+        else:
+            out = self.network_logit(x)
+            stack = getattr(self, "glm_stack", None)
+            if stack is not None:
+                # stacked after training; while training the regression weighs 0 and is skipped
+                out = stack[0] * out + stack[2]
+                if not self.training:
+                    assert self.glm is not None  # add_glm registers both
+                    out = out + stack[1] * self.glm(x)[:, None]
+            elif self.glm is not None:
                 out = out + self.glm(x)[:, None]
             out = torch.sigmoid(out)
         expected = (x.shape[2] // self.cell_pixels, x.shape[3] // self.cell_pixels)
@@ -329,13 +358,13 @@ def build_susceptibility(
     dropout: float = 0.0,
     wide: str = "none",
     members: int = 1,
-    glm: bool = False,
+    glm: str | None = None,
 ) -> SusceptibilityNet | SusceptibilityEnsemble:
     """The susceptibility block of a preset, Glorot-uniform initialised.
 
     Maps (B, in_channels, n*k, n*k) -> (B, n, n) probabilities, n = patch_cells, k = cell_pixels.
-    ``glm``: each network gets a fixed per-cell regression (:meth:`SusceptibilityNet.add_glm`),
-    zero until ``training.glm.fit_glm_offset`` fits it. Seed torch (``torch.manual_seed``)
+    ``glm``: None, or how each network gets a fixed per-cell regression, start or stack
+    (:meth:`SusceptibilityNet.add_glm`), zero until ``training.glm`` fits it. Seed torch (``torch.manual_seed``)
     before the call for reproducible weights.
     """
     if not 0.0 <= dropout < 1.0:
@@ -361,7 +390,7 @@ def _single_susceptibility(
     cell_pixels: int,
     dropout: float,
     wide: str,
-    glm: bool = False,
+    glm: str | None = None,
 ) -> SusceptibilityNet:
     """One network of the preset (an ensemble member, or the block itself)."""
     net: SusceptibilityNet
@@ -377,6 +406,6 @@ def _single_susceptibility(
         )
     if wide != "none":
         net.add_wide_path(wide)
-    if glm:
-        net.add_glm()
+    if glm is not None:
+        net.add_glm(glm)
     return net

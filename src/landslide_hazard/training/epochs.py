@@ -3,6 +3,7 @@ data loaders (persistent workers), and the training and validation passes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -257,3 +258,67 @@ def eval_loss(model: ENN, stage: Stage, ds: PatchDataset, steps: Steps) -> float
     if dist is not None:
         total, count = all_reduce_sums([total, count], device)
     return total / max(count, 1)
+
+
+def platt_nll(
+    z: torch.Tensor, y: torch.Tensor, reduce=lambda sums: sums, iterations: int = 50
+) -> float:
+    """Mean negative log-likelihood of 0/1 labels ``y`` under ``sigmoid(a z + b)`` with (a, b)
+    the maximum-likelihood Platt fit on these same cells (Newton's method, float64).
+
+    ``reduce`` sums a list of floats over data-parallel ranks (identity in one process): each
+    Newton step needs only sums over the cells, so every rank gets the same fit and value.
+    With one class only, or no cell, the fit is undefined: NaN.
+    """
+    z, y = z.double().ravel(), y.double().ravel()
+    n, n_pos = reduce([float(z.numel()), float(y.sum())])
+    if n_pos <= 0 or n_pos >= n:
+        return math.nan
+    a, b = 1.0, 0.0
+    for _ in range(iterations):
+        q = torch.sigmoid(a * z + b)
+        r, w = y - q, q * (1 - q)
+        ga, gb, haa, hab, hbb = reduce(
+            [float((r * z).sum()), float(r.sum()), float((w * z * z).sum()),
+             float((w * z).sum()), float(w.sum())]
+        )  # fmt: skip
+        det = haa * hbb - hab * hab
+        if det <= 0:
+            break
+        da, db = (hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det
+        a, b = a + da, b + db
+        if abs(da) + abs(db) < 1e-10:
+            break
+    s = a * z + b
+    nll = torch.nn.functional.softplus(s) - y * s  # -log p(y | s), stable
+    return reduce([float(nll.sum())])[0] / n
+
+
+def eval_calibrated_nll(model: ENN, stage: Stage, ds: PatchDataset, steps: Steps) -> float:
+    """The validation score of ``training.stopping: calibrated``: the susceptibility's mean
+    negative log-likelihood per scored cell of ``ds`` after the Platt scaling that training
+    fits on validation cells at the end (``training.calibrate``), refitted here on the same
+    cells. It ranks epochs by what the calibrated maps will score, not by their raw level and
+    spread, which calibration corrects anyway. Other stages: :func:`eval_loss`."""
+    if stage.name != "susceptibility":
+        return eval_loss(model, stage, ds, steps)
+    device, t, dist = steps.device, steps.t, steps.dist
+    model.eval()
+    batches = batches_of(np.arange(len(ds)), t.batch_size)
+    if dist is not None:
+        batches = batches[dist.rank :: dist.world_size]
+    logits, labels = [], []
+    with torch.inference_mode():
+        for x, target, mask in device_batches(ds, batches, steps):
+            with autocast(device, steps.use_amp):
+                p = model.susceptibility(x).float()
+            keep = mask.bool()
+            q = p[keep].clamp(1e-7, 1 - 1e-7)
+            logits.append(torch.log(q) - torch.log1p(-q))
+            labels.append((target[keep] > steps.min_density).float())
+    z = torch.cat(logits).cpu() if logits else torch.zeros(0)
+    y = torch.cat(labels).cpu() if labels else torch.zeros(0)
+    reduce = (lambda sums: all_reduce_sums(sums, device)) if dist is not None else (lambda s: s)
+    score = platt_nll(z, y, reduce)
+    # one class only among the validation cells (the same every epoch): the raw loss instead
+    return eval_loss(model, stage, ds, steps) if math.isnan(score) else score

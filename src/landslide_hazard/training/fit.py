@@ -44,11 +44,12 @@ from .epochs import (
     Steps,
     check_stage_batches,
     close_loaders,
+    eval_calibrated_nll,
     eval_loss,
     rank_batches,
     train_epoch,
 )
-from .glm import fit_glm_offset, glm_modules
+from .glm import fit_glm_offset, glm_modules, stack_glm
 from .stages import STAGES, Stage, part_of, stages_from_config
 
 PATCH_CACHE_BYTES = 1024**3  # normalised static pixels of patch windows kept for a whole run
@@ -244,7 +245,8 @@ class _Fit:
             )
             dist.barrier()  # every rank has read the checkpoint before rank 0 writes the next
             broadcast_module(self.model)  # the same start everywhere, whatever init did
-        if resume is None:  # a resumed fit has the regression in its checkpoint's weights
+        stacking = self.cfg.model.glm and self.cfg.model.glm_fit == "stack"
+        if resume is None and not stacking:  # a resumed fit has it in its checkpoint's weights
             self._fit_glm()
         for stage in stages_from_config(self.t):
             if resume is not None and stage.index < resume["stage_index"]:
@@ -260,6 +262,9 @@ class _Fit:
             self._train_stage(stage, train_ds, val_ds, here)
         if resume is not None:  # every stage was already done
             _set_rng_state(resume["rng"])
+        if stacking:  # after the last stage, so a resumed fit stacks as an uninterrupted one
+            self._fit_glm()
+            self._stack_glm()
         return self.model
 
     def _fit_glm(self) -> None:
@@ -273,6 +278,25 @@ class _Fit:
                 f"({fitted['n_positive']} with new landslides) on {fitted['n_features']} cell "
                 "summaries (every band's mean, the fine-grid bands' std; "
                 f"{fitted['n_constant']} constant, left out), {time.perf_counter() - tic:.1f}s"
+            )
+
+    def _stack_glm(self) -> None:
+        """``model.glm_fit: stack``: weigh the trained network and the fitted regression on the
+        validation cells (``training.glm.stack_glm``)."""
+        tic = time.perf_counter()
+        report = stack_glm(self.model, self.datasets.get("val", False), self.steps)
+        if report is None:
+            return
+        if "note" in report:
+            self.rt.log(f"stacking with the per-cell regression skipped: {report['note']}")
+            return
+        for (a, b, c), alone, stacked in zip(
+            report["weights"], report["log_loss_network"], report["log_loss_stacked"], strict=True
+        ):
+            self.rt.log(
+                f"stacked on {report['n_cells']} validation cells: logit = {a:.3f} x network + "
+                f"{b:.3f} x per-cell regression {c:+.3f} (validation log-loss {alone:.5f} for "
+                f"the network alone, {stacked:.5f} stacked), {time.perf_counter() - tic:.1f}s"
             )
 
     def _resume(self) -> dict[str, Any] | None:
@@ -323,9 +347,10 @@ class _Fit:
             self.rt.log(
                 f"{stage.name}: no validation patch; early stopping watches the training loss"
             )
-        if resume is None and stage.name == "susceptibility" and glm_modules(self.model):
+        starts_as_glm = self.cfg.model.glm_fit == "start" and glm_modules(self.model)
+        if resume is None and stage.name == "susceptibility" and starts_as_glm:
             # the fitted regression alone is a candidate: kept unless an epoch validates better
-            start = eval_loss(self.model, stage, val_ds, self.steps) if len(val_ds) else math.inf
+            start = self._validation_score(stage, val_ds) if len(val_ds) else math.inf
             stop.best = start
             self.rt.log(f"{stage.name}: the fitted regression alone, validation loss {start:.5f}")
         run = _StageRun(stage, opt, stop, train_ds, val_ds, average=average)
@@ -339,6 +364,14 @@ class _Fit:
         self.rt.log(f"{stage.name}: done, best validation loss {stop.best:.5f}")
         if self.rt.is_main:
             self._save_stage_end(stage)
+
+    def _validation_score(self, stage: Stage, val_ds: PatchDataset) -> float:
+        """What early stopping watches: the stage's loss on the validation patches, or for the
+        susceptibility under ``training.stopping: calibrated`` the validation cells' negative
+        log-likelihood after Platt scaling (``epochs.eval_calibrated_nll``)."""
+        if self.t.stopping == "calibrated":
+            return eval_calibrated_nll(self.model, stage, val_ds, self.steps)
+        return eval_loss(self.model, stage, val_ds, self.steps)
 
     def _epoch(self, run: _StageRun, epoch: int) -> None:
         """One epoch: train, validate, early-stopping bookkeeping, log, checkpoint."""
@@ -356,11 +389,7 @@ class _Fit:
         if dist is not None:  # one model everywhere: rank 0's batch-norm statistics
             broadcast_module(self.model)
         with run.averaged():
-            val_loss = (
-                eval_loss(self.model, stage, run.val_ds, self.steps)
-                if len(run.val_ds)
-                else train_loss
-            )
+            val_loss = self._validation_score(stage, run.val_ds) if len(run.val_ds) else train_loss
             improved = run.stop.update(val_loss, self.model)
         lr_now = run.opt.optimizer.param_groups[0]["lr"]
         self.history.append(

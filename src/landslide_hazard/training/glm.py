@@ -22,11 +22,14 @@ from sklearn.preprocessing import StandardScaler
 from ..bands import STATIC_NAMES
 from ..errors import InputError
 from ..models.layers import CellSummaryGLM
+from ..models.susceptibility import SusceptibilityNet
 from ..sampling.dataset import PatchDataset, batches_of
 from .epochs import Steps, device_batches
 
 #: scikit-learn's default (the per-cell baseline's): L2 penalty 1/(2C) on the standardised weights
 GLM_C = 1.0
+#: the stacking's penalty (``stack_glm``): three weights on thousands of cells, barely penalised
+STACK_C = 1e4
 #: summaries whose std over the training cells is below this (normalised units) are left out
 CONSTANT_STD = 1e-4
 
@@ -110,3 +113,63 @@ def fit_glm_offset(
         "n_features": int(varies.sum()),
         "n_constant": int((read & ~varies).sum()),
     }
+
+
+def stack_glm(model: torch.nn.Module, ds: PatchDataset, steps: Steps) -> dict[str, Any] | None:
+    """Fit each network's ``glm_stack`` (``model.glm_fit: stack``) on ``ds``, the validation
+    patches: the logistic regression of the occurrences on the network's own logit (deep and
+    wide paths) and the fitted per-cell regression's logit, so the logit becomes ``a * network +
+    b * regression + c``. Every (patch, cell) whose loss counts is one sample (the two lattices
+    overlap, as early stopping scores them); every data-parallel rank reads them all, so all
+    get the same weights. The per-cell regression must be fitted already
+    (:func:`fit_glm_offset`). None when no network stacks; a report of the fit otherwise, with
+    the validation log-loss of the network alone (recalibrated the same way, on its logit only)
+    and stacked. Validation cells of one class
+    only leave (1, 0, 0): the network alone.
+    """
+    nets = [
+        m
+        for m in model.modules()
+        if isinstance(m, SusceptibilityNet) and m.glm is not None and hasattr(m, "glm_stack")
+    ]
+    if not nets:
+        return None
+    batches = batches_of(np.arange(len(ds)), steps.t.batch_size)
+    columns: list[list[np.ndarray]] = [[] for _ in nets]
+    labels = []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for x, target, mask in device_batches(ds, batches, steps):
+            keep = mask.bool()
+            labels.append((target[keep] > steps.min_density).cpu().numpy())
+            for i, net in enumerate(nets):
+                z_net = net.network_logit(x)[:, 0].float()[keep]
+                z_glm = net.glm(x).float()[keep]  # type: ignore[misc]  # filtered above
+                columns[i].append(torch.stack([z_net, z_glm], 1).cpu().numpy().astype(np.float64))
+    model.train(was_training)
+    y = np.concatenate(labels) if labels else np.empty(0, dtype=bool)
+    report: dict[str, Any] = {"n_cells": int(y.size), "n_positive": int(y.sum()), "weights": []}
+    if y.size == 0 or y.all() or not y.any():
+        report["note"] = "validation cells of one class (or none): the network alone"
+        return report
+    for net, parts in zip(nets, columns, strict=True):
+        z = np.concatenate(parts)
+        fit = LogisticRegression(C=STACK_C, max_iter=1000).fit(z, y)
+        a, b = (float(v) for v in fit.coef_[0])
+        c = float(fit.intercept_[0])
+        stack = net.get_buffer("glm_stack")
+        stack.copy_(torch.tensor([a, b, c], dtype=stack.dtype))
+        report["weights"].append([a, b, c])
+        alone = LogisticRegression(C=STACK_C, max_iter=1000).fit(z[:, :1], y)
+        z_alone = alone.coef_[0, 0] * z[:, 0] + alone.intercept_[0]
+        report.setdefault("log_loss_network", []).append(_log_loss(y, z_alone))
+        report.setdefault("log_loss_stacked", []).append(
+            _log_loss(y, a * z[:, 0] + b * z[:, 1] + c)
+        )
+    return report
+
+
+def _log_loss(y: np.ndarray, z: np.ndarray) -> float:
+    """Mean negative log-likelihood of 0/1 ``y`` under logits ``z``."""
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
