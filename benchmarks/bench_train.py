@@ -53,9 +53,10 @@ def _demo_model():
     from landslide_hazard.models import build_enn
 
     # the demo's model section (synthetic/config.py writes it): the tiny preset, dropout 0.3,
-    # a softplus density head, the pixel wide path and the fitted per-cell regression; here
-    # with random coefficients and a random deep head (training starts the head at zero), so
-    # that every weight gets a gradient and the same-gradients check means something
+    # a softplus density head, the pixel wide path and the fitted per-cell regression, stacked
+    # after training (model.glm_fit: stack), so not computed in a training step; here with
+    # random coefficients and a random deep head, so that every weight gets a gradient and the
+    # same-gradients check means something
     model = build_enn(
         "tiny",
         BANDS,
@@ -65,6 +66,7 @@ def _demo_model():
         density_activation="softplus",
         wide="pixel",
         glm=True,
+        glm_fit="stack",
     )
     sus = model.susceptibility
     g = torch.Generator().manual_seed(1)

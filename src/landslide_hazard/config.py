@@ -178,7 +178,7 @@ class ModelConfig(_Model):
     glm_fit: Literal["stack", "start"] = Field(
         "stack",
         description="how the fitted regression joins the network: stack (the network trains "
-        "alone, then the logit becomes a * network + b * regression + c, the three fitted on the "
+        "alone, then the logit becomes s * (network + regression) + c, s and c fitted on the "
         "validation cells) or start (the network starts as the regression and learns its "
         "residual, the regression held fixed)",
     )

@@ -169,10 +169,10 @@ def test_a_stacked_network_weighs_itself_and_the_regression():
         build_enn("tiny", glm=True, glm_fit="blend")
 
 
-def test_stacking_is_scikit_learns_regression_on_the_two_logits(tmp_path, config_factory):
-    """``stack_glm`` fits (a, b, c) as scikit-learn's logistic regression of the validation
-    cells' occurrences on the network's logit and the regression's, every (patch, cell) whose
-    loss counts once, collected here by hand."""
+def test_stacking_is_scikit_learns_regression_on_the_summed_logits(tmp_path, config_factory):
+    """``stack_glm`` adds the network's logit and the regression's with equal weights and fits
+    (s, c) as scikit-learn's logistic regression of the validation cells' occurrences on the
+    sum, every (patch, cell) whose loss counts once, collected here by hand."""
     from landslide_hazard.sampling.dataset import PatchDataset
     from landslide_hazard.training.glm import STACK_C, stack_glm
 
@@ -195,16 +195,23 @@ def test_stacking_is_scikit_learns_regression_on_the_two_logits(tmp_path, config
             x, mask = item["x"][None], item["mask"].numpy()
             z_net = net.network_logit(x)[0, 0].numpy()[mask]
             z_glm = net.glm(x)[0].numpy()[mask]
-            rows.append(np.stack([z_net, z_glm], 1))
+            rows.append(z_net.astype(np.float64) + z_glm)
             labels.append(item["target"].numpy()[mask] > cfg.inventory.min_density)
-    z, y = np.concatenate(rows).astype(np.float64), np.concatenate(labels)
-    want = LogisticRegression(C=STACK_C, max_iter=1000).fit(z, y)
+    z, y = np.concatenate(rows), np.concatenate(labels)
+    want = LogisticRegression(C=STACK_C, max_iter=1000).fit(z[:, None], y)
     report = stack_glm(enn, val_ds, steps)
     assert report is not None and report["n_cells"] == y.size
-    got = net.get_buffer("glm_stack").numpy()
-    np.testing.assert_allclose(got[:2], want.coef_[0], rtol=1e-3, atol=1e-4)
-    assert got[2] == pytest.approx(want.intercept_[0], rel=1e-3, abs=1e-4)
-    assert report["log_loss_stacked"][0] <= report["log_loss_network"][0] + 1e-9
+    s, s_again, c = net.get_buffer("glm_stack").tolist()
+    assert s == s_again  # equal weights
+    assert s == pytest.approx(want.coef_[0, 0], rel=1e-3, abs=1e-4)
+    assert c == pytest.approx(want.intercept_[0], rel=1e-3, abs=1e-4)
+    # the model's own probability is now sigmoid(s * (network + regression) + c)
+    net.eval()  # stack_glm leaves the model in the mode it found (training, here)
+    item = val_ds[0]
+    with torch.no_grad():
+        p = net(item["x"][None])[0].double()
+        z0 = net.network_logit(item["x"][None])[0, 0].double() + net.glm(item["x"][None])[0]
+    torch.testing.assert_close(torch.logit(p), s * z0 + c, atol=1e-4, rtol=1e-5)
 
 
 def test_the_default_trains_the_network_alone_then_stacks(tmp_path, config_factory):
@@ -216,7 +223,7 @@ def test_the_default_trains_the_network_alone_then_stacks(tmp_path, config_facto
     log = (run / "train.log").read_text()
     assert "the fitted regression alone" not in log  # no start candidate
     assert log.index("finetune: done") < log.index("per-cell regression (model.glm): fitted on")
-    assert "stacked on" in log and "x per-cell regression" in log
+    assert "stacked on" in log and "x (network + per-cell regression)" in log
     saved = torch.load(run / "model.pt", weights_only=False)
     assert saved["glm"] is True and saved["glm_fit"] == "stack"
     stack = saved["state_dict"]["susceptibility.glm_stack"]

@@ -105,9 +105,9 @@ class SusceptibilityNet(nn.Module, ABC):
         ``fit`` "start": zero the deep path's head, so that the network starts as that
         regression and its deep and wide paths learn the residual. "stack": the network trains
         alone (the regression is left out while training), then the logit becomes
-        ``a * network + b * regression + c`` with (a, b, c) in the buffer ``glm_stack``, fitted
-        on the validation cells after training (``training.glm.stack_glm``); (1, 0, 0) until
-        then.
+        ``a * network + b * regression + c`` with (a, b, c) in the buffer ``glm_stack``, set on
+        the validation cells after training (``training.glm.stack_glm``: a = b, equal weights);
+        (1, 0, 0) until then.
         """
         if fit not in GLM_FITS:
             raise ValueError(f"unknown model.glm_fit {fit!r}; choose one of {', '.join(GLM_FITS)}")

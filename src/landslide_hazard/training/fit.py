@@ -290,13 +290,13 @@ class _Fit:
         if "note" in report:
             self.rt.log(f"stacking with the per-cell regression skipped: {report['note']}")
             return
-        for (a, b, c), alone, stacked in zip(
+        for (s, _, c), alone, stacked in zip(
             report["weights"], report["log_loss_network"], report["log_loss_stacked"], strict=True
         ):
             self.rt.log(
-                f"stacked on {report['n_cells']} validation cells: logit = {a:.3f} x network + "
-                f"{b:.3f} x per-cell regression {c:+.3f} (validation log-loss {alone:.5f} for "
-                f"the network alone, {stacked:.5f} stacked), {time.perf_counter() - tic:.1f}s"
+                f"stacked on {report['n_cells']} validation cells: logit = {s:.3f} x (network + "
+                f"per-cell regression) {c:+.3f} (validation log-loss {alone:.5f} for the "
+                f"network alone, {stacked:.5f} stacked), {time.perf_counter() - tic:.1f}s"
             )
 
     def _resume(self) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from .epochs import Steps, device_batches
 
 #: scikit-learn's default (the per-cell baseline's): L2 penalty 1/(2C) on the standardised weights
 GLM_C = 1.0
-#: the stacking's penalty (``stack_glm``): three weights on thousands of cells, barely penalised
+#: the stacking's penalty (``stack_glm``): two weights on thousands of cells, barely penalised
 STACK_C = 1e4
 #: summaries whose std over the training cells is below this (normalised units) are left out
 CONSTANT_STD = 1e-4
@@ -117,15 +117,17 @@ def fit_glm_offset(
 
 def stack_glm(model: torch.nn.Module, ds: PatchDataset, steps: Steps) -> dict[str, Any] | None:
     """Fit each network's ``glm_stack`` (``model.glm_fit: stack``) on ``ds``, the validation
-    patches: the logistic regression of the occurrences on the network's own logit (deep and
-    wide paths) and the fitted per-cell regression's logit, so the logit becomes ``a * network +
-    b * regression + c``. Every (patch, cell) whose loss counts is one sample (the two lattices
-    overlap, as early stopping scores them); every data-parallel rank reads them all, so all
-    get the same weights. The per-cell regression must be fitted already
-    (:func:`fit_glm_offset`). None when no network stacks; a report of the fit otherwise, with
-    the validation log-loss of the network alone (recalibrated the same way, on its logit only)
-    and stacked. Validation cells of one class
-    only leave (1, 0, 0): the network alone.
+    patches: the network's own logit (deep and wide paths) and the fitted per-cell regression's
+    are added with equal weights, and the sum is scaled and shifted by a logistic regression of
+    the occurrences on it, so the logit becomes ``s * (network + regression) + c``
+    (``glm_stack`` = (s, s, c)). Equal weights, not two fitted ones: fitted weights follow the
+    validation cells' noise where they are few (docs/decisions.md, "Stacked, not started").
+    Every (patch, cell) whose loss counts is one sample (the two lattices overlap, as early
+    stopping scores them); every data-parallel rank reads them all, so all get the same weights.
+    The per-cell regression must be fitted already (:func:`fit_glm_offset`). None when no network
+    stacks; a report of the fit otherwise, with the validation log-loss of the network alone
+    (scaled and shifted the same way) and stacked. Validation cells of one class only leave
+    (1, 0, 0): the network alone.
     """
     nets = [
         m
@@ -155,19 +157,20 @@ def stack_glm(model: torch.nn.Module, ds: PatchDataset, steps: Steps) -> dict[st
         return report
     for net, parts in zip(nets, columns, strict=True):
         z = np.concatenate(parts)
-        fit = LogisticRegression(C=STACK_C, max_iter=1000).fit(z, y)
-        a, b = (float(v) for v in fit.coef_[0])
-        c = float(fit.intercept_[0])
+        s, c = _scale_and_shift(z.sum(axis=1), y)
         stack = net.get_buffer("glm_stack")
-        stack.copy_(torch.tensor([a, b, c], dtype=stack.dtype))
-        report["weights"].append([a, b, c])
-        alone = LogisticRegression(C=STACK_C, max_iter=1000).fit(z[:, :1], y)
-        z_alone = alone.coef_[0, 0] * z[:, 0] + alone.intercept_[0]
-        report.setdefault("log_loss_network", []).append(_log_loss(y, z_alone))
-        report.setdefault("log_loss_stacked", []).append(
-            _log_loss(y, a * z[:, 0] + b * z[:, 1] + c)
-        )
+        stack.copy_(torch.tensor([s, s, c], dtype=stack.dtype))
+        report["weights"].append([s, s, c])
+        s_net, c_net = _scale_and_shift(z[:, 0], y)
+        report.setdefault("log_loss_network", []).append(_log_loss(y, s_net * z[:, 0] + c_net))
+        report.setdefault("log_loss_stacked", []).append(_log_loss(y, s * z.sum(axis=1) + c))
     return report
+
+
+def _scale_and_shift(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(s, c) of the logistic regression of 0/1 ``y`` on one logit ``z`` (barely penalised)."""
+    fit = LogisticRegression(C=STACK_C, max_iter=1000).fit(z[:, None], y)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
 def _log_loss(y: np.ndarray, z: np.ndarray) -> float:
