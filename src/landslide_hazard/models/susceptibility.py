@@ -364,8 +364,8 @@ def build_susceptibility(
 
     Maps (B, in_channels, n*k, n*k) -> (B, n, n) probabilities, n = patch_cells, k = cell_pixels.
     ``glm``: None, or how each network gets a fixed per-cell regression, start or stack
-    (:meth:`SusceptibilityNet.add_glm`), zero until ``training.glm`` fits it. Seed torch (``torch.manual_seed``)
-    before the call for reproducible weights.
+    (:meth:`SusceptibilityNet.add_glm`), zero until ``training.glm`` fits it. Seed torch
+    (``torch.manual_seed``) before the call for reproducible weights.
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} must be in [0, 1)")
