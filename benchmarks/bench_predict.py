@@ -26,6 +26,8 @@ Usage: ``python benchmarks/bench_predict.py [--quick]``, or through the harness:
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import os
 import subprocess
@@ -85,25 +87,25 @@ def _child(cube: Path, tuned: bool, preset: str, batch: int) -> tuple[float, flo
     return float(wall), float(system), int(faults)
 
 
-def _numpy_assembly(reader, norm, chunk: list[tuple[int, int, int]]) -> np.ndarray:
-    """``predict.core.assemble_inputs`` as it was before ``sampling.kernels``: the dynamic bands
+def _numpy_patch_input(reader, norm, t: int, r0: int, c0: int, static, out) -> np.ndarray:
+    """``CubeReader.patch_input`` as it was before ``sampling.kernels``: the dynamic bands
     upsampled (``CubeReader.dynamic_window``), normalised and NaN-zeroed in separate passes."""
     n = reader.grid.patch_cells
-    side = n * reader.grid.cell_pixels
     dyn, mon = reader._dynamic_slice, reader._monsoon_slice
-    statics: dict[tuple[int, int], np.ndarray] = {}
-    out = np.empty((len(chunk), reader.n_channels, side, side), dtype=np.float32)
-    for i, (t, r0, c0) in enumerate(chunk):
-        static = statics.get((r0, c0))
-        if static is None:
-            static = statics[(r0, c0)] = reader.static_input(norm, r0, c0, n, finite=True)
-        x = out[i]
-        x[: dyn.start] = static
-        x[dyn] = norm.scale(reader.dynamic_window(t, r0, c0, n, n), dyn)
-        x[mon] = norm.scale(np.array([reader.monsoons[t]], dtype=np.float32), mon)[0]
-        rest = x[dyn.start :]
-        np.copyto(rest, np.float32(0.0), where=~np.isfinite(rest))
+    out[: dyn.start] = static
+    out[dyn] = norm.scale(reader.dynamic_window(t, r0, c0, n, n), dyn)
+    out[mon] = norm.scale(np.array([reader.monsoons[t]], dtype=np.float32), mon)[0]
+    rest = out[dyn.start :]
+    np.copyto(rest, np.float32(0.0), where=~np.isfinite(rest))
     return out
+
+
+def _numpy_reader(reader):
+    """A shallow copy of ``reader`` whose ``patch_input`` is the numpy route, so that
+    ``predict.core.assemble_inputs`` builds the same batches the old way."""
+    numpy_reader = copy.copy(reader)
+    numpy_reader.patch_input = functools.partial(_numpy_patch_input, reader)
+    return numpy_reader
 
 
 def run(
@@ -175,6 +177,7 @@ def run(
             variants["bf16"] = call("channels_last", 0, bf16=True)
             best = interleaved_best(variants, rounds)
             rows_of_patches = _patch_rows(reader, "mean", list(range(periods)))
+            numpy_reader = _numpy_reader(reader)
 
             def inputs_only(how: str):
                 def go():
@@ -185,7 +188,7 @@ def run(
                             if how == "per patch":  # predict's: the static part once per patch
                                 assemble_inputs(reader, norm, chunk)
                             elif how == "numpy":  # the same, the dynamic part in numpy
-                                _numpy_assembly(reader, norm, chunk)
+                                assemble_inputs(numpy_reader, norm, chunk)
                             else:  # before: static sliced and normalised for every period
                                 np.stack([reader.patch_input(norm, *p) for p in chunk])
                     reader.release_rows()
@@ -223,7 +226,7 @@ def run(
             numpy_diff = max(
                 float(
                     np.abs(
-                        assemble_inputs(reader, norm, c) - _numpy_assembly(reader, norm, c)
+                        assemble_inputs(reader, norm, c) - assemble_inputs(numpy_reader, norm, c)
                     ).max()
                 )
                 for r in rows_of_patches
