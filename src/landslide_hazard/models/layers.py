@@ -133,16 +133,17 @@ class CellSummaryLinear(nn.Module):
 
 
 class CellSummaryGLM(nn.Module):
-    """A per-cell logistic regression fitted before the network trains, then held fixed.
+    """A per-cell logistic regression, fitted on the training cells and then held fixed.
 
     (B, C, n*k, n*k) -> (B, n, n): ``weight . s + bias`` on the cell summaries ``s`` of
     :func:`cell_summaries`, the mean and standard deviation of every input band over the cell
     (``percentiles``: also the 10th and 90th percentiles, as the per-cell baselines read; a
     sort per cell that makes training ~2x slower on a CPU). Its coefficients are buffers, not
     parameters: they are fitted exactly (convex, scikit-learn, ``training.glm.fit_glm_offset``)
-    on the training cells and no optimiser moves them, so the deep path learns what the
-    per-cell model misses (a "combined actuarial neural network", Wuethrich & Merz 2019;
-    docs/models.md). Zero until fitted.
+    on the training cells and no optimiser moves them. How it joins the network's logit is
+    ``model.glm_fit`` (:meth:`SusceptibilityNet.add_glm`): added after training with equal
+    weight (stack), or as the start whose residual the deep path learns (a "combined actuarial
+    neural network", Wuethrich & Merz 2019); docs/models.md. Zero until fitted.
     """
 
     weight: torch.Tensor

@@ -1,13 +1,15 @@
 """The fitted per-cell regression of the susceptibility block (``model.glm``).
 
-Before the susceptibility stage trains, :func:`fit_glm_offset` reads every training cell once
-(the cell summaries :class:`models.layers.CellSummaryGLM` computes from the network's own
-normalised inputs), fits a standardised logistic regression with scikit-learn (the same
-estimator and regularisation as the per-cell baseline, ``evaluation.baselines``), and stores its
-coefficients, folded back to unstandardised features, in every network of the block. The deep
-path's head starts at zero, so the network starts as that regression; the susceptibility stage
-then scores this start on the validation cells and keeps it unless an epoch does better
-(``training.fit``). Why: docs/models.md, "The default model", and docs/decisions.md.
+:func:`fit_glm_offset` reads every training cell once (the cell summaries
+:class:`models.layers.CellSummaryGLM` computes from the network's own normalised inputs), fits a
+standardised logistic regression with scikit-learn (the same estimator and regularisation as the
+per-cell baseline, ``evaluation.baselines``), and stores its coefficients, folded back to
+unstandardised features, in every network of the block. With ``model.glm_fit: stack`` (the
+default) that happens after the network has trained alone, and :func:`stack_glm` then adds the
+two logits on the validation cells. With ``start`` it happens before the susceptibility stage:
+the deep path's head starts at zero, so the network starts as that regression, and the stage
+keeps this start unless an epoch validates better (``training.fit``). Why: docs/models.md, "The
+default model", and docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..bands import STATIC_NAMES
 from ..errors import InputError
+from ..evaluation.calibration import binary_nll
 from ..models.layers import CellSummaryGLM
 from ..models.susceptibility import SusceptibilityNet
 from ..sampling.dataset import PatchDataset, batches_of
@@ -162,8 +165,8 @@ def stack_glm(model: torch.nn.Module, ds: PatchDataset, steps: Steps) -> dict[st
         stack.copy_(torch.tensor([s, s, c], dtype=stack.dtype))
         report["weights"].append([s, s, c])
         s_net, c_net = _scale_and_shift(z[:, 0], y)
-        report.setdefault("log_loss_network", []).append(_log_loss(y, s_net * z[:, 0] + c_net))
-        report.setdefault("log_loss_stacked", []).append(_log_loss(y, s * z.sum(axis=1) + c))
+        report.setdefault("log_loss_network", []).append(binary_nll(y, s_net * z[:, 0] + c_net))
+        report.setdefault("log_loss_stacked", []).append(binary_nll(y, s * z.sum(axis=1) + c))
     return report
 
 
@@ -171,8 +174,3 @@ def _scale_and_shift(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(s, c) of the logistic regression of 0/1 ``y`` on one logit ``z`` (barely penalised)."""
     fit = LogisticRegression(C=STACK_C, max_iter=1000).fit(z[:, None], y)
     return float(fit.coef_[0, 0]), float(fit.intercept_[0])
-
-
-def _log_loss(y: np.ndarray, z: np.ndarray) -> float:
-    """Mean negative log-likelihood of 0/1 ``y`` under logits ``z``."""
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
