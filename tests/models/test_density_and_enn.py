@@ -78,6 +78,41 @@ def test_density_of_a_cell_ignores_its_neighbours():
         assert torch.allclose(per_cell, block(x))
 
 
+def test_forward_selected_computes_only_the_selected_cells():
+    """Evaluation mode: the masked full forward, outputs and gradients. Training mode: the
+    batch norms see the selected cells only, so an unselected cell's input changes nothing
+    (while the full forward's batch statistics move with it). No cell: an empty output whose
+    loss still backpropagates."""
+    torch.manual_seed(3)
+    block = DensityBlock(13, 8, dropout=0.0, output_activation="softplus").double()
+    x = torch.randn(2, 13, 32, 32, dtype=torch.float64)
+    selected = torch.rand(2, 4, 4) < 0.3
+    selected[0, 0, 0], selected[1, 3, 3] = True, False
+    block.eval()
+    got = block.forward_selected(x, selected)
+    want = block(x)[selected]
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    grads = []
+    for out in (got, want):
+        block.zero_grad()
+        out.square().sum().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in block.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    block.train()
+    y = x.clone()
+    y[1, :, 24:32, 24:32] += 10.0  # cell (1, 3, 3), not selected
+    torch.testing.assert_close(
+        block.forward_selected(y, selected), block.forward_selected(x, selected)
+    )
+    assert not torch.allclose(block(y)[selected], block(x)[selected])
+    none = block.forward_selected(x, torch.zeros(2, 4, 4, dtype=torch.bool))
+    assert none.shape == (0,)
+    masked_mae(none, none.detach()).backward()
+    with pytest.raises(ValueError, match="selected has shape"):
+        block.forward_selected(x, selected[:, :2])
+
+
 def test_density_first_conv_pads_as_the_published_zero_pad_does():
     """The conv's own padding = 3 against the published ZeroPad2d(3) and an unpadded conv."""
     torch.manual_seed(5)

@@ -231,19 +231,31 @@ def test_early_stopping_keeps_patience(tmp_path, config_factory, susceptibility_
     assert "susceptibility: done, best validation loss 0.50000" in log
 
 
+class _ConstDensity(torch.nn.Module):
+    """density d everywhere (B, 2, 2); ``forward_selected`` as the density block's."""
+
+    def __init__(self, d, w):
+        super().__init__()
+        self.d, self.w = d, w
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 2, 2), self.d) + 0 * self.w
+
+    def forward_selected(self, x, selected):
+        return self(x)[selected]
+
+
 class _ConstModel(torch.nn.Module):
     """susceptibility p, density d everywhere (B, 2, 2)."""
 
     def __init__(self, p, d):
         super().__init__()
-        self.p, self.d = p, d
+        self.p = p
         self.w = torch.nn.Parameter(torch.zeros(()))
+        self.density = _ConstDensity(d, self.w)
 
     def susceptibility(self, x):
         return torch.full((x.shape[0], 2, 2), self.p) + 0 * self.w
-
-    def density(self, x):
-        return torch.full((x.shape[0], 2, 2), self.d) + 0 * self.w
 
     def forward(self, x):
         s, d = self.susceptibility(x), self.density(x)
@@ -291,6 +303,34 @@ def test_stage_losses_hand_computed():
     assert float(stage_loss("finetune", m, x, target, mask, paper, 0.0).detach()) == pytest.approx(
         mae + np.mean(bce), rel=1e-5
     )
+
+
+@pytest.mark.parametrize("density_loss", ["mae", "gamma"])
+def test_density_stages_score_the_counted_cells_as_the_full_block_does(density_loss):
+    """The density stages compute the block on the cells whose loss counts only; with batch
+    norm frozen (evaluation) that is the full block masked, as the stages computed it before."""
+    from landslide_hazard.config import TrainingConfig
+    from landslide_hazard.models import build_enn
+    from landslide_hazard.training.losses import masked_gamma_deviance, masked_mae
+
+    torch.manual_seed(4)
+    t = TrainingConfig(density_loss=density_loss)
+    m = build_enn("tiny", 13, 4, 8, dropout=0.0, density_activation="softplus").double().eval()
+    x = torch.randn(3, 13, 32, 32, dtype=torch.float64)
+    target = torch.where(torch.rand(3, 4, 4) < 0.4, 5 * torch.rand(3, 4, 4), 0.0).double()
+    target[0, 1, 1] = float("nan")
+    mask = target > 0
+    mask[0, 1, 1] = True  # counted by the mask, dropped as not finite
+    full = m.density(x)
+    want = {
+        "density_log": masked_mae(full, torch.log1p(target), mask),
+        "density": masked_gamma_deviance(full, target, mask)
+        if density_loss == "gamma"
+        else masked_mae(full, target, mask),
+    }
+    for stage, loss in want.items():
+        got = stage_loss(stage, m, x, target, mask, t, 0.0)  # float32, as training scores
+        assert float(got.detach()) == pytest.approx(float(loss.detach()), rel=1e-6)
 
 
 def test_oracle_and_skill_on_synthetic_truth(tmp_path, config_factory):

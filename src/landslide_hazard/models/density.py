@@ -34,7 +34,9 @@ class DensityBlock(nn.Module):
         output_activation: ``relu`` (the code) or ``softplus`` (smooth, never stuck at exactly 0).
 
     ``forward(x)``: (B, C, n*k, n*k) -> (B, n, n) density given occurrence, % of cell area, >= 0.
-    ``forward_cells(cells)``: (N, C, k, k) -> (N,), for training on selected cells only.
+    ``forward_cells(cells)``: (N, C, k, k) -> (N,); ``forward_selected(x, selected)``: the
+    densities of the selected cells of a patch batch, computing only those (the density stages
+    train on positive cells only).
     """
 
     def __init__(
@@ -92,6 +94,28 @@ class DensityBlock(nn.Module):
                 f"got {tuple(cells.shape)}"
             )
         return self.regressor(self.features(cells))[:, 0]
+
+    def forward_selected(self, x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """(B, C, n*k, n*k) patches and (B, n, n) bool -> (N,) densities of the N selected
+        cells, in row-major order of ``selected``; no other cell is computed.
+
+        In evaluation mode this is ``forward(x)[selected]``. In training mode the batch norms
+        normalise over the selected cells only (``forward`` would use every cell of the batch).
+        No cell selected: an empty tensor, still attached to the weights (a loss over it is 0
+        and ``backward`` works).
+        """
+        b, _, h, w = x.shape
+        k = self.cell_pixels
+        if selected.shape != (b, h // k, w // k):
+            raise ValueError(
+                f"selected has shape {tuple(selected.shape)}; expected {(b, h // k, w // k)}"
+            )
+        keep = selected.reshape(-1).to(torch.bool)
+        if not bool(keep.any()):  # batch norm cannot normalise over no cell
+            last = self.regressor[-2]  # the last Linear (the activation follows it)
+            assert isinstance(last, nn.Linear)
+            return last.bias[:0] * 0.0
+        return self.forward_cells(patch_to_cells(x, k)[keep])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n*k, n*k) patch -> (B, n, n) densities in % of the cell area."""

@@ -43,12 +43,16 @@ class ENN(nn.Module):
     build_args: dict[str, Any] | None = None
     # declared for type checkers (nn.Module's attribute lookup is typed Tensor | Module)
     susceptibility: nn.Module
-    density: nn.Module
+    density: DensityBlock
     calibration: torch.Tensor
     use_calibration: bool
 
     def __init__(
-        self, susceptibility: nn.Module, density: nn.Module, patch_cells: int, cell_pixels: int
+        self,
+        susceptibility: nn.Module,
+        density: DensityBlock,
+        patch_cells: int,
+        cell_pixels: int,
     ) -> None:
         super().__init__()
         self.susceptibility = susceptibility

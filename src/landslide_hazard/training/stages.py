@@ -4,7 +4,9 @@
    Tversky or class-weighted BCE, lr ``lr_susceptibility``;
 2. ``density_log``: the density block on positive cells only, MAE against log1p(density);
 3. ``density``: the density block on positive cells, MAE on the original scale (% of cell);
-   both with lr ``lr_density``;
+   both with lr ``lr_density``, and both compute the block on the cells whose loss counts only
+   (``DensityBlock.forward_selected``: the others would be masked out of the loss; so the
+   block's batch norms normalise over the positive cells it learns from);
 4. ``finetune``: the whole ENN on all cells with the zeros back in: mean squared error of
    hazard = S x D against the observed density plus the susceptibility loss, lr
    ``lr_finetune``.
@@ -104,12 +106,15 @@ def stage_loss(
     occurrence = (target > min_density).to(torch.float32)
     if stage == "susceptibility":
         return _members_loss(model.susceptibility, x, occurrence, mask, t)
-    if stage == "density_log":
-        return masked_mae(model.density(x).float(), torch.log1p(target), mask)
-    if stage == "density":
+    if stage in ("density_log", "density"):
+        counts = mask.to(torch.bool) & torch.isfinite(target)
+        d = model.density.forward_selected(x, counts).float()
+        y = target[counts].to(d.dtype)
+        if stage == "density_log":
+            return masked_mae(d, torch.log1p(y))
         if t.density_loss == "gamma":
-            return masked_gamma_deviance(model.density(x).float(), target, mask)
-        return masked_mae(model.density(x).float(), target, mask)
+            return masked_gamma_deviance(d, y)
+        return masked_mae(d, y)
     if stage == "finetune":
         out = model(x)
         # MSE by default, not the paper code's MAE: E[D] is a conditional mean, and the MAE's
