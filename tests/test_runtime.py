@@ -141,3 +141,25 @@ def test_a_dataloader_worker_gets_one_thread():
         torch_threads, blas_threads, pid = batch[0].tolist()
         assert pid != os.getpid()
         assert (torch_threads, blas_threads) == (1, 1)
+
+
+def test_numba_launching_its_threads_does_not_resize_torch():
+    """A fresh process where torch already ran and numba is loaded but has not started its
+    threading layer (a library user's first ``train``): numba's OpenMP layer, started by the
+    policy, resets the OpenMP thread count to NUMBA_NUM_THREADS, which torch reads; the policy
+    must still leave torch at the chosen count (it once left it at every core)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.get_num_threads(); import numba\n"
+        "from landslide_hazard.runtime import apply_thread_policy\n"
+        "c = apply_thread_policy(1)\n"
+        "print(c.threads, torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["1", "1", "1"], out.stdout + out.stderr

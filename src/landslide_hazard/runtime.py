@@ -246,6 +246,12 @@ def set_threads(threads: int) -> None:
     """Size every thread pool of this process: torch (intra- and inter-op), the BLAS / OpenMP
     pools numpy and scipy use (threadpoolctl), and numba's when numba is loaded."""
     threads = max(1, int(threads))
+    # numba first: launching its OpenMP threading layer resets the process's OpenMP thread
+    # count to NUMBA_NUM_THREADS (the cores), which torch's pool reads, so a torch set before
+    # it would run with every core after it (measured: 1 -> 2 on a 2-core machine)
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     torch = sys.modules.get("torch")
     if torch is not None:  # not loaded yet: it starts with OMP_NUM_THREADS (configure_cli_process)
         torch.set_num_threads(threads)
@@ -259,9 +265,6 @@ def set_threads(threads: int) -> None:
         pass
     else:
         threadpool_limits(limits=threads)
-    numba = sys.modules.get("numba")
-    if numba is not None:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 def apply_thread_policy(config_threads: int | None = None) -> ThreadChoice:
