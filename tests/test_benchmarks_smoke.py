@@ -334,5 +334,23 @@ def test_train_benchmark_quick_rows_and_the_same_computation(common):
     for stage in ("susceptibility", "density", "finetune"):
         default = by_name[f"{stage} default"]
         assert default["value"] is not None and default["value"] > 0, default["note"]
-        assert default["note"].endswith("same loss and gradients as round-2")
+        assert default["note"].endswith("same loss and gradients as round-2 (batch norm frozen)")
         assert default["ratio_to"] == f"{stage} round-2"
+
+
+def test_train_benchmark_check_catches_the_wrong_density_cells(monkeypatch):
+    """The density stage's same-computation check fails when the default path computes other
+    cells than those whose loss counts (here: every cell's density, in the selected order)."""
+    from landslide_hazard.models import DensityBlock
+    from landslide_hazard.models.layers import patch_to_cells
+
+    bench = _load("bench_train")
+    batch = bench._batch("density")
+    assert bench._same_computation("density", batch) == ""
+
+    def wrong(self, x, selected):
+        n = int(selected.sum())
+        return self.forward_cells(patch_to_cells(x, self.cell_pixels)[:n])
+
+    monkeypatch.setattr(DensityBlock, "forward_selected", wrong)
+    assert bench._same_computation("density", batch) != ""
