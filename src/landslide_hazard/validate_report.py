@@ -219,8 +219,9 @@ def render_markdown(result: dict[str, Any], command: str, figure: str | None = N
         "`enn_constant_density` is an ablation: the "
         "ENN's susceptibility times one constant density (the mean of the positive training "
         "cells). The ENN's maps are the calibrated ones `predict` writes (Platt scaling fitted on "
-        "the fold's validation cells and stored in the model, plus a logit shift per period that "
-        "has validation cells; test periods of the temporal protocols have none).",
+        "the fold's validation cells and stored in the model, plus a logit shift per period "
+        "fitted on its training and validation cells; test periods of the temporal protocols "
+        "have neither, so none).",
         "",
         "Protocols: **paper** = random 70/30 split of patches over both lattices (it leaks: the "
         "shifted lattice regroups training cells, so its scores are optimistic); **spatial** = "

@@ -81,9 +81,10 @@ def test_run_folder_contents_and_normalisation(reference_run):
         assert f"{stage} epoch 1/" in log
 
 
-def test_period_shifts_are_fitted_on_each_periods_validation_cells(reference_run):
-    """model.pt holds one logit shift per period with validation cells; recomputed from the
-    loaded model's raw maps, the stored Platt scaling and ``level_shift``, they agree."""
+def test_period_shifts_are_fitted_on_each_periods_training_and_validation_cells(reference_run):
+    """model.pt holds one logit shift per period with training or validation cells; recomputed
+    from the loaded model's raw maps on those cells, the stored Platt scaling and
+    ``level_shift``, they agree."""
     from scipy.special import logit
 
     from landslide_hazard.cube import open_cube
@@ -95,13 +96,14 @@ def test_period_shifts_are_fitted_on_each_periods_validation_cells(reference_run
     run = load_run(run_dir)
     split = Split.load(run_dir / "splits.npz")
     reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"))
-    with_val = [reader.period_names[t] for t in np.flatnonzero(split.val_cells.any(axis=(1, 2)))]
-    assert sorted(run.model.period_shifts) == sorted(with_val)
+    level_cells = split.train_cells | split.val_cells
+    with_cells = [reader.period_names[t] for t in np.flatnonzero(level_cells.any(axis=(1, 2)))]
+    assert sorted(run.model.period_shifts) == sorted(with_cells)
     run.model.use_calibration = False
     raw = predict_arrays(run.model, reader, run.norm)["susceptibility"]
     slope, intercept = (float(v) for v in run.model.calibration[:2])
     for t, name in enumerate(reader.period_names):
-        cells = split.val_cells[t] & np.isfinite(reader.target[t]) & np.isfinite(raw[t])
+        cells = level_cells[t] & np.isfinite(reader.target[t]) & np.isfinite(raw[t])
         if name not in run.model.period_shifts:
             continue
         z = slope * logit(np.clip(raw[t][cells].astype(np.float64), 1e-7, 1 - 1e-7)) + intercept

@@ -230,7 +230,9 @@ def calibration_note(m: dict[str, Any]) -> str:
     shifts = cal.get("period_shifts") or {}
     if shifts:
         listed = ", ".join(f"{html.escape(str(k))} {v:+.2f}" for k, v in shifts.items())
-        parts.append(f"a logit shift per period with validation cells ({listed})")
+        n_level = cal.get("n_level_cells")
+        on = f"{fmt(n_level)} training and validation cells" if n_level else "validation cells"
+        parts.append(f"a logit shift per period, fitted on its {on} ({listed})")
     blend = cal.get("density_blend")
     if isinstance(blend, dict):
         parts.append(
