@@ -156,3 +156,11 @@ def test_a_model_file_that_would_run_code_is_refused_without_running_it(tmp_path
     result = _runner().invoke(app, ["predict", str(run), "--no-progress"])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert not sentinel.exists()
+
+
+def test_calibrate_refuses_a_folder_without_a_finished_run(tmp_path):
+    run = _run_folder(tmp_path)
+    result = _runner().invoke(app, ["calibrate", str(run), "--no-progress"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no finished run to recalibrate" in lines[0] and str(run) in lines[0]

@@ -122,6 +122,10 @@ def main(
     tune_malloc()
 
 
+def _score(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 
@@ -358,6 +362,7 @@ def train_cmd(
 ) -> None:
     """Train a run (<output.dir>/runs/<name>/) and print its held-out scores."""
     import json
+    import os
 
     from .config import load_config
     from .run import RunFolder
@@ -366,22 +371,29 @@ def train_cmd(
     cfg = load_config(config)
     run = train(cfg, protocol=protocol, fold=fold, progress=not no_progress)
     metrics = json.loads(RunFolder(run).metrics.read_text())
-
-    import os
-
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 reports, once
         return
-
-    def fmt(v) -> str:
-        return "n/a" if v is None else f"{v:.3f}"
 
     leaky = " (paper protocol: leaky, optimistic)" if metrics.get("leaky") else ""
     result(f"wrote {run}{leaky}")
     result(
-        f"held-out AUC {fmt(metrics.get('held_out_auc'))}  oracle AUC "
-        f"{fmt(metrics.get('oracle_auc'))}  skill {fmt(metrics.get('skill_pooled'))}"
+        f"held-out AUC {_score(metrics.get('held_out_auc'))}  oracle AUC "
+        f"{_score(metrics.get('oracle_auc'))}  skill {_score(metrics.get('skill_pooled'))}"
     )
     console.print(f"next: `landslide-hazard predict {run}`")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run: Path = typer.Argument(..., help="a trained run folder (<output.dir>/runs/<name>)"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar or log echo"),
+) -> None:
+    """Refit a trained run's stored calibration with this version, keeping its weights."""
+    from .training import recalibrate
+
+    m = recalibrate(run, progress=not no_progress)
+    before, after = _score(m.get("previous_held_out_auc")), _score(m.get("held_out_auc"))
+    result(f"recalibrated {run}: held-out AUC {before} -> {after}")
 
 
 @app.command("predict")
@@ -578,16 +590,10 @@ def demo_cmd(
     """synth -> prepare -> train -> predict -> evaluate -> report on a synthetic scenario."""
     from .demo import run_demo
 
-    summary = run_demo(
-        out, size=size, seed=seed, force=force, console=console, mc_samples=mc_samples
-    )
-
-    def fmt(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.3f}"
-
+    s = run_demo(out, size=size, seed=seed, force=force, console=console, mc_samples=mc_samples)
     console.print(
-        f"\n[bold]held-out ({summary['protocol']} protocol)[/]: AUC {fmt(summary['held_out_auc'])}, "
-        f"oracle AUC {fmt(summary['oracle_auc'])}, skill {fmt(summary['skill'])}"
+        f"\n[bold]held-out ({s['protocol']} protocol)[/]: AUC {_score(s['held_out_auc'])}, "
+        f"oracle AUC {_score(s['oracle_auc'])}, skill {_score(s['skill'])}"
     )
-    result(f"run folder: {summary['run']}")
-    result(f"report: {summary['report']}")
+    result(f"run folder: {s['run']}")
+    result(f"report: {s['report']}")

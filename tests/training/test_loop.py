@@ -113,6 +113,41 @@ def test_period_shifts_are_fitted_on_each_periods_training_and_validation_cells(
     assert metrics["calibration"]["period_shifts"] == pytest.approx(run.model.period_shifts)
 
 
+def test_recalibrate_refits_what_train_stored(reference_run):
+    """``recalibrate`` on a copy of a finished run whose stored calibration was spoilt gives
+    back the calibration, model.pt state and held-out scores ``train`` wrote; a folder with no
+    finished run is refused."""
+    import shutil
+
+    from landslide_hazard.errors import InputError
+    from landslide_hazard.training import recalibrate
+
+    cfg, run_dir = reference_run
+    copy = run_dir.parent / "recalibrated"
+    shutil.copytree(run_dir, copy)
+    spoilt = torch.load(copy / "model.pt", weights_only=False)
+    spoilt["state_dict"]["calibration"] = torch.tensor([2.0, 1.0, 1.0])
+    spoilt["period_shifts"] = {"no such period": 3.0}
+    torch.save(spoilt, copy / "model.pt")
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["held_out_auc"] = 0.0
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+
+    after = recalibrate(copy)
+    assert after["previous_held_out_auc"] == 0.0
+    want = json.loads((run_dir / "metrics.json").read_text())
+    assert after["held_out_auc"] == want["held_out_auc"]
+    assert after["calibration"]["period_shifts"] == want["calibration"]["period_shifts"]
+    got_file, want_file = (torch.load(d / "model.pt", weights_only=False) for d in (copy, run_dir))
+    _assert_same_weights(got_file["state_dict"], want_file["state_dict"])
+    assert got_file["period_shifts"] == want_file["period_shifts"]
+    assert got_file["density_blend"] == want_file["density_blend"]
+    assert "recalibrate:" in (copy / "train.log").read_text()
+    (copy / "metrics.json").unlink()
+    with pytest.raises(InputError, match="no finished run to recalibrate"):
+        recalibrate(copy)
+
+
 def test_density_blend_is_fitted_on_the_positive_validation_cells(reference_run):
     """model.pt holds the density maps' blend toward the positive training cells' mean; the
     weight recomputed from the loaded model's raw density maps by least squares agrees, and

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..bands import model_dynamic_names
-from ..config import RunConfig, save_config
+from ..config import RunConfig, load_config, save_config
 from ..cube import open_cube
 from ..errors import InputError, ResumeError
 from ..evaluation.evaluate import metrics_to_json
@@ -205,6 +205,50 @@ def _run_training(
     return run.path
 
 
+def recalibrate(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
+    """Refit a finished run's stored calibration with this version's code and the run's own
+    config, keeping its weights: Platt scaling, the per-period shifts and the density blend
+    (``training.calibrate.fit_calibration``), then rewrite ``model.pt`` and ``metrics.json``
+    exactly as ``train`` ends (the same files a retrain gives, training being deterministic)
+    and add a line to ``train.log``. Returns the new metrics. For runs calibrated by an
+    earlier version, or after changing ``training.calibration`` in the run's config.yaml."""
+    import json
+    from dataclasses import replace as dc_replace
+
+    from ..predict import load_run
+    from ..sampling.splits import Split
+
+    run = RunFolder(Path(run_dir))
+    if not run.metrics.is_file():
+        raise InputError(
+            f"{run.path}: no metrics.json, so no finished run to recalibrate; train it first "
+            "(`landslide-hazard train CONFIG`)"
+        )
+    cfg_run = load_config(run.config)
+    device = resolve_device(cfg_run.training.device)
+    loaded = load_run(run.path, device)
+    threads = apply_thread_policy(cfg_run.runtime.threads)
+    data = _training_data(cfg_run, DEFAULT_MEMORY_BUDGET_BYTES)
+    if list(loaded.norm.names) != list(data.norm.names):
+        raise InputError(
+            f"{run.path}: model.pt reads bands {list(loaded.norm.names)} but the cube gives "
+            f"{list(data.norm.names)}; recalibrate against the cube the run was trained on"
+        )
+    data = dc_replace(data, split=Split.load(run.splits), norm=loaded.norm)
+    model = loaded.model
+    with torch.no_grad():  # uncalibrated until refitted (training.calibration: none keeps it so)
+        model.calibration.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    model.period_shifts = {}
+    model.density_blend = None
+    before = json.loads(run.metrics.read_text())
+    rt = FitRuntime(device, log=_Log(run.train_log, progress), progress=progress)
+    rt.log(f"recalibrate: {threads.describe()}; the weights kept, the calibration refitted")
+    _finish_run(run, model, cfg_run, data, rt, threads)
+    after: dict[str, Any] = json.loads(run.metrics.read_text())
+    after["previous_held_out_auc"] = before.get("held_out_auc")
+    return after
+
+
 def _training_data(cfg: RunConfig, memory_budget_bytes: int) -> TrainingData:
     """The cube (its grid checked against the config), the split of the run ``cfg`` (its
     ``evaluation.protocol`` and ``test_fold``) and the normalisation."""
@@ -259,7 +303,8 @@ def _finish_run(
     if calibration.get("slope") is not None:
         rt.log(
             f"calibration ({cfg_run.training.calibration}) on {calibration['n_cells']} "
-            f"validation cells: ECE {_fmt(calibration['ece_raw'])} -> "
+            f"validation cells, the per-period level on {calibration['n_level_cells']} "
+            f"training and validation cells: validation ECE {_fmt(calibration['ece_raw'])} -> "
             f"{_fmt(calibration['ece_calibrated'])}"
         )
     blend = calibration.get("density_blend")
