@@ -45,7 +45,7 @@ CALIBRATION_KINDS: tuple[str, ...] = ("none", "temperature", "platt", "isotonic"
 LOGIT_EPS = 1e-7
 _PROB_TOL = 1e-6
 # Prior sd (logit units) of a period's level shift (level_shift): a period's hundreds of
-# validation cells outweigh it; a period with a handful is drawn towards no shift.
+# training and validation cells outweigh it; a period with a handful is drawn towards no shift.
 LEVEL_PRIOR_SD = 0.5
 # Search range of log T for temperature scaling: T in [1e-3, 1e3] covers any sane model.
 _LOG_T_BOUNDS = (math.log(1e-3), math.log(1e3))
@@ -305,9 +305,9 @@ class PlattScaling(Calibrator):
 
 
 def level_shift(z: Any, y: Any, prior_sd: float = LEVEL_PRIOR_SD) -> float:
-    """The additive logit shift ``d`` of one group of cells (one period's validation cells):
-    the maximum a posteriori fit of ``sigmoid(z + d)`` to 0/1 labels ``y`` under a Normal(0,
-    ``prior_sd``) prior on ``d``.
+    """The additive logit shift ``d`` of one group of cells (one period's training and
+    validation cells, ``training.calibrate``): the maximum a posteriori fit of
+    ``sigmoid(z + d)`` to 0/1 labels ``y`` under a Normal(0, ``prior_sd``) prior on ``d``.
 
     With many cells it is the maximum-likelihood shift, where the mean of ``sigmoid(z + d)``
     equals the observed frequency; a group of a few cells is drawn towards 0 (no shift). The

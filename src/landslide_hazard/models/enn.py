@@ -63,8 +63,9 @@ class ENN(nn.Module):
         # (training.calibrate): [slope, intercept, on]; off (the raw network) until set
         self.register_buffer("calibration", torch.tensor([1.0, 0.0, 0.0]))
         self.use_calibration = True  # False: maps of the raw network output (predict --raw)
-        # per-period logit shifts on top of it, by period name (fitted on the validation cells
-        # of each period, training.calibrate); a period without one (a forecast) gets none
+        # per-period logit shifts on top of it, by period name (fitted on the training and
+        # validation cells of each period, training.calibrate); a period with neither (a
+        # forecast) gets none
         self.period_shifts: dict[str, float] = {}
         # (weight, constant) of the density maps' blend toward a constant, fitted on the
         # validation cells (training.calibrate); None: the density block's maps as they are
