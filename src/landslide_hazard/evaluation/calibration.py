@@ -322,7 +322,7 @@ def level_shift(z: Any, y: Any, prior_sd: float = LEVEL_PRIOR_SD) -> float:
     if zz.size == 0 or (precision == 0.0 and (yy.min() == yy.max())):
         raise ValueError(
             "a level shift needs cells of both classes (or a finite prior); give the period's "
-            "validation cells with occurrences and non-occurrences"
+            "cells with occurrences and non-occurrences"
         )
     d = 0.0
     for _ in range(100):
