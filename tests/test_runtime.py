@@ -163,3 +163,29 @@ def test_numba_launching_its_threads_does_not_resize_torch():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["1", "1", "1"], out.stdout + out.stderr
+
+
+def test_a_worker_sizes_the_process_pools_once(monkeypatch):
+    """``single_thread_worker`` sizes the process-wide pools (a threadpoolctl scan of the loaded
+    libraries) once per process, not on every dask task; again after the process was set to
+    another count."""
+    import torch
+
+    real, calls = runtime.set_threads, []
+
+    def counting(n):
+        calls.append(n)
+        real(n)
+
+    old = torch.get_num_threads()
+    monkeypatch.setattr(runtime, "set_threads", counting)
+    monkeypatch.setattr(runtime, "_pools_sized", None)
+    try:
+        for _ in range(3):
+            runtime.single_thread_worker()
+        assert calls == [1] and torch.get_num_threads() == 1
+        runtime.set_threads(2)  # a stage's policy in the same process
+        runtime.single_thread_worker()
+        assert calls == [1, 2, 1] and torch.get_num_threads() == 1
+    finally:
+        real(old)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,10 @@ OPENMP_WAIT_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 _cli_threads: int | None = None
 #: OMP_NUM_THREADS as the user set it, saved when the CLI replaces it (configure_cli_process).
 _user_omp_threads: tuple[str | None] | None = None
+#: (pid, count) the process-wide pools were last sized to by :func:`set_threads` (a forked child
+#: inherits its parent's record, hence the pid)
+_pools_sized: tuple[int, int] | None = None
+_pools_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -245,6 +250,7 @@ def set_openmp_wait_env(environ: MutableMapping[str, str] | None = None) -> None
 def set_threads(threads: int) -> None:
     """Size every thread pool of this process: torch (intra- and inter-op), the BLAS / OpenMP
     pools numpy and scipy use (threadpoolctl), and numba's when numba is loaded."""
+    global _pools_sized
     threads = max(1, int(threads))
     # numba first: launching its OpenMP threading layer resets the process's OpenMP thread
     # count to NUMBA_NUM_THREADS (the cores), which torch's pool reads, so a torch set before
@@ -265,6 +271,7 @@ def set_threads(threads: int) -> None:
         pass
     else:
         threadpool_limits(limits=threads)
+    _pools_sized = (os.getpid(), threads)
 
 
 def apply_thread_policy(config_threads: int | None = None) -> ThreadChoice:
@@ -302,5 +309,17 @@ def configure_cli_process(cli_threads: int | None) -> ThreadChoice:
 
 def single_thread_worker(worker_id: int | None = None) -> None:
     """One thread in a worker process (DataLoader ``worker_init_fn``, dask tasks): parallelism
-    comes from the workers, so threads inside each would only oversubscribe the cores."""
-    set_threads(1)
+    comes from the workers, so threads inside each would only oversubscribe the cores.
+
+    The process-wide pools (torch's, the BLAS and OpenMP pools threadpoolctl finds) are sized
+    once per process, not on every task: threadpoolctl scans the loaded libraries each time,
+    and a scan from a dask worker thread while other threads load or free libraries could hang
+    (seen once in the suite, threaded `LocalCluster`). Numba's count is per thread, so each
+    calling thread sets its own."""
+    with _pools_lock:
+        if _pools_sized != (os.getpid(), 1):
+            set_threads(1)
+            return
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(1)
