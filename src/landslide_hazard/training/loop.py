@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..bands import model_dynamic_names
+from ..bands import input_names, model_dynamic_names
 from ..config import RunConfig, load_config, save_config
 from ..cube import open_cube
 from ..errors import InputError, ResumeError
@@ -213,7 +213,6 @@ def recalibrate(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     and add a line to ``train.log``. Returns the new metrics. For runs calibrated by an
     earlier version, or after changing ``training.calibration`` in the run's config.yaml."""
     import json
-    from dataclasses import replace as dc_replace
 
     from ..predict import load_run
     from ..sampling.splits import Split
@@ -227,14 +226,11 @@ def recalibrate(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     cfg_run = load_config(run.config)
     device = resolve_device(cfg_run.training.device)
     loaded = load_run(run.path, device)
+    loaded.norm.check_bands(input_names(cfg_run.legacy), what=str(run.model))
     threads = apply_thread_policy(cfg_run.runtime.threads)
-    data = _training_data(cfg_run, DEFAULT_MEMORY_BUDGET_BYTES)
-    if list(loaded.norm.names) != list(data.norm.names):
-        raise InputError(
-            f"{run.path}: model.pt reads bands {list(loaded.norm.names)} but the cube gives "
-            f"{list(data.norm.names)}; recalibrate against the cube the run was trained on"
-        )
-    data = dc_replace(data, split=Split.load(run.splits), norm=loaded.norm)
+    # the run's own split and normalisation, as stored; the cube read as train reads it
+    reader = _open_reader(cfg_run, DEFAULT_MEMORY_BUDGET_BYTES)
+    data = TrainingData(reader, Split.load(run.splits), loaded.norm)
     model = loaded.model
     with torch.no_grad():  # uncalibrated until refitted (training.calibration: none keeps it so)
         model.calibration.copy_(torch.tensor([1.0, 0.0, 0.0]))
@@ -252,25 +248,8 @@ def recalibrate(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
 def _training_data(cfg: RunConfig, memory_budget_bytes: int) -> TrainingData:
     """The cube (its grid checked against the config), the split of the run ``cfg`` (its
     ``evaluation.protocol`` and ``test_fold``) and the normalisation."""
-    path = cube_path(cfg)
-    cube = open_cube(path)
-    grid = cube.grid
-    want = cfg.study_grid()
-    if (grid.cell_pixels, grid.patch_cells, grid.cell_shape) != (
-        want.cell_pixels,
-        want.patch_cells,
-        want.cell_shape,
-    ):
-        raise InputError(
-            f"{path}: cube grid (k={grid.cell_pixels}, n={grid.patch_cells}, {grid.cell_shape} "
-            f"cells) differs from the config (k={want.cell_pixels}, n={want.patch_cells}, "
-            f"{want.cell_shape}); re-run `landslide-hazard prepare` with this config"
-        )
-    reader = CubeReader(
-        cube,
-        memory_budget_bytes=memory_budget_bytes,
-        dynamic_bands=model_dynamic_names(cfg.legacy),
-    )
+    reader = _open_reader(cfg, memory_budget_bytes)
+    grid = reader.grid
     split = make_split(
         reader.target,
         reader.valid,
@@ -287,6 +266,30 @@ def _training_data(cfg: RunConfig, memory_budget_bytes: int) -> TrainingData:
         dynamic_names=reader.dynamic_bands,
     )
     return TrainingData(reader, split, norm)
+
+
+def _open_reader(cfg: RunConfig, memory_budget_bytes: int) -> CubeReader:
+    """A reader of the run's cube, its grid checked against the config, with the cell-grid
+    bands the run's model reads."""
+    path = cube_path(cfg)
+    cube = open_cube(path)
+    grid = cube.grid
+    want = cfg.study_grid()
+    if (grid.cell_pixels, grid.patch_cells, grid.cell_shape) != (
+        want.cell_pixels,
+        want.patch_cells,
+        want.cell_shape,
+    ):
+        raise InputError(
+            f"{path}: cube grid (k={grid.cell_pixels}, n={grid.patch_cells}, {grid.cell_shape} "
+            f"cells) differs from the config (k={want.cell_pixels}, n={want.patch_cells}, "
+            f"{want.cell_shape}); re-run `landslide-hazard prepare` with this config"
+        )
+    return CubeReader(
+        cube,
+        memory_budget_bytes=memory_budget_bytes,
+        dynamic_bands=model_dynamic_names(cfg.legacy),
+    )
 
 
 def _finish_run(
