@@ -91,10 +91,9 @@ def fit_calibration(
     platt = PlattScaling()
     platt.fit(p, y)
     model.set_calibration(platt.slope, platt.intercept)
+    z_map = platt.slope * logit(arrays["susceptibility"]) + platt.intercept  # NaN stays NaN
     level = level_cells & scored
-    z_level = platt.slope * logit(arrays["susceptibility"][level].astype(np.float64))
-    z_level += platt.intercept
-    y_level = observed[level] > cfg.inventory.min_density
+    z_level, y_level = z_map[level], observed[level] > cfg.inventory.min_density
     period_level = np.nonzero(level)[0]
     shifts = {
         reader.period_names[t]: level_shift(z_level[period_level == t], y_level[period_level == t])
@@ -102,7 +101,7 @@ def fit_calibration(
     }
     model.period_shifts = shifts
     report["n_level_cells"] = int(level.sum())
-    z = platt.slope * logit(p) + platt.intercept
+    z = z_map[cells]
     period = np.nonzero(cells)[0]
     shifted = z + np.array([shifts.get(name, 0.0) for name in reader.period_names])[period]
     bins = cfg.evaluation.ece_bins
