@@ -240,15 +240,21 @@ def train_epoch(
     return total / max(count, 1)
 
 
+def _eval_batches(ds: PatchDataset, steps: Steps) -> list[list[int]]:
+    """The batches of ``ds`` in order that this rank scores: ``rank, rank + W, ...`` (all of
+    them in one process)."""
+    batches = batches_of(np.arange(len(ds)), steps.t.batch_size)
+    dist = steps.dist
+    return batches if dist is None else batches[dist.rank :: dist.world_size]
+
+
 def eval_loss(model: ENN, stage: Stage, ds: PatchDataset, steps: Steps) -> float:
     """Mean loss per patch over ``ds``; data-parallel ranks score batches ``rank, rank + W, ...``
     and add their sums, so every rank gets the same value."""
     device, t, dist = steps.device, steps.t, steps.dist
     model.eval()
     total, count = 0.0, 0.0
-    batches = batches_of(np.arange(len(ds)), t.batch_size)
-    if dist is not None:
-        batches = batches[dist.rank :: dist.world_size]
+    batches = _eval_batches(ds, steps)
     with torch.inference_mode():
         for x, target, mask in device_batches(ds, batches, steps):
             with autocast(device, steps.use_amp):
@@ -302,11 +308,9 @@ def eval_calibrated_nll(model: ENN, stage: Stage, ds: PatchDataset, steps: Steps
     spread, which calibration corrects anyway. Other stages: :func:`eval_loss`."""
     if stage.name != "susceptibility":
         return eval_loss(model, stage, ds, steps)
-    device, t, dist = steps.device, steps.t, steps.dist
+    device, dist = steps.device, steps.dist
     model.eval()
-    batches = batches_of(np.arange(len(ds)), t.batch_size)
-    if dist is not None:
-        batches = batches[dist.rank :: dist.world_size]
+    batches = _eval_batches(ds, steps)
     logits, labels = [], []
     with torch.inference_mode():
         for x, target, mask in device_batches(ds, batches, steps):
