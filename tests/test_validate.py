@@ -53,6 +53,7 @@ def test_every_protocol_scores_every_model_on_the_same_cells(validated):
         assert set(models) == {
             "enn",
             "enn_constant_density",
+            "enn_period_density",
             "oracle",
             "observable_oracle",
             "logistic_regression",
@@ -60,6 +61,11 @@ def test_every_protocol_scores_every_model_on_the_same_cells(validated):
         }
         # the ablation shares the ENN's susceptibility, so its ranking
         assert models["enn_constant_density"]["auc"] == pytest.approx(models["enn"]["auc"])
+        assert models["enn_period_density"]["auc"] == pytest.approx(models["enn"]["auc"])
+        if protocol == "temporal":  # forecast periods have no level: the single constant
+            for key in ("hazard_r", "hazard_ratio"):
+                got = models["enn_period_density"][key]
+                assert got == pytest.approx(models["enn_constant_density"][key], nan_ok=True)
         assert models["observable_oracle"]["skill_observable"] == pytest.approx(1.0)
         # identical splits: every model is scored on the same number of test cells
         assert len({r["n_test_cells"] for r in models.values()}) == 1

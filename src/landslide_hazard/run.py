@@ -266,6 +266,8 @@ class ModelFile:
     # [weight, constant] of the density maps' blend toward a constant (ENN.density_blend);
     # empty: none (files written before it, or a run without calibration)
     density_blend: list[float] = field(default_factory=list)
+    # per-period factors on the density maps, by period name (ENN.period_density_factors)
+    period_density_factors: dict[str, float] = field(default_factory=dict)
 
     #: The keys without which a file is foreign (older files may lack the others).
     REQUIRED = frozenset(
@@ -369,6 +371,9 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
                 str(k): float(v) for k, v in getattr(model, "period_shifts", {}).items()
             },
             density_blend=[float(v) for v in getattr(model, "density_blend", None) or ()],
+            period_density_factors={
+                str(k): float(v) for k, v in getattr(model, "period_density_factors", {}).items()
+            },
         ),
     )
 

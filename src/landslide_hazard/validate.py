@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 ENN = "enn"
 ENN_CONSTANT_DENSITY = "enn_constant_density"  # ablation: S x the training cells' mean density
+# ablation: S x each period's mean density over its positive training and validation cells
+ENN_PERIOD_DENSITY = "enn_period_density"
+ABLATIONS = (ENN_CONSTANT_DENSITY, ENN_PERIOD_DENSITY)
 ORACLE = "oracle"
 OBSERVABLE_ORACLE = "observable_oracle"
 TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
@@ -188,7 +191,7 @@ class _Observed:
 def _score_fold(
     cfg: RunConfig, data: _Observed, run_dir: Path
 ) -> tuple[Split, dict[str, dict[str, Any]], dict[str, np.ndarray]]:
-    """The run's held-out scores, the constant-density ablation, the oracles and the baselines
+    """The run's held-out scores, the constant-density ablations, the oracles and the baselines
     on the run's split; and each model's susceptibility map (for calibration and reliability)."""
     from .evaluation.baselines import fit_baselines, predict_baselines
     from .evaluation.calibration import positive_mean_density
@@ -224,7 +227,28 @@ def _score_fold(
     scored[ENN_CONSTANT_DENSITY] = score_on_split(
         ablation, observed, split, cfg, reader.period_names
     )
-    susceptibility_maps[ENN_CONSTANT_DENSITY] = enn_maps["susceptibility"]
+    # and one constant per period, the level the density maps are set to (training.calibrate);
+    # a period without positive training or validation cells (a forecast) keeps the one above
+    level_cells = split.train_cells | split.val_cells
+    per_period = np.array(
+        [
+            positive_mean_density(observed[t], level_cells[t], cfg.inventory.min_density)
+            for t in range(observed.shape[0])
+        ]
+    )
+    per_period = np.where(np.isfinite(per_period), per_period, constant)
+    by_period = {
+        "susceptibility": enn_maps["susceptibility"],
+        "density": np.broadcast_to(
+            per_period[:, None, None].astype(enn_maps["density"].dtype), observed.shape
+        ).copy(),
+    }
+    by_period["hazard"] = by_period["susceptibility"] * by_period["density"]
+    scored[ENN_PERIOD_DENSITY] = score_on_split(
+        by_period, observed, split, cfg, reader.period_names
+    )
+    for name in ABLATIONS:
+        susceptibility_maps[name] = enn_maps["susceptibility"]
     if data.truth is not None:
         susceptibility_maps[ORACLE] = data.truth["susceptibility"]
     if data.observable is not None:

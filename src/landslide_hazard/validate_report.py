@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .validate import BASELINE_MODELS, ENN, ENN_CONSTANT_DENSITY, OBSERVABLE_ORACLE, ORACLE
+from .validate import ABLATIONS, BASELINE_MODELS, ENN, OBSERVABLE_ORACLE, ORACLE
 
 
 def _cell(value: float | None, std: float | None, digits: int = 3) -> str:
@@ -172,7 +172,7 @@ def pooled_calibration_table(reliability: dict[str, dict[str, np.ndarray]]) -> s
 
     lines = [
         "Calibration pooled over every held-out cell-period of every run above, all configs "
-        "together (the reliability diagrams' data; the constant-density ablation has the "
+        "together (the reliability diagrams' data; the constant-density ablations have the "
         "network's probabilities):",
         "",
         "| protocol | model | cell-periods | observed frequency | mean probability | pooled ece |",
@@ -181,7 +181,7 @@ def pooled_calibration_table(reliability: dict[str, dict[str, np.ndarray]]) -> s
     for protocol, series in reliability.items():
         y = np.asarray(series["y"], dtype=float)
         for name, p in series.items():
-            if name in ("y", ENN_CONSTANT_DENSITY):
+            if name == "y" or name in ABLATIONS:
                 continue
             p = np.asarray(p, dtype=float)
             ok = np.isfinite(p) & np.isfinite(y)
@@ -218,10 +218,13 @@ def render_markdown(result: dict[str, Any], command: str, figure: str | None = N
         "`hazard_ratio_dev` the mean over test periods of |that ratio in the period - 1|. "
         "`enn_constant_density` is an ablation: the "
         "ENN's susceptibility times one constant density (the mean of the positive training "
-        "cells). The ENN's maps are the calibrated ones `predict` writes (Platt scaling fitted on "
-        "the fold's validation cells and stored in the model, plus a logit shift per period "
-        "fitted on its training and validation cells; test periods of the temporal protocols "
-        "have neither, so none).",
+        "cells); `enn_period_density` the same with one constant per period (the mean of its "
+        "positive training and validation cells, the level the ENN's density maps are set to; "
+        "a forecast period has none and keeps the single constant). The ENN's maps are the "
+        "calibrated ones `predict` writes (Platt scaling fitted on the fold's validation cells "
+        "and stored in the model, plus a logit shift and a density level per period fitted on "
+        "its training and validation cells; test periods of the temporal protocols have "
+        "neither, so none).",
         "",
         "Protocols: **paper** = random 70/30 split of patches over both lattices (it leaks: the "
         "shifted lattice regroups training cells, so its scores are optimistic); **spatial** = "

@@ -286,3 +286,26 @@ def test_density_blend_weight_least_squares_and_its_bounds():
     assert density_blend_weight([2.0, 3.0], [c, c], c) == 1.0
     y_nan = np.append(c + 0.4 * (d - c), np.nan)
     assert density_blend_weight(y_nan, np.append(d, 5.0), c) == pytest.approx(0.4)
+
+
+def test_density_level_factor_is_the_shrunk_ratio_of_means():
+    from landslide_hazard.evaluation.calibration import density_level_factor
+
+    # two cells by hand: means 3 and 1.5, so the ratio 2; cv^2 / n of (2, 4) is (sqrt(2) / 3)^2
+    # / 2 = 1/9, of (1, 2) the same; variance 2/9, prior sd 0.5: log 2 x 0.25 / (0.25 + 2/9)
+    want = math.exp(math.log(2.0) * 0.25 / (0.25 + 2.0 / 9.0))
+    assert density_level_factor([2.0, 4.0], [1.0, 2.0]) == pytest.approx(want, rel=1e-12)
+    assert density_level_factor([2.0, 4.0], [1.0, 2.0], prior_sd=math.inf) == pytest.approx(2.0)
+    # many heavy-tailed cells: near the plain ratio; a few: drawn towards 1
+    rng = np.random.default_rng(5)
+    y = rng.lognormal(0.0, 1.2, 20000)
+    d = rng.lognormal(-0.5, 0.3, 20000)
+    plain = y.mean() / d.mean()
+    assert density_level_factor(y, d) == pytest.approx(plain, rel=0.01)
+    few = density_level_factor(y[:5], d[:5])
+    assert 1.0 < few < y[:5].mean() / d[:5].mean() or 1.0 > few > y[:5].mean() / d[:5].mean()
+    # nothing to fit: 1; non-finite pairs dropped
+    assert density_level_factor([], []) == 1.0
+    assert density_level_factor([3.0], [1.0]) == 1.0
+    assert density_level_factor([2.0, 4.0], [0.0, 0.0]) == 1.0
+    assert density_level_factor([2.0, 4.0, np.nan], [1.0, 2.0, 7.0]) == pytest.approx(want)

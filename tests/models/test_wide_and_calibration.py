@@ -169,6 +169,23 @@ def test_density_blend_moves_the_density_maps_toward_the_constant():
     assert enn.calibrate_density(d) is None
 
 
+def test_period_density_factors_scale_each_named_periods_blended_map():
+    enn = build_enn("tiny", 13, 4, 8).eval()
+    d = np.random.default_rng(2).gamma(2.0, 1.0, (3, 4, 4)).astype(np.float32)
+    enn.period_density_factors = {"wet": 2.0, "dry": 0.5}
+    got = enn.calibrate_density(d, ["dry", "new forecast", "wet"])
+    want = d * np.array([0.5, 1.0, 2.0])[:, None, None]  # an unknown period: none
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert enn.calibrate_density(d) is None  # no names and no blend: as they are
+    enn.density_blend = (0.25, 1.5)
+    blended = 1.5 + 0.25 * (d - 1.5)
+    got = enn.calibrate_density(d, ["dry", "new forecast", "wet"])
+    np.testing.assert_allclose(got, blended * np.array([0.5, 1.0, 2.0])[:, None, None], rtol=1e-6)
+    np.testing.assert_allclose(enn.calibrate_density(d), blended, rtol=1e-6)
+    with pytest.raises(ValueError, match="period names"):
+        enn.calibrate_density(d, ["dry"])
+
+
 def test_pixel_rate_pool_does_not_underflow_far_below_the_patch_maximum():
     """One cell's pixels 200 log units below another cell's: exp underflows in float32 if the
     shift were the patch maximum; the per-cell shift keeps the value and a finite gradient."""

@@ -478,6 +478,8 @@ def _linked_evaluation(tmp_path):
             "period_shifts": {"<b>wet</b>": 0.31, "dry": -0.2},
             "n_level_cells": 1900,
             "density_blend": {"weight": 0.5, "constant": 1.25, "n_cells": 90, "r_val": 0.2},
+            "period_density_factors": {"<b>wet</b>": 1.5, "dry": 0.75},
+            "n_density_level_cells": 300,
         },
     }
     (run / "metrics.json").write_text(json.dumps(run_metrics))
@@ -563,6 +565,8 @@ def test_evaluation_of_a_run_shows_its_held_out_and_oracle_cards(tmp_path, monke
     assert "&lt;b&gt;wet&lt;/b&gt; +0.31" in cal and "dry -0.20" in cal
     assert "fitted on its 1,900 training and validation cells" in cal
     assert "toward 1.250 %" in cal and "weight 0.500" in cal
+    assert "on its 300 positive training and validation cells" in cal
+    assert "&lt;b&gt;wet&lt;/b&gt; x1.50" in cal and "dry x0.75" in cal
     run_text = build_report(run).read_text()  # ``report RUN`` shows the same cards
     assert re.search(r'<div class="k">oracle AUC</div><div class="v">0.912</div>', run_text)
     # limitations fit synthetic data and cite the paper's sections

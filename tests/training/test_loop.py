@@ -142,6 +142,7 @@ def test_recalibrate_refits_what_train_stored(reference_run):
     _assert_same_weights(got_file["state_dict"], want_file["state_dict"])
     assert got_file["period_shifts"] == want_file["period_shifts"]
     assert got_file["density_blend"] == want_file["density_blend"]
+    assert got_file["period_density_factors"] == want_file["period_density_factors"]
     assert "recalibrate:" in (copy / "train.log").read_text()
     (copy / "metrics.json").unlink()
     with pytest.raises(InputError, match="no finished run to recalibrate"):
@@ -149,10 +150,12 @@ def test_recalibrate_refits_what_train_stored(reference_run):
 
 
 def test_density_blend_is_fitted_on_the_positive_validation_cells(reference_run):
-    """model.pt holds the density maps' blend toward the positive training cells' mean; the
-    weight recomputed from the loaded model's raw density maps by least squares agrees, and
-    the maps predict writes are that blend."""
+    """model.pt holds the density maps' blend toward the positive training cells' mean and a
+    level factor per period; the weight recomputed from the loaded model's raw density maps
+    by least squares agrees, the factors recomputed from the blended maps agree, and the maps
+    predict writes are the blend times its period's factor."""
     from landslide_hazard.cube import open_cube
+    from landslide_hazard.evaluation.calibration import density_level_factor
     from landslide_hazard.predict import load_run, predict_arrays
     from landslide_hazard.sampling.dataset import CubeReader
 
@@ -177,14 +180,26 @@ def test_density_blend_is_fitted_on_the_positive_validation_cells(reference_run)
     run.model.use_calibration = True
     maps = predict_arrays(run.model, reader, run.norm)
     ok = np.isfinite(raw)
-    np.testing.assert_allclose(
-        maps["density"][ok], constant + weight * (raw[ok] - constant), rtol=1e-5, atol=1e-6
-    )
+    blended = constant + weight * (raw - constant)
+    # then each period's level factor: the shrunk ratio of the means of the observed and the
+    # blended densities over the period's positive training and validation cells
+    level = (split.train_cells | split.val_cells) & (obs > md) & ok
+    factors = run.model.period_density_factors
+    with_cells = [reader.period_names[t] for t in np.flatnonzero(level.any(axis=(1, 2)))]
+    assert sorted(factors) == sorted(with_cells) and with_cells
+    scale = np.array([factors.get(name, 1.0) for name in reader.period_names])[:, None, None]
+    for t, name in enumerate(reader.period_names):
+        if name in factors:
+            want = density_level_factor(obs[t][level[t]], blended[t][level[t]])
+            assert factors[name] == pytest.approx(want, rel=1e-5)
+    assert any(abs(f - 1.0) > 0.01 for f in factors.values())  # not a no-op on this run
+    np.testing.assert_allclose(maps["density"][ok], (blended * scale)[ok], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         maps["hazard"][ok], (maps["susceptibility"] * maps["density"])[ok], rtol=1e-6
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["calibration"]["density_blend"]["weight"] == pytest.approx(weight)
+    assert metrics["calibration"]["period_density_factors"] == pytest.approx(factors)
 
 
 def test_same_seed_same_weights(tmp_path, config_factory, reference_run):

@@ -365,6 +365,32 @@ def density_blend_weight(observed: Any, predicted: Any, constant: float) -> floa
     return float(np.clip(np.sum(dy * dd) / denominator, 0.0, 1.0))
 
 
+def density_level_factor(observed: Any, predicted: Any, prior_sd: float = LEVEL_PRIOR_SD) -> float:
+    """The factor ``f`` that sets one period's density maps to its level (``training.calibrate``):
+    ``mean(observed) / mean(predicted)`` over the period's positive training and validation
+    cells, its logarithm drawn towards 0 (no change) under a Normal(0, ``prior_sd``) prior.
+
+    Landslide densities are heavy-tailed, so a period's mean rests on a few large landslides.
+    The log-ratio's variance is taken by the delta method, ``cv_obs^2 / n + cv_pred^2 / n``
+    (``cv`` the coefficient of variation), and ``f = exp(l prior_sd^2 / (prior_sd^2 + var))``
+    is the posterior mean of the log-ratio ``l`` of a normal-normal model: hundreds of cells
+    keep nearly the plain ratio, a few scattered ones nearly 1. Non-finite pairs are dropped;
+    fewer than two pairs, or a non-positive mean, give 1 (nothing to fit). ``prior_sd`` inf:
+    the plain ratio.
+    """
+    y = np.asarray(observed, dtype="float64").ravel()
+    d = np.asarray(predicted, dtype="float64").ravel()
+    keep = np.isfinite(y) & np.isfinite(d)
+    y, d = y[keep], d[keep]
+    if y.size < 2 or y.mean() <= 0 or d.mean() <= 0:
+        return 1.0
+    log_ratio = math.log(y.mean() / d.mean())
+    if math.isinf(prior_sd):
+        return math.exp(log_ratio)
+    variance = (y.std(ddof=1) / y.mean()) ** 2 / y.size + (d.std(ddof=1) / d.mean()) ** 2 / d.size
+    return math.exp(log_ratio * prior_sd**2 / (prior_sd**2 + variance))
+
+
 class IsotonicCalibration(Calibrator):
     """Non-decreasing step-wise map fitted by isotonic regression (scikit-learn), clipped outside.
 

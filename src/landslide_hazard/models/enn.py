@@ -70,6 +70,10 @@ class ENN(nn.Module):
         # (weight, constant) of the density maps' blend toward a constant, fitted on the
         # validation cells (training.calibrate); None: the density block's maps as they are
         self.density_blend: tuple[float, float] | None = None
+        # per-period factors on the (blended) density maps, by period name (fitted on the
+        # positive training and validation cells of each period, training.calibrate); a
+        # period with neither (a forecast) gets none
+        self.period_density_factors: dict[str, float] = {}
 
     def set_calibration(self, slope: float, intercept: float) -> None:
         """Calibrate the susceptibility maps with ``sigmoid(slope * logit(p) + intercept)``;
@@ -101,14 +105,28 @@ class ENN(nn.Module):
                 z[t] += self.period_shifts.get(name, 0.0)
         return np.asarray(expit(z)).astype(np.float32)
 
-    def calibrate_density(self, d: np.ndarray) -> np.ndarray | None:
-        """The stored density blend applied to (merged) density maps: ``constant + weight (d -
-        constant)``; None when there is none or ``use_calibration`` is off."""
-        if not self.use_calibration or self.density_blend is None:
+    def calibrate_density(
+        self, d: np.ndarray, period_names: list[str] | None = None
+    ) -> np.ndarray | None:
+        """The stored density calibration applied to (merged) density maps: the blend
+        ``constant + weight (d - constant)``, then each named period's level factor
+        (:attr:`period_density_factors`); None when there is neither or ``use_calibration`` is
+        off. ``d``: (P, ...) maps of the periods ``period_names``; without names, or for a
+        period without a factor, the blend alone applies."""
+        factors = self.period_density_factors if period_names is not None else {}
+        if not self.use_calibration or (self.density_blend is None and not factors):
             return None
-        weight, constant = self.density_blend
-        blended = constant + weight * (np.asarray(d, dtype=np.float64) - constant)
-        return blended.astype(np.float32)
+        out = np.asarray(d, dtype=np.float64)
+        if self.density_blend is not None:
+            weight, constant = self.density_blend
+            out = constant + weight * (out - constant)
+        if factors:
+            assert period_names is not None
+            if len(period_names) != out.shape[0]:
+                raise ValueError(f"{len(period_names)} period names for {out.shape[0]} maps")
+            scale = np.array([factors.get(name, 1.0) for name in period_names])
+            out = out * scale.reshape((-1,) + (1,) * (out.ndim - 1))
+        return out.astype(np.float32)
 
     def forward(self, x: torch.Tensor) -> ENNOutput:
         """(B, C, n*k, n*k) -> ENNOutput of three (B, n, n) tensors (the raw network: the

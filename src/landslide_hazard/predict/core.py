@@ -230,7 +230,7 @@ def merged_maps(
     """Per-cell maps from the lattices' sums (3, P, rows, cx) and counts (P, rows, cx): their
     mean as float32, NaN outside ``valid`` (rows, cx) and where no patch was predicted, then the
     model's stored calibration (``calibrate_map``, if any) on the susceptibility, its density
-    blend (``calibrate_density``, if any) on the density, and hazard = their product. The same
+    blend and per-period levels (``calibrate_density``, if any) on the density, and hazard = their product. The same
     definition for the maps and for each MC-dropout pass."""
     with np.errstate(invalid="ignore", divide="ignore"):
         merged = (sums / counts[None]).astype(np.float32)
@@ -242,8 +242,8 @@ def merged_maps(
     if calibrated is not None:  # the stored Platt scaling and period shifts (training.calibrate)
         out["susceptibility"] = calibrated
     blend = getattr(model, "calibrate_density", None)
-    blended = blend(out["density"]) if blend is not None else None
-    if blended is not None:  # the stored density blend (training.calibrate)
+    blended = blend(out["density"], period_names) if blend is not None else None
+    if blended is not None:  # the stored density blend and levels (training.calibrate)
         out["density"] = blended
     if calibrated is not None or blended is not None:
         out["hazard"] = out["susceptibility"] * out["density"]

@@ -71,6 +71,9 @@ def load_model_file(
     model.period_shifts = {str(k): float(v) for k, v in meta.get("period_shifts", {}).items()}
     blend = [float(v) for v in meta.get("density_blend") or []]
     model.density_blend = (blend[0], blend[1]) if len(blend) == 2 else None
+    model.period_density_factors = {
+        str(k): float(v) for k, v in (meta.get("period_density_factors") or {}).items()
+    }
     norm = Normalisation.from_dict(meta["normalisation"])
     norm.check_bands(bands, str(path))
     return model, norm, meta

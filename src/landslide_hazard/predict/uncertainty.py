@@ -203,10 +203,10 @@ class MCDropout(nn.Module):
         calibrate = getattr(self.model, "calibrate_map", None)
         return calibrate(p, period_names) if calibrate is not None else None
 
-    def calibrate_density(self, d: Any) -> Any:
-        """The wrapped model's density blend (``ENN.calibrate_density``), if it has one."""
+    def calibrate_density(self, d: Any, period_names: list[str] | None = None) -> Any:
+        """The wrapped model's density calibration (``ENN.calibrate_density``), if it has one."""
         blend = getattr(self.model, "calibrate_density", None)
-        return blend(d) if blend is not None else None
+        return blend(d, period_names) if blend is not None else None
 
 
 def _warn_no_dropout(stacklevel: int) -> None:

@@ -240,6 +240,14 @@ def calibration_note(m: dict[str, Any]) -> str:
             f"cells' mean) with weight {fmt(blend['weight'])} on the density block, fitted on "
             f"{fmt(blend.get('n_cells'))} positive validation cells"
         )
+    factors = cal.get("period_density_factors") or {}
+    if factors:
+        listed = ", ".join(f"{html.escape(str(k))} x{v:.2f}" for k, v in factors.items())
+        parts.append(
+            "the density level set per period on its "
+            f"{fmt(cal.get('n_density_level_cells'))} positive training and validation cells "
+            f"({listed})"
+        )
     return (
         '<h3>Calibration stored in the run</h3><p class="note">'
         + "; ".join(parts)

@@ -236,6 +236,7 @@ def recalibrate(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
         model.calibration.copy_(torch.tensor([1.0, 0.0, 0.0]))
     model.period_shifts = {}
     model.density_blend = None
+    model.period_density_factors = {}
     before = json.loads(run.metrics.read_text())
     rt = FitRuntime(device, log=_Log(run.train_log, progress), progress=progress)
     rt.log(f"recalibrate: {threads.describe()}; the weights kept, the calibration refitted")
@@ -316,6 +317,13 @@ def _finish_run(
             f"density blend on {blend['n_cells']} positive validation cells: "
             f"{_fmt(blend['weight'])} x the density block + the rest x {_fmt(blend['constant'])} % "
             f"(validation r of the block {_fmt(blend['r_val'])})"
+        )
+    factors = calibration.get("period_density_factors")
+    if factors:
+        rt.log(
+            f"density level per period on {calibration['n_density_level_cells']} positive "
+            "training and validation cells: x "
+            + ", ".join(f"{_fmt(v)} ({k})" for k, v in factors.items())
         )
     save_trained_model(
         run.model, model, cfg_run, norm, reader.grid, reader.cube, cube_path(cfg_run)
