@@ -122,6 +122,7 @@ def _stepper(model, stage: str, channels_last: bool, batch) -> Callable[[], floa
     """One optimiser step of ``stage`` (its part, lr 1e-3); returns the loss. ``channels_last``
     False: the round-2 path (NCHW, its stage losses)."""
     from landslide_hazard.config import TrainingConfig
+    from landslide_hazard.training.epochs import _optimizer
     from landslide_hazard.training.stages import part_of, stage_loss
 
     t = TrainingConfig()
@@ -130,10 +131,13 @@ def _stepper(model, stage: str, channels_last: bool, batch) -> Callable[[], floa
     x, target, mask = batch
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(part_of(model, part_name[stage]).parameters(), lr=1e-3)
+        opt = _optimizer(part_of(model, part_name[stage]), 1e-3, t)  # training's optimiser
+    else:  # round 2's: one Adam, a loop over the tensors
+        opt = torch.optim.Adam(part_of(model, part_name[stage]).parameters(), lr=1e-3)
 
     def step() -> float:
-        if channels_last:  # as training does with each batch
+        if channels_last and stage != "density":  # as training does with each batch (the
+            # density stages gather their cells from the batch as built, training.epochs)
             inputs = x.contiguous(memory_format=torch.channels_last)
         else:
             inputs = x

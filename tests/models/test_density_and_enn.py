@@ -255,3 +255,41 @@ def test_density_activation_is_selectable_and_softplus_never_zero():
     assert torch.all(d_soft >= d_relu)
     with pytest.raises(ValueError, match="output_activation"):
         build_enn("tiny", 13, 2, 8, density_activation="tanh")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_patch_to_cells_selects_in_one_gather_and_keeps_the_layout(channels_last):
+    """The selected cells equal the full split indexed by the mask, in row-major order; the
+    cells come back in the patch's memory layout (channels-last in, channels-last out)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 8, 12, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    selected = torch.rand(3, 2, 3, generator=g) < 0.4
+    every = patch_to_cells(x, 4)
+    assert torch.equal(every, patch_to_cells(x.contiguous(), 4))
+    some = patch_to_cells(x, 4, selected)
+    assert torch.equal(some, every[selected.reshape(-1)])
+    for cells in (every, some):
+        want = torch.channels_last if channels_last else torch.contiguous_format
+        assert cells.is_contiguous(memory_format=want)
+    with pytest.raises(ValueError, match="selected has shape"):
+        patch_to_cells(x, 4, selected[:, :1])
+
+
+def test_density_block_reads_a_batch_in_either_layout_the_same():
+    """The density stages leave their batches as built (``training.epochs.device_batches``):
+    a channels-last block gives bitwise the same densities and gradients from an NCHW batch
+    as from the channels-last one, since its cells are gathered into its own layout."""
+    torch.manual_seed(0)
+    block = DensityBlock(5, 8).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 5, 32, 32)
+    selected = torch.rand(2, 4, 4) < 0.5
+    outs, grads = [], []
+    for batch in (x, x.contiguous(memory_format=torch.channels_last)):
+        block.zero_grad()
+        d = block.forward_selected(batch, selected)
+        d.sum().backward()
+        outs.append(d.detach())
+        grads.append(block.features[1].weight.grad.clone())
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])

@@ -85,6 +85,16 @@ class DensityBlock(nn.Module):
         self.regressor = nn.Sequential(*dense)
         glorot_init(self)
 
+    def _reads_channels_last(self) -> bool:
+        """Whether the first convolution's weights are channels-last (``to_memory_format``):
+        its cells are then gathered in that layout, which it would convert them to anyway."""
+        conv = self.features[1]
+        assert isinstance(conv, nn.Conv2d)
+        weight = conv.weight
+        return (
+            weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+        )
+
     def forward_cells(self, cells: torch.Tensor) -> torch.Tensor:
         """(N, C, k, k) cell blocks -> (N,) densities in % of the cell area."""
         k = self.cell_pixels
@@ -110,12 +120,11 @@ class DensityBlock(nn.Module):
             raise ValueError(
                 f"selected has shape {tuple(selected.shape)}; expected {(b, h // k, w // k)}"
             )
-        keep = selected.reshape(-1).to(torch.bool)
-        if not bool(keep.any()):  # batch norm cannot normalise over no cell
+        if not bool(selected.any()):  # batch norm cannot normalise over no cell
             last = self.regressor[-2]  # the last Linear (the activation follows it)
             assert isinstance(last, nn.Linear)
             return last.bias[:0] * 0.0
-        return self.forward_cells(patch_to_cells(x, k)[keep])
+        return self.forward_cells(patch_to_cells(x, k, selected, self._reads_channels_last()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n*k, n*k) patch -> (B, n, n) densities in % of the cell area."""
@@ -123,5 +132,5 @@ class DensityBlock(nn.Module):
             raise ValueError(f"DensityBlock expects (B, C, n*k, n*k), got {tuple(x.shape)}")
         b, _, h, w = x.shape
         k = self.cell_pixels
-        values = self.forward_cells(patch_to_cells(x, k))
+        values = self.forward_cells(patch_to_cells(x, k, channels_last=self._reads_channels_last()))
         return values.reshape(b, h // k, w // k)

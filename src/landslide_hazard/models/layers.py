@@ -45,8 +45,20 @@ def check_cell_pixels(cell_pixels: int, minimum: int, what: str) -> int:
     return cell_pixels.bit_length() - 1
 
 
-def patch_to_cells(x: torch.Tensor, cell_pixels: int) -> torch.Tensor:
-    """Split a patch into its cells: (B, C, n*k, n*k) -> (B*n*n, C, k, k), cells in row-major order."""
+def patch_to_cells(
+    x: torch.Tensor,
+    cell_pixels: int,
+    selected: torch.Tensor | None = None,
+    channels_last: bool | None = None,
+) -> torch.Tensor:
+    """Split a patch into its cells: (B, C, n*k, m*k) -> (B*n*m, C, k, k), cells in row-major
+    order; with ``selected`` ((B, n, m) bool), only the selected cells, in the same order.
+
+    One gather, from either layout of ``x``, into channels-last cells (``channels_last`` True:
+    what a channels-last density block reads, with no copy of its own) or contiguous NCHW ones
+    (False); None: ``x``'s own layout. The density stages select their positive cells here, so
+    the other cells are never copied.
+    """
     b, c, h, w = x.shape
     k = cell_pixels
     if h % k or w % k:
@@ -55,8 +67,18 @@ def patch_to_cells(x: torch.Tensor, cell_pixels: int) -> torch.Tensor:
             "patches must be n*k pixels on a side"
         )
     ny, nx = h // k, w // k
-    x = x.reshape(b, c, ny, k, nx, k).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b * ny * nx, c, k, k)
+    # (B, n, m, k, k, C): a view whichever the layout (splitting a dimension always is)
+    blocks = x.unflatten(3, (nx, k)).unflatten(2, (ny, k)).permute(0, 2, 4, 3, 5, 1)
+    if selected is None:
+        cells = blocks.reshape(b * ny * nx, k, k, c)
+    else:
+        if selected.shape != (b, ny, nx):
+            raise ValueError(f"selected has shape {tuple(selected.shape)}; expected {(b, ny, nx)}")
+        cells = blocks[selected.to(torch.bool)]
+    cells = cells.permute(0, 3, 1, 2)  # (N, C, k, k) with channels-last strides
+    if channels_last is None:
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return cells if channels_last else cells.contiguous()
 
 
 def cell_percentiles(x: torch.Tensor, cell_pixels: int, qs: tuple[float, ...]) -> torch.Tensor:
