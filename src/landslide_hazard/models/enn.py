@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import numpy as np
 import torch
-from scipy.special import expit, logit
 from torch import nn
 
+from ..evaluation.calibration import calibrated_density, calibrated_probability
 from .density import DensityBlock
 from .susceptibility import build_susceptibility
 
@@ -97,13 +97,18 @@ class ENN(nn.Module):
         if not (self.use_calibration and self.calibrated):
             return None
         slope, intercept = (float(v) for v in self.calibration[:2])
-        z = slope * logit(np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)) + intercept
+        shifts = None
         if period_names is not None and self.period_shifts:
-            if len(period_names) != z.shape[0]:
-                raise ValueError(f"{len(period_names)} period names for {z.shape[0]} maps")
-            for t, name in enumerate(period_names):
-                z[t] += self.period_shifts.get(name, 0.0)
-        return np.asarray(expit(z)).astype(np.float32)
+            shifts = self._per_period(self.period_shifts, period_names, p.shape[0], 0.0)
+        return calibrated_probability(p, slope, intercept, shifts)
+
+    @staticmethod
+    def _per_period(
+        values: dict[str, float], period_names: list[str], n_maps: int, default: float
+    ) -> np.ndarray:
+        if len(period_names) != n_maps:
+            raise ValueError(f"{len(period_names)} period names for {n_maps} maps")
+        return np.array([values.get(name, default) for name in period_names])
 
     def calibrate_density(
         self, d: np.ndarray, period_names: list[str] | None = None
@@ -116,17 +121,11 @@ class ENN(nn.Module):
         factors = self.period_density_factors if period_names is not None else {}
         if not self.use_calibration or (self.density_blend is None and not factors):
             return None
-        out = np.asarray(d, dtype=np.float64)
-        if self.density_blend is not None:
-            weight, constant = self.density_blend
-            out = constant + weight * (out - constant)
+        scale = None
         if factors:
             assert period_names is not None
-            if len(period_names) != out.shape[0]:
-                raise ValueError(f"{len(period_names)} period names for {out.shape[0]} maps")
-            scale = np.array([factors.get(name, 1.0) for name in period_names])
-            out = out * scale.reshape((-1,) + (1,) * (out.ndim - 1))
-        return out.astype(np.float32)
+            scale = self._per_period(factors, period_names, np.shape(d)[0], 1.0)
+        return calibrated_density(d, self.density_blend, scale)
 
     def forward(self, x: torch.Tensor) -> ENNOutput:
         """(B, C, n*k, n*k) -> ENNOutput of three (B, n, n) tensors (the raw network: the

@@ -44,6 +44,8 @@ from scipy.special import expit
 from ..config import RunConfig
 from ..evaluation.calibration import (
     PlattScaling,
+    calibrated_density,
+    calibrated_probability,
     density_blend_weight,
     density_level_factor,
     level_shift,
@@ -67,80 +69,136 @@ def fit_calibration(
     device: torch.device,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Fit ``training.calibration`` on the split's validation cells and store it in ``model``.
+    """Fit ``training.calibration`` on the split's cells (:func:`fit_map_calibration`) and
+    store it in ``model``.
 
     The raw maps are predicted exactly as ``predict`` does (both lattices merged). Returns a
     report: kind, slope and intercept (None when off or impossible, with a note), the number of
-    validation cells and their ECE before and after.
+    validation cells and their ECE before and after, the per-period shifts, the density blend
+    and the per-period density levels.
     """
     kind = cfg.training.calibration
-    report: dict[str, Any] = {"kind": kind, "slope": None, "intercept": None}
     if kind == "none" or not hasattr(model, "set_calibration"):
-        return report
+        return {"kind": kind, "slope": None, "intercept": None}
     if not split.val_cells.any():
-        report["note"] = "no validation cell: left uncalibrated"
-        return report
-    level_cells = split.val_cells | split.train_cells
+        return _uncalibrated(kind, "no validation cell: left uncalibrated")
     model.use_calibration = False
     try:
+        level_cells = split.val_cells | split.train_cells
         arrays = predict_cells(model, reader, norm, level_cells, cfg, device, progress)
     finally:
         model.use_calibration = True
     observed = np.where(reader.valid[None], reader.target, np.nan)
-    scored = np.isfinite(observed) & np.isfinite(arrays["susceptibility"])
+    report = fit_map_calibration(
+        arrays["susceptibility"],
+        arrays["density"],
+        observed,
+        split,
+        reader.period_names,
+        cfg.inventory.min_density,
+        cfg.evaluation.ece_bins,
+        kind,
+    )
+    if report["slope"] is not None:
+        model.set_calibration(report["slope"], report["intercept"])
+        model.period_shifts = report["period_shifts"]
+        blend = report.get("density_blend")
+        if blend is not None:
+            model.density_blend = (blend["weight"], blend["constant"])
+        model.period_density_factors = report["period_density_factors"]
+    return report
+
+
+def _uncalibrated(kind: str, note: str) -> dict[str, Any]:
+    return {"kind": kind, "slope": None, "intercept": None, "note": note}
+
+
+def fit_map_calibration(
+    susceptibility: np.ndarray,
+    density: np.ndarray,
+    observed: np.ndarray,
+    split: Split,
+    period_names: list[str],
+    min_density: float,
+    bins: int,
+    kind: str = "platt",
+) -> dict[str, Any]:
+    """The calibration of a model's raw (P, rows, cols) maps, from the split's cells: Platt
+    scaling on the validation cells, a logit shift per period and then, after the density
+    blend fitted on the positive validation cells, a density level per period, both on the
+    training and validation cells (the module's docstring says why). Model-free: the ENN's maps
+    (:func:`fit_calibration`) and, in ``validate``, the baselines' get the same. Apply it with
+    :func:`apply_map_calibration`. ``slope`` None (with a note): the validation cells hold no
+    scored cell or one class only, and nothing is fitted.
+    """
+    scored = np.isfinite(observed) & np.isfinite(susceptibility)
     cells = split.val_cells & scored
-    p = arrays["susceptibility"][cells].astype(np.float64)
-    y = (observed[cells] > cfg.inventory.min_density).astype(np.float64)
-    report["n_cells"] = int(cells.sum())
+    p = susceptibility[cells].astype(np.float64)
+    y = (observed[cells] > min_density).astype(np.float64)
     if y.size == 0 or y.min() == y.max():  # Platt scaling needs both classes
-        report["note"] = (
-            "the validation cells hold no scored cell or a single class: left uncalibrated"
-        )
-        return report
+        note = "the validation cells hold no scored cell or a single class: left uncalibrated"
+        return {**_uncalibrated(kind, note), "n_cells": int(cells.sum())}
     platt = PlattScaling()
     platt.fit(p, y)
-    model.set_calibration(platt.slope, platt.intercept)
-    z_map = platt.slope * logit(arrays["susceptibility"]) + platt.intercept  # NaN stays NaN
-    level = level_cells & scored
-    z_level, y_level = z_map[level], observed[level] > cfg.inventory.min_density
+    z_map = platt.slope * logit(susceptibility) + platt.intercept  # NaN stays NaN
+    level = (split.val_cells | split.train_cells) & scored
+    z_level, y_level = z_map[level], observed[level] > min_density
     period_level = np.nonzero(level)[0]
     shifts = {
-        reader.period_names[t]: level_shift(z_level[period_level == t], y_level[period_level == t])
+        period_names[t]: level_shift(z_level[period_level == t], y_level[period_level == t])
         for t in np.unique(period_level)
     }
-    model.period_shifts = shifts
-    report["n_level_cells"] = int(level.sum())
     z = z_map[cells]
     period = np.nonzero(cells)[0]
-    shifted = z + np.array([shifts.get(name, 0.0) for name in reader.period_names])[period]
-    bins = cfg.evaluation.ece_bins
-    report.update(
-        slope=platt.slope,
-        intercept=platt.intercept,
-        period_shifts=shifts,
-        ece_raw=float(expected_calibration_error(y, p, bins)),
-        ece_platt=float(expected_calibration_error(y, platt.transform(p), bins)),
-        ece_calibrated=float(expected_calibration_error(y, expit(shifted), bins)),
-    )
-    blend = _fit_density_blend(observed, arrays["density"], split, cfg.inventory.min_density)
+    shifted = z + np.array([shifts.get(name, 0.0) for name in period_names])[period]
+    report: dict[str, Any] = {
+        "kind": kind,
+        "slope": platt.slope,
+        "intercept": platt.intercept,
+        "n_cells": int(cells.sum()),
+        "n_level_cells": int(level.sum()),
+        "period_shifts": shifts,
+        "ece_raw": float(expected_calibration_error(y, p, bins)),
+        "ece_platt": float(expected_calibration_error(y, platt.transform(p), bins)),
+        "ece_calibrated": float(expected_calibration_error(y, expit(shifted), bins)),
+    }
+    blend = _fit_density_blend(observed, density, split, min_density)
     if blend is not None:
-        model.density_blend = (blend["weight"], blend["constant"])
         report["density_blend"] = blend
-    density = model.calibrate_density(arrays["density"])  # the blend, as the maps get it
-    density = arrays["density"] if density is None else density
-    positive = level & (observed > cfg.inventory.min_density) & np.isfinite(density)
+    blended = calibrated_density(density, _blend_of(report))  # as the maps get it
+    positive = level & (observed > min_density) & np.isfinite(blended)
     period_positive = np.nonzero(positive)[0]
-    y_pos, d_pos = observed[positive], density[positive]
-    factors = {
-        reader.period_names[t]: density_level_factor(
+    y_pos, d_pos = observed[positive], blended[positive]
+    report["period_density_factors"] = {
+        period_names[t]: density_level_factor(
             y_pos[period_positive == t], d_pos[period_positive == t]
         )
         for t in np.unique(period_positive)
     }
-    model.period_density_factors = factors
-    report["period_density_factors"] = factors
     report["n_density_level_cells"] = int(positive.sum())
     return report
+
+
+def _blend_of(report: dict[str, Any]) -> tuple[float, float] | None:
+    blend = report.get("density_blend")
+    return None if blend is None else (blend["weight"], blend["constant"])
+
+
+def apply_map_calibration(
+    report: dict[str, Any],
+    susceptibility: np.ndarray,
+    density: np.ndarray,
+    period_names: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(susceptibility, density) maps (P, rows, cols) with a :func:`fit_map_calibration`
+    report's calibration applied, as ``predict`` applies the ENN's; the maps unchanged when
+    nothing was fitted."""
+    if report.get("slope") is None:
+        return susceptibility, density
+    shifts = np.array([report["period_shifts"].get(name, 0.0) for name in period_names])
+    factors = np.array([report["period_density_factors"].get(n, 1.0) for n in period_names])
+    p = calibrated_probability(susceptibility, report["slope"], report["intercept"], shifts)
+    return p, calibrated_density(density, _blend_of(report), factors)
 
 
 def _fit_density_blend(
