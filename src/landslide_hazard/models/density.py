@@ -66,8 +66,12 @@ class DensityBlock(nn.Module):
             nn.Identity(),
             nn.Conv2d(in_channels, 64, 4, stride=2, padding=3),
             nn.BatchNorm2d(64),
-            nn.ReLU(inplace=True),
+            # the code's ReLU then max-pool, swapped: max and ReLU commute exactly (ReLU is
+            # monotone), values and gradients alike, and the ReLU runs on the pooled map
+            # (4 x 4 instead of 10 x 10 for k = 16; bench_train). Neither has weights, so
+            # state_dict keys do not move.
             pool1,
+            nn.ReLU(inplace=True),
             nn.Conv2d(64, 128, 1),  # the code's per-pixel Dense(128)
             nn.BatchNorm2d(128),
             pool2,

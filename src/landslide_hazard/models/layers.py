@@ -67,18 +67,20 @@ def patch_to_cells(
             "patches must be n*k pixels on a side"
         )
     ny, nx = h // k, w // k
-    # (B, n, m, k, k, C): a view whichever the layout (splitting a dimension always is)
-    blocks = x.unflatten(3, (nx, k)).unflatten(2, (ny, k)).permute(0, 2, 4, 3, 5, 1)
+    if channels_last is None:
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    # (B, n, m, k, k, C) or (B, n, m, C, k, k): views whichever the layout of x (splitting a
+    # dimension always is one), so the one copy is the reshape or the selection below
+    blocks = x.unflatten(3, (nx, k)).unflatten(2, (ny, k))
+    blocks = blocks.permute(0, 2, 4, 3, 5, 1) if channels_last else blocks.permute(0, 2, 4, 1, 3, 5)
     if selected is None:
-        cells = blocks.reshape(b * ny * nx, k, k, c)
+        cells = blocks.reshape(b * ny * nx, *blocks.shape[3:])
     else:
         if selected.shape != (b, ny, nx):
             raise ValueError(f"selected has shape {tuple(selected.shape)}; expected {(b, ny, nx)}")
         cells = blocks[selected.to(torch.bool)]
-    cells = cells.permute(0, 3, 1, 2)  # (N, C, k, k) with channels-last strides
-    if channels_last is None:
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return cells if channels_last else cells.contiguous()
+    # channels-last: (N, k, k, C) seen as (N, C, k, k) with channels-last strides
+    return cells.permute(0, 3, 1, 2) if channels_last else cells
 
 
 def cell_percentiles(x: torch.Tensor, cell_pixels: int, qs: tuple[float, ...]) -> torch.Tensor:
