@@ -230,8 +230,8 @@ def merged_maps(
     """Per-cell maps from the lattices' sums (3, P, rows, cx) and counts (P, rows, cx): their
     mean as float32, NaN outside ``valid`` (rows, cx) and where no patch was predicted, then the
     model's stored calibration (``calibrate_map``, if any) on the susceptibility, its density
-    blend and per-period levels (``calibrate_density``, if any) on the density, and hazard = their product. The same
-    definition for the maps and for each MC-dropout pass."""
+    blend and per-period levels (``calibrate_density``, if any) on the density, and hazard =
+    their product. The same definition for the maps and for each MC-dropout pass."""
     with np.errstate(invalid="ignore", divide="ignore"):
         merged = (sums / counts[None]).astype(np.float32)
     merged[:, :, ~valid] = np.nan
