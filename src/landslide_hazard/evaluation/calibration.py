@@ -392,6 +392,17 @@ def density_level_factor(observed: Any, predicted: Any, prior_sd: float = LEVEL_
     return math.exp(log_ratio * prior_sd**2 / (prior_sd**2 + variance))
 
 
+def by_period(
+    values: dict[str, float], period_names: list[str], default: float, n_maps: int | None = None
+) -> np.ndarray:
+    """The per-period values stored by period name (logit shifts, density factors) as an array
+    in the order of ``period_names``, ``default`` for a period without one (a forecast).
+    ``n_maps`` given: the number of maps they are for, checked against the names."""
+    if n_maps is not None and len(period_names) != n_maps:
+        raise ValueError(f"{len(period_names)} period names for {n_maps} maps")
+    return np.array([values.get(name, default) for name in period_names], dtype=np.float64)
+
+
 def _per_period(values: np.ndarray, ndim: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape((-1,) + (1,) * (ndim - 1))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import check_cell_pixels, glorot_init, patch_to_cells
+from .layers import check_cell_pixels, glorot_init, is_channels_last, patch_to_cells
 
 DENSITY_OUTPUT_ACTIVATIONS: tuple[str, ...] = ("relu", "softplus")
 
@@ -94,10 +94,7 @@ class DensityBlock(nn.Module):
         its cells are then gathered in that layout, which it would convert them to anyway."""
         conv = self.features[1]
         assert isinstance(conv, nn.Conv2d)
-        weight = conv.weight
-        return (
-            weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-        )
+        return is_channels_last(conv.weight)
 
     def forward_cells(self, cells: torch.Tensor) -> torch.Tensor:
         """(N, C, k, k) cell blocks -> (N,) densities in % of the cell area."""

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..evaluation.calibration import calibrated_density, calibrated_probability
+from ..evaluation.calibration import by_period, calibrated_density, calibrated_probability
 from .density import DensityBlock
 from .susceptibility import build_susceptibility
 
@@ -99,16 +99,8 @@ class ENN(nn.Module):
         slope, intercept = (float(v) for v in self.calibration[:2])
         shifts = None
         if period_names is not None and self.period_shifts:
-            shifts = self._per_period(self.period_shifts, period_names, p.shape[0], 0.0)
+            shifts = by_period(self.period_shifts, period_names, 0.0, p.shape[0])
         return calibrated_probability(p, slope, intercept, shifts)
-
-    @staticmethod
-    def _per_period(
-        values: dict[str, float], period_names: list[str], n_maps: int, default: float
-    ) -> np.ndarray:
-        if len(period_names) != n_maps:
-            raise ValueError(f"{len(period_names)} period names for {n_maps} maps")
-        return np.array([values.get(name, default) for name in period_names])
 
     def calibrate_density(
         self, d: np.ndarray, period_names: list[str] | None = None
@@ -124,7 +116,7 @@ class ENN(nn.Module):
         scale = None
         if factors:
             assert period_names is not None
-            scale = self._per_period(factors, period_names, np.shape(d)[0], 1.0)
+            scale = by_period(factors, period_names, 1.0, np.shape(d)[0])
         return calibrated_density(d, self.density_blend, scale)
 
     def forward(self, x: torch.Tensor) -> ENNOutput:

@@ -45,6 +45,12 @@ def check_cell_pixels(cell_pixels: int, minimum: int, what: str) -> int:
     return cell_pixels.bit_length() - 1
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is laid out channels-last (NHWC memory), and not also plain contiguous
+    (a tensor with one channel or 1 x 1 pixels is both, and counts as NCHW)."""
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 def patch_to_cells(
     x: torch.Tensor,
     cell_pixels: int,
@@ -68,7 +74,7 @@ def patch_to_cells(
         )
     ny, nx = h // k, w // k
     if channels_last is None:
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        channels_last = is_channels_last(x)
     # (B, n, m, k, k, C) or (B, n, m, C, k, k): views whichever the layout of x (splitting a
     # dimension always is one), so the one copy is the reshape or the selection below
     blocks = x.unflatten(3, (nx, k)).unflatten(2, (ny, k))

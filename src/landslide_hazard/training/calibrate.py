@@ -35,6 +35,7 @@ get none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from scipy.special import expit
 from ..config import RunConfig
 from ..evaluation.calibration import (
     PlattScaling,
+    by_period,
     calibrated_density,
     calibrated_probability,
     density_blend_weight,
@@ -102,9 +104,7 @@ def fit_calibration(
     if report["slope"] is not None:
         model.set_calibration(report["slope"], report["intercept"])
         model.period_shifts = report["period_shifts"]
-        blend = report.get("density_blend")
-        if blend is not None:
-            model.density_blend = (blend["weight"], blend["constant"])
+        model.density_blend = _blend_of(report)
         model.period_density_factors = report["period_density_factors"]
     return report
 
@@ -142,15 +142,10 @@ def fit_map_calibration(
     platt.fit(p, y)
     z_map = platt.slope * logit(susceptibility) + platt.intercept  # NaN stays NaN
     level = (split.val_cells | split.train_cells) & scored
-    z_level, y_level = z_map[level], observed[level] > min_density
-    period_level = np.nonzero(level)[0]
-    shifts = {
-        period_names[t]: level_shift(z_level[period_level == t], y_level[period_level == t])
-        for t in np.unique(period_level)
-    }
+    shifts = _fit_by_period(level_shift, level, z_map, observed > min_density, period_names)
     z = z_map[cells]
     period = np.nonzero(cells)[0]
-    shifted = z + np.array([shifts.get(name, 0.0) for name in period_names])[period]
+    shifted = z + by_period(shifts, period_names, 0.0)[period]
     report: dict[str, Any] = {
         "kind": kind,
         "slope": platt.slope,
@@ -167,16 +162,27 @@ def fit_map_calibration(
         report["density_blend"] = blend
     blended = calibrated_density(density, _blend_of(report))  # as the maps get it
     positive = level & (observed > min_density) & np.isfinite(blended)
-    period_positive = np.nonzero(positive)[0]
-    y_pos, d_pos = observed[positive], blended[positive]
-    report["period_density_factors"] = {
-        period_names[t]: density_level_factor(
-            y_pos[period_positive == t], d_pos[period_positive == t]
-        )
-        for t in np.unique(period_positive)
-    }
+    report["period_density_factors"] = _fit_by_period(
+        density_level_factor, positive, observed, blended, period_names
+    )
     report["n_density_level_cells"] = int(positive.sum())
     return report
+
+
+def _fit_by_period(
+    fit: Callable[[np.ndarray, np.ndarray], float],
+    cells: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    period_names: list[str],
+) -> dict[str, float]:
+    """``fit(a, b)`` over each period's ``cells`` ((P, rows, cols) bool; ``a``, ``b`` maps of
+    that shape), by period name, for every period with such cells."""
+    period = np.nonzero(cells)[0]
+    a_cells, b_cells = a[cells], b[cells]
+    return {
+        period_names[t]: fit(a_cells[period == t], b_cells[period == t]) for t in np.unique(period)
+    }
 
 
 def _blend_of(report: dict[str, Any]) -> tuple[float, float] | None:
@@ -195,8 +201,8 @@ def apply_map_calibration(
     nothing was fitted."""
     if report.get("slope") is None:
         return susceptibility, density
-    shifts = np.array([report["period_shifts"].get(name, 0.0) for name in period_names])
-    factors = np.array([report["period_density_factors"].get(n, 1.0) for n in period_names])
+    shifts = by_period(report["period_shifts"], period_names, 0.0)
+    factors = by_period(report["period_density_factors"], period_names, 1.0)
     p = calibrated_probability(susceptibility, report["slope"], report["intercept"], shifts)
     return p, calibrated_density(density, _blend_of(report), factors)
 
