@@ -84,7 +84,7 @@ def test_band_layouts():
     assert dynamic_names_of(input_names(True)) == DYNAMIC_NAMES + MODEL_LEGACY_NAMES
     assert set(MODEL_LEGACY_NAMES) <= set(LEGACY_NAMES)
     assert dynamic_names_of(list(input_names(False))) == DYNAMIC_NAMES
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(ValueError, match="none of the layouts"):
         dynamic_names_of(input_names(False)[:-1])
 
 

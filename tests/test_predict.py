@@ -159,12 +159,16 @@ def test_predict_writes_cogs_and_gpkg(trained_run, monkeypatch):
 
 
 def test_predict_real_model_and_scenario(trained_run, tmp_path):
-    from landslide_hazard.bands import DYNAMIC_NAMES, MODEL_LEGACY_NAMES
+    from landslide_hazard.bands import ANOMALY_NAMES, DYNAMIC_NAMES, MODEL_LEGACY_NAMES
     from landslide_hazard.io import write_raster
 
     run, cube = trained_run
-    # a temporal run reads the (stationary) legacy bands (predictors.legacy: auto)
-    assert predict_mod.load_run(run).dynamic_bands == DYNAMIC_NAMES + MODEL_LEGACY_NAMES
+    # a temporal run of the tiny preset reads the rain anomalies and the (stationary) legacy
+    # bands (predictors.trigger_anomalies and predictors.legacy: auto)
+    assert (
+        predict_mod.load_run(run).dynamic_bands
+        == DYNAMIC_NAMES + ANOMALY_NAMES + MODEL_LEGACY_NAMES
+    )
     maps = predict_mod.predict(run, progress=False)
     with rasterio.open(maps / "susceptibility.tif") as ds:
         s = ds.read()

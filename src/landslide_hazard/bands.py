@@ -2,9 +2,11 @@
 
 The model input has 13 channels (paper Table 1): the 8 static fine-grid bands, the 4 dynamic
 trigger bands (stored on the cell grid, upsampled when a patch is read) and the scalar count of
-monsoons since the earthquake, broadcast to a constant channel. With ``predictors.legacy`` on,
-3 of the legacy bands (:data:`MODEL_LEGACY_NAMES`, of the 5 in the cube) follow the triggers (16
-channels; :func:`input_names`).
+monsoons since the earthquake, broadcast to a constant channel. With
+``predictors.trigger_anomalies`` on (the default but for the paper preset), the 2 rain anomalies
+(:data:`ANOMALY_NAMES`, derived when a reader is built, never stored) follow the triggers; with
+``predictors.legacy`` on, 3 of the legacy bands (:data:`MODEL_LEGACY_NAMES`, of the 5 in the cube)
+come last (13, 15, 16 or 18 channels; :func:`input_names`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,24 @@ MODEL_LEGACY_NAMES: tuple[str, ...] = (
     "legacy_failed_fraction",
 )
 
+#: Within-period trigger anomalies (issue 14; docs/decisions.md, "Rain anomalies within the
+#: period"): a rain band minus its mean over the study area's valid cells in the same period. A
+#: period's level of landslide activity rests on much that no raster shows (how long after the
+#: earthquake, how an inventory was mapped), so across periods the rain level and the activity
+#: need not move together, while within a period the wetter cells fail more. Given both the raw
+#: band and its anomaly, a model can learn the two relations apart. Derived from the period's own
+#: field wherever a reader is built (a what-if rain field gets its own anomaly). The shaking bands
+#: get none: they are the same field in every period.
+ANOMALY_BANDS: tuple[Band, ...] = (
+    Band("rain_max_anomaly", "mm/day", "rain_max minus its mean over the period's valid cells"),
+    Band("rain_ci95_anomaly", "mm/day", "rain_ci95 minus its mean over the period's valid cells"),
+)
+#: The band each anomaly is derived from.
+ANOMALY_SOURCES: dict[str, str] = {
+    "rain_max_anomaly": "rain_max",
+    "rain_ci95_anomaly": "rain_ci95",
+}
+
 SCALAR_BANDS: tuple[Band, ...] = (
     Band(
         "monsoons_since_eq", "count", "monsoon seasons ended after the earthquake by the period end"
@@ -103,36 +123,51 @@ TERRAIN_BANDS: tuple[str, ...] = (
 STATIC_NAMES: tuple[str, ...] = tuple(b.name for b in STATIC_BANDS)
 DYNAMIC_NAMES: tuple[str, ...] = tuple(b.name for b in DYNAMIC_BANDS)  # the triggers
 LEGACY_NAMES: tuple[str, ...] = tuple(b.name for b in LEGACY_BANDS)
+ANOMALY_NAMES: tuple[str, ...] = tuple(b.name for b in ANOMALY_BANDS)
 CUBE_DYNAMIC_NAMES: tuple[str, ...] = DYNAMIC_NAMES + LEGACY_NAMES  # the cube's dynamic bands
 SCALAR_NAMES: tuple[str, ...] = tuple(b.name for b in SCALAR_BANDS)
 INPUT_NAMES: tuple[str, ...] = STATIC_NAMES + DYNAMIC_NAMES + SCALAR_NAMES
 N_INPUT_CHANNELS: int = len(INPUT_NAMES)  # 13, as in the paper
 UNITS: dict[str, str] = {
-    b.name: b.unit for b in STATIC_BANDS + DYNAMIC_BANDS + LEGACY_BANDS + SCALAR_BANDS
+    b.name: b.unit
+    for b in STATIC_BANDS + DYNAMIC_BANDS + ANOMALY_BANDS + LEGACY_BANDS + SCALAR_BANDS
 }
 UNITS["aspect"] = "deg"
 TARGET_NAME = "target_density"
 TARGET_UNIT = "% of cell area"
 
 
-def model_dynamic_names(legacy: bool) -> tuple[str, ...]:
-    """The cell-grid bands a model reads, in its channel order: the triggers, then the legacy."""
-    return DYNAMIC_NAMES + (MODEL_LEGACY_NAMES if legacy else ())
+def model_dynamic_names(legacy: bool, anomalies: bool = False) -> tuple[str, ...]:
+    """The cell-grid bands a model reads, in its channel order: the triggers, [the rain
+    anomalies,] [the legacy]."""
+    return (
+        DYNAMIC_NAMES
+        + (ANOMALY_NAMES if anomalies else ())
+        + (MODEL_LEGACY_NAMES if legacy else ())
+    )
 
 
-def input_names(legacy: bool) -> tuple[str, ...]:
-    """A model's input channels: static, triggers, [legacy,] the monsoon count (13 or 16)."""
-    return STATIC_NAMES + model_dynamic_names(legacy) + SCALAR_NAMES
+def input_names(legacy: bool, anomalies: bool = False) -> tuple[str, ...]:
+    """A model's input channels: static, triggers, [rain anomalies,] [legacy,] the monsoon
+    count (13, 15, 16 or 18)."""
+    return STATIC_NAMES + model_dynamic_names(legacy, anomalies) + SCALAR_NAMES
+
+
+#: Every input layout this package builds, as (legacy, anomalies).
+LAYOUTS: tuple[tuple[bool, bool], ...] = (
+    (False, False),
+    (True, False),
+    (False, True),
+    (True, True),
+)
 
 
 def dynamic_names_of(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """The dynamic bands of a recorded input band list; raises ValueError if it is no layout
-    this package builds (static, triggers, [legacy,] monsoon count)."""
+    this package builds (static, triggers, [rain anomalies,] [legacy,] monsoon count)."""
     names = tuple(names)
-    for legacy in (False, True):
-        if names == input_names(legacy):
-            return model_dynamic_names(legacy)
-    raise ValueError(
-        f"input bands {list(names)} are neither {list(input_names(False))} nor "
-        f"{list(input_names(True))}"
-    )
+    for legacy, anomalies in LAYOUTS:
+        if names == input_names(legacy, anomalies):
+            return model_dynamic_names(legacy, anomalies)
+    layouts = " or ".join(str(list(input_names(*layout))) for layout in LAYOUTS)
+    raise ValueError(f"input bands {list(names)} are none of the layouts {layouts}")

@@ -301,6 +301,12 @@ class PredictorsConfig(_Model):
         "spatial and paper (held-out cells would see their own earlier labels) and for the "
         "paper preset; true under spatial or paper is refused",
     )
+    trigger_anomalies: Literal["auto"] | bool = Field(
+        "auto",
+        description="each rain band's anomaly within its period (the band minus its mean over "
+        "the study area in that period) as an extra model input, so that the model can tell "
+        "where a period's rain falls from how much falls: auto = on but for the paper preset",
+    )
 
 
 #: Protocols whose held-out cells would see their own labels of earlier periods through legacy.
@@ -421,6 +427,21 @@ class RunConfig(_Model):
                 and self.model.preset != "paper"
             )
         return bool(self.predictors.legacy)
+
+    @property
+    def trigger_anomalies(self) -> bool:
+        """Whether the model reads the rain anomalies (``predictors.trigger_anomalies``
+        resolved)."""
+        if self.predictors.trigger_anomalies == "auto":
+            return self.model.preset != "paper"
+        return bool(self.predictors.trigger_anomalies)
+
+    @property
+    def model_dynamic_bands(self) -> tuple[str, ...]:
+        """The cell-grid bands the model reads, in its channel order (``bands``)."""
+        from .bands import model_dynamic_names
+
+        return model_dynamic_names(self.legacy, self.trigger_anomalies)
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> RunConfig:

@@ -314,14 +314,18 @@ ARCHITECTURE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def enn_arguments(model_cfg: Any, grid: Any, legacy: bool = False) -> dict[str, Any]:
-    """``build_enn``'s keyword arguments for a config's ``model`` section on a grid (``legacy``:
-    the model reads the legacy bands, ``RunConfig.legacy``)."""
-    from .bands import input_names
+def enn_arguments(
+    model_cfg: Any, grid: Any, dynamic_bands: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """``build_enn``'s keyword arguments for a config's ``model`` section on a grid
+    (``dynamic_bands``: the cell-grid bands the model reads, ``RunConfig.model_dynamic_bands``;
+    None: the triggers only)."""
+    from .bands import DYNAMIC_NAMES, SCALAR_NAMES, STATIC_NAMES
 
+    bands = DYNAMIC_NAMES if dynamic_bands is None else dynamic_bands
     return {
         "preset": model_cfg.preset,
-        "in_channels": len(input_names(legacy)),
+        "in_channels": len(STATIC_NAMES) + len(bands) + len(SCALAR_NAMES),
         "patch_cells": grid.patch_cells,
         "cell_pixels": grid.cell_pixels,
         **{key: getattr(model_cfg, key) for key in ARCHITECTURE_DEFAULTS},

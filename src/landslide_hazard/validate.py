@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .bands import LEGACY_NAMES
+from .bands import ANOMALY_NAMES, LEGACY_NAMES
 from .config import LEGACY_LEAKING_PROTOCOLS, RunConfig
 from .errors import InputError
 from .evaluation.baselines import OCCURRENCE_MODELS
@@ -149,10 +149,9 @@ class _Observed:
 
     def features_for(self, bands: tuple[str, ...]) -> np.ndarray:
         """The baselines' per-cell features with the same cell-grid bands as the network."""
+        optional = LEGACY_NAMES + ANOMALY_NAMES
         keep = [
-            i
-            for i, name in enumerate(self.feature_names)
-            if name not in LEGACY_NAMES or name in bands
+            i for i, name in enumerate(self.feature_names) if name not in optional or name in bands
         ]
         return self.features[..., keep]
 
@@ -165,7 +164,14 @@ class _Observed:
         from .sampling.dataset import CubeReader
 
         cube = open_cube(cube_path(cfg))
-        reader = CubeReader(cube, dynamic_bands=cube.meta.dynamic_bands)
+        # every band a run may read: the cube's, with the rain anomalies after the triggers
+        stored = tuple(cube.meta.dynamic_bands)
+        bands = (
+            tuple(b for b in stored if b not in LEGACY_NAMES)
+            + ANOMALY_NAMES
+            + tuple(b for b in stored if b in LEGACY_NAMES)
+        )
+        reader = CubeReader(cube, dynamic_bands=bands)
         static = np.asarray(reader.static if reader.static_in_memory else reader.static[:])
         features, feature_names = cell_features(
             static,

@@ -289,7 +289,9 @@ def test_density_epoch_equals_averaged_shard_gradients(ddp_run):
     t = cfg.training
     stage = stages.stages_from_config(t)[2]
     assert stage.name == "density" and not t.balance_patches and cfg.model.dropout == 0
-    reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"))
+    reader = CubeReader(
+        open_cube(cfg.output.dir / "cube.zarr"), dynamic_bands=cfg.model_dynamic_bands
+    )
     split = Split.load(run / "splits.npz")
     norm = Normalisation.load(run / "normalisation.json")
     min_density = cfg.inventory.min_density
@@ -307,7 +309,7 @@ def test_density_epoch_equals_averaged_shard_gradients(ddp_run):
     models, optims, scheds = [], [], []
     for _ in range(WORLD):  # one replica per rank, as the ranks hold them
         g = reader.grid
-        m = build_enn(**enn_arguments(cfg.model, g))
+        m = build_enn(**enn_arguments(cfg.model, g, reader.dynamic_bands))
         m.load_state_dict(start)
         m.eval()
         # the layout training uses (training.channels_last): a conv bias followed by batch

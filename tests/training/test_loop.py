@@ -63,9 +63,16 @@ def test_run_folder_contents_and_normalisation(reference_run):
     from landslide_hazard.cube import open_cube
     from landslide_hazard.sampling.dataset import CubeReader
 
-    reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"))
+    reader = CubeReader(
+        open_cube(cfg.output.dir / "cube.zarr"), dynamic_bands=cfg.model_dynamic_bands
+    )
     ref = compute_normalisation(
-        reader.static, reader.dynamic, reader.monsoons, split.train_cells, 4
+        reader.static,
+        reader.dynamic,
+        reader.monsoons,
+        split.train_cells,
+        4,
+        dynamic_names=reader.dynamic_bands,
     )
     got = Normalisation.load(run / "normalisation.json")
     np.testing.assert_allclose(got.mean, ref.mean)
@@ -95,7 +102,7 @@ def test_period_shifts_are_fitted_on_each_periods_training_and_validation_cells(
     cfg, run_dir = reference_run
     run = load_run(run_dir)
     split = Split.load(run_dir / "splits.npz")
-    reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"))
+    reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"), dynamic_bands=run.dynamic_bands)
     level_cells = split.train_cells | split.val_cells
     with_cells = [reader.period_names[t] for t in np.flatnonzero(level_cells.any(axis=(1, 2)))]
     assert sorted(run.model.period_shifts) == sorted(with_cells)
@@ -155,14 +162,14 @@ def test_density_blend_is_fitted_on_the_positive_validation_cells(reference_run)
     by least squares agrees, the factors recomputed from the blended maps agree, and the maps
     predict writes are the blend times its period's factor."""
     from landslide_hazard.cube import open_cube
-    from landslide_hazard.evaluation.calibration import density_level_factor
+    from landslide_hazard.evaluation.calibration import density_level_factors
     from landslide_hazard.predict import load_run, predict_arrays
     from landslide_hazard.sampling.dataset import CubeReader
 
     cfg, run_dir = reference_run
     run = load_run(run_dir)
     split = Split.load(run_dir / "splits.npz")
-    reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"))
+    reader = CubeReader(open_cube(cfg.output.dir / "cube.zarr"), dynamic_bands=run.dynamic_bands)
     obs = np.where(reader.valid[None], reader.target, np.nan)
     md = cfg.inventory.min_density
     assert run.model.density_blend is not None
@@ -181,17 +188,18 @@ def test_density_blend_is_fitted_on_the_positive_validation_cells(reference_run)
     maps = predict_arrays(run.model, reader, run.norm)
     ok = np.isfinite(raw)
     blended = constant + weight * (raw - constant)
-    # then each period's level factor: the shrunk ratio of the means of the observed and the
-    # blended densities over the period's positive training and validation cells
+    # then each period's level factor, from the observed and the blended densities of the
+    # periods' positive training and validation cells
     level = (split.train_cells | split.val_cells) & (obs > md) & ok
     factors = run.model.period_density_factors
     with_cells = [reader.period_names[t] for t in np.flatnonzero(level.any(axis=(1, 2)))]
     assert sorted(factors) == sorted(with_cells) and with_cells
     scale = np.array([factors.get(name, 1.0) for name in reader.period_names])[:, None, None]
+    period = np.nonzero(level)[0]
+    want = density_level_factors(obs[level], blended[level], period)
     for t, name in enumerate(reader.period_names):
         if name in factors:
-            want = density_level_factor(obs[t][level[t]], blended[t][level[t]])
-            assert factors[name] == pytest.approx(want, rel=1e-5)
+            assert factors[name] == pytest.approx(want[t], rel=1e-5)
     assert any(abs(f - 1.0) > 0.01 for f in factors.values())  # not a no-op on this run
     np.testing.assert_allclose(maps["density"][ok], (blended * scale)[ok], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(

@@ -366,30 +366,42 @@ def density_blend_weight(observed: Any, predicted: Any, constant: float) -> floa
     return float(np.clip(np.sum(dy * dd) / denominator, 0.0, 1.0))
 
 
-def density_level_factor(observed: Any, predicted: Any, prior_sd: float = LEVEL_PRIOR_SD) -> float:
-    """The factor ``f`` that sets one period's density maps to its level (``training.calibrate``):
-    ``mean(observed) / mean(predicted)`` over the period's positive training and validation
-    cells, its logarithm drawn towards 0 (no change) under a Normal(0, ``prior_sd``) prior.
-
-    Landslide densities are heavy-tailed, so a period's mean rests on a few large landslides.
-    The log-ratio's variance is taken by the delta method, ``cv_obs^2 / n + cv_pred^2 / n``
-    (``cv`` the coefficient of variation), and ``f = exp(l prior_sd^2 / (prior_sd^2 + var))``
-    is the posterior mean of the log-ratio ``l`` of a normal-normal model: hundreds of cells
-    keep nearly the plain ratio, a few scattered ones nearly 1. Non-finite pairs are dropped;
-    fewer than two pairs, or a non-positive mean, give 1 (nothing to fit). ``prior_sd`` inf:
-    the plain ratio.
-    """
+def density_level_factors(
+    observed: Any, predicted: Any, period: Any, prior_sd: float = LEVEL_PRIOR_SD
+) -> dict[int, float]:
+    """Per period ``t`` of ``period`` (each cell's period index), the factor ``f_t`` setting
+    its density maps to its level (``training.calibrate``). Densities are heavy-tailed, so the
+    level is estimated on the log scale, ``g_t = mean(ln y) - mean(ln d)``, and made a ratio of
+    means by one conversion pooled over the periods, ``c = sum_t n_t (ln(mean y / mean d) -
+    g_t) / sum_t n_t`` (one shape in every period, differing in scale, as landslide areas do:
+    far less noise than each period's ratio of means; docs/decisions.md, "The density level on
+    the log scale"). ``ln f_t = (g_t + c) s^2 / (s^2 + v_t)``, ``v_t = (var ln y + var ln d) /
+    n_t``: the posterior mean under a Normal(0, ``prior_sd`` = s) prior (inf: none). Non-finite
+    or non-positive pairs are dropped; a period with fewer than two gets 1."""
     y = np.asarray(observed, dtype="float64").ravel()
     d = np.asarray(predicted, dtype="float64").ravel()
-    keep = np.isfinite(y) & np.isfinite(d)
-    y, d = y[keep], d[keep]
-    if y.size < 2 or y.mean() <= 0 or d.mean() <= 0:
-        return 1.0
-    log_ratio = math.log(y.mean() / d.mean())
-    if math.isinf(prior_sd):
-        return math.exp(log_ratio)
-    variance = (y.std(ddof=1) / y.mean()) ** 2 / y.size + (d.std(ddof=1) / d.mean()) ** 2 / d.size
-    return math.exp(log_ratio * prior_sd**2 / (prior_sd**2 + variance))
+    t = np.asarray(period).ravel()
+    keep = np.isfinite(y) & np.isfinite(d) & (y > 0) & (d > 0)
+    factors = {int(k): 1.0 for k in np.unique(t)}
+    fits: dict[int, tuple[float, float, float, int]] = {}
+    for k in factors:
+        cells = keep & (t == k)
+        n = int(cells.sum())
+        if n < 2:
+            continue
+        ly, ld = np.log(y[cells]), np.log(d[cells])
+        means = math.log(y[cells].mean() / d[cells].mean())
+        fits[k] = (ly.mean() - ld.mean(), means, (ly.var(ddof=1) + ld.var(ddof=1)) / n, n)
+    if not fits:
+        return factors
+    n_all = sum(f[3] for f in fits.values())
+    conversion = sum(f[3] * (f[1] - f[0]) for f in fits.values()) / n_all
+    for k, (geometric, _, variance, _) in fits.items():
+        log_factor = geometric + conversion
+        if not math.isinf(prior_sd):
+            log_factor *= prior_sd**2 / (prior_sd**2 + variance)
+        factors[k] = math.exp(log_factor)
+    return factors
 
 
 def by_period(

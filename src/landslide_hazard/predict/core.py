@@ -361,6 +361,7 @@ def _worker_row(
             dynamic=dynamic,
             monsoons=monsoons,
             dynamic_bands=job["dynamic_bands"],
+            dynamic_picked=True,  # the driver's reader.dynamic
         )
         _WORKER_READER[job["token"]] = reader
     inference: Inference = job["inference"]

@@ -205,6 +205,7 @@ class _Prediction:
             dynamic=dynamic,
             monsoons=monsoons,
             dynamic_bands=run.dynamic_bands,
+            dynamic_picked=False,  # every band of the cube, the scenario's applied
         )
         apply_idx = [periods.index(p) for p in spec.periods]
         arrays = self.arrays(reader, apply_idx)

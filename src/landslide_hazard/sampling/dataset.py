@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..bands import DYNAMIC_NAMES, LEGACY_NAMES, SCALAR_NAMES, STATIC_NAMES
+from ..bands import ANOMALY_SOURCES, DYNAMIC_NAMES, LEGACY_NAMES, SCALAR_NAMES, STATIC_NAMES
 from ..cube import CubeArrays
 from ..errors import InputError
 from ..grid import StudyGrid
@@ -87,6 +87,33 @@ def _full_weight(h: int, w: int, cell_pixels: int) -> np.ndarray:
     return den
 
 
+def period_anomaly(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(P, cy, cx) cell-grid values minus each period's mean over its valid cells with a
+    finite value (``bands.ANOMALY_BANDS``); NaN stays NaN, a period with no such cell is NaN."""
+    values = np.asarray(values, dtype=np.float32)
+    out = np.full_like(values, np.nan)
+    for t in range(values.shape[0]):
+        inside = valid & np.isfinite(values[t])
+        if inside.any():
+            mean = values[t][inside].mean(dtype=np.float64)
+            out[t] = values[t] - np.float32(mean)
+    return out
+
+
+def pick_dynamic(
+    values: np.ndarray, names: tuple[str, ...], bands: tuple[str, ...], valid: np.ndarray
+) -> np.ndarray:
+    """(P, len(bands), cy, cx): the ``bands`` of cell-grid ``values`` (P, len(names), cy, cx),
+    a stored band sliced, an anomaly (``bands.ANOMALY_SOURCES``) derived from its source."""
+    out = np.empty((values.shape[0], len(bands), *values.shape[2:]), dtype=np.float32)
+    for i, band in enumerate(bands):
+        if band in names:
+            out[:, i] = values[:, names.index(band)]
+        else:
+            out[:, i] = period_anomaly(values[:, names.index(ANOMALY_SOURCES[band])], valid)
+    return out
+
+
 class CubeReader:
     """Reads patch windows of a cube: static from the fine grid, dynamic/targets from the cells.
 
@@ -94,7 +121,9 @@ class CubeReader:
     memory; the fine static array is loaded when it fits ``memory_budget_bytes``, else read
     window by window from Zarr. ``dynamic`` / ``monsoons`` override the cube's triggers (what-if
     scenarios) without touching the cube; it holds all the cube's dynamic bands
-    (``cube.meta.dynamic_bands``) or only those of ``dynamic_bands``. ``dynamic_bands``: those
+    (``cube.meta.dynamic_bands``) or, ``dynamic_picked``, those of ``dynamic_bands`` (None: told
+    by its shape). Rain anomalies (``bands.ANOMALY_SOURCES``) among ``dynamic_bands`` are derived
+    from their stored source band, period by period. ``dynamic_bands``: those
     the model reads, in its channel order (the triggers, or the triggers and the legacy);
     ``self.dynamic`` holds only them (:meth:`with_dynamic_bands` for another choice).
     """
@@ -106,6 +135,7 @@ class CubeReader:
         dynamic: np.ndarray | None = None,
         monsoons: np.ndarray | None = None,
         dynamic_bands: tuple[str, ...] = DYNAMIC_NAMES,
+        dynamic_picked: bool | None = None,
     ) -> None:
         self.cube = cube
         self.grid: StudyGrid = cube.grid
@@ -115,7 +145,12 @@ class CubeReader:
                 f"{cube.path}: static bands {cube.meta.static_bands} differ from {STATIC_NAMES}; "
                 "re-run prepare with this package version"
             )
-        missing = [b for b in dynamic_bands if b not in cube.meta.dynamic_bands]
+        cube_bands = tuple(cube.meta.dynamic_bands)
+        missing = [
+            b
+            for b in dynamic_bands
+            if b not in cube_bands and ANOMALY_SOURCES.get(b) not in cube_bands
+        ]
         if missing:
             raise InputError(
                 f"{cube.path}: the cube has no band(s) {missing} (its dynamic bands: "
@@ -124,7 +159,6 @@ class CubeReader:
             )
         self._choose_bands(tuple(dynamic_bands))
         n_dyn = len(self.dynamic_bands)
-        pick = [cube.meta.dynamic_bands.index(b) for b in self.dynamic_bands]
         static = cube.static
         self.memory_budget_bytes = int(memory_budget_bytes)
         self.static_in_memory = int(np.prod(static.shape)) * 4 <= memory_budget_bytes
@@ -132,10 +166,21 @@ class CubeReader:
         self._row_cache: tuple[int, int, np.ndarray] | None = None
         all_dynamic = np.asarray(cube.dynamic[:] if dynamic is None else dynamic, np.float32)
         n_p = len(self.period_names)
-        expected = (n_p, len(cube.meta.dynamic_bands), *self.grid.cell_shape)
-        if all_dynamic.shape == expected:
-            all_dynamic = all_dynamic[:, pick]
-        elif all_dynamic.shape != (n_p, n_dyn, *self.grid.cell_shape):  # already picked
+        expected = (n_p, len(cube_bands), *self.grid.cell_shape)
+        picked = (n_p, n_dyn, *self.grid.cell_shape)
+        self.valid = cube.valid_cells
+        if dynamic is None:
+            dynamic_picked = False
+        elif dynamic_picked is None:
+            if expected == picked and cube_bands != self.dynamic_bands:
+                raise ValueError(
+                    "dynamic has as many bands as the cube and as the reader's choice; say which "
+                    "it holds (dynamic_picked)"
+                )
+            dynamic_picked = all_dynamic.shape == picked and all_dynamic.shape != expected
+        if not dynamic_picked and all_dynamic.shape == expected:
+            all_dynamic = pick_dynamic(all_dynamic, cube_bands, self.dynamic_bands, self.valid)
+        elif not dynamic_picked or all_dynamic.shape != picked:
             raise InputError(
                 f"dynamic bands of shape {all_dynamic.shape}, expected {expected} "
                 f"(period, {list(cube.meta.dynamic_bands)}, cell rows, cell columns)"
@@ -145,7 +190,6 @@ class CubeReader:
             cube.monsoons_since_eq if monsoons is None else np.asarray(monsoons, dtype=np.float32)
         )
         self.target = np.asarray(cube.target_density[:], dtype=np.float32)
-        self.valid = cube.valid_cells
 
     def _choose_bands(self, bands: tuple[str, ...]) -> None:
         """Set the dynamic bands the model reads and their channel slices."""
@@ -162,14 +206,18 @@ class CubeReader:
     def with_dynamic_bands(self, bands: tuple[str, ...]) -> CubeReader:
         """This reader with another choice among its dynamic bands, sharing its static pixels,
         targets and monsoon counts (nothing is read again)."""
-        missing = [b for b in bands if b not in self.dynamic_bands]
+        missing = [
+            b
+            for b in bands
+            if b not in self.dynamic_bands and ANOMALY_SOURCES.get(b) not in self.dynamic_bands
+        ]
         if missing:
             raise InputError(f"this reader holds no band(s) {missing}: {self.dynamic_bands}")
         other = copy.copy(self)
         other._row_cache = None
+        held = self.dynamic_bands
         other._choose_bands(tuple(bands))
-        pick = [self.dynamic_bands.index(b) for b in bands]
-        other.dynamic = np.ascontiguousarray(self.dynamic[:, pick])
+        other.dynamic = pick_dynamic(self.dynamic, held, tuple(bands), self.valid)
         return other
 
     @property

@@ -25,12 +25,12 @@ where the density block's predictions do not follow the observed densities of ce
 trained on, its maps fall back toward the constant instead of adding noise to the hazard.
 
 Then each period with positive training or validation cells gets a factor on its density maps,
-the mean observed density of those cells over the mean of their (blended) maps, drawn towards 1
-by a prior (``evaluation.calibration.density_level_factor``; ``ENN.period_density_factors``,
-saved in model.pt): the density stages fit a conditional median (an absolute error), and a
-period's landslide sizes set its density level far more than any cell's inputs do; on the demo
-the block missed some periods' mean by a factor of two (docs/decisions.md). Forecast periods
-get none.
+the observed density of those cells over their (blended) maps, estimated on the log scale with
+one conversion to a ratio of means pooled over the periods, and drawn towards 1 by a prior
+(``evaluation.calibration.density_level_factors``; ``ENN.period_density_factors``, saved in
+model.pt): the density stages fit a conditional median (an absolute error), and a period's
+landslide sizes set its density level far more than any cell's inputs do; on the demo the block
+missed some periods' mean by a factor of two (docs/decisions.md). Forecast periods get none.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from ..evaluation.calibration import (
     calibrated_density,
     calibrated_probability,
     density_blend_weight,
-    density_level_factor,
+    density_level_factors,
     level_shift,
     logit,
     positive_mean_density,
@@ -162,9 +162,9 @@ def fit_map_calibration(
         report["density_blend"] = blend
     blended = calibrated_density(density, _blend_of(report))  # as the maps get it
     positive = level & (observed > min_density) & np.isfinite(blended)
-    report["period_density_factors"] = _fit_by_period(
-        density_level_factor, positive, observed, blended, period_names
-    )
+    period = np.nonzero(positive)[0]
+    factors = density_level_factors(observed[positive], blended[positive], period)
+    report["period_density_factors"] = {period_names[t]: f for t, f in factors.items()}
     report["n_density_level_cells"] = int(positive.sum())
     return report
 

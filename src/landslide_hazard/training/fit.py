@@ -217,7 +217,9 @@ class _Fit:
         self.cfg, self.t, self.ck, self.rt = cfg, cfg.training, checkpoints, rt
         min_density = cfg.inventory.min_density
         torch.manual_seed(cfg.seed)
-        model = build_enn(**enn_arguments(cfg.model, data.reader.grid, cfg.legacy)).to(rt.device)
+        model = build_enn(
+            **enn_arguments(cfg.model, data.reader.grid, data.reader.dynamic_bands)
+        ).to(rt.device)
         use_amp = bool(self.t.amp and rt.device.type == "cuda")
         if self.t.channels_last:
             model = to_memory_format(model, torch.channels_last)

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from ..bands import input_names, model_dynamic_names
 from ..config import RunConfig, load_config, save_config
 from ..cube import open_cube
 from ..errors import InputError, ResumeError
@@ -180,6 +179,11 @@ def _run_training(
     layout = "channels-last (NHWC)" if cfg_run.training.channels_last else "NCHW"
     rt.log(
         f"inputs: {data.reader.n_channels} bands"
+        + (
+            " with the rain anomalies (predictors.trigger_anomalies)"
+            if cfg_run.trigger_anomalies
+            else ""
+        )
         + (" with the landslide legacy (predictors.legacy)" if cfg_run.legacy else "")
         + f"; model and batches in {layout} (training.channels_last)"
     )
@@ -226,10 +230,10 @@ def recalibrate(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     cfg_run = load_config(run.config)
     device = resolve_device(cfg_run.training.device)
     loaded = load_run(run.path, device)
-    loaded.norm.check_bands(input_names(cfg_run.legacy), what=str(run.model))
     threads = apply_thread_policy(cfg_run.runtime.threads)
-    # the run's own split and normalisation, as stored; the cube read as train reads it
-    reader = _open_reader(cfg_run, DEFAULT_MEMORY_BUDGET_BYTES)
+    # the run's own split, normalisation and input bands, as stored (a run trained before an
+    # input was added keeps its own); the cube read as train reads it
+    reader = _open_reader(cfg_run, DEFAULT_MEMORY_BUDGET_BYTES, loaded.dynamic_bands)
     data = TrainingData(reader, Split.load(run.splits), loaded.norm)
     model = loaded.model
     with torch.no_grad():  # uncalibrated until refitted (training.calibration: none keeps it so)
@@ -269,9 +273,11 @@ def _training_data(cfg: RunConfig, memory_budget_bytes: int) -> TrainingData:
     return TrainingData(reader, split, norm)
 
 
-def _open_reader(cfg: RunConfig, memory_budget_bytes: int) -> CubeReader:
+def _open_reader(
+    cfg: RunConfig, memory_budget_bytes: int, dynamic_bands: tuple[str, ...] | None = None
+) -> CubeReader:
     """A reader of the run's cube, its grid checked against the config, with the cell-grid
-    bands the run's model reads."""
+    bands the run's model reads (``dynamic_bands``, by default those the config asks for)."""
     path = cube_path(cfg)
     cube = open_cube(path)
     grid = cube.grid
@@ -289,7 +295,7 @@ def _open_reader(cfg: RunConfig, memory_budget_bytes: int) -> CubeReader:
     return CubeReader(
         cube,
         memory_budget_bytes=memory_budget_bytes,
-        dynamic_bands=model_dynamic_names(cfg.legacy),
+        dynamic_bands=cfg.model_dynamic_bands if dynamic_bands is None else dynamic_bands,
     )
 
 
