@@ -1,7 +1,7 @@
 """CPU training throughput of the demo's default model: today's path against the round-2 path.
 
 Measured at one thread, in one run, in alternating rounds (``_common.interleaved_best``), on
-batches of the demo's shape (16 patches of 13 bands x 64 x 64 px, 4 x 4 cells of 16 px): one
+batches of the demo's shape (16 patches of 15 bands x 64 x 64 px, 4 x 4 cells of 16 px): one
 optimiser step (forward, loss, backward, Adam) of each training stage
 (``training.stages.stage_loss``), in samples (patches) per second.
 
@@ -46,7 +46,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved_best, row  # noqa: E402
 
-BATCH, BANDS, PATCH_CELLS, CELL_PIXELS = 16, 13, 4, 16
+from landslide_hazard.bands import input_names  # noqa: E402
+
+# the demo's spatial runs: no legacy, the rain anomalies (15 input bands)
+BATCH, PATCH_CELLS, CELL_PIXELS = 16, 4, 16
+BANDS = len(input_names(legacy=False, anomalies=True))
 STAGES = ("susceptibility", "density", "finetune")
 
 

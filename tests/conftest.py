@@ -38,3 +38,29 @@ def tiny_scenario(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_scenario")
     generate_scenario("tiny", 0, root, progress=False)
     return root
+
+
+@pytest.fixture
+def minimal_config():
+    """``make(protocol, preset, **predictors)``: the smallest config dict that validates (no file
+    is read), for tests of how a config resolves."""
+
+    def make(protocol: str = "temporal", preset: str = "tiny", **predictors) -> dict:
+        return {
+            "grid": {
+                "crs": "EPSG:32645",
+                "origin": [0, 0],
+                "pixel_size_m": 30,
+                "cell_pixels": 4,
+                "shape_cells": [8, 8],
+                "patch_cells": 4,
+            },
+            "baseline": {"name": "b", "date": "2015-01-01", "inventory": "b.gpkg"},
+            "periods": [{"name": "p", "date": "2015-06-01", "inventory": "p.gpkg"}],
+            "inputs": {"dem": "d.tif", "rain": "r.tif"},
+            "model": {"preset": preset},
+            "evaluation": {"protocol": protocol},
+            "predictors": predictors,
+        }
+
+    return make

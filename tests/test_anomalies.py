@@ -97,35 +97,17 @@ def test_an_override_as_wide_as_the_cube_must_say_its_layout(tiny_cube):
     np.testing.assert_array_equal(again.dynamic, full.dynamic)
 
 
-def _config(preset, anomalies="auto"):
+def test_auto_means_on_but_for_the_paper_preset(minimal_config):
     from landslide_hazard.config import RunConfig
 
-    return RunConfig.model_validate(
-        {
-            "grid": {
-                "crs": "EPSG:32645",
-                "origin": [0, 0],
-                "pixel_size_m": 30,
-                "cell_pixels": 4,
-                "shape_cells": [8, 8],
-                "patch_cells": 4,
-            },
-            "baseline": {"name": "b", "date": "2015-01-01", "inventory": "b.gpkg"},
-            "periods": [{"name": "p", "date": "2015-06-01", "inventory": "p.gpkg"}],
-            "inputs": {"dem": "d.tif", "rain": "r.tif"},
-            "model": {"preset": preset},
-            "evaluation": {"protocol": "temporal"},
-            "predictors": {"trigger_anomalies": anomalies},
-        }
-    )
+    def resolved(preset, **predictors):
+        return RunConfig.model_validate(minimal_config("temporal", preset, **predictors))
 
-
-def test_auto_means_on_but_for_the_paper_preset():
-    assert _config("tiny").trigger_anomalies is True
-    assert _config("paper").trigger_anomalies is False  # the published recipe: Table 1's inputs
-    assert _config("tiny", False).trigger_anomalies is False
-    assert _config("paper", True).trigger_anomalies is True
-    assert _config("tiny").model_dynamic_bands == model_dynamic_names(True, True)
+    assert resolved("tiny").trigger_anomalies is True
+    assert resolved("paper").trigger_anomalies is False  # the published recipe: Table 1's inputs
+    assert resolved("tiny", trigger_anomalies=False).trigger_anomalies is False
+    assert resolved("paper", trigger_anomalies=True).trigger_anomalies is True
+    assert resolved("tiny").model_dynamic_bands == model_dynamic_names(True, True)
 
 
 def test_the_baselines_read_the_anomalies_only_with_the_run():

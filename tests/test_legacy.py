@@ -88,25 +88,6 @@ def test_band_layouts():
         dynamic_names_of(input_names(False)[:-1])
 
 
-def _minimal(protocol, legacy="auto", preset="tiny"):
-    return {
-        "grid": {
-            "crs": "EPSG:32645",
-            "origin": [0, 0],
-            "pixel_size_m": 30,
-            "cell_pixels": 4,
-            "shape_cells": [8, 8],
-            "patch_cells": 4,
-        },
-        "baseline": {"name": "b", "date": "2015-01-01", "inventory": "b.gpkg"},
-        "periods": [{"name": "p", "date": "2015-06-01", "inventory": "p.gpkg"}],
-        "inputs": {"dem": "d.tif", "rain": "r.tif"},
-        "model": {"preset": preset},
-        "evaluation": {"protocol": protocol},
-        "predictors": {"legacy": legacy},
-    }
-
-
 @pytest.mark.parametrize(
     ("protocol", "preset", "expected"),
     [
@@ -117,22 +98,24 @@ def _minimal(protocol, legacy="auto", preset="tiny"):
         ("temporal", "paper", False),
     ],
 )
-def test_auto_means_on_for_forecasts_only(protocol, preset, expected):
+def test_auto_means_on_for_forecasts_only(protocol, preset, expected, minimal_config):
     from landslide_hazard.config import RunConfig
 
-    assert RunConfig.model_validate(_minimal(protocol, preset=preset)).legacy is expected
-    assert RunConfig.model_validate(_minimal(protocol, False, preset)).legacy is False
+    assert RunConfig.model_validate(minimal_config(protocol, preset)).legacy is expected
+    off = minimal_config(protocol, preset, legacy=False)
+    assert RunConfig.model_validate(off).legacy is False
 
 
 @pytest.mark.parametrize("protocol", ["spatial", "paper"])
-def test_legacy_true_is_refused_where_it_leaks(protocol):
+def test_legacy_true_is_refused_where_it_leaks(protocol, minimal_config):
     from pydantic import ValidationError
 
     from landslide_hazard.config import RunConfig
 
     with pytest.raises(ValidationError, match="leak"):
-        RunConfig.model_validate(_minimal(protocol, True))
-    assert RunConfig.model_validate(_minimal("temporal", True, "paper")).legacy is True
+        RunConfig.model_validate(minimal_config(protocol, legacy=True))
+    paper = minimal_config("temporal", "paper", legacy=True)
+    assert RunConfig.model_validate(paper).legacy is True
 
 
 @pytest.mark.slow
@@ -200,12 +183,14 @@ def test_legacy_bands_are_constant_over_each_cell(tiny_cube):
     np.testing.assert_array_equal(win[:4], upsample_cells_bilinear(halo[:4], k))
 
 
-def test_validate_refuses_legacy_true_with_a_leaking_protocol_before_training(monkeypatch):
+def test_validate_refuses_legacy_true_with_a_leaking_protocol_before_training(
+    monkeypatch, minimal_config
+):
     from landslide_hazard import validate as validate_mod
     from landslide_hazard.config import RunConfig
     from landslide_hazard.errors import InputError
 
-    cfg = RunConfig.model_validate(_minimal("temporal", True))
+    cfg = RunConfig.model_validate(minimal_config("temporal", legacy=True))
 
     def boom(*args, **kwargs):
         raise AssertionError("no training may start")
