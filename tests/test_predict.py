@@ -174,8 +174,11 @@ def test_predict_real_model_and_scenario(trained_run, tmp_path):
         s = ds.read()
     assert np.all((s[:, cube.valid_cells] >= 0) & (s[:, cube.valid_cells] <= 1))
     g = cube.grid
+    norm = predict_mod.load_run(run).norm
     rain = np.full(g.cell_shape, 5.0, dtype="float32")
-    rain[0, 5:] = 1e4  # far outside the training range
+    # just above the training range of rain_max: outside it, but too few cells to move the
+    # period's mean (and so the other cells' anomalies) out of the anomaly's range
+    rain[0, 5:] = norm.maximum[norm.names.index("rain_max")] + 1.0
     write_raster(tmp_path / "rain_max.tif", rain, g.cell_transform, g.crs)
     write_raster(
         tmp_path / "five.tif", np.full(g.cell_shape, 5.0, "float32"), g.cell_transform, g.crs
@@ -197,9 +200,23 @@ def test_predict_real_model_and_scenario(trained_run, tmp_path):
         app = ds.read(1)
         assert list(ds.descriptions) == ["P2"]
     valid = cube.valid_cells
-    want = np.ones(g.cell_shape)
-    want[0, 5:] = 0
-    np.testing.assert_array_equal(app[valid], want[valid])
+    # by hand from the run's training ranges: the storm cells' rain is outside; the rain
+    # anomaly of every cell is checked against its own range too (the other bands are 5.0 or,
+    # for rain_ci95's anomaly, 0.0, inside theirs)
+
+    def inside(name, v):
+        i = norm.names.index(name)
+        return (v >= norm.minimum[i]) & (v <= norm.maximum[i])
+
+    want = inside("rain_max", rain) & inside("rain_max_anomaly", rain - rain[valid].mean())
+    assert not want[0, 5:].any() and want[valid].sum() == valid.sum() - valid[0, 5:].sum()
+    np.testing.assert_array_equal(app[valid], want[valid].astype(float))
+    # a storm of 1e4 mm/day on the same cells lifts the period's mean so far that every cell's
+    # anomaly leaves its range: the whole map extrapolates
+    storm = rain.copy()
+    storm[0, 5:] = 1e4
+    wide = inside("rain_max", storm) & inside("rain_max_anomaly", storm - storm[valid].mean())
+    assert not wide[valid].any()
     assert np.isnan(app[~valid]).all()
     with rasterio.open(out / "hazard.tif") as ds:
         assert ds.count == 1

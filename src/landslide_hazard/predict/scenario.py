@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..bands import DYNAMIC_NAMES, INPUT_NAMES
+from ..bands import DYNAMIC_NAMES, LEGACY_NAMES
 from ..config import EarthquakeConfig, resolve_relative_paths
 from ..errors import ConfigError, InputError, MissingFileError
 from ..io import read_on_grid, read_rain_stack
@@ -216,14 +216,23 @@ def scenario_triggers(spec: ScenarioSpec, cube) -> tuple[np.ndarray, np.ndarray]
 
 
 def applicability(
-    dynamic: np.ndarray, monsoons: np.ndarray, norm: Normalisation, valid: np.ndarray
+    dynamic: np.ndarray,
+    bands: tuple[str, ...],
+    monsoons: np.ndarray,
+    norm: Normalisation,
+    valid: np.ndarray,
 ) -> np.ndarray:
     """(P, cy, cx) bool: every trigger input of the cell lies inside the training range
-    (``norm`` min..max of each dynamic band and of the monsoon count)."""
-    n_static = len(INPUT_NAMES) - len(DYNAMIC_NAMES) - 1
+    (``norm`` min..max of each of the model's trigger bands, the rain anomalies included, and
+    of the monsoon count). ``dynamic``: (P, len(bands), cy, cx), the bands the model reads
+    (``CubeReader.dynamic``); the legacy bands, which a scenario does not change, are not
+    checked."""
     ok = np.ones((dynamic.shape[0], *dynamic.shape[2:]), dtype=bool)
-    for b in range(len(DYNAMIC_NAMES)):
-        lo, hi = norm.minimum[n_static + b], norm.maximum[n_static + b]
+    for b, name in enumerate(bands):
+        if name in LEGACY_NAMES:
+            continue
+        i = norm.names.index(name)
+        lo, hi = norm.minimum[i], norm.maximum[i]
         v = dynamic[:, b]
         tol = 1e-6 * max(abs(lo), abs(hi), 1.0)
         ok &= ~np.isfinite(v) | ((v >= lo - tol) & (v <= hi + tol))

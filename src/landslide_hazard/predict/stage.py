@@ -209,7 +209,9 @@ class _Prediction:
         )
         apply_idx = [periods.index(p) for p in spec.periods]
         arrays = self.arrays(reader, apply_idx)
-        inside = applicability(dynamic, monsoons, run.norm, reader.valid)
+        inside = applicability(
+            reader.dynamic, reader.dynamic_bands, monsoons, run.norm, reader.valid
+        )
         sub = {q: a[apply_idx] for q, a in arrays.items()}
         app = inside[apply_idx].astype(np.float32)
         app[:, ~reader.valid] = np.nan
