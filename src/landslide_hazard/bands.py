@@ -153,6 +153,14 @@ def input_names(legacy: bool, anomalies: bool = False) -> tuple[str, ...]:
     return STATIC_NAMES + model_dynamic_names(legacy, anomalies) + SCALAR_NAMES
 
 
+def with_anomalies(stored: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """A cube's stored dynamic bands with the rain anomalies added, in the models' channel
+    order (:func:`model_dynamic_names`): the triggers, the anomalies, the legacy."""
+    stored = tuple(stored)
+    triggers = tuple(b for b in stored if b not in LEGACY_NAMES)
+    return triggers + ANOMALY_NAMES + tuple(b for b in stored if b in LEGACY_NAMES)
+
+
 #: Every input layout this package builds, as (legacy, anomalies).
 LAYOUTS: tuple[tuple[bool, bool], ...] = (
     (False, False),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .bands import ANOMALY_NAMES, LEGACY_NAMES
+from .bands import ANOMALY_NAMES, LEGACY_NAMES, with_anomalies
 from .config import LEGACY_LEAKING_PROTOCOLS, RunConfig
 from .errors import InputError
 from .evaluation.baselines import OCCURRENCE_MODELS
@@ -164,14 +164,8 @@ class _Observed:
         from .sampling.dataset import CubeReader
 
         cube = open_cube(cube_path(cfg))
-        # every band a run may read: the cube's, with the rain anomalies after the triggers
-        stored = tuple(cube.meta.dynamic_bands)
-        bands = (
-            tuple(b for b in stored if b not in LEGACY_NAMES)
-            + ANOMALY_NAMES
-            + tuple(b for b in stored if b in LEGACY_NAMES)
-        )
-        reader = CubeReader(cube, dynamic_bands=bands)
+        # every band a run may read: the cube's, with the rain anomalies
+        reader = CubeReader(cube, dynamic_bands=with_anomalies(cube.meta.dynamic_bands))
         static = np.asarray(reader.static if reader.static_in_memory else reader.static[:])
         features, feature_names = cell_features(
             static,

@@ -114,6 +114,12 @@ def pick_dynamic(
     return out
 
 
+def unavailable(bands: tuple[str, ...], held: tuple[str, ...]) -> list[str]:
+    """The ``bands`` that are neither among ``held`` nor derivable from one of them (a rain
+    anomaly, ``bands.ANOMALY_SOURCES``)."""
+    return [b for b in bands if b not in held and ANOMALY_SOURCES.get(b) not in held]
+
+
 class CubeReader:
     """Reads patch windows of a cube: static from the fine grid, dynamic/targets from the cells.
 
@@ -146,11 +152,7 @@ class CubeReader:
                 "re-run prepare with this package version"
             )
         cube_bands = tuple(cube.meta.dynamic_bands)
-        missing = [
-            b
-            for b in dynamic_bands
-            if b not in cube_bands and ANOMALY_SOURCES.get(b) not in cube_bands
-        ]
+        missing = unavailable(tuple(dynamic_bands), cube_bands)
         if missing:
             raise InputError(
                 f"{cube.path}: the cube has no band(s) {missing} (its dynamic bands: "
@@ -206,11 +208,7 @@ class CubeReader:
     def with_dynamic_bands(self, bands: tuple[str, ...]) -> CubeReader:
         """This reader with another choice among its dynamic bands, sharing its static pixels,
         targets and monsoon counts (nothing is read again)."""
-        missing = [
-            b
-            for b in bands
-            if b not in self.dynamic_bands and ANOMALY_SOURCES.get(b) not in self.dynamic_bands
-        ]
+        missing = unavailable(tuple(bands), self.dynamic_bands)
         if missing:
             raise InputError(f"this reader holds no band(s) {missing}: {self.dynamic_bands}")
         other = copy.copy(self)

@@ -35,7 +35,6 @@ missed some periods' mean by a factor of two (docs/decisions.md). Forecast perio
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -142,7 +141,12 @@ def fit_map_calibration(
     platt.fit(p, y)
     z_map = platt.slope * logit(susceptibility) + platt.intercept  # NaN stays NaN
     level = (split.val_cells | split.train_cells) & scored
-    shifts = _fit_by_period(level_shift, level, z_map, observed > min_density, period_names)
+    period_level = np.nonzero(level)[0]
+    z_level, y_level = z_map[level], observed[level] > min_density
+    shifts = {
+        period_names[t]: level_shift(z_level[period_level == t], y_level[period_level == t])
+        for t in np.unique(period_level)
+    }
     z = z_map[cells]
     period = np.nonzero(cells)[0]
     shifted = z + by_period(shifts, period_names, 0.0)[period]
@@ -167,22 +171,6 @@ def fit_map_calibration(
     report["period_density_factors"] = {period_names[t]: f for t, f in factors.items()}
     report["n_density_level_cells"] = int(positive.sum())
     return report
-
-
-def _fit_by_period(
-    fit: Callable[[np.ndarray, np.ndarray], float],
-    cells: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    period_names: list[str],
-) -> dict[str, float]:
-    """``fit(a, b)`` over each period's ``cells`` ((P, rows, cols) bool; ``a``, ``b`` maps of
-    that shape), by period name, for every period with such cells."""
-    period = np.nonzero(cells)[0]
-    a_cells, b_cells = a[cells], b[cells]
-    return {
-        period_names[t]: fit(a_cells[period == t], b_cells[period == t]) for t in np.unique(period)
-    }
 
 
 def _blend_of(report: dict[str, Any]) -> tuple[float, float] | None:
