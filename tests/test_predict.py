@@ -789,6 +789,15 @@ def test_forecast_of_a_new_period_after_the_last_mapped(trained_run, tmp_path):
         s = ds.read(1)
     assert np.isfinite(s[valid]).all() and ((s[valid] >= 0) & (s[valid] <= 1)).all()
     assert cube.dynamic.shape[0] == 3  # the cube on disk is unchanged
+    # the new period has no density factor of its own: its maps get the periods' common level
+    model = predict_mod.load_run(run).model
+    assert "next" not in model.period_density_factors and model.density_level != 1.0
+    raw = predict_mod.predict(run, scenario=tmp_path / "next.yaml", progress=False, raw=True)
+    with rasterio.open(raw / "density.tif") as ds_raw, rasterio.open(out / "density.tif") as ds:
+        d_raw, d = ds_raw.read(1), ds.read(1)
+    blend = model.density_blend
+    want = d_raw if blend is None else blend[1] + blend[0] * (d_raw - blend[1])
+    np.testing.assert_allclose(d[valid], want[valid] * model.density_level, rtol=1e-5)
 
     no_rain = {
         "name": "dry",

@@ -268,6 +268,8 @@ class ModelFile:
     density_blend: list[float] = field(default_factory=list)
     # per-period factors on the density maps, by period name (ENN.period_density_factors)
     period_density_factors: dict[str, float] = field(default_factory=dict)
+    # the density factor of a period without its own, a forecast (ENN.density_level)
+    density_level: float = 1.0
 
     #: The keys without which a file is foreign (older files may lack the others).
     REQUIRED = frozenset(
@@ -378,6 +380,7 @@ def save_trained_model(path, model, cfg, norm, grid, cube, cube_file) -> None:
             period_density_factors={
                 str(k): float(v) for k, v in getattr(model, "period_density_factors", {}).items()
             },
+            density_level=float(getattr(model, "density_level", 1.0)),
         ),
     )
 

@@ -194,8 +194,8 @@ def _score_fold(
     """The run's held-out scores, the constant-density ablations, the oracles and the baselines
     on the run's split; and each model's susceptibility map (for calibration and reliability)."""
     from .evaluation.baselines import fit_baselines, predict_baselines
-    from .evaluation.calibration import positive_mean_density
     from .evaluation.held_out import score_on_split
+    from .evaluation.levels import positive_mean_density
     from .predict import Inference, load_run, predict_arrays
     from .sampling.splits import Split
 

@@ -184,6 +184,13 @@ def test_period_density_factors_scale_each_named_periods_blended_map():
     np.testing.assert_allclose(enn.calibrate_density(d), blended, rtol=1e-6)
     with pytest.raises(ValueError, match="period names"):
         enn.calibrate_density(d, ["dry"])
+    # the common level: a period without its own factor, and maps without names, get it
+    enn.density_level = 1.6
+    got = enn.calibrate_density(d, ["dry", "new forecast", "wet"])
+    np.testing.assert_allclose(got, blended * np.array([0.5, 1.6, 2.0])[:, None, None], rtol=1e-6)
+    np.testing.assert_allclose(enn.calibrate_density(d), blended * 1.6, rtol=1e-6)
+    enn.density_blend = None
+    np.testing.assert_allclose(enn.calibrate_density(d), d * 1.6, rtol=1e-6)
 
 
 def test_pixel_rate_pool_does_not_underflow_far_below_the_patch_maximum():

@@ -480,6 +480,7 @@ def _linked_evaluation(tmp_path):
             "density_blend": {"weight": 0.5, "constant": 1.25, "n_cells": 90, "r_val": 0.2},
             "period_density_factors": {"<b>wet</b>": 1.5, "dry": 0.75},
             "n_density_level_cells": 300,
+            "density_level": 1.2,
         },
     }
     (run / "metrics.json").write_text(json.dumps(run_metrics))
@@ -567,6 +568,7 @@ def test_evaluation_of_a_run_shows_its_held_out_and_oracle_cards(tmp_path, monke
     assert "toward 1.250 %" in cal and "weight 0.500" in cal
     assert "on its 300 positive training and validation cells" in cal
     assert "&lt;b&gt;wet&lt;/b&gt; x1.50" in cal and "dry x0.75" in cal
+    assert "x1.20 for a period without its own" in cal
     run_text = build_report(run).read_text()  # ``report RUN`` shows the same cards
     assert re.search(r'<div class="k">oracle AUC</div><div class="v">0.912</div>', run_text)
     # limitations fit synthetic data and cite the paper's sections

@@ -95,7 +95,7 @@ def test_period_shifts_are_fitted_on_each_periods_training_and_validation_cells(
     from scipy.special import logit
 
     from landslide_hazard.cube import open_cube
-    from landslide_hazard.evaluation.calibration import level_shift
+    from landslide_hazard.evaluation.levels import level_shift
     from landslide_hazard.predict import load_run, predict_arrays
     from landslide_hazard.sampling.dataset import CubeReader
 
@@ -135,6 +135,7 @@ def test_recalibrate_refits_what_train_stored(reference_run):
     spoilt = torch.load(copy / "model.pt", weights_only=False)
     spoilt["state_dict"]["calibration"] = torch.tensor([2.0, 1.0, 1.0])
     spoilt["period_shifts"] = {"no such period": 3.0}
+    spoilt["density_level"] = 9.0
     torch.save(spoilt, copy / "model.pt")
     metrics = json.loads((copy / "metrics.json").read_text())
     metrics["held_out_auc"] = 0.0
@@ -150,6 +151,7 @@ def test_recalibrate_refits_what_train_stored(reference_run):
     assert got_file["period_shifts"] == want_file["period_shifts"]
     assert got_file["density_blend"] == want_file["density_blend"]
     assert got_file["period_density_factors"] == want_file["period_density_factors"]
+    assert got_file["density_level"] == want_file["density_level"] != 9.0
     assert "recalibrate:" in (copy / "train.log").read_text()
     (copy / "metrics.json").unlink()
     with pytest.raises(InputError, match="no finished run to recalibrate"):
@@ -162,7 +164,7 @@ def test_density_blend_is_fitted_on_the_positive_validation_cells(reference_run)
     by least squares agrees, the factors recomputed from the blended maps agree, and the maps
     predict writes are the blend times its period's factor."""
     from landslide_hazard.cube import open_cube
-    from landslide_hazard.evaluation.calibration import density_level_factors
+    from landslide_hazard.evaluation.levels import density_levels
     from landslide_hazard.predict import load_run, predict_arrays
     from landslide_hazard.sampling.dataset import CubeReader
 
@@ -194,12 +196,14 @@ def test_density_blend_is_fitted_on_the_positive_validation_cells(reference_run)
     factors = run.model.period_density_factors
     with_cells = [reader.period_names[t] for t in np.flatnonzero(level.any(axis=(1, 2)))]
     assert sorted(factors) == sorted(with_cells) and with_cells
-    scale = np.array([factors.get(name, 1.0) for name in reader.period_names])[:, None, None]
+    common = run.model.density_level
+    scale = np.array([factors.get(name, common) for name in reader.period_names])[:, None, None]
     period = np.nonzero(level)[0]
-    want = density_level_factors(obs[level], blended[level], period)
+    want = density_levels(obs[level], blended[level], period)
+    assert common == pytest.approx(want.common, rel=1e-5) and common != 1.0
     for t, name in enumerate(reader.period_names):
         if name in factors:
-            assert factors[name] == pytest.approx(want[t], rel=1e-5)
+            assert factors[name] == pytest.approx(want.factors[t], rel=1e-5)
     assert any(abs(f - 1.0) > 0.01 for f in factors.values())  # not a no-op on this run
     np.testing.assert_allclose(maps["density"][ok], (blended * scale)[ok], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
@@ -208,6 +212,7 @@ def test_density_blend_is_fitted_on_the_positive_validation_cells(reference_run)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["calibration"]["density_blend"]["weight"] == pytest.approx(weight)
     assert metrics["calibration"]["period_density_factors"] == pytest.approx(factors)
+    assert metrics["calibration"]["density_level"] == pytest.approx(common)
 
 
 def test_same_seed_same_weights(tmp_path, config_factory, reference_run):

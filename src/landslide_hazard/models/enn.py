@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..evaluation.calibration import by_period, calibrated_density, calibrated_probability
+from ..evaluation.levels import by_period, calibrated_density, calibrated_probability
 from .density import DensityBlock
 from .susceptibility import build_susceptibility
 
@@ -71,9 +71,10 @@ class ENN(nn.Module):
         # validation cells (training.calibrate); None: the density block's maps as they are
         self.density_blend: tuple[float, float] | None = None
         # per-period factors on the (blended) density maps, by period name (fitted on the
-        # positive training and validation cells of each period, training.calibrate); a
-        # period with neither (a forecast) gets none
+        # positive training and validation cells of each period, training.calibrate), and the
+        # factor of a period with neither (a forecast: a scenario's new period): the common level
         self.period_density_factors: dict[str, float] = {}
+        self.density_level = 1.0
 
     def set_calibration(self, slope: float, intercept: float) -> None:
         """Calibrate the susceptibility maps with ``sigmoid(slope * logit(p) + intercept)``;
@@ -107,16 +108,18 @@ class ENN(nn.Module):
     ) -> np.ndarray | None:
         """The stored density calibration applied to (merged) density maps: the blend
         ``constant + weight (d - constant)``, then each named period's level factor
-        (:attr:`period_density_factors`); None when there is neither or ``use_calibration`` is
-        off. ``d``: (P, ...) maps of the periods ``period_names``; without names, or for a
-        period without a factor, the blend alone applies."""
+        (:attr:`period_density_factors`), or the common level (:attr:`density_level`) for a
+        period without one or without names; None when there is nothing stored or
+        ``use_calibration`` is off. ``d``: (P, ...) maps of the periods ``period_names``."""
         factors = self.period_density_factors if period_names is not None else {}
-        if not self.use_calibration or (self.density_blend is None and not factors):
+        stored = self.density_blend is not None or factors or self.density_level != 1.0
+        if not (self.use_calibration and stored):
             return None
-        scale = None
-        if factors:
-            assert period_names is not None
-            scale = by_period(factors, period_names, 1.0, np.shape(d)[0])
+        n = np.shape(d)[0]
+        if period_names is None:
+            scale = np.full(n, self.density_level)
+        else:
+            scale = by_period(factors, period_names, self.density_level, n)
         return calibrated_density(d, self.density_blend, scale)
 
     def forward(self, x: torch.Tensor) -> ENNOutput:

@@ -74,6 +74,7 @@ def load_model_file(
     model.period_density_factors = {
         str(k): float(v) for k, v in (meta.get("period_density_factors") or {}).items()
     }
+    model.density_level = float(meta.get("density_level", 1.0))  # 1: files written before it
     norm = Normalisation.from_dict(meta["normalisation"])
     norm.check_bands(bands, str(path))
     return model, norm, meta

@@ -246,7 +246,8 @@ def calibration_note(m: dict[str, Any]) -> str:
         parts.append(
             "the density level set per period on its "
             f"{fmt(cal.get('n_density_level_cells'))} positive training and validation cells "
-            f"({listed})"
+            f"({listed}), and x{float(cal.get('density_level', 1.0)):.2f} for a period "
+            "without its own (a forecast: a scenario's new period)"
         )
     return (
         '<h3>Calibration stored in the run</h3><p class="note">'

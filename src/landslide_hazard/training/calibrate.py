@@ -26,11 +26,14 @@ trained on, its maps fall back toward the constant instead of adding noise to th
 
 Then each period with positive training or validation cells gets a factor on its density maps,
 the observed density of those cells over their (blended) maps, estimated on the log scale with
-one conversion to a ratio of means pooled over the periods, and drawn towards 1 by a prior
-(``evaluation.calibration.density_level_factors``; ``ENN.period_density_factors``, saved in
-model.pt): the density stages fit a conditional median (an absolute error), and a period's
-landslide sizes set its density level far more than any cell's inputs do; on the demo the block
-missed some periods' mean by a factor of two (docs/decisions.md). Forecast periods get none.
+one conversion to a ratio of means pooled over the periods, and drawn towards the periods'
+common level by a prior (``evaluation.levels.density_levels``; ``ENN.period_density_factors``,
+saved in model.pt): the density stages fit a conditional median (an absolute error), and a
+period's landslide sizes set its density level far more than any cell's inputs do; on the demo
+the block missed some periods' mean by a factor of two (docs/decisions.md). A period without
+positive cells of its own (a forecast: a scenario's new period) gets the common level
+(``ENN.density_level``), the one the periods share, rather than none (docs/decisions.md, "A
+forecast period's density level").
 """
 
 from __future__ import annotations
@@ -42,18 +45,17 @@ import torch
 from scipy.special import expit
 
 from ..config import RunConfig
-from ..evaluation.calibration import (
-    PlattScaling,
+from ..evaluation.calibration import PlattScaling, logit
+from ..evaluation.held_out import predict_cells
+from ..evaluation.levels import (
     by_period,
     calibrated_density,
     calibrated_probability,
     density_blend_weight,
-    density_level_factors,
+    density_levels,
     level_shift,
-    logit,
     positive_mean_density,
 )
-from ..evaluation.held_out import predict_cells
 from ..evaluation.metrics import expected_calibration_error
 from ..models.enn import ENN
 from ..sampling.dataset import CubeReader
@@ -105,6 +107,7 @@ def fit_calibration(
         model.period_shifts = report["period_shifts"]
         model.density_blend = _blend_of(report)
         model.period_density_factors = report["period_density_factors"]
+        model.density_level = report["density_level"]
     return report
 
 
@@ -167,8 +170,9 @@ def fit_map_calibration(
     blended = calibrated_density(density, _blend_of(report))  # as the maps get it
     positive = level & (observed > min_density) & np.isfinite(blended)
     period = np.nonzero(positive)[0]
-    factors = density_level_factors(observed[positive], blended[positive], period)
-    report["period_density_factors"] = {period_names[t]: f for t, f in factors.items()}
+    levels = density_levels(observed[positive], blended[positive], period)
+    report["period_density_factors"] = {period_names[t]: f for t, f in levels.factors.items()}
+    report["density_level"] = levels.common
     report["n_density_level_cells"] = int(positive.sum())
     return report
 
@@ -190,7 +194,8 @@ def apply_map_calibration(
     if report.get("slope") is None:
         return susceptibility, density
     shifts = by_period(report["period_shifts"], period_names, 0.0)
-    factors = by_period(report["period_density_factors"], period_names, 1.0)
+    common = report.get("density_level", 1.0)  # absent from reports written before it
+    factors = by_period(report["period_density_factors"], period_names, common)
     p = calibrated_probability(susceptibility, report["slope"], report["intercept"], shifts)
     return p, calibrated_density(density, _blend_of(report), factors)
 

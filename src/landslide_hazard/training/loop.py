@@ -241,6 +241,7 @@ def recalibrate(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     model.period_shifts = {}
     model.density_blend = None
     model.period_density_factors = {}
+    model.density_level = 1.0
     before = json.loads(run.metrics.read_text())
     rt = FitRuntime(device, log=_Log(run.train_log, progress), progress=progress)
     rt.log(f"recalibrate: {threads.describe()}; the weights kept, the calibration refitted")
@@ -330,6 +331,7 @@ def _finish_run(
             f"density level per period on {calibration['n_density_level_cells']} positive "
             "training and validation cells: x "
             + ", ".join(f"{_fmt(v)} ({k})" for k, v in factors.items())
+            + f"; x {_fmt(calibration['density_level'])} for a period without its own"
         )
     save_trained_model(
         run.model, model, cfg_run, norm, reader.grid, reader.cube, cube_path(cfg_run)
