@@ -113,10 +113,11 @@ def density_levels(
     ``s`` = ``prior_sd`` (a random effect): ``mu`` is their precision-weighted mean (weights
     ``1 / (v_t + s^2)``; equal weights when ``s`` is inf) and ``ln f_t = mu + (x_t - mu) s^2 /
     (s^2 + v_t)``, the posterior mean, so a period with few cells is drawn towards the common
-    level (not towards 1: the density stages fit a conditional median, which sits below the
-    mean in every period alike). ``common = exp(mu)``: what a forecast period gets (docs/
-    decisions.md, "A forecast period's density level"). Non-finite or non-positive pairs are
-    dropped; a period with fewer than two gets the common level; no period with two: all 1.
+    level, not towards 1: the maps' level need not be the observed one in any period (the
+    density stages fit a conditional median, and the blend moves it). ``common = exp(mu)``:
+    what a forecast period gets (docs/decisions.md, "A forecast period's density level").
+    Non-finite or non-positive pairs are dropped; a period with fewer than two gets the common
+    level; no period with two: all 1.
     """
     y = np.asarray(observed, dtype="float64").ravel()
     d = np.asarray(predicted, dtype="float64").ravel()
