@@ -798,6 +798,11 @@ def test_forecast_of_a_new_period_after_the_last_mapped(trained_run, tmp_path):
     blend = model.density_blend
     want = d_raw if blend is None else blend[1] + blend[0] * (d_raw - blend[1])
     np.testing.assert_allclose(d[valid], want[valid] * model.density_level, rtol=1e-5)
+    # a model.pt written before the common level: the factor 1 it had then
+    meta = torch.load(run / "model.pt", weights_only=False)
+    del meta["density_level"]
+    torch.save(meta, run / "model.pt")
+    assert predict_mod.load_run(run).model.density_level == 1.0
 
     no_rain = {
         "name": "dry",
