@@ -224,7 +224,8 @@ def render_markdown(result: dict[str, Any], command: str, figure: str | None = N
         "calibrated ones `predict` writes (Platt scaling fitted on the fold's validation cells "
         "and stored in the model, plus a logit shift and a density level per period fitted on "
         "its training and validation cells; test periods of the temporal protocols have "
-        "neither, so none). The per-cell baselines get the same calibration, fitted the same "
+        "neither, so no shift and the density level the periods share). The per-cell "
+        "baselines get the same calibration, fitted the same "
         "way on the same cells (`training.calibrate.fit_map_calibration`), so that no model is "
         "credited with what any of them gains from each period's level.",
         "",
