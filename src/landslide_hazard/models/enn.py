@@ -76,6 +76,16 @@ class ENN(nn.Module):
         self.period_density_factors: dict[str, float] = {}
         self.density_level = 1.0
 
+    def clear_calibration(self) -> None:
+        """Back to the raw network's maps, as built: no Platt scaling, period shifts, density
+        blend or density levels (``training.calibrate`` fits them again)."""
+        with torch.no_grad():
+            self.calibration.copy_(torch.tensor([1.0, 0.0, 0.0]))
+        self.period_shifts = {}
+        self.density_blend = None
+        self.period_density_factors = {}
+        self.density_level = 1.0
+
     def set_calibration(self, slope: float, intercept: float) -> None:
         """Calibrate the susceptibility maps with ``sigmoid(slope * logit(p) + intercept)``;
         stored with the weights (a buffer of the state dict)."""

@@ -236,12 +236,7 @@ def recalibrate(run_dir: str | Path, progress: bool = False) -> dict[str, Any]:
     reader = _open_reader(cfg_run, DEFAULT_MEMORY_BUDGET_BYTES, loaded.dynamic_bands)
     data = TrainingData(reader, Split.load(run.splits), loaded.norm)
     model = loaded.model
-    with torch.no_grad():  # uncalibrated until refitted (training.calibration: none keeps it so)
-        model.calibration.copy_(torch.tensor([1.0, 0.0, 0.0]))
-    model.period_shifts = {}
-    model.density_blend = None
-    model.period_density_factors = {}
-    model.density_level = 1.0
+    model.clear_calibration()  # until refitted (training.calibration: none keeps it so)
     before = json.loads(run.metrics.read_text())
     rt = FitRuntime(device, log=_Log(run.train_log, progress), progress=progress)
     rt.log(f"recalibrate: {threads.describe()}; the weights kept, the calibration refitted")
